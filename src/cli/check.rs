@@ -1,0 +1,46 @@
+//! `contactplan check`: validate config, templates, playbooks and every plan.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Validate the configuration, templates, playbooks and every plan; print all problems.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Exit status: 0 when everything is valid, 1 when any plan, playbook or template has an error, 2 when the config itself is unusable.\n\nExamples:\n  contactplan check\n  contactplan check --config /etc/contactplan/contactplan.toml\n  contactplan check --format json | jq '.[] | .file'")]
+pub struct Args {
+    /// Output format for the problems.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
+    let config = match super::load_config(config_path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let ws = super::load_workspace(&config);
+    let diags = ws.diagnostics();
+    let errors = diags.iter().filter(|d| d.is_error()).count();
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(diags)?),
+        Format::Text => {
+            for d in diags {
+                eprintln!("{d}");
+            }
+            println!(
+                "checked {} plan files and {} playbooks: {} valid customers, {} errors, {} warnings",
+                ws.loaded.plan_files,
+                ws.loaded.playbook_files,
+                ws.loaded.plans.len(),
+                errors,
+                diags.len() - errors
+            );
+        }
+    }
+    Ok(if errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

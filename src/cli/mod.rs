@@ -1,0 +1,94 @@
+//! Command-line interface: one file per command; this file only declares and dispatches.
+
+mod agenda;
+mod check;
+mod preview;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "contactplan", version, about = "Keeps B2B customer relationships warm: contact plans in, greetings and tasks out.")]
+#[command(after_help = "Examples:\n  contactplan check\n  contactplan agenda --days 14\n  contactplan preview --customer acme --occasion birthday\n  contactplan run --config /etc/contactplan/contactplan.toml")]
+pub struct Cli {
+    /// The daemon configuration file.
+    #[arg(long, global = true, env = "CONTACTPLAN_CONFIG", default_value = "config/contactplan.toml")]
+    pub config: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Check(check::Args),
+    Agenda(agenda::Args),
+    Preview(preview::Args),
+    Run(run::Args),
+}
+
+/// Runs a parsed command line; the exit code follows the command's outcome.
+pub fn main(cli: Cli) -> ExitCode {
+    crate::telemetry::init(cli.log_format == LogFormat::Json);
+    let result = match cli.command {
+        Command::Check(args) => check::run(&cli.config, args),
+        Command::Agenda(args) => agenda::run(&cli.config, args),
+        Command::Preview(args) => preview::run(&cli.config, args),
+        Command::Run(args) => run::run(&cli.config, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Loads the config or prints its problems.
+fn load_config(path: &std::path::Path) -> Result<crate::config::Config, ExitCode> {
+    crate::config::Config::load(path).map_err(|diags| {
+        for d in diags {
+            eprint!("{d}");
+        }
+        ExitCode::from(2)
+    })
+}
+
+/// A progress bar on a terminal; hidden when stderr is piped.
+fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} ({per_sec})") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// Loads templates and plans with a progress bar; returns the workspace.
+fn load_workspace(config: &crate::config::Config) -> crate::app::Workspace {
+    let files = crate::plan::toml_files(&config.plans_dir).map_or(0, |f| f.len() as u64);
+    let bar = progress(files, "loading plans");
+    let ws = crate::app::Workspace::load(config, &|| bar.inc(1));
+    bar.finish_and_clear();
+    ws
+}
+
+/// A date argument (YYYY-MM-DD).
+fn parse_date(s: &str) -> Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| format!("`{s}` is not a date; write YYYY-MM-DD"))
+}

@@ -1,0 +1,82 @@
+//! `contactplan preview`: the exact message the daemon would send for one occasion.
+
+use crate::occasion::{self, Occurrence};
+use crate::render::Input;
+use chrono::{NaiveDate, NaiveTime, TimeDelta, Utc};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Print the email (headers, text and HTML parts) that one occasion would produce.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "The next occurrence on or after --date is shown (searching up to 4 years ahead).\n\nExamples:\n  contactplan preview --customer acme --occasion birthday\n  contactplan preview --customer acme --occasion anniversary --date 2027-01-01\n  contactplan preview --customer acme --occasion birthday --contact anna --raw > anna.eml")]
+pub struct Args {
+    /// Customer id.
+    #[arg(long)]
+    customer: String,
+    /// Occasion (rule) name.
+    #[arg(long)]
+    occasion: String,
+    /// Look for the first occurrence on or after this date (YYYY-MM-DD); default: today.
+    #[arg(long, value_parser = super::parse_date)]
+    date: Option<NaiveDate>,
+    /// Only occurrences about this contact id.
+    #[arg(long)]
+    contact: Option<String>,
+    /// Print the raw RFC 5322 message instead of the decoded parts.
+    #[arg(long)]
+    raw: bool,
+}
+
+pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
+    let config = match super::load_config(config_path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let ws = super::load_workspace(&config);
+    let Some(customer) = ws.loaded.plans.get(&args.customer) else {
+        eprintln!("error: no valid plan for customer `{}` (run `contactplan check`)", args.customer);
+        return Ok(ExitCode::from(1));
+    };
+    let Some(rule) = customer.rule(&args.occasion) else {
+        let names: Vec<&str> = customer.rules.iter().map(|r| &*r.name).collect();
+        eprintln!("error: customer `{}` has no occasion `{}`; it has: {}", customer.id, args.occasion, names.join(", "));
+        return Ok(ExitCode::from(1));
+    };
+    let day = args.date.unwrap_or_else(|| Utc::now().with_timezone(&customer.timezone).date_naive());
+    let from = crate::calendar::resolve_local(customer.timezone, day.and_time(NaiveTime::MIN)).utc;
+    let mut found: Vec<Occurrence> = Vec::new();
+    occasion::for_rule(customer, rule, from, from + TimeDelta::days(4 * 366), &mut found);
+    found.retain(|o| args.contact.as_deref().is_none_or(|c| o.about.is_some_and(|a| *a.id == *c)));
+    found.sort_by_key(|o| o.due.utc);
+    let Some(o) = found.first() else {
+        eprintln!("error: occasion `{}` of `{}` does not occur within 4 years of {day}", rule.name, customer.id);
+        return Ok(ExitCode::from(1));
+    };
+    let rendered = ws.renderer.render(&Input::from(o), &config.sender)?;
+    let key = o.key();
+    let message_id = crate::mail::message_id(&key, &config.sender.email);
+    let to_name = match o.recipient {
+        occasion::Recipient::Contact(c) => Some(&*c.name),
+        occasion::Recipient::Owner => None,
+    };
+    let message = crate::mail::build(&rendered, &config.sender, o.email(), to_name, &message_id, o.due.utc)?;
+    if args.raw {
+        use std::io::Write;
+        std::io::stdout().write_all(&message.formatted())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("Due:        {} ({})", o.due.local.to_rfc3339(), o.zone.name());
+    println!("Key:        {key}");
+    println!("Template:   {}", rendered.variant);
+    for a in &o.adjustments {
+        println!("Adjusted:   {a}");
+    }
+    for name in ["From", "To", "Subject", "Message-ID", "Date"] {
+        if let Some(value) = message.headers().get_raw(name) {
+            println!("{name}: {value}");
+        }
+    }
+    println!("\n----- text/plain -----\n{}", rendered.text);
+    println!("\n----- text/html -----\n{}", rendered.html);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,42 @@
+//! `contactplan run`: the daemon.
+
+use crate::app::Application;
+use crate::clock::SystemClock;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Run the daemon: apply migrations, load plans, fill the outbox and send what is due.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Signals: SIGTERM/SIGINT stop after the message in flight; SIGHUP reloads plans, playbooks and templates.\n\nExamples:\n  contactplan run\n  RUST_LOG=contactplan=debug contactplan run --config /etc/contactplan/contactplan.toml\n  contactplan run --log-format json")]
+pub struct Args {}
+
+pub fn run(config_path: &Path, _args: Args) -> anyhow::Result<ExitCode> {
+    let config = match super::load_config(config_path) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let app = Application::build(config, Arc::new(SystemClock)).await?;
+        let daemon = app.daemon.clone();
+        let reloader = Application { daemon: daemon.clone() };
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading plans, playbooks and templates");
+                reloader.reload();
+            }
+        });
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        app.run_until_stopped(async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        })
+        .await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

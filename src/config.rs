@@ -1,0 +1,315 @@
+//! The daemon configuration file (`config/contactplan.toml`): where plans, templates and the
+//! database live, how mail leaves, and defaults. Relative paths resolve against the directory
+//! of the config file, so the same file works from any working directory.
+
+use crate::diagnostics::Diagnostic;
+use crate::plan::Email;
+use chrono_tz::Tz;
+use serde::Deserialize;
+use serde_spanned::Spanned;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from, for messages.
+    pub path: PathBuf,
+    /// `sqlite://…` or `postgres://…`; the URL alone selects the store engine.
+    pub database_url: String,
+    /// One TOML file per customer.
+    pub plans_dir: PathBuf,
+    /// Shared rule sets referenced by `playbook = "…"`.
+    pub playbooks_dir: PathBuf,
+    /// One folder per template, one sub-folder per language/tone variant.
+    pub templates_dir: PathBuf,
+    /// Zone for customers and contacts that name none.
+    pub default_timezone: Tz,
+    /// How far ahead occasions are written into the outbox.
+    pub horizon: chrono::TimeDelta,
+    /// The From: of every message.
+    pub sender: Sender,
+    /// Where messages go.
+    pub delivery: Delivery,
+    /// Where the HTTP listener binds (health, metrics); `None` disables it.
+    pub http_bind: Option<String>,
+    /// Largest number of outbox items claimed in one batch.
+    pub batch_size: u32,
+}
+
+/// The From: identity.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    /// Address in From: and the domain of Message-IDs.
+    pub email: Email,
+    /// Display name in From: and the signature of templates.
+    pub name: String,
+}
+
+/// The mail transport.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// Write each message as an .eml file into a Maildir (`tmp/` → `new/`).
+    Maildir { path: PathBuf },
+    /// Send over SMTP.
+    Smtp(SmtpSettings),
+}
+
+/// How the SMTP relay is reached.
+#[derive(Clone)]
+pub struct SmtpSettings {
+    /// Host name or address of the relay.
+    pub host: String,
+    /// TCP port; 587 for STARTTLS, 465 for implicit TLS, 25 for plain.
+    pub port: u16,
+    /// Transport security.
+    pub tls: TlsMode,
+    /// Login name, when the relay wants AUTH.
+    pub username: Option<String>,
+    /// Password, read from a file, the environment or a systemd credential — never from the
+    /// config file itself, and never logged.
+    pub password: Option<String>,
+    /// Bound on one whole SMTP transaction (lettre's own timeout covers connecting only).
+    pub timeout: Duration,
+    /// Parallel SMTP sessions.
+    pub connections: u32,
+}
+
+impl std::fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .field("connections", &self.connections)
+            .finish()
+    }
+}
+
+/// SMTP transport security.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plain text (only sensible on loopback).
+    None,
+    /// Upgrade with STARTTLS; refuse to send if the server does not offer it.
+    Starttls,
+    /// Implicit TLS from the first byte (port 465).
+    Tls,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    database_url: Option<Spanned<String>>,
+    plans: Option<String>,
+    playbooks: Option<String>,
+    templates: Option<String>,
+    timezone: Option<Spanned<String>>,
+    horizon_days: Option<Spanned<i64>>,
+    http_bind: Option<String>,
+    batch_size: Option<Spanned<u32>>,
+    sender: RawSender,
+    delivery: RawDelivery,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSender {
+    email: Spanned<String>,
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+enum RawDelivery {
+    Maildir {
+        path: String,
+    },
+    Smtp {
+        host: String,
+        port: Option<u16>,
+        tls: Option<TlsMode>,
+        username: Option<String>,
+        password_file: Option<String>,
+        timeout_secs: Option<Spanned<u64>>,
+        connections: Option<Spanned<u32>>,
+    },
+}
+
+/// Environment variables that override the file (for tests, containers and secrets).
+pub const ENV_DATABASE_URL: &str = "CONTACTPLAN_DATABASE_URL";
+pub const ENV_SMTP_PASSWORD: &str = "CONTACTPLAN_SMTP_PASSWORD";
+
+impl Config {
+    /// Reads and validates the config file; every problem is returned at once.
+    pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![
+                Diagnostic::whole_file(path, format!("cannot read the config file: {e}"))
+                    .hint("pass --config FILE or create config/contactplan.toml"),
+            ]
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates config text; `path` names the file in messages and anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            vec![Diagnostic::at(path, text, e.span(), e.message().trim().to_string())
+                .hint("see README.md, section \"Daemon configuration\"")]
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &str| -> PathBuf {
+            let p = Path::new(p);
+            if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
+        };
+        let mut errors = Vec::new();
+
+        let default_timezone = match &raw.timezone {
+            None => chrono_tz::UTC,
+            Some(tz) => match tz.get_ref().parse::<Tz>() {
+                Ok(tz) => tz,
+                Err(_) => {
+                    errors.push(
+                        Diagnostic::at(path, text, Some(tz.span()), format!("unknown time zone `{}`", tz.get_ref()))
+                            .hint("use an IANA zone name such as \"Europe/Berlin\""),
+                    );
+                    chrono_tz::UTC
+                }
+            },
+        };
+        let sender_email = match Email::parse(raw.sender.email.get_ref()) {
+            Ok(e) => Some(e),
+            Err(why) => {
+                errors.push(Diagnostic::at(path, text, Some(raw.sender.email.span()), why).hint("e.g. \"team@example.com\""));
+                None
+            }
+        };
+        let horizon_days = raw.horizon_days.as_ref().map_or(2, |h| *h.get_ref());
+        if !(1..=366).contains(&horizon_days) {
+            let span = raw.horizon_days.as_ref().map(|h| h.span());
+            errors.push(Diagnostic::at(path, text, span, "horizon_days must be between 1 and 366").hint("2 is a good default"));
+        }
+        let batch_size = raw.batch_size.as_ref().map_or(100, |b| *b.get_ref());
+        if !(1..=10_000).contains(&batch_size) {
+            let span = raw.batch_size.as_ref().map(|b| b.span());
+            errors.push(Diagnostic::at(path, text, span, "batch_size must be between 1 and 10000"));
+        }
+        let delivery = match raw.delivery {
+            RawDelivery::Maildir { path: p } => Delivery::Maildir { path: resolve(&p) },
+            RawDelivery::Smtp { host, port, tls, username, password_file, timeout_secs, connections } => {
+                let tls = tls.unwrap_or(TlsMode::Starttls);
+                let port = port.unwrap_or(match tls {
+                    TlsMode::None => 25,
+                    TlsMode::Starttls => 587,
+                    TlsMode::Tls => 465,
+                });
+                let password = match read_password(password_file.as_deref().map(&resolve)) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        errors.push(Diagnostic::whole_file(path, e).hint("check delivery.password_file"));
+                        None
+                    }
+                };
+                let connections_n = connections.as_ref().map_or(1, |c| *c.get_ref());
+                if !(1..=64).contains(&connections_n) {
+                    let span = connections.as_ref().map(|c| c.span());
+                    errors.push(Diagnostic::at(path, text, span, "delivery.connections must be between 1 and 64"));
+                }
+                let timeout = timeout_secs.as_ref().map_or(60, |t| *t.get_ref());
+                if timeout == 0 {
+                    let span = timeout_secs.as_ref().map(|t| t.span());
+                    errors.push(Diagnostic::at(path, text, span, "delivery.timeout_secs must be positive"));
+                }
+                Delivery::Smtp(SmtpSettings {
+                    host,
+                    port,
+                    tls,
+                    username,
+                    password,
+                    timeout: Duration::from_secs(timeout),
+                    connections: connections_n,
+                })
+            }
+        };
+        let database_url = match std::env::var(ENV_DATABASE_URL) {
+            Ok(url) if !url.is_empty() => url,
+            _ => {
+                let url = raw.database_url.as_ref().map_or("sqlite://contactplan.db", |u| u.get_ref().as_str());
+                match resolve_database_url(url, base) {
+                    Ok(u) => u,
+                    Err(why) => {
+                        let span = raw.database_url.as_ref().map(|u| u.span());
+                        errors.push(Diagnostic::at(path, text, span, why).hint("use sqlite://path/to/file.db or postgres://user@host/db"));
+                        String::new()
+                    }
+                }
+            }
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let Some(email) = sender_email else { return Err(errors) };
+        Ok(Config {
+            path: path.to_path_buf(),
+            database_url,
+            plans_dir: resolve(raw.plans.as_deref().unwrap_or("plans")),
+            playbooks_dir: resolve(raw.playbooks.as_deref().unwrap_or("playbooks")),
+            templates_dir: resolve(raw.templates.as_deref().unwrap_or("../templates")),
+            default_timezone,
+            horizon: chrono::TimeDelta::days(horizon_days),
+            sender: Sender { email, name: raw.sender.name },
+            delivery,
+            http_bind: raw.http_bind,
+            batch_size,
+        })
+    }
+}
+
+/// SQLite paths are made absolute against the config directory; other URLs pass through.
+fn resolve_database_url(url: &str, base: &Path) -> Result<String, String> {
+    if let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        let (file, query) = rest.split_once('?').map_or((rest, None), |(f, q)| (f, Some(q)));
+        if file.is_empty() {
+            return Err(format!("database_url `{url}` names no file"));
+        }
+        if file == ":memory:" {
+            return Ok(url.to_string());
+        }
+        let p = Path::new(file);
+        let abs = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        Ok(match query {
+            Some(q) => format!("sqlite://{}?{q}", abs.display()),
+            None => format!("sqlite://{}", abs.display()),
+        })
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(url.to_string())
+    } else {
+        Err(format!("database_url `{url}` is neither sqlite:// nor postgres://"))
+    }
+}
+
+/// The SMTP password: environment, then systemd credential, then the configured file.
+fn read_password(file: Option<PathBuf>) -> Result<Option<String>, String> {
+    if let Ok(p) = std::env::var(ENV_SMTP_PASSWORD) {
+        return Ok(Some(p));
+    }
+    if let Ok(dir) = std::env::var("CREDENTIALS_DIRECTORY") {
+        let cred = Path::new(&dir).join("smtp-password");
+        if cred.exists() {
+            return std::fs::read_to_string(&cred)
+                .map(|s| Some(s.trim_end().to_string()))
+                .map_err(|e| format!("cannot read credential {}: {e}", cred.display()));
+        }
+    }
+    match file {
+        None => Ok(None),
+        Some(f) => std::fs::read_to_string(&f)
+            .map(|s| Some(s.trim_end().to_string()))
+            .map_err(|e| format!("cannot read password file {}: {e}", f.display())),
+    }
+}

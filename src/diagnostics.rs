@@ -1,0 +1,127 @@
+//! Problems found in ops-edited files, reported like a compiler does: file, line, column,
+//! the offending value and a hint. Pure: turning a byte span into a line needs only the text.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// How bad a finding is; only errors make `check` fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One problem in one file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Diagnostic {
+    /// Error or warning.
+    pub severity: Severity,
+    /// The file the problem is in.
+    pub file: PathBuf,
+    /// 1-based line; 0 when the problem concerns the whole file.
+    pub line: usize,
+    /// 1-based column (in characters); 0 when the problem concerns the whole file.
+    pub column: usize,
+    /// What is wrong, in one sentence.
+    pub message: String,
+    /// The offending text as written, when there is one.
+    pub value: Option<String>,
+    /// How to fix it.
+    pub hint: Option<String>,
+    /// The source line the problem is on, for the caret display.
+    #[serde(skip)]
+    pub source_line: Option<String>,
+    /// Width of the caret underline in characters.
+    #[serde(skip)]
+    pub width: usize,
+}
+
+impl Diagnostic {
+    /// A problem located by a byte span into `source`.
+    pub fn at(file: &Path, source: &str, span: Option<Range<usize>>, message: impl Into<String>) -> Self {
+        let mut d = Self::whole_file(file, message);
+        if let Some(span) = span {
+            let start = span.start.min(source.len());
+            let end = span.end.clamp(start, source.len());
+            let line_start = source[..start].rfind('\n').map_or(0, |i| i + 1);
+            let line_end = source[start..].find('\n').map_or(source.len(), |i| start + i);
+            d.line = source[..start].matches('\n').count() + 1;
+            d.column = source[line_start..start].chars().count() + 1;
+            let text = &source[start..end.min(line_end).max(start)];
+            d.width = text.chars().count().max(1);
+            d.source_line = Some(source[line_start..line_end].trim_end_matches('\r').to_string());
+            let value = source[start..end].trim();
+            if !value.is_empty() && value.len() <= 200 {
+                d.value = Some(value.to_string());
+            }
+        }
+        d
+    }
+
+    /// A problem with no position (unreadable file, missing directory).
+    pub fn whole_file(file: &Path, message: impl Into<String>) -> Self {
+        Self {
+            severity: Severity::Error,
+            file: file.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: message.into(),
+            value: None,
+            hint: None,
+            source_line: None,
+            width: 0,
+        }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    pub fn warning(mut self) -> Self {
+        self.severity = Severity::Warning;
+        self
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+
+    /// `file:line:col` as editors and terminals understand it.
+    pub fn location(&self) -> String {
+        if self.line == 0 {
+            self.file.display().to_string()
+        } else {
+            format!("{}:{}:{}", self.file.display(), self.line, self.column)
+        }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let label = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        writeln!(f, "{label}: {}", self.message)?;
+        writeln!(f, "  --> {}", self.location())?;
+        if let Some(src) = &self.source_line {
+            let num = self.line.to_string();
+            let pad = " ".repeat(num.len());
+            writeln!(f, "{pad} |")?;
+            writeln!(f, "{num} | {src}")?;
+            writeln!(
+                f,
+                "{pad} | {}{}",
+                " ".repeat(self.column.saturating_sub(1)),
+                "^".repeat(self.width.max(1))
+            )?;
+        }
+        if let Some(hint) = &self.hint {
+            writeln!(f, "  = hint: {hint}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,97 @@
+//! One claimed outbox row → rendered message → transport → the outcome to record.
+
+use crate::config::Sender;
+use crate::mail::{FailureClass, Mailer};
+use crate::occasion::Recipient;
+use crate::plan::Plans;
+use crate::render::{Input, Renderer};
+use crate::store::{Claimed, Outcome};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+
+/// Attempts before a transient failure becomes permanent.
+pub const MAX_ATTEMPTS: i64 = 8;
+
+/// Exponential backoff with deterministic jitter: 30 s, 60 s, 120 s … capped at 1 h, ±20 %.
+pub fn backoff(key: &str, attempts: i64) -> TimeDelta {
+    let base = 30i64.saturating_mul(1i64 << attempts.clamp(1, 8).saturating_sub(1)).min(3600);
+    let h = key.bytes().fold(attempts as u64 ^ 0xcbf29ce484222325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+    let jitter = (h % 41) as i64 - 20; // −20 … +20 percent
+    TimeDelta::seconds(base + base * jitter / 100)
+}
+
+/// What happened, for logs and metrics.
+pub struct Delivery {
+    pub outcome: Outcome,
+    /// Recipient domain (never the address) for info-level logs.
+    pub domain: String,
+}
+
+/// Renders and sends one row. Never panics on bad data: everything becomes an outcome.
+pub async fn deliver(row: &Claimed, plans: &Plans, renderer: &Renderer, sender: &Sender, mailer: &Mailer, now: DateTime<Utc>) -> Delivery {
+    let suppressed = |reason: String| Delivery { outcome: Outcome::Suppressed { reason }, domain: String::new() };
+    let Some(customer) = plans.get(&row.customer) else {
+        return suppressed(format!("customer `{}` is no longer in the plans", row.customer));
+    };
+    let Some(rule) = customer.rule(&row.rule) else {
+        return suppressed(format!("occasion `{}` is no longer in the plan of `{}`", row.rule, row.customer));
+    };
+    let (recipient, about) = match row.recipient.split_once(':') {
+        Some(("contact", id)) => match customer.contact(id) {
+            Some(c) => (Recipient::Contact(c), Some(c)),
+            None => return suppressed(format!("contact `{id}` is no longer in the plan of `{}`", row.customer)),
+        },
+        Some(("owner", "customer")) => (Recipient::Owner, None),
+        Some(("owner", id)) => match customer.contact(id) {
+            Some(c) => (Recipient::Owner, Some(c)),
+            None => return suppressed(format!("contact `{id}` is no longer in the plan of `{}`", row.customer)),
+        },
+        _ => return Delivery { outcome: Outcome::Failed { reason: format!("malformed recipient `{}`", row.recipient) }, domain: String::new() },
+    };
+    let occasion_date = row.occasion_date.parse::<NaiveDate>().unwrap_or(customer.since);
+    let input = Input { customer, rule, about, recipient, occasion_date, years: row.years.and_then(|y| u32::try_from(y).ok()) };
+    let to = match recipient {
+        Recipient::Contact(c) => &c.email,
+        Recipient::Owner => &customer.owner,
+    };
+    let domain = to.domain().to_string();
+    let fail = |reason: String| Delivery { outcome: Outcome::Failed { reason }, domain: domain.clone() };
+    let rendered = match renderer.render(&input, sender) {
+        Ok(r) => r,
+        Err(e) => return fail(e.to_string()),
+    };
+    let to_name = match recipient {
+        Recipient::Contact(c) => Some(&*c.name),
+        Recipient::Owner => None,
+    };
+    let message = match crate::mail::build(&rendered, sender, to, to_name, &row.message_id, now) {
+        Ok(m) => m,
+        Err(e) => return fail(e.to_string()),
+    };
+    let outcome = match mailer.send(&message).await {
+        Ok(accepted) => Outcome::Accepted { reply: accepted.reply },
+        Err(e) => match e.class {
+            FailureClass::Permanent => Outcome::Failed { reason: e.detail },
+            _ if row.attempts >= MAX_ATTEMPTS => Outcome::Failed { reason: format!("gave up after {} attempts: {}", row.attempts, e.detail) },
+            FailureClass::Transient | FailureClass::Unknown => {
+                Outcome::Retry { at: (now + backoff(&row.key, row.attempts)).timestamp(), reason: e.detail }
+            }
+        },
+    };
+    Delivery { outcome, domain }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped_with_bounded_jitter() {
+        let secs: Vec<i64> = (1..=10).map(|a| backoff("k", a).num_seconds()).collect();
+        for (a, s) in (1..=10).zip(&secs) {
+            let base = (30i64 << (a.min(8) - 1)).min(3600);
+            assert!(*s >= base * 80 / 100 && *s <= base * 120 / 100, "attempt {a}: {s}");
+        }
+        assert!(secs[9] <= 4320);
+        assert_eq!(backoff("k", 3), backoff("k", 3), "deterministic");
+    }
+}

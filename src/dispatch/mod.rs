@@ -1,0 +1,206 @@
+//! The daemon loop: materialise occasions, expire stale ones, claim what is due, deliver,
+//! record — then sleep until the next due time, a wake-up (reload), or shutdown.
+//!
+//! The loop never sleeps longer than [`MAX_SLEEP`]: tokio timers are monotonic and stop during
+//! suspend, so it re-reads the clock at least once a minute and aims at stored due times.
+
+mod deliver;
+mod materialize;
+
+pub use deliver::{MAX_ATTEMPTS, backoff};
+pub use materialize::{WATERMARK, new_item};
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::mail::Mailer;
+use crate::plan::Plans;
+use crate::render::Renderer;
+use crate::store::{Outcome, Store, secs};
+use chrono::{DateTime, TimeDelta, Utc};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+/// Longest sleep between ticks.
+pub const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// How long a claim is held before another worker may take the row over.
+pub const LEASE_SECS: i64 = 120;
+/// Re-materialise at least this often even when nothing changed (the window moves).
+pub const REMATERIALIZE_EVERY: TimeDelta = TimeDelta::minutes(10);
+
+/// What the daemon currently serves: valid plans and compiled templates, swapped whole.
+pub struct Snapshot {
+    pub plans: Plans,
+    pub renderer: Renderer,
+    /// Bumped on every reload so the next tick re-materialises.
+    pub revision: u64,
+}
+
+/// Counters of one tick, for logs and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TickReport {
+    pub materialized: u64,
+    pub missed: u64,
+    pub accepted: u64,
+    pub retried: u64,
+    pub failed: u64,
+    pub suppressed: u64,
+    pub recovered: u64,
+}
+
+pub struct Daemon {
+    /// The durable outbox.
+    pub store: Store,
+    /// Where messages go.
+    pub mailer: Mailer,
+    /// The only source of "now".
+    pub clock: SharedClock,
+    /// Paths, sender, horizon, batch size.
+    pub config: Config,
+    /// Current plans and templates; a reload replaces the `Arc`.
+    pub snapshot: RwLock<Arc<Snapshot>>,
+    /// Identifies this process in leases.
+    pub instance: String,
+    /// Wakes the loop early (reload, tests advancing the clock).
+    pub wake: Arc<Notify>,
+    /// Revision and clock time of the last materialisation pass.
+    last_materialized: std::sync::Mutex<Option<(u64, DateTime<Utc>)>>,
+}
+
+impl Daemon {
+    pub fn new(store: Store, mailer: Mailer, clock: SharedClock, config: Config, snapshot: Snapshot) -> Daemon {
+        let instance = format!("{}-{}-{}", hostname(), std::process::id(), clock.now().timestamp_millis());
+        Daemon {
+            store,
+            mailer,
+            clock,
+            config,
+            snapshot: RwLock::new(Arc::new(snapshot)),
+            instance,
+            wake: Arc::new(Notify::new()),
+            last_materialized: std::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.snapshot.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Serves new plans/templates from the next tick on.
+    pub fn replace(&self, mut snapshot: Snapshot) {
+        let mut guard = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
+        snapshot.revision = guard.revision + 1;
+        *guard = Arc::new(snapshot);
+        drop(guard);
+        self.wake.notify_one();
+    }
+
+    /// One pass: recover, materialise, expire, send everything due. Stops claiming when
+    /// `stop` turns true; a message already being sent is finished first.
+    pub async fn tick(&self, stop: &watch::Receiver<bool>) -> anyhow::Result<TickReport> {
+        let mut report = TickReport::default();
+        let now = self.clock.now();
+        let snap = self.current();
+        report.recovered = self.store.recover_expired_leases().await?;
+        if report.recovered > 0 {
+            tracing::warn!(rows = report.recovered, "recovered rows whose sender stopped mid-delivery; they will be resent");
+        }
+
+        let due_for_pass = {
+            let last = self.last_materialized.lock().unwrap_or_else(|p| p.into_inner());
+            last.is_none_or(|(rev, at)| rev != snap.revision || now - at >= REMATERIALIZE_EVERY || now < at)
+        };
+        if due_for_pass {
+            let m = materialize::run(&self.store, &snap.plans, now, self.config.horizon, &self.config.sender.email).await?;
+            *self.last_materialized.lock().unwrap_or_else(|p| p.into_inner()) = Some((snap.revision, now));
+            report.materialized = m.inserted;
+            report.missed += m.missed;
+            if m.inserted + m.missed > 0 {
+                tracing::info!(new = m.inserted, missed = m.missed, "materialised occasions into the outbox");
+            }
+        }
+
+        for row in self.store.expire(secs(now)).await? {
+            report.missed += 1;
+            tracing::warn!(key = %row.key, kind = %row.kind, "missed: deadline passed before it could be sent");
+        }
+
+        while !*stop.borrow() {
+            let now = self.clock.now();
+            let batch = self.store.claim(secs(now), self.config.batch_size, &self.instance, LEASE_SECS).await?;
+            if batch.is_empty() {
+                break;
+            }
+            let mut rows = batch.into_iter();
+            for row in rows.by_ref() {
+                let d = deliver::deliver(&row, &snap.plans, &snap.renderer, &self.config.sender, &self.mailer, now).await;
+                let recorded = self.store.finish(row.id, row.fence, &d.outcome, secs(self.clock.now())).await?;
+                if !recorded {
+                    tracing::warn!(key = %row.key, "lease lost before the outcome was recorded; a newer attempt owns the row");
+                }
+                match &d.outcome {
+                    Outcome::Accepted { .. } => {
+                        report.accepted += 1;
+                        tracing::info!(customer = %row.customer, occasion = %row.rule, domain = %d.domain, message_id = %row.message_id, "sent");
+                    }
+                    Outcome::Retry { reason, .. } => {
+                        report.retried += 1;
+                        tracing::warn!(key = %row.key, domain = %d.domain, attempt = row.attempts, reason = %reason, "send failed; will retry");
+                    }
+                    Outcome::Failed { reason } => {
+                        report.failed += 1;
+                        tracing::error!(key = %row.key, domain = %d.domain, reason = %reason, "send failed permanently");
+                    }
+                    Outcome::Suppressed { reason } => {
+                        report.suppressed += 1;
+                        tracing::info!(key = %row.key, reason = %reason, "suppressed");
+                    }
+                }
+                if *stop.borrow() {
+                    break;
+                }
+            }
+            // Shutdown mid-batch: give the untouched rows back at once.
+            for row in rows {
+                self.store.release(row.id, row.fence).await?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// How long to sleep before the next tick.
+    async fn sleep_for(&self) -> Duration {
+        let now = self.clock.now();
+        match self.store.next_due().await {
+            Ok(Some(due)) => {
+                let wait = due - secs(now);
+                if wait <= 0 { Duration::from_millis(200) } else { Duration::from_secs(wait as u64).min(MAX_SLEEP) }
+            }
+            _ => MAX_SLEEP,
+        }
+    }
+
+    /// The loop; returns when `stop` turns true.
+    pub async fn run(&self, mut stop: watch::Receiver<bool>) {
+        tracing::info!(instance = %self.instance, transport = %self.mailer.describe(), "daemon running");
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            if let Err(e) = self.tick(&stop).await {
+                tracing::error!(error = %e, "tick failed; retrying shortly");
+            }
+            let pause = self.sleep_for().await;
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.wake.notified() => {}
+                _ = stop.changed() => {}
+            }
+        }
+        tracing::info!("daemon stopped");
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "host".into())
+}

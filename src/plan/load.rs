@@ -1,0 +1,177 @@
+//! Reads the playbook and plan directories (in parallel), validates everything and returns the
+//! valid customers plus every problem found. A broken file never hides the good ones.
+
+use super::model::{Customer, Plans};
+use super::raw::{RawPlan, RawPlaybook};
+use super::validate::{self, Playbook, Src};
+use crate::diagnostics::Diagnostic;
+use crate::render::TemplateCatalog;
+use chrono_tz::Tz;
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Where plans come from, and what they are checked against.
+pub struct Sources<'a> {
+    pub plans_dir: &'a Path,
+    pub playbooks_dir: &'a Path,
+    pub templates: &'a TemplateCatalog,
+    pub default_timezone: Tz,
+}
+
+/// The outcome of loading: the valid plans and every problem found.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub plans: Plans,
+    /// Problems in files, sorted by file then line.
+    pub diagnostics: Vec<Diagnostic>,
+    /// Plan files read (valid or not).
+    pub plan_files: usize,
+    /// Playbook files read (valid or not).
+    pub playbook_files: usize,
+}
+
+impl Loaded {
+    pub fn error_count(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+}
+
+/// `*.toml` files of a directory, sorted; hidden files and editor temp files are skipped.
+pub fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        Diagnostic::whole_file(dir, format!("cannot read directory: {e}")).hint("check `plans`/`playbooks` in the config file")
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "toml")
+                && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| !n.starts_with('.'))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Loads playbooks: valid ones by name (file stem), and the names of broken ones.
+pub fn playbooks(
+    dir: &Path,
+    templates: &TemplateCatalog,
+    diags: &mut Vec<Diagnostic>,
+) -> (HashMap<String, Playbook>, Vec<String>, usize) {
+    let mut good = HashMap::new();
+    let mut broken = Vec::new();
+    let files = match toml_files(dir) {
+        Ok(f) => f,
+        Err(d) => {
+            // A missing playbooks directory is fine when no plan uses playbooks.
+            if dir.exists() {
+                diags.push(d);
+            }
+            return (good, broken, 0);
+        }
+    };
+    let count = files.len();
+    for file in files {
+        let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                diags.push(Diagnostic::whole_file(&file, format!("cannot read playbook: {e}")));
+                broken.push(name);
+                continue;
+            }
+        };
+        let mut src = Src::new(&file, &text);
+        match toml::from_str::<RawPlaybook>(&text) {
+            Err(e) => src.diags.push(validate::toml_error(&file, &text, &e)),
+            Ok(raw) => {
+                let rules = validate::playbook(&mut src, &raw, templates);
+                if src.diags.iter().all(|d| !d.is_error()) {
+                    good.insert(name.clone(), Playbook { rules: rules.into() });
+                }
+            }
+        }
+        if src.diags.iter().any(Diagnostic::is_error) {
+            broken.push(name);
+        }
+        diags.append(&mut src.diags);
+    }
+    (good, broken, count)
+}
+
+/// Parses and validates one plan file.
+pub fn plan_file(
+    file: &Path,
+    playbooks: &HashMap<String, Playbook>,
+    broken: &[String],
+    templates: &TemplateCatalog,
+    default_tz: Tz,
+) -> (Option<Customer>, Vec<Diagnostic>) {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => return (None, vec![Diagnostic::whole_file(file, format!("cannot read plan: {e}"))]),
+    };
+    plan_text(file, &text, playbooks, broken, templates, default_tz)
+}
+
+/// Validates plan text (the file need not exist; used by fuzzing and tests too).
+pub fn plan_text(
+    file: &Path,
+    text: &str,
+    playbooks: &HashMap<String, Playbook>,
+    broken: &[String],
+    templates: &TemplateCatalog,
+    default_tz: Tz,
+) -> (Option<Customer>, Vec<Diagnostic>) {
+    let mut src = Src::new(file, text);
+    let customer = match toml::from_str::<RawPlan>(text) {
+        Err(e) => {
+            src.diags.push(validate::toml_error(file, text, &e));
+            None
+        }
+        Ok(raw) => validate::plan(&mut src, &raw, playbooks, broken, templates, default_tz),
+    };
+    (customer, src.diags)
+}
+
+/// Loads everything. `progress` is called once per plan file (from worker threads).
+pub fn load(sources: &Sources, progress: &(dyn Fn() + Sync)) -> Loaded {
+    let mut diagnostics = Vec::new();
+    let (playbooks, broken, playbook_files) = playbooks(sources.playbooks_dir, sources.templates, &mut diagnostics);
+    let files = match toml_files(sources.plans_dir) {
+        Ok(f) => f,
+        Err(d) => {
+            diagnostics.push(d);
+            return Loaded { diagnostics, playbook_files, ..Default::default() };
+        }
+    };
+    let results: Vec<(Option<Customer>, Vec<Diagnostic>)> = files
+        .par_iter()
+        .map(|f| {
+            let r = plan_file(f, &playbooks, &broken, sources.templates, sources.default_timezone);
+            progress();
+            r
+        })
+        .collect();
+
+    let mut customers: Vec<Customer> = Vec::with_capacity(results.len());
+    let mut seen: HashMap<Box<str>, PathBuf> = HashMap::with_capacity(results.len());
+    for (customer, mut diags) in results {
+        diagnostics.append(&mut diags);
+        if let Some(c) = customer {
+            if let Some(first) = seen.get(&c.id) {
+                diagnostics.push(
+                    Diagnostic::whole_file(&c.source, format!("customer id `{}` is also used by {}", c.id, first.display()))
+                        .hint("customer ids must be unique across plan files; this file is ignored until fixed"),
+                );
+                continue;
+            }
+            seen.insert(c.id.clone(), c.source.to_path_buf());
+            customers.push(c);
+        }
+    }
+    diagnostics.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    Loaded { plans: Plans::new(customers), diagnostics, plan_files: files.len(), playbook_files }
+}

@@ -1,0 +1,10 @@
+//! Contact plans: the model ops describe in TOML, and loading it with precise diagnostics.
+
+mod load;
+mod model;
+mod raw;
+mod validate;
+
+pub use load::{Loaded, Sources, load, plan_text, toml_files};
+pub use model::*;
+pub use validate::{KINDS, Playbook};

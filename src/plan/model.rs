@@ -1,0 +1,313 @@
+//! The validated, compact in-memory model of customers, contacts and rules. Nothing here
+//! knows about TOML, files or spans: `validate` turns raw input into these types.
+
+use chrono::{NaiveDate, NaiveTime};
+use chrono_tz::Tz;
+use std::sync::Arc;
+
+/// A syntactically valid email address (one `@`, a dotted domain, no spaces or controls).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Email(Box<str>);
+
+impl Email {
+    pub fn parse(s: &str) -> Result<Email, String> {
+        let bad = |why: &str| Err(format!("`{s}` is not a valid email address: {why}"));
+        let Some((local, domain)) = s.rsplit_once('@') else { return bad("it has no @") };
+        if local.is_empty() || local.len() > 64 {
+            return bad("the part before @ must have 1 to 64 characters");
+        }
+        if s.chars().any(|c| c.is_whitespace() || c.is_control() || "<>(),;:\"[]\\".contains(c)) {
+            return bad("it contains spaces or special characters");
+        }
+        if local.contains('@') {
+            return bad("it has more than one @");
+        }
+        let labels: Vec<&str> = domain.split('.').collect();
+        if labels.len() < 2 || labels.iter().any(|l| l.is_empty() || l.starts_with('-') || l.ends_with('-')) {
+            return bad("the domain must look like example.com");
+        }
+        Ok(Email(s.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The part after `@`: what logs may show at info level.
+    pub fn domain(&self) -> &str {
+        self.0.rsplit_once('@').map_or("", |(_, d)| d)
+    }
+}
+
+impl std::fmt::Display for Email {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Message language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    De,
+    En,
+}
+
+impl Language {
+    pub const ALL: [&'static str; 2] = ["de", "en"];
+    pub fn parse(s: &str) -> Option<Language> {
+        match s {
+            "de" => Some(Language::De),
+            "en" => Some(Language::En),
+            _ => None,
+        }
+    }
+    pub fn code(self) -> &'static str {
+        match self {
+            Language::De => "de",
+            Language::En => "en",
+        }
+    }
+}
+
+/// Form of address: German *Sie* (formal) or *du* (informal); English formal/first name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tone {
+    Formal,
+    Informal,
+}
+
+impl Tone {
+    pub fn parse(s: &str) -> Option<Tone> {
+        match s {
+            "formal" => Some(Tone::Formal),
+            "informal" => Some(Tone::Informal),
+            _ => None,
+        }
+    }
+    pub fn code(self) -> &'static str {
+        match self {
+            Tone::Formal => "formal",
+            Tone::Informal => "informal",
+        }
+    }
+}
+
+/// Grammatical gender for the salutation; `None` gives a neutral greeting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Gender {
+    Female,
+    Male,
+    None,
+}
+
+/// Customer life-cycle phase (rules may later depend on it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Initiation,
+    Growth,
+    Maturity,
+    Degeneration,
+}
+
+impl Phase {
+    pub fn parse(s: &str) -> Option<Phase> {
+        match s {
+            "initiation" => Some(Phase::Initiation),
+            "growth" => Some(Phase::Growth),
+            "maturity" => Some(Phase::Maturity),
+            "degeneration" => Some(Phase::Degeneration),
+            _ => None,
+        }
+    }
+}
+
+/// A month-day, optionally with the year (birthdays are often known without the year).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MonthDay {
+    pub month: u32,
+    pub day: u32,
+    pub year: Option<i32>,
+}
+
+/// A contact person at the customer.
+#[derive(Debug, Clone)]
+pub struct Contact {
+    /// Stable identifier within the customer; part of outbox keys, so renaming resends.
+    pub id: Box<str>,
+    /// Full name as it should appear in the salutation.
+    pub name: Box<str>,
+    /// Academic title such as "Dr." (used in German formal salutations).
+    pub title: Option<Box<str>>,
+    /// For "Frau"/"Herr", "Ms"/"Mr".
+    pub gender: Gender,
+    /// Where emails to this contact go.
+    pub email: Email,
+    /// Birthday, year optional.
+    pub birthday: Option<MonthDay>,
+    /// Sie/du.
+    pub tone: Tone,
+    /// Overrides the customer's language.
+    pub language: Option<Language>,
+    /// Overrides the customer's zone (a contact in another office).
+    pub timezone: Option<Tz>,
+}
+
+/// What a rule reacts to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trigger {
+    /// Each contact's birthday.
+    Birthday,
+    /// Round dates of `customer.since`: listed years and/or every N years.
+    Anniversary { years: Box<[u32]>, every_years: Option<u32> },
+    /// The Nth order; counted from order events (completed by the orders capability).
+    Orders { counts: Box<[u64]> },
+    /// The primary contact changed (completed by the handover capability).
+    Handover,
+    /// A recurring crontab schedule in the customer's zone.
+    Every { cron: Arc<crate::calendar::Crontab> },
+    /// A fixed date: yearly (`--12-01`) or once (`2026-12-01`).
+    Date(MonthDay),
+}
+
+impl Trigger {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Trigger::Birthday => "birthday",
+            Trigger::Anniversary { .. } => "anniversary",
+            Trigger::Orders { .. } => "orders",
+            Trigger::Handover => "handover",
+            Trigger::Every { .. } => "every",
+            Trigger::Date(_) => "date",
+        }
+    }
+}
+
+/// Email to the recipients, or a task (an email) to the customer's salesperson.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Email,
+    Task,
+}
+
+/// Who the occasion concerns: all contacts, the primary contact, or the salesperson.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    Contacts,
+    Primary,
+    Owner,
+}
+
+/// How a Feb 29 date is observed in common years.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LeapDay {
+    /// On Feb 28 (the default).
+    #[default]
+    Feb28,
+    /// On Mar 1.
+    Mar1,
+    /// Only in leap years.
+    LeapOnly,
+}
+
+/// Lead time before the occasion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lead {
+    #[default]
+    None,
+    /// Calendar days.
+    Days(u32),
+}
+
+/// One occasion rule, from a playbook or a plan.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Unique per customer; part of outbox keys.
+    pub name: Box<str>,
+    pub trigger: Trigger,
+    pub action: Action,
+    pub target: Target,
+    /// Template folder name under `templates/`.
+    pub template: Box<str>,
+    /// Local send time.
+    pub at: NaiveTime,
+    pub before: Lead,
+    pub leap_day: LeapDay,
+}
+
+/// A customer with everything needed to compute and render its occasions.
+#[derive(Debug, Clone)]
+pub struct Customer {
+    /// Stable identifier; part of outbox keys.
+    pub id: Box<str>,
+    pub name: Box<str>,
+    /// Start of the relationship (year 0 of anniversaries).
+    pub since: NaiveDate,
+    /// The responsible salesperson; receives tasks.
+    pub owner: Email,
+    pub timezone: Tz,
+    pub language: Language,
+    pub phase: Phase,
+    pub contacts: Box<[Contact]>,
+    /// Index into `contacts` of the one primary contact.
+    pub primary: usize,
+    /// Effective rules (playbook merged with the plan's own); shared with the playbook when
+    /// the plan changes nothing, so 100,000 customers do not hold 100,000 copies.
+    pub rules: Arc<[Rule]>,
+    /// The plan file, for messages.
+    pub source: Arc<std::path::Path>,
+}
+
+impl Customer {
+    pub fn primary_contact(&self) -> &Contact {
+        &self.contacts[self.primary]
+    }
+
+    pub fn contact(&self, id: &str) -> Option<&Contact> {
+        self.contacts.iter().find(|c| &*c.id == id)
+    }
+
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| &*r.name == name)
+    }
+
+    /// Zone for a contact: contact → customer (the customer's was defaulted at load).
+    pub fn zone_of(&self, contact: Option<&Contact>) -> Tz {
+        contact.and_then(|c| c.timezone).unwrap_or(self.timezone)
+    }
+
+    pub fn language_of(&self, contact: Option<&Contact>) -> Language {
+        contact.and_then(|c| c.language).unwrap_or(self.language)
+    }
+}
+
+/// All valid customers, indexed by id.
+#[derive(Debug, Clone, Default)]
+pub struct Plans {
+    pub customers: Vec<Customer>,
+    /// customer id → index in `customers`.
+    pub index: std::collections::HashMap<Box<str>, usize>,
+}
+
+impl Plans {
+    pub fn new(mut customers: Vec<Customer>) -> Plans {
+        customers.sort_by(|a, b| a.id.cmp(&b.id));
+        let index = customers.iter().enumerate().map(|(i, c)| (c.id.clone(), i)).collect();
+        Plans { customers, index }
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Customer> {
+        self.index.get(id).map(|&i| &self.customers[i])
+    }
+
+    pub fn len(&self) -> usize {
+        self.customers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.customers.is_empty()
+    }
+}

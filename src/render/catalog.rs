@@ -1,0 +1,76 @@
+//! Which templates exist: `templates/<name>/<variant>/` with the three files of a message.
+//! Variants are `<lang>-<tone>` (emails to contacts) or `<lang>` (tone-neutral, tasks).
+
+use crate::diagnostics::Diagnostic;
+use crate::plan::{Language, Tone};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// The three files every variant must have.
+pub const PARTS: [&str; 3] = ["subject.txt.j2", "body.txt.j2", "body.html.j2"];
+
+/// The templates directory as scanned: template name → complete variants.
+#[derive(Debug, Clone, Default)]
+pub struct TemplateCatalog {
+    /// Where the templates live, for messages.
+    dir: PathBuf,
+    /// name → variants that have all three parts.
+    templates: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl TemplateCatalog {
+    /// Scans `dir`; an incomplete variant is reported and left out.
+    pub fn scan(dir: &Path) -> (TemplateCatalog, Vec<Diagnostic>) {
+        let mut diags = Vec::new();
+        let mut templates = BTreeMap::new();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                diags.push(Diagnostic::whole_file(dir, format!("cannot read templates directory: {e}")).hint("check `templates` in the config file"));
+                return (TemplateCatalog { dir: dir.to_path_buf(), templates }, diags);
+            }
+        };
+        for entry in entries.filter_map(Result::ok).filter(|e| e.path().is_dir()) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let mut variants = BTreeSet::new();
+            for v in std::fs::read_dir(entry.path()).into_iter().flatten().filter_map(Result::ok).filter(|e| e.path().is_dir()) {
+                let variant = v.file_name().to_string_lossy().into_owned();
+                let missing: Vec<&str> = PARTS.iter().copied().filter(|p| !v.path().join(p).is_file()).collect();
+                if missing.is_empty() {
+                    variants.insert(variant);
+                } else {
+                    diags.push(
+                        Diagnostic::whole_file(&v.path(), format!("template variant is missing {}", missing.join(", ")))
+                            .hint("each variant folder needs subject.txt.j2, body.txt.j2 and body.html.j2"),
+                    );
+                }
+            }
+            templates.insert(name, variants);
+        }
+        (TemplateCatalog { dir: dir.to_path_buf(), templates }, diags)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn has_template(&self, name: &str) -> bool {
+        self.templates.contains_key(name)
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.templates.keys().map(String::as_str).collect()
+    }
+
+    /// The variant to use: `<lang>-<tone>`, else `<lang>`.
+    pub fn resolve(&self, name: &str, language: Language, tone: Option<Tone>) -> Option<String> {
+        let variants = self.templates.get(name)?;
+        let specific = tone.map(|t| format!("{}-{}", language.code(), t.code()));
+        specific.into_iter().chain([language.code().to_string()]).find(|v| variants.contains(v))
+    }
+
+    /// Every (name, variant) pair.
+    pub fn all(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.templates.iter().flat_map(|(n, vs)| vs.iter().map(move |v| (n.as_str(), v.as_str())))
+    }
+}

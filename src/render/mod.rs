@@ -1,0 +1,168 @@
+//! Turns an occasion into subject, text and HTML with minijinja templates, in the recipient's
+//! language and tone. Pure once templates are loaded: no I/O at render time.
+
+mod catalog;
+pub mod salutation;
+
+pub use catalog::{PARTS, TemplateCatalog};
+
+use crate::config::Sender;
+use crate::diagnostics::Diagnostic;
+use crate::occasion::{Occurrence, Recipient};
+use crate::plan::{Action, Contact, Customer, Rule};
+use chrono::NaiveDate;
+use minijinja::{Environment, Value, context};
+use std::path::Path;
+
+/// What a message is about: enough to render it, and nothing about how it is stored.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub customer: &'a Customer,
+    pub rule: &'a Rule,
+    /// The contact the occasion concerns.
+    pub about: Option<&'a Contact>,
+    pub recipient: Recipient<'a>,
+    pub occasion_date: NaiveDate,
+    pub years: Option<u32>,
+}
+
+impl<'a> From<&Occurrence<'a>> for Input<'a> {
+    fn from(o: &Occurrence<'a>) -> Self {
+        Input {
+            customer: o.customer,
+            rule: o.rule,
+            about: o.about,
+            recipient: o.recipient,
+            occasion_date: o.occasion_date,
+            years: o.years,
+        }
+    }
+}
+
+/// A rendered message body, before MIME.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    /// `<template>/<variant>` used, for the audit trail.
+    pub variant: String,
+}
+
+/// Why a message could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("template `{template}` has no variant for {wanted}")]
+    NoVariant { template: String, wanted: String },
+    #[error("template {name} failed: {source}")]
+    Template { name: String, source: minijinja::Error },
+}
+
+/// Loaded, compiled templates.
+pub struct Renderer {
+    env: Environment<'static>,
+    catalog: TemplateCatalog,
+}
+
+impl Renderer {
+    /// Reads and compiles every template; syntax errors come back as diagnostics and the
+    /// broken variant is left out.
+    pub fn load(dir: &Path) -> (Renderer, Vec<Diagnostic>) {
+        let (catalog, mut diags) = TemplateCatalog::scan(dir);
+        let mut env = Environment::new();
+        env.set_auto_escape_callback(|name| {
+            if name.ends_with(".html.j2") { minijinja::AutoEscape::Html } else { minijinja::AutoEscape::None }
+        });
+        for (name, variant) in catalog.all() {
+            for part in PARTS {
+                let file = dir.join(name).join(variant).join(part);
+                let key = format!("{name}/{variant}/{part}");
+                let result = std::fs::read_to_string(&file)
+                    .map_err(|e| Diagnostic::whole_file(&file, format!("cannot read template: {e}")))
+                    .and_then(|text| {
+                        env.add_template_owned(key, text.clone()).map_err(|e| {
+                            let d = Diagnostic::whole_file(&file, format!("template syntax error: {}", e.detail().unwrap_or("invalid template")));
+                            match e.line() {
+                                Some(line) => {
+                                    let offset: usize = text.split_inclusive('\n').take(line.saturating_sub(1)).map(str::len).sum();
+                                    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+                                    Diagnostic::at(&file, &text, Some(offset..end), d.message.clone())
+                                }
+                                None => d,
+                            }
+                            .hint("see the minijinja/Jinja2 syntax; variables are listed in README, \"Templates\"")
+                        })
+                    });
+                if let Err(d) = result {
+                    diags.push(d);
+                }
+            }
+        }
+        (Renderer { env, catalog }, diags)
+    }
+
+    pub fn catalog(&self) -> &TemplateCatalog {
+        &self.catalog
+    }
+
+    /// Renders one message.
+    pub fn render(&self, input: &Input, sender: &Sender) -> Result<Rendered, RenderError> {
+        let customer = input.customer;
+        let (language, tone, salutation) = match input.recipient {
+            Recipient::Contact(c) if input.rule.action == Action::Email => {
+                let lang = customer.language_of(Some(c));
+                (lang, Some(c.tone), salutation::for_contact(c, lang))
+            }
+            _ => (customer.language, None, salutation::for_owner(customer.language).to_string()),
+        };
+        let template = &*input.rule.template;
+        let variant = self.catalog.resolve(template, language, tone).ok_or_else(|| RenderError::NoVariant {
+            template: template.to_string(),
+            wanted: match tone {
+                Some(t) => format!("{}-{}", language.code(), t.code()),
+                None => language.code().to_string(),
+            },
+        })?;
+        let contact_value = |c: &Contact| {
+            context! {
+                id => &*c.id,
+                name => &*c.name,
+                first_name => salutation::first_name(&c.name),
+                last_name => salutation::last_name(&c.name),
+                title => c.title.as_deref().unwrap_or(""),
+                email => c.email.as_str(),
+            }
+        };
+        let primary = customer.primary_contact();
+        let ctx = context! {
+            salutation => salutation,
+            contact => input.about.map(contact_value).unwrap_or(Value::UNDEFINED),
+            primary => contact_value(primary),
+            customer => context! {
+                id => &*customer.id,
+                name => &*customer.name,
+                since => salutation::date(customer.since, language),
+            },
+            occasion => context! {
+                name => &*input.rule.name,
+                kind => input.rule.trigger.kind(),
+                date => salutation::date(input.occasion_date, language),
+                years => input.years,
+            },
+            sender => context! { name => &sender.name, email => sender.email.as_str() },
+            owner => context! { email => customer.owner.as_str() },
+        };
+        let render = |part: &str| -> Result<String, RenderError> {
+            let name = format!("{template}/{variant}/{part}");
+            let tmpl = self.env.get_template(&name).map_err(|source| RenderError::Template { name: name.clone(), source })?;
+            tmpl.render(&ctx).map_err(|source| RenderError::Template { name, source })
+        };
+        let subject = render("subject.txt.j2")?.split_whitespace().collect::<Vec<_>>().join(" ");
+        Ok(Rendered {
+            subject,
+            text: render("body.txt.j2")?,
+            html: render("body.html.j2")?,
+            variant: format!("{template}/{variant}"),
+        })
+    }
+}

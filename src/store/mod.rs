@@ -1,0 +1,188 @@
+//! The durable outbox. One interface, two engines chosen by the database URL: SQLite
+//! (embedded default) and PostgreSQL (several daemons on one database). Each state change is
+//! its own committed statement; no transaction is ever held across network I/O.
+//!
+//! States: `pending` → `sending` (claimed, lease held) → `accepted`; or `retry` (transient
+//! failure, `next_attempt_utc` set), `failed` (permanent), `missed` (deadline passed),
+//! `suppressed` (no longer wanted: customer, rule or contact removed).
+
+mod sqlite;
+
+use chrono::{DateTime, Utc};
+
+pub use sqlite::SqliteStore;
+
+/// An occurrence ready to be written into the outbox.
+#[derive(Debug, Clone)]
+pub struct NewItem {
+    pub key: String,
+    pub customer: String,
+    pub rule: String,
+    pub kind: &'static str,
+    pub action: &'static str,
+    pub recipient: String,
+    pub recipient_domain: String,
+    pub nominal: String,
+    pub occasion_date: String,
+    pub years: Option<i64>,
+    pub timezone: String,
+    pub due: i64,
+    pub deadline: i64,
+    pub message_id: String,
+    /// `pending`, or `missed` when it was due while no daemon ran.
+    pub state: &'static str,
+    pub reason: Option<String>,
+}
+
+/// A row claimed for sending; `fence` must be presented to record the outcome.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claimed {
+    pub id: i64,
+    pub key: String,
+    pub customer: String,
+    pub rule: String,
+    pub recipient: String,
+    pub nominal: String,
+    pub occasion_date: String,
+    pub years: Option<i64>,
+    pub message_id: String,
+    pub attempts: i64,
+    pub fence: i64,
+    pub due_utc: i64,
+    pub deadline_utc: i64,
+}
+
+/// One outbox row as shown to ops.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct Row {
+    pub id: i64,
+    pub key: String,
+    pub customer: String,
+    pub rule: String,
+    pub kind: String,
+    pub recipient: String,
+    pub state: String,
+    pub attempts: i64,
+    pub due_utc: i64,
+    pub reason: Option<String>,
+    pub smtp_reply: Option<String>,
+    pub message_id: String,
+}
+
+/// The outcome to record for a claimed row.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Accepted { reply: String },
+    Retry { at: i64, reason: String },
+    Failed { reason: String },
+    Suppressed { reason: String },
+}
+
+/// The columns an outcome sets, shared by both engines.
+pub(crate) struct OutcomeFields<'a> {
+    pub state: &'static str,
+    pub reply: Option<&'a str>,
+    pub reason: Option<&'a str>,
+    pub next_attempt: Option<i64>,
+    pub sent: Option<i64>,
+}
+
+impl Outcome {
+    pub(crate) fn fields(&self, now: i64) -> OutcomeFields<'_> {
+        let none = OutcomeFields { state: "", reply: None, reason: None, next_attempt: None, sent: None };
+        match self {
+            Outcome::Accepted { reply } => OutcomeFields { state: "accepted", reply: Some(reply), sent: Some(now), ..none },
+            Outcome::Retry { at, reason } => OutcomeFields { state: "retry", reason: Some(reason), next_attempt: Some(*at), ..none },
+            Outcome::Failed { reason } => OutcomeFields { state: "failed", reason: Some(reason), ..none },
+            Outcome::Suppressed { reason } => OutcomeFields { state: "suppressed", reason: Some(reason), ..none },
+        }
+    }
+}
+
+/// Unix seconds.
+pub fn secs(t: DateTime<Utc>) -> i64 {
+    t.timestamp()
+}
+
+/// The store, by engine.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+}
+
+/// Results of one materialisation pass.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Materialized {
+    pub inserted: u64,
+    pub missed: u64,
+}
+
+macro_rules! engine {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Sqlite($s) => $e,
+        }
+    };
+}
+
+impl Store {
+    /// Connects by URL (`sqlite://…` creates the file) and applies migrations.
+    pub async fn connect(url: &str) -> anyhow::Result<Store> {
+        if url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(SqliteStore::connect(url).await?))
+        } else {
+            anyhow::bail!("unsupported database URL `{url}`: use sqlite://path (PostgreSQL support arrives with the multi-instance store)")
+        }
+    }
+
+    /// Writes new occurrences; existing keys are left untouched.
+    pub async fn materialize(&self, items: &[NewItem], now: i64) -> anyhow::Result<Materialized> {
+        engine!(self, s => s.materialize(items, now).await)
+    }
+
+    /// Marks open rows whose deadline has passed as missed; returns them for reporting.
+    pub async fn expire(&self, now: i64) -> anyhow::Result<Vec<Row>> {
+        engine!(self, s => s.expire(now).await)
+    }
+
+    /// Returns rows whose lease expired (a crashed sender) to `retry`.
+    pub async fn recover_expired_leases(&self) -> anyhow::Result<u64> {
+        engine!(self, s => s.recover_expired_leases().await)
+    }
+
+    /// Claims up to `limit` due rows for `owner`, holding a lease of `lease_secs`.
+    pub async fn claim(&self, now: i64, limit: u32, owner: &str, lease_secs: i64) -> anyhow::Result<Vec<Claimed>> {
+        engine!(self, s => s.claim(now, limit, owner, lease_secs).await)
+    }
+
+    /// Records the outcome of a claim; false when the fence no longer matches (lease lost).
+    pub async fn finish(&self, id: i64, fence: i64, outcome: &Outcome, now: i64) -> anyhow::Result<bool> {
+        engine!(self, s => s.finish(id, fence, outcome, now).await)
+    }
+
+    /// Gives claimed rows back (shutdown) without counting an attempt.
+    pub async fn release(&self, id: i64, fence: i64) -> anyhow::Result<()> {
+        engine!(self, s => s.release(id, fence).await)
+    }
+
+    /// The earliest instant something open becomes due.
+    pub async fn next_due(&self) -> anyhow::Result<Option<i64>> {
+        engine!(self, s => s.next_due().await)
+    }
+
+    pub async fn counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
+        engine!(self, s => s.counts().await)
+    }
+
+    pub async fn rows(&self, state: Option<&str>, limit: i64) -> anyhow::Result<Vec<Row>> {
+        engine!(self, s => s.rows(state, limit).await)
+    }
+
+    pub async fn get_value(&self, name: &str) -> anyhow::Result<Option<String>> {
+        engine!(self, s => s.get_value(name).await)
+    }
+
+    pub async fn set_value(&self, name: &str, value: &str) -> anyhow::Result<()> {
+        engine!(self, s => s.set_value(name, value).await)
+    }
+}

@@ -1,0 +1,188 @@
+//! SQLite engine: WAL, `synchronous=FULL` (no lost commits on power loss), a busy timeout,
+//! and `BEGIN IMMEDIATE` for multi-statement writes (a deferred transaction that later writes
+//! fails with SQLITE_BUSY regardless of the busy timeout).
+
+use super::{Claimed, Materialized, NewItem, Outcome, Row};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    /// Connection pool; writers serialise on SQLite's lock, readers run beside them (WAL).
+    pool: SqlitePool,
+}
+
+
+impl SqliteStore {
+    pub async fn connect(url: &str) -> anyhow::Result<SqliteStore> {
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        if let Some(dir) = opts.get_filename().parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create database directory {}: {e}", dir.display()))?;
+            }
+        }
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    pub async fn materialize(&self, items: &[NewItem], now: i64) -> anyhow::Result<Materialized> {
+        let mut result = Materialized::default();
+        for chunk in items.chunks(500) {
+            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            for it in chunk {
+                let done = sqlx::query(
+                    "INSERT INTO outbox (key, customer, rule, kind, action, recipient, recipient_domain, nominal, occasion_date, years, timezone,
+                                         due_utc, deadline_utc, message_id, state, reason, created_utc, updated_utc)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     ON CONFLICT (key) DO NOTHING",
+                )
+                .bind(&it.key)
+                .bind(&it.customer)
+                .bind(&it.rule)
+                .bind(it.kind)
+                .bind(it.action)
+                .bind(&it.recipient)
+                .bind(&it.recipient_domain)
+                .bind(&it.nominal)
+                .bind(&it.occasion_date)
+                .bind(it.years)
+                .bind(&it.timezone)
+                .bind(it.due)
+                .bind(it.deadline)
+                .bind(&it.message_id)
+                .bind(it.state)
+                .bind(&it.reason)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() > 0 {
+                    if it.state == "missed" { result.missed += 1 } else { result.inserted += 1 }
+                }
+            }
+            tx.commit().await?;
+        }
+        Ok(result)
+    }
+
+    pub async fn expire(&self, now: i64) -> anyhow::Result<Vec<Row>> {
+        Ok(sqlx::query_as::<_, Row>(
+            "UPDATE outbox SET state = 'missed', reason = 'deadline passed before it could be sent', updated_utc = ?1,
+                    lease_owner = NULL, lease_until = NULL
+             WHERE state IN ('pending', 'retry') AND deadline_utc <= ?1
+             RETURNING id, key, customer, rule, kind, recipient, state, attempts, due_utc, reason, smtp_reply, message_id",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn recover_expired_leases(&self) -> anyhow::Result<u64> {
+        let done = sqlx::query(
+            "UPDATE outbox SET state = 'retry', lease_owner = NULL, lease_until = NULL, next_attempt_utc = NULL,
+                    reason = 'previous attempt ended without a recorded outcome; resending with the same Message-ID'
+             WHERE state = 'sending' AND lease_until < unixepoch()",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub async fn claim(&self, now: i64, limit: u32, owner: &str, lease_secs: i64) -> anyhow::Result<Vec<Claimed>> {
+        Ok(sqlx::query_as::<_, Claimed>(
+            "UPDATE outbox SET state = 'sending', lease_owner = ?1, lease_until = unixepoch() + ?2, fence = fence + 1,
+                    attempts = attempts + 1, updated_utc = ?3
+             WHERE id IN (SELECT id FROM outbox
+                          WHERE state IN ('pending', 'retry') AND due_utc <= ?3 AND deadline_utc > ?3
+                            AND COALESCE(next_attempt_utc, 0) <= ?3
+                          ORDER BY due_utc, id LIMIT ?4)
+             RETURNING id, key, customer, rule, recipient, nominal, occasion_date, years, message_id, attempts, fence, due_utc, deadline_utc",
+        )
+        .bind(owner)
+        .bind(lease_secs)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn finish(&self, id: i64, fence: i64, outcome: &Outcome, now: i64) -> anyhow::Result<bool> {
+        let f = outcome.fields(now);
+        let done = sqlx::query(
+            "UPDATE outbox SET state = ?1, smtp_reply = COALESCE(?2, smtp_reply), reason = ?3, next_attempt_utc = ?4,
+                    sent_utc = ?5, updated_utc = ?6, lease_owner = NULL, lease_until = NULL
+             WHERE id = ?7 AND fence = ?8 AND state = 'sending'",
+        )
+        .bind(f.state)
+        .bind(f.reply)
+        .bind(f.reason)
+        .bind(f.next_attempt)
+        .bind(f.sent)
+        .bind(now)
+        .bind(id)
+        .bind(fence)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn release(&self, id: i64, fence: i64) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE outbox SET state = 'pending', attempts = attempts - 1, lease_owner = NULL, lease_until = NULL
+             WHERE id = ?1 AND fence = ?2 AND state = 'sending'",
+        )
+        .bind(id)
+        .bind(fence)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn next_due(&self) -> anyhow::Result<Option<i64>> {
+        Ok(sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT MIN(MAX(due_utc, COALESCE(next_attempt_utc, 0))) FROM outbox WHERE state IN ('pending', 'retry')",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    pub async fn counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as::<_, (String, i64)>("SELECT state, COUNT(*) FROM outbox GROUP BY state ORDER BY state")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn rows(&self, state: Option<&str>, limit: i64) -> anyhow::Result<Vec<Row>> {
+        Ok(sqlx::query_as::<_, Row>(
+            "SELECT id, key, customer, rule, kind, recipient, state, attempts, due_utc, reason, smtp_reply, message_id
+             FROM outbox WHERE (?1 IS NULL OR state = ?1) ORDER BY due_utc, id LIMIT ?2",
+        )
+        .bind(state)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn get_value(&self, name: &str) -> anyhow::Result<Option<String>> {
+        Ok(sqlx::query_scalar::<_, String>("SELECT value FROM daemon_state WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn set_value(&self, name: &str, value: &str) -> anyhow::Result<()> {
+        sqlx::query("INSERT INTO daemon_state (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = ?2")
+            .bind(name)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
