@@ -64,7 +64,12 @@ impl Application {
         let store = Store::connect(&config.database_url).await?;
         let ws = Workspace::load(&config, &|| {});
         report(ws.diagnostics());
-        tracing::info!(customers = ws.loaded.plans.len(), plan_files = ws.loaded.plan_files, errors = ws.loaded.error_count(), "plans loaded");
+        tracing::info!(
+            customers = ws.loaded.plans.len(),
+            plan_files = ws.loaded.plan_files,
+            errors = ws.loaded.error_count(),
+            "plans loaded"
+        );
         let daemon = Daemon::new(store, mailer, clock, config, ws.into_snapshot());
         Ok(Application { daemon: Arc::new(daemon) })
     }

@@ -123,21 +123,19 @@ struct RawSender {
     name: String,
 }
 
+/// `[delivery]` as written; which keys apply depends on `kind`.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
-enum RawDelivery {
-    Maildir {
-        path: String,
-    },
-    Smtp {
-        host: String,
-        port: Option<u16>,
-        tls: Option<TlsMode>,
-        username: Option<String>,
-        password_file: Option<String>,
-        timeout_secs: Option<Spanned<u64>>,
-        connections: Option<Spanned<u32>>,
-    },
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    kind: Spanned<String>,
+    path: Option<Spanned<String>>,
+    host: Option<Spanned<String>>,
+    port: Option<u16>,
+    tls: Option<TlsMode>,
+    username: Option<String>,
+    password_file: Option<String>,
+    timeout_secs: Option<Spanned<u64>>,
+    connections: Option<Spanned<u32>>,
 }
 
 /// Environment variables that override the file (for tests, containers and secrets).
@@ -159,14 +157,13 @@ impl Config {
     /// Validates config text; `path` names the file in messages and anchors relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            vec![Diagnostic::at(path, text, e.span(), e.message().trim().to_string())
-                .hint("see README.md, section \"Daemon configuration\"")]
+            vec![
+                Diagnostic::at(path, text, e.span(), e.message().trim().to_string())
+                    .hint("see README.md, section \"Daemon configuration\""),
+            ]
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: &str| -> PathBuf {
-            let p = Path::new(p);
-            if p.is_absolute() { p.to_path_buf() } else { base.join(p) }
-        };
+        let resolve = |p: &str| -> PathBuf { normalize(&base.join(p)) };
         let mut errors = Vec::new();
 
         let default_timezone = match &raw.timezone {
@@ -185,57 +182,25 @@ impl Config {
         let sender_email = match Email::parse(raw.sender.email.get_ref()) {
             Ok(e) => Some(e),
             Err(why) => {
-                errors.push(Diagnostic::at(path, text, Some(raw.sender.email.span()), why).hint("e.g. \"team@example.com\""));
+                errors.push(
+                    Diagnostic::at(path, text, Some(raw.sender.email.span()), why).hint("e.g. \"team@example.com\""),
+                );
                 None
             }
         };
         let horizon_days = raw.horizon_days.as_ref().map_or(2, |h| *h.get_ref());
         if !(1..=366).contains(&horizon_days) {
             let span = raw.horizon_days.as_ref().map(|h| h.span());
-            errors.push(Diagnostic::at(path, text, span, "horizon_days must be between 1 and 366").hint("2 is a good default"));
+            errors.push(
+                Diagnostic::at(path, text, span, "horizon_days must be between 1 and 366").hint("2 is a good default"),
+            );
         }
         let batch_size = raw.batch_size.as_ref().map_or(100, |b| *b.get_ref());
         if !(1..=10_000).contains(&batch_size) {
             let span = raw.batch_size.as_ref().map(|b| b.span());
             errors.push(Diagnostic::at(path, text, span, "batch_size must be between 1 and 10000"));
         }
-        let delivery = match raw.delivery {
-            RawDelivery::Maildir { path: p } => Delivery::Maildir { path: resolve(&p) },
-            RawDelivery::Smtp { host, port, tls, username, password_file, timeout_secs, connections } => {
-                let tls = tls.unwrap_or(TlsMode::Starttls);
-                let port = port.unwrap_or(match tls {
-                    TlsMode::None => 25,
-                    TlsMode::Starttls => 587,
-                    TlsMode::Tls => 465,
-                });
-                let password = match read_password(password_file.as_deref().map(&resolve)) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        errors.push(Diagnostic::whole_file(path, e).hint("check delivery.password_file"));
-                        None
-                    }
-                };
-                let connections_n = connections.as_ref().map_or(1, |c| *c.get_ref());
-                if !(1..=64).contains(&connections_n) {
-                    let span = connections.as_ref().map(|c| c.span());
-                    errors.push(Diagnostic::at(path, text, span, "delivery.connections must be between 1 and 64"));
-                }
-                let timeout = timeout_secs.as_ref().map_or(60, |t| *t.get_ref());
-                if timeout == 0 {
-                    let span = timeout_secs.as_ref().map(|t| t.span());
-                    errors.push(Diagnostic::at(path, text, span, "delivery.timeout_secs must be positive"));
-                }
-                Delivery::Smtp(SmtpSettings {
-                    host,
-                    port,
-                    tls,
-                    username,
-                    password,
-                    timeout: Duration::from_secs(timeout),
-                    connections: connections_n,
-                })
-            }
-        };
+        let delivery = Self::delivery(path, text, raw.delivery, &resolve, &mut errors);
         let database_url = match std::env::var(ENV_DATABASE_URL) {
             Ok(url) if !url.is_empty() => url,
             _ => {
@@ -244,7 +209,10 @@ impl Config {
                     Ok(u) => u,
                     Err(why) => {
                         let span = raw.database_url.as_ref().map(|u| u.span());
-                        errors.push(Diagnostic::at(path, text, span, why).hint("use sqlite://path/to/file.db or postgres://user@host/db"));
+                        errors.push(
+                            Diagnostic::at(path, text, span, why)
+                                .hint("use sqlite://path/to/file.db or postgres://user@host/db"),
+                        );
                         String::new()
                     }
                 }
@@ -270,6 +238,106 @@ impl Config {
     }
 }
 
+impl Config {
+    fn delivery(
+        path: &Path,
+        text: &str,
+        d: RawDelivery,
+        resolve: &dyn Fn(&str) -> PathBuf,
+        errors: &mut Vec<Diagnostic>,
+    ) -> Delivery {
+        let smtp_only = d.host.is_some()
+            || d.port.is_some()
+            || d.tls.is_some()
+            || d.username.is_some()
+            || d.password_file.is_some()
+            || d.timeout_secs.is_some()
+            || d.connections.is_some();
+        match d.kind.get_ref().as_str() {
+            "maildir" => {
+                if smtp_only {
+                    errors.push(
+                        Diagnostic::at(path, text, Some(d.kind.span()), "SMTP settings given for a maildir delivery")
+                            .hint("remove host/port/tls/… or set kind = \"smtp\""),
+                    );
+                }
+                match d.path {
+                    Some(p) => Delivery::Maildir { path: resolve(p.get_ref()) },
+                    None => {
+                        errors.push(
+                            Diagnostic::at(path, text, Some(d.kind.span()), "maildir delivery needs `path`")
+                                .hint("e.g. path = \"../var/maildir\""),
+                        );
+                        Delivery::Maildir { path: PathBuf::new() }
+                    }
+                }
+            }
+            "smtp" => {
+                if let Some(p) = &d.path {
+                    errors.push(
+                        Diagnostic::at(path, text, Some(p.span()), "`path` applies to maildir delivery only")
+                            .hint("remove it"),
+                    );
+                }
+                let host = match d.host {
+                    Some(h) if !h.get_ref().trim().is_empty() => h.get_ref().trim().to_string(),
+                    _ => {
+                        errors.push(
+                            Diagnostic::at(path, text, Some(d.kind.span()), "smtp delivery needs `host`")
+                                .hint("e.g. host = \"mail.example.com\""),
+                        );
+                        String::new()
+                    }
+                };
+                let tls = d.tls.unwrap_or(TlsMode::Starttls);
+                let port = d.port.unwrap_or(match tls {
+                    TlsMode::None => 25,
+                    TlsMode::Starttls => 587,
+                    TlsMode::Tls => 465,
+                });
+                let password = read_password(d.password_file.as_deref().map(resolve)).unwrap_or_else(|e| {
+                    errors.push(Diagnostic::whole_file(path, e).hint("check delivery.password_file"));
+                    None
+                });
+                let connections = d.connections.as_ref().map_or(1, |c| *c.get_ref());
+                if !(1..=64).contains(&connections) {
+                    errors.push(Diagnostic::at(
+                        path,
+                        text,
+                        d.connections.as_ref().map(|c| c.span()),
+                        "delivery.connections must be between 1 and 64",
+                    ));
+                }
+                let timeout = d.timeout_secs.as_ref().map_or(60, |t| *t.get_ref());
+                if timeout == 0 {
+                    errors.push(Diagnostic::at(
+                        path,
+                        text,
+                        d.timeout_secs.as_ref().map(|t| t.span()),
+                        "delivery.timeout_secs must be positive",
+                    ));
+                }
+                Delivery::Smtp(SmtpSettings {
+                    host,
+                    port,
+                    tls,
+                    username: d.username,
+                    password,
+                    timeout: Duration::from_secs(timeout),
+                    connections,
+                })
+            }
+            other => {
+                errors.push(
+                    Diagnostic::at(path, text, Some(d.kind.span()), format!("unknown delivery kind `{other}`"))
+                        .hint("use \"maildir\" or \"smtp\""),
+                );
+                Delivery::Maildir { path: PathBuf::new() }
+            }
+        }
+    }
+}
+
 /// SQLite paths are made absolute against the config directory; other URLs pass through.
 fn resolve_database_url(url: &str, base: &Path) -> Result<String, String> {
     if let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
@@ -281,7 +349,7 @@ fn resolve_database_url(url: &str, base: &Path) -> Result<String, String> {
             return Ok(url.to_string());
         }
         let p = Path::new(file);
-        let abs = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let abs = normalize(&base.join(p));
         Ok(match query {
             Some(q) => format!("sqlite://{}?{q}", abs.display()),
             None => format!("sqlite://{}", abs.display()),
@@ -291,6 +359,26 @@ fn resolve_database_url(url: &str, base: &Path) -> Result<String, String> {
     } else {
         Err(format!("database_url `{url}` is neither sqlite:// nor postgres://"))
     }
+}
+
+/// Collapses `.` and `..` lexically, so messages show `templates/x`, not `config/../templates/x`.
+pub fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir) => {}
+                _ => out.push(".."),
+            },
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() { PathBuf::from(".") } else { out }
 }
 
 /// The SMTP password: environment, then systemd credential, then the configured file.
@@ -311,5 +399,29 @@ fn read_password(file: Option<PathBuf>) -> Result<Option<String>, String> {
         Some(f) => std::fs::read_to_string(&f)
             .map(|s| Some(s.trim_end().to_string()))
             .map_err(|e| format!("cannot read password file {}: {e}", f.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_normalised_lexically() {
+        assert_eq!(normalize(Path::new("tests/fixtures/broken/../../../templates")), PathBuf::from("templates"));
+        assert_eq!(normalize(Path::new("config/../../x")), PathBuf::from("../x"));
+        assert_eq!(normalize(Path::new("/etc/../var/lib")), PathBuf::from("/var/lib"));
+        assert_eq!(normalize(Path::new("./a/./b")), PathBuf::from("a/b"));
+    }
+
+    #[test]
+    fn config_problems_are_all_reported() {
+        let text = "timezone = \"Mars/Olympus\"\nhorizon_days = 0\n[sender]\nemail = \"nope\"\nname = \"x\"\n[delivery]\nkind = \"maildir\"\npath = \"m\"\n";
+        let errs = Config::parse(Path::new("c.toml"), text).unwrap_err();
+        let msgs: Vec<String> = errs.iter().map(|d| format!("{}:{}", d.line, d.message)).collect();
+        assert_eq!(msgs.len(), 3, "{msgs:?}");
+        assert!(msgs[0].starts_with("1:unknown time zone"));
+        assert!(msgs.iter().any(|m| m.starts_with("4:") && m.contains("not a valid email")));
+        assert!(msgs.iter().any(|m| m.starts_with("2:horizon_days")));
     }
 }

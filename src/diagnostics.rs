@@ -106,21 +106,16 @@ impl fmt::Display for Diagnostic {
             Severity::Warning => "warning",
         };
         writeln!(f, "{label}: {}", self.message)?;
-        writeln!(f, "  --> {}", self.location())?;
+        let num = self.line.to_string();
+        let pad = " ".repeat(num.len());
+        writeln!(f, "{pad}--> {}", self.location())?;
         if let Some(src) = &self.source_line {
-            let num = self.line.to_string();
-            let pad = " ".repeat(num.len());
             writeln!(f, "{pad} |")?;
             writeln!(f, "{num} | {src}")?;
-            writeln!(
-                f,
-                "{pad} | {}{}",
-                " ".repeat(self.column.saturating_sub(1)),
-                "^".repeat(self.width.max(1))
-            )?;
+            writeln!(f, "{pad} | {}{}", " ".repeat(self.column.saturating_sub(1)), "^".repeat(self.width.max(1)))?;
         }
         if let Some(hint) = &self.hint {
-            writeln!(f, "  = hint: {hint}")?;
+            writeln!(f, "{pad} = hint: {hint}")?;
         }
         Ok(())
     }

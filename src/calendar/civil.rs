@@ -28,11 +28,22 @@ impl std::fmt::Display for Adjustment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Adjustment::DstGap { nominal, shifted_to } => {
-                write!(f, "{} does not exist (DST gap); sent at {}", nominal.format("%H:%M"), shifted_to.format("%H:%M"))
+                write!(
+                    f,
+                    "{} does not exist (DST gap); sent at {}",
+                    nominal.format("%H:%M"),
+                    shifted_to.format("%H:%M")
+                )
             }
-            Adjustment::DstFold { local } => write!(f, "{} occurs twice (DST fold); the earlier one is used", local.format("%H:%M")),
-            Adjustment::LeapDay { observed, policy, .. } => write!(f, "Feb 29 observed on {observed} (leap_day = {policy})"),
-            Adjustment::LeadTime { days, occasion_date } => write!(f, "{days} days before the occasion on {occasion_date}"),
+            Adjustment::DstFold { local } => {
+                write!(f, "{} occurs twice (DST fold); the earlier one is used", local.format("%H:%M"))
+            }
+            Adjustment::LeapDay { observed, policy, .. } => {
+                write!(f, "Feb 29 observed on {observed} (leap_day = {policy})")
+            }
+            Adjustment::LeadTime { days, occasion_date } => {
+                write!(f, "{days} days before the occasion on {occasion_date}")
+            }
         }
     }
 }

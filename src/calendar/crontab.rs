@@ -60,7 +60,11 @@ fn expand(field: &str, min: u32, max: u32, names: &[&str], name_base: u32) -> Re
         let (lo, hi) = if range == "*" {
             (min, max)
         } else if let Some((a, b)) = range.split_once('-') {
-            let (a, b) = (value(a)?, value(b)?);
+            let (a, mut b) = (value(a)?, value(b)?);
+            // Day of week: `fri-sun` ends on Sunday written as 0; read it as 7.
+            if max == 7 && b == 0 && a > 0 {
+                b = 7;
+            }
             if a > b {
                 return Err(format!("range {a}-{b} runs backwards"));
             }
@@ -99,11 +103,8 @@ impl Crontab {
         let doms = expand(dom, 1, 31, &[], 0).map_err(|e| format!("day of month: {e}"))?;
         let months = expand(month, 1, 12, &MONTHS, 1).map_err(|e| format!("month: {e}"))?;
         // Sunday is 0 or 7; fold 7 onto 0, then shift to the crate's Sunday = 1.
-        let mut dows: Vec<u32> = expand(dow, 0, 7, &DAYS, 0)
-            .map_err(|e| format!("day of week: {e}"))?
-            .into_iter()
-            .map(|d| d % 7)
-            .collect();
+        let mut dows: Vec<u32> =
+            expand(dow, 0, 7, &DAYS, 0).map_err(|e| format!("day of week: {e}"))?.into_iter().map(|d| d % 7).collect();
         dows.sort_unstable();
         dows.dedup();
         let quartz_dows: Vec<u32> = dows.iter().map(|d| d + 1).collect();
@@ -133,11 +134,7 @@ impl Crontab {
     /// The first wall-clock time strictly after `after` that matches.
     pub fn next_after(&self, after: NaiveDateTime) -> Option<NaiveDateTime> {
         let start = Utc.from_utc_datetime(&after);
-        self.schedules
-            .iter()
-            .filter_map(|s| s.after(&start).next())
-            .min()
-            .map(|t| t.naive_utc())
+        self.schedules.iter().filter_map(|s| s.after(&start).next()).min().map(|t| t.naive_utc())
     }
 
     pub fn as_str(&self) -> &str {
@@ -184,12 +181,18 @@ mod tests {
         );
         assert_eq!(fires("0 0 13 * TUE", "2026-11-10 01:00", 2), ["Fri 2026-11-13 00:00", "Tue 2026-11-17 00:00"]);
         // A star in either field means AND (only the other restricts).
-        assert_eq!(fires("0 0 */10 * *", "2026-11-01 00:00", 3), ["Wed 2026-11-11 00:00", "Sat 2026-11-21 00:00", "Tue 2026-12-01 00:00"]);
+        assert_eq!(
+            fires("0 0 */10 * *", "2026-11-01 00:00", 3),
+            ["Wed 2026-11-11 00:00", "Sat 2026-11-21 00:00", "Tue 2026-12-01 00:00"]
+        );
     }
 
     #[test]
     fn steps_ranges_and_lists() {
-        assert_eq!(fires("*/20 9-10 * * *", "2026-11-22 09:00", 4), ["Sun 2026-11-22 09:20", "Sun 2026-11-22 09:40", "Sun 2026-11-22 10:00", "Sun 2026-11-22 10:20"]);
+        assert_eq!(
+            fires("*/20 9-10 * * *", "2026-11-22 09:00", 4),
+            ["Sun 2026-11-22 09:20", "Sun 2026-11-22 09:40", "Sun 2026-11-22 10:00", "Sun 2026-11-22 10:20"]
+        );
         assert_eq!(fires("5/30 * * * *", "2026-11-22 09:00", 2), ["Sun 2026-11-22 09:05", "Sun 2026-11-22 09:35"]);
         assert_eq!(fires("0 8 1 jan,jul *", "2026-11-22 09:00", 2), ["Fri 2027-01-01 08:00", "Thu 2027-07-01 08:00"]);
     }

@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 /// Show what will be sent or assigned, when (local time and UTC), to whom and by which rule.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "The JSON format is a stable interface (fields documented in README.md, \"agenda --format json\").\n\nExamples:\n  contactplan agenda\n  contactplan agenda --from 2026-12-01 --days 31\n  contactplan agenda --customer acme --format json")]
+#[command(
+    after_help = "The JSON format is a stable interface (fields documented in README.md, \"agenda --format json\").\n\nExamples:\n  contactplan agenda\n  contactplan agenda --from 2026-12-01 --days 31\n  contactplan agenda --customer acme --format json"
+)]
 pub struct Args {
     /// First day (YYYY-MM-DD, in the default time zone); default: today.
     #[arg(long, value_parser = super::parse_date)]
@@ -99,15 +101,21 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let tz = config.default_timezone;
     let from_day = args.from.unwrap_or_else(|| Utc::now().with_timezone(&tz).date_naive());
     let from: DateTime<Utc> = crate::calendar::resolve_local(tz, from_day.and_time(NaiveTime::MIN)).utc;
-    let to = crate::calendar::resolve_local(tz, (from_day + TimeDelta::days(args.days.into())).and_time(NaiveTime::MIN)).utc;
+    let to =
+        crate::calendar::resolve_local(tz, (from_day + TimeDelta::days(args.days.into())).and_time(NaiveTime::MIN)).utc;
     let all = occasion::agenda(&ws.loaded.plans, from, to);
-    let items: Vec<Item> = all.iter().filter(|o| args.customer.as_deref().is_none_or(|c| *o.customer.id == *c)).map(item).collect();
+    let items: Vec<Item> =
+        all.iter().filter(|o| args.customer.as_deref().is_none_or(|c| *o.customer.id == *c)).map(item).collect();
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&items)?),
         Format::Table => {
-            println!("{:<25} {:<20} {:<16} {:<18} {:<6} {:<34} NOTES", "LOCAL", "UTC", "CUSTOMER", "OCCASION", "ACTION", "TO");
+            println!(
+                "{:<25} {:<20} {:<16} {:<18} {:<6} {:<34} NOTES",
+                "LOCAL", "UTC", "CUSTOMER", "OCCASION", "ACTION", "TO"
+            );
             for i in &items {
-                let notes: Vec<&str> = i.adjustments.iter().filter_map(|a| a.get("note").and_then(|n| n.as_str())).collect();
+                let notes: Vec<&str> =
+                    i.adjustments.iter().filter_map(|a| a.get("note").and_then(|n| n.as_str())).collect();
                 println!(
                     "{:<25} {:<20} {:<16} {:<18} {:<6} {:<34} {}",
                     i.due_local,

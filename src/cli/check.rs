@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 /// Validate the configuration, templates, playbooks and every plan; print all problems.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Exit status: 0 when everything is valid, 1 when any plan, playbook or template has an error, 2 when the config itself is unusable.\n\nExamples:\n  contactplan check\n  contactplan check --config /etc/contactplan/contactplan.toml\n  contactplan check --format json | jq '.[] | .file'")]
+#[command(
+    after_help = "Exit status: 0 when everything is valid, 1 when any plan, playbook or template has an error, 2 when the config itself is unusable.\n\nExamples:\n  contactplan check\n  contactplan check --config /etc/contactplan/contactplan.toml\n  contactplan check --format json | jq '.[] | .file'"
+)]
 pub struct Args {
     /// Output format for the problems.
     #[arg(long, value_enum, default_value_t = Format::Text)]

@@ -11,8 +11,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "contactplan", version, about = "Keeps B2B customer relationships warm: contact plans in, greetings and tasks out.")]
-#[command(after_help = "Examples:\n  contactplan check\n  contactplan agenda --days 14\n  contactplan preview --customer acme --occasion birthday\n  contactplan run --config /etc/contactplan/contactplan.toml")]
+#[command(
+    name = "contactplan",
+    version,
+    about = "Keeps B2B customer relationships warm: contact plans in, greetings and tasks out."
+)]
+#[command(
+    after_help = "Examples:\n  contactplan check\n  contactplan agenda --days 14\n  contactplan preview --customer acme --occasion birthday\n  contactplan run --config /etc/contactplan/contactplan.toml"
+)]
 pub struct Cli {
     /// The daemon configuration file.
     #[arg(long, global = true, env = "CONTACTPLAN_CONFIG", default_value = "config/contactplan.toml")]

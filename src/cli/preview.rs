@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 /// Print the email (headers, text and HTML parts) that one occasion would produce.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "The next occurrence on or after --date is shown (searching up to 4 years ahead).\n\nExamples:\n  contactplan preview --customer acme --occasion birthday\n  contactplan preview --customer acme --occasion anniversary --date 2027-01-01\n  contactplan preview --customer acme --occasion birthday --contact anna --raw > anna.eml")]
+#[command(
+    after_help = "The next occurrence on or after --date is shown (searching up to 4 years ahead).\n\nExamples:\n  contactplan preview --customer acme --occasion birthday\n  contactplan preview --customer acme --occasion anniversary --date 2027-01-01\n  contactplan preview --customer acme --occasion birthday --contact anna --raw > anna.eml"
+)]
 pub struct Args {
     /// Customer id.
     #[arg(long)]
@@ -39,7 +41,12 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     };
     let Some(rule) = customer.rule(&args.occasion) else {
         let names: Vec<&str> = customer.rules.iter().map(|r| &*r.name).collect();
-        eprintln!("error: customer `{}` has no occasion `{}`; it has: {}", customer.id, args.occasion, names.join(", "));
+        eprintln!(
+            "error: customer `{}` has no occasion `{}`; it has: {}",
+            customer.id,
+            args.occasion,
+            names.join(", ")
+        );
         return Ok(ExitCode::from(1));
     };
     let day = args.date.unwrap_or_else(|| Utc::now().with_timezone(&customer.timezone).date_naive());

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 /// Run the daemon: apply migrations, load plans, fill the outbox and send what is due.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Signals: SIGTERM/SIGINT stop after the message in flight; SIGHUP reloads plans, playbooks and templates.\n\nExamples:\n  contactplan run\n  RUST_LOG=contactplan=debug contactplan run --config /etc/contactplan/contactplan.toml\n  contactplan run --log-format json")]
+#[command(
+    after_help = "Signals: SIGTERM/SIGINT stop after the message in flight; SIGHUP reloads plans, playbooks and templates.\n\nExamples:\n  contactplan run\n  RUST_LOG=contactplan=debug contactplan run --config /etc/contactplan/contactplan.toml\n  contactplan run --log-format json"
+)]
 pub struct Args {}
 
 pub fn run(config_path: &Path, _args: Args) -> anyhow::Result<ExitCode> {

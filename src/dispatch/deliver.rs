@@ -14,7 +14,8 @@ pub const MAX_ATTEMPTS: i64 = 8;
 /// Exponential backoff with deterministic jitter: 30 s, 60 s, 120 s … capped at 1 h, ±20 %.
 pub fn backoff(key: &str, attempts: i64) -> TimeDelta {
     let base = 30i64.saturating_mul(1i64 << attempts.clamp(1, 8).saturating_sub(1)).min(3600);
-    let h = key.bytes().fold(attempts as u64 ^ 0xcbf29ce484222325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+    let h =
+        key.bytes().fold(attempts as u64 ^ 0xcbf29ce484222325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
     let jitter = (h % 41) as i64 - 20; // −20 … +20 percent
     TimeDelta::seconds(base + base * jitter / 100)
 }
@@ -27,7 +28,14 @@ pub struct Delivery {
 }
 
 /// Renders and sends one row. Never panics on bad data: everything becomes an outcome.
-pub async fn deliver(row: &Claimed, plans: &Plans, renderer: &Renderer, sender: &Sender, mailer: &Mailer, now: DateTime<Utc>) -> Delivery {
+pub async fn deliver(
+    row: &Claimed,
+    plans: &Plans,
+    renderer: &Renderer,
+    sender: &Sender,
+    mailer: &Mailer,
+    now: DateTime<Utc>,
+) -> Delivery {
     let suppressed = |reason: String| Delivery { outcome: Outcome::Suppressed { reason }, domain: String::new() };
     let Some(customer) = plans.get(&row.customer) else {
         return suppressed(format!("customer `{}` is no longer in the plans", row.customer));
@@ -45,10 +53,16 @@ pub async fn deliver(row: &Claimed, plans: &Plans, renderer: &Renderer, sender: 
             Some(c) => (Recipient::Owner, Some(c)),
             None => return suppressed(format!("contact `{id}` is no longer in the plan of `{}`", row.customer)),
         },
-        _ => return Delivery { outcome: Outcome::Failed { reason: format!("malformed recipient `{}`", row.recipient) }, domain: String::new() },
+        _ => {
+            return Delivery {
+                outcome: Outcome::Failed { reason: format!("malformed recipient `{}`", row.recipient) },
+                domain: String::new(),
+            };
+        }
     };
     let occasion_date = row.occasion_date.parse::<NaiveDate>().unwrap_or(customer.since);
-    let input = Input { customer, rule, about, recipient, occasion_date, years: row.years.and_then(|y| u32::try_from(y).ok()) };
+    let input =
+        Input { customer, rule, about, recipient, occasion_date, years: row.years.and_then(|y| u32::try_from(y).ok()) };
     let to = match recipient {
         Recipient::Contact(c) => &c.email,
         Recipient::Owner => &customer.owner,
@@ -71,7 +85,9 @@ pub async fn deliver(row: &Claimed, plans: &Plans, renderer: &Renderer, sender: 
         Ok(accepted) => Outcome::Accepted { reply: accepted.reply },
         Err(e) => match e.class {
             FailureClass::Permanent => Outcome::Failed { reason: e.detail },
-            _ if row.attempts >= MAX_ATTEMPTS => Outcome::Failed { reason: format!("gave up after {} attempts: {}", row.attempts, e.detail) },
+            _ if row.attempts >= MAX_ATTEMPTS => {
+                Outcome::Failed { reason: format!("gave up after {} attempts: {}", row.attempts, e.detail) }
+            }
             FailureClass::Transient | FailureClass::Unknown => {
                 Outcome::Retry { at: (now + backoff(&row.key, row.attempts)).timestamp(), reason: e.detail }
             }

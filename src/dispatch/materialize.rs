@@ -43,7 +43,13 @@ pub fn new_item(o: &Occurrence, state: &'static str, reason: Option<String>, sen
 }
 
 /// One pass over all plans.
-pub async fn run(store: &Store, plans: &Plans, now: DateTime<Utc>, horizon: TimeDelta, sender: &crate::plan::Email) -> anyhow::Result<Materialized> {
+pub async fn run(
+    store: &Store,
+    plans: &Plans,
+    now: DateTime<Utc>,
+    horizon: TimeDelta,
+    sender: &crate::plan::Email,
+) -> anyhow::Result<Materialized> {
     let watermark = store
         .get_value(WATERMARK)
         .await?

@@ -103,7 +103,10 @@ impl Daemon {
         let snap = self.current();
         report.recovered = self.store.recover_expired_leases().await?;
         if report.recovered > 0 {
-            tracing::warn!(rows = report.recovered, "recovered rows whose sender stopped mid-delivery; they will be resent");
+            tracing::warn!(
+                rows = report.recovered,
+                "recovered rows whose sender stopped mid-delivery; they will be resent"
+            );
         }
 
         let due_for_pass = {
@@ -111,7 +114,8 @@ impl Daemon {
             last.is_none_or(|(rev, at)| rev != snap.revision || now - at >= REMATERIALIZE_EVERY || now < at)
         };
         if due_for_pass {
-            let m = materialize::run(&self.store, &snap.plans, now, self.config.horizon, &self.config.sender.email).await?;
+            let m =
+                materialize::run(&self.store, &snap.plans, now, self.config.horizon, &self.config.sender.email).await?;
             *self.last_materialized.lock().unwrap_or_else(|p| p.into_inner()) = Some((snap.revision, now));
             report.materialized = m.inserted;
             report.missed += m.missed;
@@ -133,7 +137,8 @@ impl Daemon {
             }
             let mut rows = batch.into_iter();
             for row in rows.by_ref() {
-                let d = deliver::deliver(&row, &snap.plans, &snap.renderer, &self.config.sender, &self.mailer, now).await;
+                let d =
+                    deliver::deliver(&row, &snap.plans, &snap.renderer, &self.config.sender, &self.mailer, now).await;
                 let recorded = self.store.finish(row.id, row.fence, &d.outcome, secs(self.clock.now())).await?;
                 if !recorded {
                     tracing::warn!(key = %row.key, "lease lost before the outcome was recorded; a newer attempt owns the row");

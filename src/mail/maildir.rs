@@ -13,7 +13,8 @@ pub struct MaildirMailer {
 impl MaildirMailer {
     pub fn new(root: PathBuf) -> anyhow::Result<Self> {
         for sub in ["tmp", "new", "cur"] {
-            std::fs::create_dir_all(root.join(sub)).map_err(|e| anyhow::anyhow!("cannot create Maildir {}: {e}", root.join(sub).display()))?;
+            std::fs::create_dir_all(root.join(sub))
+                .map_err(|e| anyhow::anyhow!("cannot create Maildir {}: {e}", root.join(sub).display()))?;
         }
         Ok(Self { root })
     }
@@ -32,7 +33,10 @@ impl MaildirMailer {
         let tmp = self.root.join("tmp").join(&name);
         let new = self.root.join("new").join(&name);
         let bytes = message.formatted();
-        let io = |e: std::io::Error| SendError { class: FailureClass::Transient, detail: format!("maildir write failed: {e}") };
+        let io = |e: std::io::Error| SendError {
+            class: FailureClass::Transient,
+            detail: format!("maildir write failed: {e}"),
+        };
         let (tmp2, new2) = (tmp.clone(), new.clone());
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             use std::io::Write;

@@ -21,9 +21,22 @@ pub fn message_id(key: &str, sender: &Email) -> String {
 pub struct BuildError(String);
 
 /// Builds the message for one recipient.
-pub fn build(rendered: &Rendered, sender: &Sender, to: &Email, to_name: Option<&str>, message_id: &str, date: chrono::DateTime<chrono::Utc>) -> Result<Message, BuildError> {
-    let from = Mailbox::new(Some(sender.name.clone()), sender.email.as_str().parse().map_err(|e| BuildError(format!("sender address: {e}")))?);
-    let to = Mailbox::new(to_name.map(str::to_string), to.as_str().parse().map_err(|e| BuildError(format!("recipient address: {e}")))?);
+pub fn build(
+    rendered: &Rendered,
+    sender: &Sender,
+    to: &Email,
+    to_name: Option<&str>,
+    message_id: &str,
+    date: chrono::DateTime<chrono::Utc>,
+) -> Result<Message, BuildError> {
+    let from = Mailbox::new(
+        Some(sender.name.clone()),
+        sender.email.as_str().parse().map_err(|e| BuildError(format!("sender address: {e}")))?,
+    );
+    let to = Mailbox::new(
+        to_name.map(str::to_string),
+        to.as_str().parse().map_err(|e| BuildError(format!("recipient address: {e}")))?,
+    );
     Message::builder()
         .from(from)
         .to(to)

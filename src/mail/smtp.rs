@@ -3,9 +3,9 @@
 
 use super::{Accepted, FailureClass, SendError};
 use crate::config::{SmtpSettings, TlsMode};
+use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
-use lettre::transport::smtp::PoolConfig;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use std::time::Duration;
 
@@ -42,8 +42,13 @@ impl SmtpMailer {
 
     pub async fn send(&self, message: &lettre::Message) -> Result<Accepted, SendError> {
         match tokio::time::timeout(self.timeout, self.transport.send(message.clone())).await {
-            Err(_) => Err(SendError { class: FailureClass::Unknown, detail: format!("no reply from {} within {:?}", self.target, self.timeout) }),
-            Ok(Ok(resp)) => Ok(Accepted { reply: format!("{} {}", resp.code(), resp.message().collect::<Vec<_>>().join(" ")) }),
+            Err(_) => Err(SendError {
+                class: FailureClass::Unknown,
+                detail: format!("no reply from {} within {:?}", self.target, self.timeout),
+            }),
+            Ok(Ok(resp)) => {
+                Ok(Accepted { reply: format!("{} {}", resp.code(), resp.message().collect::<Vec<_>>().join(" ")) })
+            }
             Ok(Err(e)) => {
                 let class = if e.is_permanent() {
                     FailureClass::Permanent

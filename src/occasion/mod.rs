@@ -102,7 +102,13 @@ fn recipient_for<'a>(rule: &Rule, about: Option<&'a Contact>) -> Recipient<'a> {
 }
 
 /// Appends the occurrences of one rule whose due instant lies in `[from, to)`.
-pub fn for_rule<'a>(customer: &'a Customer, rule: &'a Rule, from: DateTime<Utc>, to: DateTime<Utc>, out: &mut Vec<Occurrence<'a>>) {
+pub fn for_rule<'a>(
+    customer: &'a Customer,
+    rule: &'a Rule,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    out: &mut Vec<Occurrence<'a>>,
+) {
     match &rule.trigger {
         Trigger::Birthday => {
             for about in subjects(customer, rule).into_iter().flatten() {
@@ -216,7 +222,14 @@ fn emit_date<'a>(
 /// cannot exhaust memory.
 pub const MAX_FIRES_PER_RULE: usize = 100_000;
 
-fn every<'a>(customer: &'a Customer, rule: &'a Rule, cron: &crate::calendar::Crontab, from: DateTime<Utc>, to: DateTime<Utc>, out: &mut Vec<Occurrence<'a>>) {
+fn every<'a>(
+    customer: &'a Customer,
+    rule: &'a Rule,
+    cron: &crate::calendar::Crontab,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    out: &mut Vec<Occurrence<'a>>,
+) {
     let zone = customer.timezone;
     // Start a little before the window so wall times shifted out of a gap are not missed.
     let mut wall = from.with_timezone(&zone).naive_local() - TimeDelta::hours(26);

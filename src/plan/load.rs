@@ -38,10 +38,8 @@ impl Loaded {
 }
 
 /// `*.toml` files of a directory, sorted; hidden files and editor temp files are skipped.
-pub fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        Diagnostic::whole_file(dir, format!("cannot read directory: {e}")).hint("check `plans`/`playbooks` in the config file")
-    })?;
+pub fn toml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir)?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -54,6 +52,11 @@ pub fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
     Ok(files)
 }
 
+fn dir_error(dir: &Path, e: &std::io::Error) -> Diagnostic {
+    Diagnostic::whole_file(dir, format!("cannot read directory: {e}"))
+        .hint("check `plans`/`playbooks` in the config file")
+}
+
 /// Loads playbooks: valid ones by name (file stem), and the names of broken ones.
 pub fn playbooks(
     dir: &Path,
@@ -64,7 +67,8 @@ pub fn playbooks(
     let mut broken = Vec::new();
     let files = match toml_files(dir) {
         Ok(f) => f,
-        Err(d) => {
+        Err(e) => {
+            let d = dir_error(dir, &e);
             // A missing playbooks directory is fine when no plan uses playbooks.
             if dir.exists() {
                 diags.push(d);
@@ -142,8 +146,8 @@ pub fn load(sources: &Sources, progress: &(dyn Fn() + Sync)) -> Loaded {
     let (playbooks, broken, playbook_files) = playbooks(sources.playbooks_dir, sources.templates, &mut diagnostics);
     let files = match toml_files(sources.plans_dir) {
         Ok(f) => f,
-        Err(d) => {
-            diagnostics.push(d);
+        Err(e) => {
+            diagnostics.push(dir_error(sources.plans_dir, &e));
             return Loaded { diagnostics, playbook_files, ..Default::default() };
         }
     };
@@ -163,8 +167,11 @@ pub fn load(sources: &Sources, progress: &(dyn Fn() + Sync)) -> Loaded {
         if let Some(c) = customer {
             if let Some(first) = seen.get(&c.id) {
                 diagnostics.push(
-                    Diagnostic::whole_file(&c.source, format!("customer id `{}` is also used by {}", c.id, first.display()))
-                        .hint("customer ids must be unique across plan files; this file is ignored until fixed"),
+                    Diagnostic::whole_file(
+                        &c.source,
+                        format!("customer id `{}` is also used by {}", c.id, first.display()),
+                    )
+                    .hint("customer ids must be unique across plan files; this file is ignored until fixed"),
                 );
                 continue;
             }

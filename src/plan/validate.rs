@@ -58,7 +58,11 @@ pub fn parse_tz(src: &mut Src, v: &Spanned<String>) -> Option<Tz> {
     match v.get_ref().parse::<Tz>() {
         Ok(tz) => Some(tz),
         Err(_) => {
-            src.error(v, format!("unknown time zone `{}`", v.get_ref()), "use an IANA zone name such as \"Europe/Berlin\" or \"America/New_York\"");
+            src.error(
+                v,
+                format!("unknown time zone `{}`", v.get_ref()),
+                "use an IANA zone name such as \"Europe/Berlin\" or \"America/New_York\"",
+            );
             None
         }
     }
@@ -89,7 +93,11 @@ fn parse_id(src: &mut Src, v: &Spanned<String>, what: &str) -> bool {
         && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if !ok {
-        src.error(v, format!("invalid {what} `{s}`"), "use 1–128 ASCII letters, digits, '-', '_' or '.', starting with a letter or digit");
+        src.error(
+            v,
+            format!("invalid {what} `{s}`"),
+            "use 1–128 ASCII letters, digits, '-', '_' or '.', starting with a letter or digit",
+        );
     }
     ok
 }
@@ -114,7 +122,9 @@ fn parse_date(src: &mut Src, v: &Spanned<toml::Value>, what: &str, month_day_ok:
                 .and_then(|(m, d)| Some((m.parse::<u32>().ok()?, d.parse::<u32>().ok()?)));
             match parsed {
                 // 2000 is a leap year, so Feb 29 is a valid month-day.
-                Some((m, d)) if NaiveDate::from_ymd_opt(2000, m, d).is_some() => Some(MonthDay { month: m, day: d, year: None }),
+                Some((m, d)) if NaiveDate::from_ymd_opt(2000, m, d).is_some() => {
+                    Some(MonthDay { month: m, day: d, year: None })
+                }
                 _ => {
                     src.error(v, format!("`{s}` is not a valid {what}"), hint);
                     None
@@ -137,7 +147,11 @@ fn parse_time(src: &mut Src, v: &Spanned<toml::Value>) -> Option<NaiveTime> {
         _ => None,
     };
     if t.is_none() {
-        src.error(v, format!("`{}` is not a local time of day", v.get_ref()), "write \"09:00\" (24-hour, local to the recipient)");
+        src.error(
+            v,
+            format!("`{}` is not a local time of day", v.get_ref()),
+            "write \"09:00\" (24-hour, local to the recipient)",
+        );
     }
     t
 }
@@ -152,7 +166,11 @@ fn parse_lead(src: &mut Src, v: &Spanned<String>) -> Option<Lead> {
     match num {
         Some(n) if n <= 366 => Some(if n == 0 { Lead::None } else { Lead::Days(n) }),
         _ => {
-            src.error(v, format!("`{s}` is not a lead time"), "write a number of calendar days such as \"14d\" (0 to 366)");
+            src.error(
+                v,
+                format!("`{s}` is not a lead time"),
+                "write a number of calendar days such as \"14d\" (0 to 366)",
+            );
             None
         }
     }
@@ -213,7 +231,11 @@ fn build_rule(src: &mut Src, raw: &Spanned<RawRule>, base: Option<&Rule>, templa
     if let Some(on) = &r.on {
         match KINDS.iter().find(|k| **k == on.get_ref()) {
             Some(k) => b.kind = Some(k),
-            None => src.error(on, format!("unknown occasion kind `{}`", on.get_ref()), format!("use one of: {}", KINDS.join(", "))),
+            None => src.error(
+                on,
+                format!("unknown occasion kind `{}`", on.get_ref()),
+                format!("use one of: {}", KINDS.join(", ")),
+            ),
         }
     }
     if let Some(y) = &r.years {
@@ -246,19 +268,27 @@ fn build_rule(src: &mut Src, raw: &Spanned<RawRule>, base: Option<&Rule>, templa
     if let Some(c) = &r.cron {
         match Crontab::parse(c.get_ref()) {
             Ok(cron) => b.cron = Some(Arc::new(cron)),
-            Err(why) => src.error(c, format!("invalid cron expression `{}`: {why}", c.get_ref()), "write 5 crontab fields: minute hour day-of-month month day-of-week, e.g. \"0 9 * * MON\""),
+            Err(why) => src.error(
+                c,
+                format!("invalid cron expression `{}`: {why}", c.get_ref()),
+                "write 5 crontab fields: minute hour day-of-month month day-of-week, e.g. \"0 9 * * MON\"",
+            ),
         }
     }
-    if let Some(d) = &r.date {
-        if let Some(md) = parse_date(src, d, "date", true) {
-            b.date = Some(md);
-        }
+    if let Some(d) = &r.date
+        && let Some(md) = parse_date(src, d, "date", true)
+    {
+        b.date = Some(md);
     }
     if let Some(s) = &r.send {
         match s.get_ref().as_str() {
             "email" => b.action = Some(Action::Email),
             "task" => b.action = Some(Action::Task),
-            other => src.error(s, format!("unknown send action `{other}`"), "use \"email\" (to the recipients) or \"task\" (a reminder to the salesperson)"),
+            other => src.error(
+                s,
+                format!("unknown send action `{other}`"),
+                "use \"email\" (to the recipients) or \"task\" (a reminder to the salesperson)",
+            ),
         }
     }
     if let Some(t) = &r.to {
@@ -276,26 +306,35 @@ fn build_rule(src: &mut Src, raw: &Spanned<RawRule>, base: Option<&Rule>, templa
             src.error(
                 t,
                 format!("unknown template `{}`", t.get_ref()),
-                format!("create {}/{}/<variant>/ or use one of: {}", templates.dir().display(), t.get_ref(), templates.names().join(", ")),
+                format!(
+                    "create {}/{}/<variant>/ or use one of: {}",
+                    templates.dir().display(),
+                    t.get_ref(),
+                    templates.names().join(", ")
+                ),
             );
         }
     }
-    if let Some(a) = &r.at {
-        if let Some(t) = parse_time(src, a) {
-            b.at = Some(t);
-        }
+    if let Some(a) = &r.at
+        && let Some(t) = parse_time(src, a)
+    {
+        b.at = Some(t);
     }
-    if let Some(l) = &r.before {
-        if let Some(l) = parse_lead(src, l) {
-            b.before = Some(l);
-        }
+    if let Some(l) = &r.before
+        && let Some(l) = parse_lead(src, l)
+    {
+        b.before = Some(l);
     }
     if let Some(l) = &r.leap_day {
         match l.get_ref().as_str() {
             "feb28" => b.leap_day = Some(LeapDay::Feb28),
             "mar1" => b.leap_day = Some(LeapDay::Mar1),
             "leap_only" => b.leap_day = Some(LeapDay::LeapOnly),
-            other => src.error(l, format!("unknown leap_day policy `{other}`"), "use \"feb28\" (default), \"mar1\" or \"leap_only\""),
+            other => src.error(
+                l,
+                format!("unknown leap_day policy `{other}`"),
+                "use \"feb28\" (default), \"mar1\" or \"leap_only\"",
+            ),
         }
     }
     if src.diags.len() > before_errors || !name_ok {
@@ -305,16 +344,30 @@ fn build_rule(src: &mut Src, raw: &Spanned<RawRule>, base: Option<&Rule>, templa
     // Completeness and consistency, reported at the rule's name.
     let at = raw.get_ref().name.span();
     let Some(kind) = b.kind else {
-        src.error_span(at, format!("occasion `{}` has no `on`", r.name.get_ref()), format!("add on = \"…\" ({})", KINDS.join(", ")));
+        src.error_span(
+            at,
+            format!("occasion `{}` has no `on`", r.name.get_ref()),
+            format!("add on = \"…\" ({})", KINDS.join(", ")),
+        );
         return None;
     };
     let Some(template) = b.template.clone() else {
-        src.error_span(at, format!("occasion `{}` has no `template`", r.name.get_ref()), "add template = \"<folder under templates/>\"");
+        src.error_span(
+            at,
+            format!("occasion `{}` has no `template`", r.name.get_ref()),
+            "add template = \"<folder under templates/>\"",
+        );
         return None;
     };
-    let misplaced = |present: bool, field: &str, owner: &str| present.then(|| format!("`{field}` applies only to `on = \"{owner}\"` rules"));
+    let misplaced = |present: bool, field: &str, owner: &str| {
+        present.then(|| format!("`{field}` applies only to `on = \"{owner}\"` rules"))
+    };
     let problems = [
-        misplaced(kind != "anniversary" && (b.years.is_some() || b.every_years.is_some()), "years/every_years", "anniversary"),
+        misplaced(
+            kind != "anniversary" && (b.years.is_some() || b.every_years.is_some()),
+            "years/every_years",
+            "anniversary",
+        ),
         misplaced(kind != "orders" && b.counts.is_some(), "counts", "orders"),
         misplaced(kind != "every" && b.cron.is_some(), "cron", "every"),
         misplaced(kind != "date" && b.date.is_some(), "date", "date"),
@@ -332,20 +385,32 @@ fn build_rule(src: &mut Src, raw: &Spanned<RawRule>, base: Option<&Rule>, templa
     let trigger = match kind {
         "birthday" => {
             if target == Target::Owner {
-                src.error_span(at.clone(), format!("occasion `{}`: birthday rules concern contacts", r.name.get_ref()), "use to = \"contacts\" or \"primary\"; with send = \"task\" the salesperson gets the reminder");
+                src.error_span(
+                    at.clone(),
+                    format!("occasion `{}`: birthday rules concern contacts", r.name.get_ref()),
+                    "use to = \"contacts\" or \"primary\"; with send = \"task\" the salesperson gets the reminder",
+                );
             }
             Trigger::Birthday
         }
         "anniversary" => {
             if b.years.is_none() && b.every_years.is_none() {
-                src.error_span(at.clone(), format!("occasion `{}` needs `years` or `every_years`", r.name.get_ref()), "e.g. years = [1, 5, 10, 25]");
+                src.error_span(
+                    at.clone(),
+                    format!("occasion `{}` needs `years` or `every_years`", r.name.get_ref()),
+                    "e.g. years = [1, 5, 10, 25]",
+                );
             }
             Trigger::Anniversary { years: b.years.clone().unwrap_or_default(), every_years: b.every_years }
         }
         "orders" => match b.counts.clone() {
             Some(counts) => Trigger::Orders { counts },
             None => {
-                src.error_span(at.clone(), format!("occasion `{}` needs `counts`", r.name.get_ref()), "e.g. counts = [10, 100, 1000]");
+                src.error_span(
+                    at.clone(),
+                    format!("occasion `{}` needs `counts`", r.name.get_ref()),
+                    "e.g. counts = [10, 100, 1000]",
+                );
                 return None;
             }
         },
@@ -353,14 +418,22 @@ fn build_rule(src: &mut Src, raw: &Spanned<RawRule>, base: Option<&Rule>, templa
         "every" => match b.cron.clone() {
             Some(cron) => Trigger::Every { cron },
             None => {
-                src.error_span(at.clone(), format!("occasion `{}` needs `cron`", r.name.get_ref()), "e.g. cron = \"0 9 * * MON\"");
+                src.error_span(
+                    at.clone(),
+                    format!("occasion `{}` needs `cron`", r.name.get_ref()),
+                    "e.g. cron = \"0 9 * * MON\"",
+                );
                 return None;
             }
         },
         _ => match b.date {
             Some(d) => Trigger::Date(d),
             None => {
-                src.error_span(at.clone(), format!("occasion `{}` needs `date`", r.name.get_ref()), "e.g. date = \"--12-01\" (yearly) or date = 2026-12-01 (once)");
+                src.error_span(
+                    at.clone(),
+                    format!("occasion `{}` needs `date`", r.name.get_ref()),
+                    "e.g. date = \"--12-01\" (yearly) or date = 2026-12-01 (once)",
+                );
                 return None;
             }
         },
@@ -385,10 +458,18 @@ pub fn playbook(src: &mut Src, raw: &RawPlaybook, templates: &TemplateCatalog) -
     let mut rules: Vec<Rule> = Vec::new();
     for r in &raw.occasions {
         if let Some(en) = &r.get_ref().enabled {
-            src.error(en, "`enabled` belongs in a plan's override of a playbook rule", "remove it here; a playbook rule is enabled");
+            src.error(
+                en,
+                "`enabled` belongs in a plan's override of a playbook rule",
+                "remove it here; a playbook rule is enabled",
+            );
         }
         if rules.iter().any(|x| *x.name == **r.get_ref().name.get_ref()) {
-            src.error(&r.get_ref().name, format!("occasion `{}` is defined twice", r.get_ref().name.get_ref()), "give each occasion a unique name");
+            src.error(
+                &r.get_ref().name,
+                format!("occasion `{}` is defined twice", r.get_ref().name.get_ref()),
+                "give each occasion a unique name",
+            );
             continue;
         }
         if let Some(rule) = build_rule(src, r, None, templates) {
@@ -429,7 +510,11 @@ pub fn plan(
     let language = parse_language(src, &c.language);
     let phase = Phase::parse(c.phase.get_ref());
     if phase.is_none() {
-        src.error(&c.phase, format!("unknown phase `{}`", c.phase.get_ref()), "use \"initiation\", \"growth\", \"maturity\" or \"degeneration\"");
+        src.error(
+            &c.phase,
+            format!("unknown phase `{}`", c.phase.get_ref()),
+            "use \"initiation\", \"growth\", \"maturity\" or \"degeneration\"",
+        );
     }
 
     // Contacts.
@@ -440,7 +525,11 @@ pub fn plan(
         let rc = rc.get_ref();
         let id_ok = parse_id(src, &rc.id, "contact id");
         if id_ok && contacts.iter().flatten().any(|x| *x.id == **rc.id.get_ref()) {
-            src.error(&rc.id, format!("contact id `{}` is used twice", rc.id.get_ref()), "give each contact a unique id");
+            src.error(
+                &rc.id,
+                format!("contact id `{}` is used twice", rc.id.get_ref()),
+                "give each contact a unique id",
+            );
         }
         let email = parse_email(src, &rc.email);
         let gender = match rc.gender.as_ref().map(|g| g.get_ref().as_str()) {
@@ -449,7 +538,11 @@ pub fn plan(
             Some("male") => Some(Gender::Male),
             Some(other) => {
                 if let Some(g) = &rc.gender {
-                    src.error(g, format!("unknown gender `{other}`"), "use \"female\", \"male\" or \"other\" (or leave it out for a neutral salutation)");
+                    src.error(
+                        g,
+                        format!("unknown gender `{other}`"),
+                        "use \"female\", \"male\" or \"other\" (or leave it out for a neutral salutation)",
+                    );
                 }
                 None
             }
@@ -457,7 +550,11 @@ pub fn plan(
         let birthday = rc.birthday.as_ref().and_then(|b| parse_date(src, b, "birthday", true));
         let tone = Tone::parse(rc.tone.get_ref());
         if tone.is_none() {
-            src.error(&rc.tone, format!("unknown tone `{}`", rc.tone.get_ref()), "use \"formal\" (Sie) or \"informal\" (du)");
+            src.error(
+                &rc.tone,
+                format!("unknown tone `{}`", rc.tone.get_ref()),
+                "use \"formal\" (Sie) or \"informal\" (du)",
+            );
         }
         let language = rc.language.as_ref().map(|l| parse_language(src, l));
         let tz = rc.timezone.as_ref().map(|t| parse_tz(src, t));
@@ -486,12 +583,20 @@ pub fn plan(
     let primary = match primaries.as_slice() {
         [(i, _, _)] => Some(*i),
         [] => {
-            src.error(&raw.customer, "no contact is marked `primary = true`", "mark exactly one [[contact]] with primary = true");
+            src.error(
+                &raw.customer,
+                "no contact is marked `primary = true`",
+                "mark exactly one [[contact]] with primary = true",
+            );
             None
         }
         [_, rest @ ..] => {
             for (_, _, flag) in rest {
-                src.error_span(flag.clone(), "a second contact is marked `primary = true`", "exactly one contact may be primary; remove primary = true from all but one");
+                src.error_span(
+                    flag.clone(),
+                    "a second contact is marked `primary = true`",
+                    "exactly one contact may be primary; remove primary = true from all but one",
+                );
             }
             None
         }
@@ -507,12 +612,23 @@ pub fn plan(
                 shared = Some(p.rules.clone());
             }
             None if broken.contains(pb.get_ref()) => {
-                src.error(pb, format!("playbook `{}` has errors", pb.get_ref()), "fix the playbook (see its errors); this plan is not applied until then");
+                src.error(
+                    pb,
+                    format!("playbook `{}` has errors", pb.get_ref()),
+                    "fix the playbook (see its errors); this plan is not applied until then",
+                );
             }
             None => {
                 let mut names: Vec<&String> = playbooks.keys().collect();
                 names.sort();
-                src.error(pb, format!("unknown playbook `{}`", pb.get_ref()), format!("playbooks are files in the playbooks directory; known: {}", names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")));
+                src.error(
+                    pb,
+                    format!("unknown playbook `{}`", pb.get_ref()),
+                    format!(
+                        "playbooks are files in the playbooks directory; known: {}",
+                        names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                );
             }
         }
     }
@@ -520,7 +636,11 @@ pub fn plan(
     for r in &raw.occasions {
         let name = r.get_ref().name.get_ref().as_str();
         if own.contains(&name) {
-            src.error(&r.get_ref().name, format!("occasion `{name}` is defined twice in this plan"), "merge the two entries");
+            src.error(
+                &r.get_ref().name,
+                format!("occasion `{name}` is defined twice in this plan"),
+                "merge the two entries",
+            );
             continue;
         }
         own.push(name);
@@ -532,7 +652,11 @@ pub fn plan(
                 Some(i) => {
                     rules.remove(i);
                 }
-                None => src.error(&r.get_ref().name, format!("`enabled = false` for `{name}`, which the playbook does not define"), "name a rule of the customer's playbook, or remove the entry"),
+                None => src.error(
+                    &r.get_ref().name,
+                    format!("`enabled = false` for `{name}`, which the playbook does not define"),
+                    "name a rule of the customer's playbook, or remove the entry",
+                ),
             }
             continue;
         }
@@ -575,7 +699,9 @@ fn check_template_variants(src: &mut Src, raw: &RawPlan, customer: &Customer, te
                 Action::Email if rule.target == Target::Owner => (customer.language, None),
                 Action::Email => (customer.language_of(Some(contact)), Some(contact.tone)),
             };
-            if templates.resolve(&rule.template, lang, tone).is_none() && reported.insert((rule.template.clone(), lang, tone)) {
+            if templates.resolve(&rule.template, lang, tone).is_none()
+                && reported.insert((rule.template.clone(), lang, tone))
+            {
                 let wanted = match tone {
                     Some(t) => format!("{}-{}", lang.code(), t.code()),
                     None => lang.code().to_string(),
@@ -583,8 +709,16 @@ fn check_template_variants(src: &mut Src, raw: &RawPlan, customer: &Customer, te
                 let span = raw.contacts.get(i).map_or(raw.customer.span(), |c| c.get_ref().tone.span());
                 src.error_span(
                     span,
-                    format!("template `{}` has no variant `{wanted}` (needed by occasion `{}` for contact `{}`)", rule.template, rule.name, contact.id),
-                    format!("add {}/{}/{wanted}/ (or /{}/) with subject.txt.j2, body.txt.j2 and body.html.j2", templates.dir().display(), rule.template, lang.code()),
+                    format!(
+                        "template `{}` has no variant `{wanted}` (needed by occasion `{}` for contact `{}`)",
+                        rule.template, rule.name, contact.id
+                    ),
+                    format!(
+                        "add {}/{}/{wanted}/ (or /{}/) with subject.txt.j2, body.txt.j2 and body.html.j2",
+                        templates.dir().display(),
+                        rule.template,
+                        lang.code()
+                    ),
                 );
             }
         }

@@ -26,22 +26,33 @@ impl TemplateCatalog {
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) => {
-                diags.push(Diagnostic::whole_file(dir, format!("cannot read templates directory: {e}")).hint("check `templates` in the config file"));
+                diags.push(
+                    Diagnostic::whole_file(dir, format!("cannot read templates directory: {e}"))
+                        .hint("check `templates` in the config file"),
+                );
                 return (TemplateCatalog { dir: dir.to_path_buf(), templates }, diags);
             }
         };
         for entry in entries.filter_map(Result::ok).filter(|e| e.path().is_dir()) {
             let name = entry.file_name().to_string_lossy().into_owned();
             let mut variants = BTreeSet::new();
-            for v in std::fs::read_dir(entry.path()).into_iter().flatten().filter_map(Result::ok).filter(|e| e.path().is_dir()) {
+            for v in std::fs::read_dir(entry.path())
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+                .filter(|e| e.path().is_dir())
+            {
                 let variant = v.file_name().to_string_lossy().into_owned();
                 let missing: Vec<&str> = PARTS.iter().copied().filter(|p| !v.path().join(p).is_file()).collect();
                 if missing.is_empty() {
                     variants.insert(variant);
                 } else {
                     diags.push(
-                        Diagnostic::whole_file(&v.path(), format!("template variant is missing {}", missing.join(", ")))
-                            .hint("each variant folder needs subject.txt.j2, body.txt.j2 and body.html.j2"),
+                        Diagnostic::whole_file(
+                            &v.path(),
+                            format!("template variant is missing {}", missing.join(", ")),
+                        )
+                        .hint("each variant folder needs subject.txt.j2, body.txt.j2 and body.html.j2"),
                     );
                 }
             }
@@ -67,6 +78,13 @@ impl TemplateCatalog {
         let variants = self.templates.get(name)?;
         let specific = tone.map(|t| format!("{}-{}", language.code(), t.code()));
         specific.into_iter().chain([language.code().to_string()]).find(|v| variants.contains(v))
+    }
+
+    /// Withdraws a variant (one of its files does not compile).
+    pub fn remove(&mut self, name: &str, variant: &str) {
+        if let Some(v) = self.templates.get_mut(name) {
+            v.remove(variant);
+        }
     }
 
     /// Every (name, variant) pair.

@@ -58,6 +58,25 @@ pub enum RenderError {
     Template { name: String, source: minijinja::Error },
 }
 
+/// Reads and compiles one template file; the problem, if any, as a diagnostic.
+fn compile(env: &mut Environment<'static>, file: &Path, key: String) -> Option<Diagnostic> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => return Some(Diagnostic::whole_file(file, format!("cannot read template: {e}"))),
+    };
+    let e = env.add_template_owned(key, text.clone()).err()?;
+    let message = format!("template syntax error: {}", e.detail().unwrap_or("invalid template"));
+    let span = e.line().map(|line| {
+        let start: usize = text.split_inclusive('\n').take(line.saturating_sub(1)).map(str::len).sum();
+        let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+        start..end
+    });
+    Some(
+        Diagnostic::at(file, &text, span, message)
+            .hint("see the minijinja/Jinja2 syntax; variables are listed in README, \"Templates\""),
+    )
+}
+
 /// Loaded, compiled templates.
 pub struct Renderer {
     env: Environment<'static>,
@@ -73,30 +92,20 @@ impl Renderer {
         env.set_auto_escape_callback(|name| {
             if name.ends_with(".html.j2") { minijinja::AutoEscape::Html } else { minijinja::AutoEscape::None }
         });
+        let mut broken = Vec::new();
         for (name, variant) in catalog.all() {
             for part in PARTS {
                 let file = dir.join(name).join(variant).join(part);
-                let key = format!("{name}/{variant}/{part}");
-                let result = std::fs::read_to_string(&file)
-                    .map_err(|e| Diagnostic::whole_file(&file, format!("cannot read template: {e}")))
-                    .and_then(|text| {
-                        env.add_template_owned(key, text.clone()).map_err(|e| {
-                            let d = Diagnostic::whole_file(&file, format!("template syntax error: {}", e.detail().unwrap_or("invalid template")));
-                            match e.line() {
-                                Some(line) => {
-                                    let offset: usize = text.split_inclusive('\n').take(line.saturating_sub(1)).map(str::len).sum();
-                                    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
-                                    Diagnostic::at(&file, &text, Some(offset..end), d.message.clone())
-                                }
-                                None => d,
-                            }
-                            .hint("see the minijinja/Jinja2 syntax; variables are listed in README, \"Templates\"")
-                        })
-                    });
-                if let Err(d) = result {
+                if let Some(d) = compile(&mut env, &file, format!("{name}/{variant}/{part}")) {
                     diags.push(d);
+                    broken.push((name.to_string(), variant.to_string()));
                 }
             }
+        }
+        // A variant with a broken part is not offered: `check` then names the plans that need it.
+        let mut catalog = catalog;
+        for (name, variant) in broken {
+            catalog.remove(&name, &variant);
         }
         (Renderer { env, catalog }, diags)
     }
@@ -154,7 +163,8 @@ impl Renderer {
         };
         let render = |part: &str| -> Result<String, RenderError> {
             let name = format!("{template}/{variant}/{part}");
-            let tmpl = self.env.get_template(&name).map_err(|source| RenderError::Template { name: name.clone(), source })?;
+            let tmpl =
+                self.env.get_template(&name).map_err(|source| RenderError::Template { name: name.clone(), source })?;
             tmpl.render(&ctx).map_err(|source| RenderError::Template { name, source })
         };
         let subject = render("subject.txt.j2")?.split_whitespace().collect::<Vec<_>>().join(" ");

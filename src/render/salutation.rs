@@ -47,8 +47,34 @@ pub fn for_owner(language: Language) -> &'static str {
     }
 }
 
-const MONATE: [&str; 12] = ["Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August", "September", "Oktober", "November", "Dezember"];
-const MONTHS: [&str; 12] = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+const MONATE: [&str; 12] = [
+    "Januar",
+    "Februar",
+    "März",
+    "April",
+    "Mai",
+    "Juni",
+    "Juli",
+    "August",
+    "September",
+    "Oktober",
+    "November",
+    "Dezember",
+];
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
 
 /// "5. März 2026" / "5 March 2026".
 pub fn date(d: NaiveDate, language: Language) -> String {
@@ -80,19 +106,19 @@ mod tests {
 
     #[test]
     fn german_and_english_salutations() {
-        use Gender::*;
+        use Gender::{Female, Male};
         use Language::*;
         use Tone::*;
         let cases = [
             (contact("Anna Müller", Some("Dr."), Female, Formal), De, "Sehr geehrte Frau Dr. Müller,"),
             (contact("Jörg Weiß", None, Male, Formal), De, "Sehr geehrter Herr Weiß,"),
-            (contact("Alex Kim", None, None, Formal), De, "Guten Tag Alex Kim,"),
+            (contact("Alex Kim", None, Gender::None, Formal), De, "Guten Tag Alex Kim,"),
             (contact("Anna Müller", None, Female, Informal), De, "Liebe Anna,"),
             (contact("Jörg Weiß", None, Male, Informal), De, "Lieber Jörg,"),
-            (contact("Alex Kim", None, None, Informal), De, "Hallo Alex,"),
+            (contact("Alex Kim", None, Gender::None, Informal), De, "Hallo Alex,"),
             (contact("Jane Smith", None, Female, Formal), En, "Dear Ms Smith,"),
             (contact("John Smith", Some("Dr."), Male, Formal), En, "Dear Dr Smith,"),
-            (contact("Sam Lee", None, None, Formal), En, "Dear Sam Lee,"),
+            (contact("Sam Lee", None, Gender::None, Formal), En, "Dear Sam Lee,"),
             (contact("Jane Smith", None, Female, Informal), En, "Hi Jane,"),
         ];
         for (c, lang, want) in cases {

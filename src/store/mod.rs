@@ -91,8 +91,12 @@ impl Outcome {
     pub(crate) fn fields(&self, now: i64) -> OutcomeFields<'_> {
         let none = OutcomeFields { state: "", reply: None, reason: None, next_attempt: None, sent: None };
         match self {
-            Outcome::Accepted { reply } => OutcomeFields { state: "accepted", reply: Some(reply), sent: Some(now), ..none },
-            Outcome::Retry { at, reason } => OutcomeFields { state: "retry", reason: Some(reason), next_attempt: Some(*at), ..none },
+            Outcome::Accepted { reply } => {
+                OutcomeFields { state: "accepted", reply: Some(reply), sent: Some(now), ..none }
+            }
+            Outcome::Retry { at, reason } => {
+                OutcomeFields { state: "retry", reason: Some(reason), next_attempt: Some(*at), ..none }
+            }
             Outcome::Failed { reason } => OutcomeFields { state: "failed", reason: Some(reason), ..none },
             Outcome::Suppressed { reason } => OutcomeFields { state: "suppressed", reason: Some(reason), ..none },
         }
@@ -131,7 +135,9 @@ impl Store {
         if url.starts_with("sqlite:") {
             Ok(Store::Sqlite(SqliteStore::connect(url).await?))
         } else {
-            anyhow::bail!("unsupported database URL `{url}`: use sqlite://path (PostgreSQL support arrives with the multi-instance store)")
+            anyhow::bail!(
+                "unsupported database URL `{url}`: use sqlite://path (PostgreSQL support arrives with the multi-instance store)"
+            )
         }
     }
 

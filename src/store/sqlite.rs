@@ -13,7 +13,6 @@ pub struct SqliteStore {
     pool: SqlitePool,
 }
 
-
 impl SqliteStore {
     pub async fn connect(url: &str) -> anyhow::Result<SqliteStore> {
         let opts = SqliteConnectOptions::from_str(url)?
@@ -22,9 +21,12 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        if let Some(dir) = opts.get_filename().parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("cannot create database directory {}: {e}", dir.display()))?;
+        if let Some(dir) = opts.get_filename().parent()
+            && !dir.as_os_str().is_empty()
+        {
+            {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| anyhow::anyhow!("cannot create database directory {}: {e}", dir.display()))?;
             }
         }
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
@@ -178,11 +180,13 @@ impl SqliteStore {
     }
 
     pub async fn set_value(&self, name: &str, value: &str) -> anyhow::Result<()> {
-        sqlx::query("INSERT INTO daemon_state (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = ?2")
-            .bind(name)
-            .bind(value)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO daemon_state (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = ?2",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }

@@ -1,0 +1,229 @@
+//! `spawn_app`: a daemon on a temp SQLite database with a manual clock, delivering over real
+//! SMTP (TCP on 127.0.0.1) to an in-process server that records every message.
+
+use chrono::{DateTime, Utc};
+use contactplan::app::Application;
+use contactplan::clock::ManualClock;
+use contactplan::config::Config;
+use contactplan::dispatch::TickReport;
+use mailin_embedded::{Handler, Response, Server};
+use std::collections::VecDeque;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// One message as the SMTP server received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub from: String,
+    pub to: Vec<String>,
+    pub data: Vec<u8>,
+}
+
+impl Received {
+    pub fn parsed(&self) -> mailparse::ParsedMail<'_> {
+        mailparse::parse_mail(&self.data).expect("received message parses as RFC 5322")
+    }
+
+    pub fn header(&self, name: &str) -> String {
+        use mailparse::MailHeaderMap;
+        self.parsed().headers.get_first_value(name).unwrap_or_default()
+    }
+
+    /// Decoded bodies of the text/plain and text/html parts.
+    pub fn parts(&self) -> (String, String) {
+        let p = self.parsed();
+        let mut text = String::new();
+        let mut html = String::new();
+        for sub in &p.subparts {
+            match sub.ctype.mimetype.as_str() {
+                "text/plain" => text = sub.get_body().unwrap(),
+                "text/html" => html = sub.get_body().unwrap(),
+                _ => {}
+            }
+        }
+        (text, html)
+    }
+}
+
+#[derive(Clone)]
+struct Recorder {
+    received: Arc<Mutex<Vec<Received>>>,
+    /// Replies to give to the next RCPT commands, in order; empty means 250. (Scripted at
+    /// RCPT because mailin stays in DATA after an error reply at end-of-data; RCPT is also
+    /// where real servers greylist (451) and refuse unknown mailboxes (550).)
+    script: Arc<Mutex<VecDeque<Response>>>,
+    /// Recipients always refused at RCPT with 550.
+    refused: Arc<Mutex<Vec<String>>>,
+    current: Received,
+}
+
+impl Handler for Recorder {
+    fn rcpt(&mut self, to: &str) -> Response {
+        if self.refused.lock().unwrap().iter().any(|r| r == to) {
+            return Response::custom(550, "5.1.1 mailbox unavailable".to_string());
+        }
+        self.script.lock().unwrap().pop_front().unwrap_or(mailin_embedded::response::OK)
+    }
+    fn data_start(&mut self, _domain: &str, from: &str, _is8bit: bool, to: &[String]) -> Response {
+        self.current = Received { from: from.to_string(), to: to.to_vec(), data: Vec::new() };
+        mailin_embedded::response::OK
+    }
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.current.data.extend_from_slice(buf);
+        Ok(())
+    }
+    fn data_end(&mut self) -> Response {
+        self.received.lock().unwrap().push(self.current.clone());
+        mailin_embedded::response::OK
+    }
+}
+
+/// A real SMTP server on 127.0.0.1 (mailin-embedded, its own thread).
+pub struct TestSmtp {
+    pub addr: SocketAddr,
+    pub received: Arc<Mutex<Vec<Received>>>,
+    pub script: Arc<Mutex<VecDeque<Response>>>,
+    pub refused: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestSmtp {
+    pub fn start() -> TestSmtp {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(VecDeque::new()));
+        let refused = Arc::new(Mutex::new(Vec::new()));
+        let handler = Recorder {
+            received: received.clone(),
+            script: script.clone(),
+            refused: refused.clone(),
+            current: Received { from: String::new(), to: vec![], data: vec![] },
+        };
+        let mut server = Server::new(handler);
+        server.with_name("smtp.test").with_num_threads(4).with_tcp_listener(listener);
+        std::thread::spawn(move || {
+            let _ = server.serve();
+        });
+        TestSmtp { addr, received, script, refused }
+    }
+
+    pub fn messages(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Refuses this recipient at RCPT with 550.
+    pub fn refuse(&self, address: &str) {
+        self.refused.lock().unwrap().push(address.to_string());
+    }
+
+    /// Answers the next RCPT with this reply instead of 250.
+    pub fn reply_next(&self, code: u16, text: &str) {
+        self.script.lock().unwrap().push_back(Response::custom(code, text.to_string()));
+    }
+}
+
+/// Delivery for the generated config.
+pub enum Delivery {
+    Smtp,
+    Maildir,
+}
+
+pub struct TestApp {
+    pub app: Application,
+    pub clock: ManualClock,
+    pub smtp: TestSmtp,
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+}
+
+pub fn templates_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("templates")
+}
+
+/// Writes a config + plans into a temp dir and builds the daemon at `now`.
+pub async fn spawn_app(
+    plans: &[(&str, &str)],
+    playbooks: &[(&str, &str)],
+    now: DateTime<Utc>,
+    delivery: Delivery,
+) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("plans")).unwrap();
+    std::fs::create_dir_all(dir.path().join("playbooks")).unwrap();
+    for (name, text) in plans {
+        std::fs::write(dir.path().join("plans").join(format!("{name}.toml")), text).unwrap();
+    }
+    for (name, text) in playbooks {
+        std::fs::write(dir.path().join("playbooks").join(format!("{name}.toml")), text).unwrap();
+    }
+    let smtp = TestSmtp::start();
+    let delivery = match delivery {
+        Delivery::Smtp => format!(
+            "kind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout_secs = 10\n",
+            smtp.addr.port()
+        ),
+        Delivery::Maildir => "kind = \"maildir\"\npath = \"maildir\"\n".to_string(),
+    };
+    let config_text = format!(
+        "database_url = \"sqlite://outbox.db\"\ntemplates = \"{}\"\ntimezone = \"Europe/Berlin\"\n[sender]\nemail = \"team@example.com\"\nname = \"Beispiel GmbH\"\n[delivery]\n{delivery}",
+        templates_dir().display()
+    );
+    let config_path = dir.path().join("contactplan.toml");
+    std::fs::write(&config_path, config_text).unwrap();
+    let config = Config::load(&config_path).unwrap();
+    let clock = ManualClock::new(now);
+    let app = Application::build(config.clone(), Arc::new(clock.clone())).await.unwrap();
+    TestApp { app, clock, smtp, dir, config }
+}
+
+impl TestApp {
+    /// One daemon pass, exactly as the loop runs it.
+    pub async fn tick(&self) -> TickReport {
+        let (_tx, rx) = watch::channel(false);
+        self.app.daemon.tick(&rx).await.unwrap()
+    }
+
+    pub async fn tick_at(&self, now: &str) -> TickReport {
+        self.clock.set(utc(now));
+        self.tick().await
+    }
+
+    /// Drops the daemon and builds a new one on the same database and files.
+    pub async fn restart(&mut self) {
+        let app = Application::build(self.config.clone(), Arc::new(self.clock.clone())).await.unwrap();
+        self.app = app;
+    }
+
+    pub async fn states(&self) -> Vec<(String, i64)> {
+        self.app.daemon.store.counts().await.unwrap()
+    }
+}
+
+pub fn utc(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+/// A one-contact customer plan with a birthday rule.
+pub fn birthday_plan(id: &str, tz: &str, language: &str, contact: &str) -> String {
+    format!(
+        r#"[customer]
+id = "{id}"
+name = "Customer {id}"
+since = 2015-06-01
+owner = "owner@example.com"
+timezone = "{tz}"
+language = "{language}"
+phase = "maturity"
+
+{contact}
+
+[[occasion]]
+name = "birthday"
+on = "birthday"
+template = "birthday"
+at = "09:00"
+"#
+    )
+}

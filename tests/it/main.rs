@@ -1,0 +1,6 @@
+//! The one integration test binary: drives the real daemon code (store, renderer, SMTP over
+//! TCP) with an injected clock. Modules by capability; shared set-up in `helpers`.
+
+mod check;
+mod daemon;
+mod helpers;
