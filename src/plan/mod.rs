@@ -5,6 +5,6 @@ mod model;
 mod raw;
 mod validate;
 
-pub use load::{Loaded, Sources, load, plan_text, toml_files};
+pub use load::{Loaded, Sources, load, plan_file, plan_text, playbooks, toml_files};
 pub use model::*;
-pub use validate::{KINDS, Playbook};
+pub use validate::{Context, CrontabCache, KINDS, Playbook};

@@ -16,14 +16,15 @@ impl Email {
         if local.is_empty() || local.len() > 64 {
             return bad("the part before @ must have 1 to 64 characters");
         }
-        if s.chars().any(|c| c.is_whitespace() || c.is_control() || "<>(),;:\"[]\\".contains(c)) {
+        let forbidden = |b: u8| b <= b' ' || b == 0x7f || b"<>(),;:\"[]\\".contains(&b);
+        if s.bytes().any(forbidden) || (!s.is_ascii() && s.chars().any(char::is_whitespace)) {
             return bad("it contains spaces or special characters");
         }
         if local.contains('@') {
             return bad("it has more than one @");
         }
-        let labels: Vec<&str> = domain.split('.').collect();
-        if labels.len() < 2 || labels.iter().any(|l| l.is_empty() || l.starts_with('-') || l.ends_with('-')) {
+        let bad_label = |l: &str| l.is_empty() || l.starts_with('-') || l.ends_with('-');
+        if !domain.contains('.') || domain.split('.').any(bad_label) {
             return bad("the domain must look like example.com");
         }
         Ok(Email(s.into()))
@@ -256,7 +257,7 @@ pub struct Customer {
     pub primary: usize,
     /// Effective rules (playbook merged with the plan's own); shared with the playbook when
     /// the plan changes nothing, so 100,000 customers do not hold 100,000 copies.
-    pub rules: Arc<[Rule]>,
+    pub rules: Arc<[Arc<Rule>]>,
     /// The plan file, for messages.
     pub source: Arc<std::path::Path>,
 }
@@ -271,7 +272,7 @@ impl Customer {
     }
 
     pub fn rule(&self, name: &str) -> Option<&Rule> {
-        self.rules.iter().find(|r| &*r.name == name)
+        self.rules.iter().find(|r| &*r.name == name).map(|r| &**r)
     }
 
     /// Zone for a contact: contact → customer (the customer's was defaulted at load).
@@ -294,7 +295,9 @@ pub struct Plans {
 
 impl Plans {
     pub fn new(mut customers: Vec<Customer>) -> Plans {
-        customers.sort_by(|a, b| a.id.cmp(&b.id));
+        if !customers.is_sorted_by(|a, b| a.id <= b.id) {
+            customers.sort_by(|a, b| a.id.cmp(&b.id));
+        }
         let index = customers.iter().enumerate().map(|(i, c)| (c.id.clone(), i)).collect();
         Plans { customers, index }
     }

@@ -12,6 +12,35 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+/// Everything a plan is validated against; shared (read-only) by the parallel workers.
+pub struct Context<'a> {
+    /// Valid playbooks by name.
+    pub playbooks: &'a HashMap<String, Playbook>,
+    /// Playbooks that exist but have errors (plans using them are held back).
+    pub broken: &'a [String],
+    pub templates: &'a TemplateCatalog,
+    /// Zone for customers and contacts that name none.
+    pub default_tz: Tz,
+    /// One parsed schedule per distinct expression: 100,000 plans with the same `cron`
+    /// share one `Crontab` instead of holding 100,000 copies.
+    pub crontabs: &'a CrontabCache,
+}
+
+/// Interns parsed crontab expressions.
+#[derive(Default)]
+pub struct CrontabCache(std::sync::Mutex<HashMap<Box<str>, Arc<Crontab>>>);
+
+impl CrontabCache {
+    pub fn parse(&self, expr: &str) -> Result<Arc<Crontab>, String> {
+        if let Some(c) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(expr) {
+            return Ok(c.clone());
+        }
+        let parsed = Arc::new(Crontab::parse(expr)?);
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(expr.into(), parsed.clone());
+        Ok(parsed)
+    }
+}
+
 /// One source file being validated: where problems are reported.
 pub struct Src<'a> {
     pub path: &'a Path,
@@ -223,7 +252,8 @@ impl RuleBuilder {
 pub const KINDS: [&str; 6] = ["birthday", "anniversary", "orders", "handover", "every", "date"];
 
 /// Applies the fields present in `raw` and builds the rule; `None` if anything was wrong.
-fn build_rule(src: &mut Src, raw: &Spanned<RawRule>, base: Option<&Rule>, templates: &TemplateCatalog) -> Option<Rule> {
+fn build_rule(src: &mut Src, raw: &Spanned<RawRule>, base: Option<&Rule>, ctx: &Context) -> Option<Rule> {
+    let templates = ctx.templates;
     let before_errors = src.diags.len();
     let r = raw.get_ref();
     let mut b = base.map(RuleBuilder::from_rule).unwrap_or_default();
@@ -266,8 +296,8 @@ fn build_rule(src: &mut Src, raw: &Spanned<RawRule>, base: Option<&Rule>, templa
         }
     }
     if let Some(c) = &r.cron {
-        match Crontab::parse(c.get_ref()) {
-            Ok(cron) => b.cron = Some(Arc::new(cron)),
+        match ctx.crontabs.parse(c.get_ref()) {
+            Ok(cron) => b.cron = Some(cron),
             Err(why) => src.error(
                 c,
                 format!("invalid cron expression `{}`: {why}", c.get_ref()),
@@ -454,8 +484,8 @@ fn build_rule(src: &mut Src, raw: &Spanned<RawRule>, base: Option<&Rule>, templa
 }
 
 /// Validates a playbook file into its rules (in file order).
-pub fn playbook(src: &mut Src, raw: &RawPlaybook, templates: &TemplateCatalog) -> Vec<Rule> {
-    let mut rules: Vec<Rule> = Vec::new();
+pub fn playbook(src: &mut Src, raw: &RawPlaybook, ctx: &Context) -> Vec<Arc<Rule>> {
+    let mut rules: Vec<Arc<Rule>> = Vec::new();
     for r in &raw.occasions {
         if let Some(en) = &r.get_ref().enabled {
             src.error(
@@ -472,8 +502,8 @@ pub fn playbook(src: &mut Src, raw: &RawPlaybook, templates: &TemplateCatalog) -
             );
             continue;
         }
-        if let Some(rule) = build_rule(src, r, None, templates) {
-            rules.push(rule);
+        if let Some(rule) = build_rule(src, r, None, ctx) {
+            rules.push(Arc::new(rule));
         }
     }
     rules
@@ -482,19 +512,13 @@ pub fn playbook(src: &mut Src, raw: &RawPlaybook, templates: &TemplateCatalog) -
 /// A loaded playbook.
 #[derive(Debug, Clone)]
 pub struct Playbook {
-    pub rules: Arc<[Rule]>,
+    pub rules: Arc<[Arc<Rule>]>,
 }
 
 /// Validates one customer plan. `playbooks` holds the valid playbooks by name; `broken`
 /// names playbooks that exist but have errors.
-pub fn plan(
-    src: &mut Src,
-    raw: &RawPlan,
-    playbooks: &HashMap<String, Playbook>,
-    broken: &[String],
-    templates: &TemplateCatalog,
-    default_tz: Tz,
-) -> Option<Customer> {
+pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
+    let (playbooks, broken, templates, default_tz) = (ctx.playbooks, ctx.broken, ctx.templates, ctx.default_tz);
     let c = raw.customer.get_ref();
     parse_id(src, &c.id, "customer id");
     if c.name.get_ref().trim().is_empty() {
@@ -603,8 +627,8 @@ pub fn plan(
     };
 
     // Rules: the playbook's, then the plan's own (overriding or disabling by name).
-    let mut rules: Vec<Rule> = Vec::new();
-    let mut shared: Option<Arc<[Rule]>> = None;
+    let mut rules: Vec<Arc<Rule>> = Vec::new();
+    let mut shared: Option<Arc<[Arc<Rule>]>> = None;
     if let Some(pb) = &c.playbook {
         match playbooks.get(pb.get_ref()) {
             Some(p) => {
@@ -660,10 +684,10 @@ pub fn plan(
             }
             continue;
         }
-        if let Some(rule) = build_rule(src, r, pos.map(|i| &rules[i]), templates) {
+        if let Some(rule) = build_rule(src, r, pos.map(|i| &*rules[i]), ctx) {
             match pos {
-                Some(i) => rules[i] = rule,
-                None => rules.push(rule),
+                Some(i) => rules[i] = Arc::new(rule),
+                None => rules.push(Arc::new(rule)),
             }
         }
     }
@@ -691,7 +715,8 @@ pub fn plan(
 
 /// Every rule must have a template variant for the language and tone of each recipient.
 fn check_template_variants(src: &mut Src, raw: &RawPlan, customer: &Customer, templates: &TemplateCatalog) {
-    let mut reported = std::collections::HashSet::new();
+    // Few distinct (template, language, tone) combinations per plan: resolve each once.
+    let mut seen: Vec<(&str, Language, Option<Tone>)> = Vec::new();
     for rule in customer.rules.iter() {
         for (i, contact) in customer.contacts.iter().enumerate() {
             let (lang, tone) = match rule.action {
@@ -699,9 +724,12 @@ fn check_template_variants(src: &mut Src, raw: &RawPlan, customer: &Customer, te
                 Action::Email if rule.target == Target::Owner => (customer.language, None),
                 Action::Email => (customer.language_of(Some(contact)), Some(contact.tone)),
             };
-            if templates.resolve(&rule.template, lang, tone).is_none()
-                && reported.insert((rule.template.clone(), lang, tone))
-            {
+            let combo = (&*rule.template, lang, tone);
+            if seen.contains(&combo) {
+                continue;
+            }
+            seen.push(combo);
+            if templates.resolve(&rule.template, lang, tone).is_none() {
                 let wanted = match tone {
                     Some(t) => format!("{}-{}", lang.code(), t.code()),
                     None => lang.code().to_string(),

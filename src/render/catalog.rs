@@ -9,6 +9,16 @@ use std::path::{Path, PathBuf};
 /// The three files every variant must have.
 pub const PARTS: [&str; 3] = ["subject.txt.j2", "body.txt.j2", "body.html.j2"];
 
+/// `<lang>-<tone>` without allocating.
+pub fn variant_name(language: Language, tone: Tone) -> &'static str {
+    match (language, tone) {
+        (Language::De, Tone::Formal) => "de-formal",
+        (Language::De, Tone::Informal) => "de-informal",
+        (Language::En, Tone::Formal) => "en-formal",
+        (Language::En, Tone::Informal) => "en-informal",
+    }
+}
+
 /// The templates directory as scanned: template name → complete variants.
 #[derive(Debug, Clone, Default)]
 pub struct TemplateCatalog {
@@ -76,8 +86,8 @@ impl TemplateCatalog {
     /// The variant to use: `<lang>-<tone>`, else `<lang>`.
     pub fn resolve(&self, name: &str, language: Language, tone: Option<Tone>) -> Option<String> {
         let variants = self.templates.get(name)?;
-        let specific = tone.map(|t| format!("{}-{}", language.code(), t.code()));
-        specific.into_iter().chain([language.code().to_string()]).find(|v| variants.contains(v))
+        let specific = tone.map(|t| variant_name(language, t));
+        specific.into_iter().chain([language.code()]).find(|v| variants.contains(*v)).map(str::to_string)
     }
 
     /// Withdraws a variant (one of its files does not compile).
