@@ -85,6 +85,9 @@ pub async fn deliver(
         Ok(accepted) => Outcome::Accepted { reply: accepted.reply },
         Err(e) => match e.class {
             FailureClass::Permanent => Outcome::Failed { reason: e.detail },
+            FailureClass::Unknown if row.delivery == "at_most_once" => {
+                Outcome::Unknown { reason: format!("outcome unknown, not resent (at_most_once): {}", e.detail) }
+            }
             _ if row.attempts >= MAX_ATTEMPTS => {
                 Outcome::Failed { reason: format!("gave up after {} attempts: {}", row.attempts, e.detail) }
             }

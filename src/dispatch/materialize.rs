@@ -21,6 +21,7 @@ pub fn new_item(o: &Occurrence, state: &'static str, reason: Option<String>, sen
     let key = o.key();
     NewItem {
         message_id: crate::mail::message_id(&key, sender),
+        delivery: o.rule.delivery.code(),
         key,
         customer: o.customer.id.to_string(),
         rule: o.rule.name.to_string(),

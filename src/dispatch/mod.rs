@@ -46,6 +46,8 @@ pub struct TickReport {
     pub failed: u64,
     pub suppressed: u64,
     pub recovered: u64,
+    /// At-most-once rows whose outcome cannot be known.
+    pub unknown: u64,
 }
 
 pub struct Daemon {
@@ -101,11 +103,14 @@ impl Daemon {
         let mut report = TickReport::default();
         let now = self.clock.now();
         let snap = self.current();
-        report.recovered = self.store.recover_expired_leases().await?;
+        let recovered = self.store.recover_expired_leases().await?;
+        report.recovered = recovered.retried + recovered.unknown;
+        report.unknown += recovered.unknown;
         if report.recovered > 0 {
             tracing::warn!(
-                rows = report.recovered,
-                "recovered rows whose sender stopped mid-delivery; they will be resent"
+                resend = recovered.retried,
+                unknown = recovered.unknown,
+                "took over rows whose sender stopped mid-delivery (at_least_once: resent with the same Message-ID; at_most_once: reported)"
             );
         }
 
@@ -155,6 +160,10 @@ impl Daemon {
                     Outcome::Failed { reason } => {
                         report.failed += 1;
                         tracing::error!(key = %row.key, domain = %d.domain, reason = %reason, "send failed permanently");
+                    }
+                    Outcome::Unknown { reason } => {
+                        report.unknown += 1;
+                        tracing::error!(key = %row.key, domain = %d.domain, reason = %reason, "outcome unknown; not resent");
                     }
                     Outcome::Suppressed { reason } => {
                         report.suppressed += 1;

@@ -210,7 +210,7 @@ fn emit_date<'a>(
         recipient: recipient_for(rule, about),
         nominal,
         occasion_date: date,
-        deadline: end_of_local_day(zone, send_date),
+        deadline: rule.deadline.map_or_else(|| end_of_local_day(zone, send_date), |d| due.utc + d),
         due,
         zone,
         years,
@@ -252,7 +252,10 @@ fn every<'a>(
             continue;
         }
         let day_end = end_of_local_day(zone, due.local.date_naive());
-        let deadline = fires.get(i + 1).map_or(day_end, |(_, n)| n.utc.min(day_end));
+        let deadline = match rule.deadline {
+            Some(d) => due.utc + d,
+            None => fires.get(i + 1).map_or(day_end, |(_, n)| n.utc.min(day_end)),
+        };
         for about in subjects(customer, rule) {
             out.push(Occurrence {
                 customer,

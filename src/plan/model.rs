@@ -223,6 +223,25 @@ pub enum Lead {
     Days(u32),
 }
 
+/// What to do when a send's outcome cannot be known (crash or cut connection after DATA).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum DeliveryPolicy {
+    /// Resend with the same Message-ID (a duplicate is possible, a loss is not). Default.
+    #[default]
+    AtLeastOnce,
+    /// Never resend; mark the row `unknown` and tell ops.
+    AtMostOnce,
+}
+
+impl DeliveryPolicy {
+    pub fn code(self) -> &'static str {
+        match self {
+            DeliveryPolicy::AtLeastOnce => "at_least_once",
+            DeliveryPolicy::AtMostOnce => "at_most_once",
+        }
+    }
+}
+
 /// One occasion rule, from a playbook or a plan.
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -237,6 +256,10 @@ pub struct Rule {
     pub at: NaiveTime,
     pub before: Lead,
     pub leap_day: LeapDay,
+    pub delivery: DeliveryPolicy,
+    /// How long after its due time an occurrence may still be sent; `None` = the default
+    /// (end of the recipient's local day; for `every` rules also the next firing).
+    pub deadline: Option<chrono::TimeDelta>,
 }
 
 /// A customer with everything needed to compute and render its occasions.

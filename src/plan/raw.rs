@@ -71,5 +71,7 @@ pub struct RawRule {
     pub at: Option<Spanned<toml::Value>>,
     pub before: Option<Spanned<String>>,
     pub leap_day: Option<Spanned<String>>,
+    pub delivery: Option<Spanned<String>>,
+    pub deadline: Option<Spanned<String>>,
     pub enabled: Option<Spanned<bool>>,
 }

@@ -205,6 +205,29 @@ fn parse_lead(src: &mut Src, v: &Spanned<String>) -> Option<Lead> {
     }
 }
 
+/// `"90m"`, `"4h"`, `"2d"`: a positive duration of at most 31 days.
+fn parse_duration(src: &mut Src, v: &Spanned<String>) -> Option<chrono::TimeDelta> {
+    let s = v.get_ref().trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: i64 = num.parse().unwrap_or(0);
+    let d = match unit.trim() {
+        "m" | "min" | "minutes" => chrono::TimeDelta::try_minutes(n),
+        "h" | "hours" => chrono::TimeDelta::try_hours(n),
+        "d" | "days" => chrono::TimeDelta::try_days(n),
+        _ => None,
+    }
+    .filter(|d| *d > chrono::TimeDelta::zero() && *d <= chrono::TimeDelta::days(31));
+    if d.is_none() {
+        src.error(
+            v,
+            format!("`{s}` is not a duration"),
+            "write minutes, hours or days such as \"90m\", \"4h\" or \"2d\" (up to 31 days)",
+        );
+    }
+    d
+}
+
 /// A rule under construction: from scratch (playbook, new plan rule) or from a playbook rule
 /// that a plan overrides field by field.
 #[derive(Default, Clone)]
@@ -221,6 +244,8 @@ struct RuleBuilder {
     at: Option<NaiveTime>,
     before: Option<Lead>,
     leap_day: Option<LeapDay>,
+    delivery: Option<DeliveryPolicy>,
+    deadline: Option<Option<chrono::TimeDelta>>,
 }
 
 impl RuleBuilder {
@@ -233,6 +258,8 @@ impl RuleBuilder {
             at: Some(r.at),
             before: Some(r.before),
             leap_day: Some(r.leap_day),
+            delivery: Some(r.delivery),
+            deadline: Some(r.deadline),
             ..Default::default()
         };
         match &r.trigger {
@@ -367,6 +394,22 @@ fn build_rule(src: &mut Src, raw: &Spanned<RawRule>, base: Option<&Rule>, ctx: &
             ),
         }
     }
+    if let Some(d) = &r.delivery {
+        match d.get_ref().as_str() {
+            "at_least_once" => b.delivery = Some(DeliveryPolicy::AtLeastOnce),
+            "at_most_once" => b.delivery = Some(DeliveryPolicy::AtMostOnce),
+            other => src.error(
+                d,
+                format!("unknown delivery policy `{other}`"),
+                "use \"at_least_once\" (resend when the outcome is unknown; default) or \"at_most_once\" (never resend; ops are told)",
+            ),
+        }
+    }
+    if let Some(d) = &r.deadline
+        && let Some(dur) = parse_duration(src, d)
+    {
+        b.deadline = Some(Some(dur));
+    }
     if src.diags.len() > before_errors || !name_ok {
         return None;
     }
@@ -480,6 +523,8 @@ fn build_rule(src: &mut Src, raw: &Spanned<RawRule>, base: Option<&Rule>, ctx: &
         at: b.at.unwrap_or(NaiveTime::from_hms_opt(9, 0, 0).unwrap_or_default()),
         before: b.before.unwrap_or_default(),
         leap_day: b.leap_day.unwrap_or_default(),
+        delivery: b.delivery.unwrap_or_default(),
+        deadline: b.deadline.flatten(),
     })
 }
 

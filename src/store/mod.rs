@@ -4,7 +4,9 @@
 //!
 //! States: `pending` → `sending` (claimed, lease held) → `accepted`; or `retry` (transient
 //! failure, `next_attempt_utc` set), `failed` (permanent), `missed` (deadline passed),
-//! `suppressed` (no longer wanted: customer, rule or contact removed).
+//! `suppressed` (no longer wanted: customer, rule or contact removed), `unknown` (an
+//! at-most-once send whose outcome cannot be known: reported to ops, never resent).
+//! `failed`, `missed` and `unknown` rows are reported to ops once (`reported_utc`).
 
 mod sqlite;
 
@@ -29,6 +31,8 @@ pub struct NewItem {
     pub due: i64,
     pub deadline: i64,
     pub message_id: String,
+    /// `at_least_once` or `at_most_once`: what to do when an outcome is unknown.
+    pub delivery: &'static str,
     /// `pending`, or `missed` when it was due while no daemon ran.
     pub state: &'static str,
     pub reason: Option<String>,
@@ -50,6 +54,7 @@ pub struct Claimed {
     pub fence: i64,
     pub due_utc: i64,
     pub deadline_utc: i64,
+    pub delivery: String,
 }
 
 /// One outbox row as shown to ops.
@@ -72,10 +77,23 @@ pub struct Row {
 /// The outcome to record for a claimed row.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Accepted { reply: String },
-    Retry { at: i64, reason: String },
-    Failed { reason: String },
-    Suppressed { reason: String },
+    Accepted {
+        reply: String,
+    },
+    Retry {
+        at: i64,
+        reason: String,
+    },
+    Failed {
+        reason: String,
+    },
+    Suppressed {
+        reason: String,
+    },
+    /// At-most-once and the server may or may not have the message: never resent.
+    Unknown {
+        reason: String,
+    },
 }
 
 /// The columns an outcome sets, shared by both engines.
@@ -99,6 +117,7 @@ impl Outcome {
             }
             Outcome::Failed { reason } => OutcomeFields { state: "failed", reason: Some(reason), ..none },
             Outcome::Suppressed { reason } => OutcomeFields { state: "suppressed", reason: Some(reason), ..none },
+            Outcome::Unknown { reason } => OutcomeFields { state: "unknown", reason: Some(reason), ..none },
         }
     }
 }
@@ -112,6 +131,15 @@ pub fn secs(t: DateTime<Utc>) -> i64 {
 #[derive(Clone)]
 pub enum Store {
     Sqlite(SqliteStore),
+}
+
+/// Rows taken over from a sender whose lease expired.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    /// At-least-once rows put back for a resend with the same Message-ID.
+    pub retried: u64,
+    /// At-most-once rows marked `unknown` (reported, not resent).
+    pub unknown: u64,
 }
 
 /// Results of one materialisation pass.
@@ -151,8 +179,9 @@ impl Store {
         engine!(self, s => s.expire(now).await)
     }
 
-    /// Returns rows whose lease expired (a crashed sender) to `retry`.
-    pub async fn recover_expired_leases(&self) -> anyhow::Result<u64> {
+    /// Takes over rows whose lease expired (a crashed sender): at-least-once rows go to
+    /// `retry`, at-most-once rows to `unknown`.
+    pub async fn recover_expired_leases(&self) -> anyhow::Result<Recovered> {
         engine!(self, s => s.recover_expired_leases().await)
     }
 
@@ -164,6 +193,22 @@ impl Store {
     /// Records the outcome of a claim; false when the fence no longer matches (lease lost).
     pub async fn finish(&self, id: i64, fence: i64, outcome: &Outcome, now: i64) -> anyhow::Result<bool> {
         engine!(self, s => s.finish(id, fence, outcome, now).await)
+    }
+
+    /// Records several outcomes in one transaction (group commit); returns how many still
+    /// held their fence.
+    pub async fn finish_batch(&self, outcomes: &[(i64, i64, Outcome)], now: i64) -> anyhow::Result<u64> {
+        engine!(self, s => s.finish_batch(outcomes, now).await)
+    }
+
+    /// Failed, missed and unknown rows not yet reported to ops (oldest first).
+    pub async fn unreported(&self, limit: i64) -> anyhow::Result<Vec<Row>> {
+        engine!(self, s => s.unreported(limit).await)
+    }
+
+    /// Marks rows as reported to ops.
+    pub async fn mark_reported(&self, ids: &[i64], now: i64) -> anyhow::Result<()> {
+        engine!(self, s => s.mark_reported(ids, now).await)
     }
 
     /// Gives claimed rows back (shutdown) without counting an attempt.

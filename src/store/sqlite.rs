@@ -2,7 +2,7 @@
 //! and `BEGIN IMMEDIATE` for multi-statement writes (a deferred transaction that later writes
 //! fails with SQLITE_BUSY regardless of the busy timeout).
 
-use super::{Claimed, Materialized, NewItem, Outcome, Row};
+use super::{Claimed, Materialized, NewItem, Outcome, Recovered, Row};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::str::FromStr;
 use std::time::Duration;
@@ -11,6 +11,33 @@ use std::time::Duration;
 pub struct SqliteStore {
     /// Connection pool; writers serialise on SQLite's lock, readers run beside them (WAL).
     pool: SqlitePool,
+}
+
+/// One fenced outcome update; 1 if the fence still held.
+async fn finish_one(
+    conn: &mut sqlx::SqliteConnection,
+    id: i64,
+    fence: i64,
+    outcome: &Outcome,
+    now: i64,
+) -> anyhow::Result<u64> {
+    let f = outcome.fields(now);
+    let done = sqlx::query(
+        "UPDATE outbox SET state = ?1, smtp_reply = COALESCE(?2, smtp_reply), reason = ?3, next_attempt_utc = ?4,
+                sent_utc = ?5, updated_utc = ?6, lease_owner = NULL, lease_until = NULL
+         WHERE id = ?7 AND fence = ?8 AND state = 'sending'",
+    )
+    .bind(f.state)
+    .bind(f.reply)
+    .bind(f.reason)
+    .bind(f.next_attempt)
+    .bind(f.sent)
+    .bind(now)
+    .bind(id)
+    .bind(fence)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 impl SqliteStore {
@@ -41,8 +68,8 @@ impl SqliteStore {
             for it in chunk {
                 let done = sqlx::query(
                     "INSERT INTO outbox (key, customer, rule, kind, action, recipient, recipient_domain, nominal, occasion_date, years, timezone,
-                                         due_utc, deadline_utc, message_id, state, reason, created_utc, updated_utc)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                         due_utc, deadline_utc, message_id, delivery, state, reason, created_utc, updated_utc)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                      ON CONFLICT (key) DO NOTHING",
                 )
                 .bind(&it.key)
@@ -59,6 +86,7 @@ impl SqliteStore {
                 .bind(it.due)
                 .bind(it.deadline)
                 .bind(&it.message_id)
+                .bind(it.delivery)
                 .bind(it.state)
                 .bind(&it.reason)
                 .bind(now)
@@ -86,15 +114,26 @@ impl SqliteStore {
         .await?)
     }
 
-    pub async fn recover_expired_leases(&self) -> anyhow::Result<u64> {
-        let done = sqlx::query(
+    pub async fn recover_expired_leases(&self) -> anyhow::Result<Recovered> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let retried = sqlx::query(
             "UPDATE outbox SET state = 'retry', lease_owner = NULL, lease_until = NULL, next_attempt_utc = NULL,
                     reason = 'previous attempt ended without a recorded outcome; resending with the same Message-ID'
-             WHERE state = 'sending' AND lease_until < unixepoch()",
+             WHERE state = 'sending' AND lease_until < unixepoch() AND delivery = 'at_least_once'",
         )
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let unknown = sqlx::query(
+            "UPDATE outbox SET state = 'unknown', lease_owner = NULL, lease_until = NULL,
+                    reason = 'sender stopped during delivery; the server may or may not have the message (at_most_once: not resent)'
+             WHERE state = 'sending' AND lease_until < unixepoch() AND delivery = 'at_most_once'",
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(Recovered { retried, unknown })
     }
 
     pub async fn claim(&self, now: i64, limit: u32, owner: &str, lease_secs: i64) -> anyhow::Result<Vec<Claimed>> {
@@ -105,7 +144,7 @@ impl SqliteStore {
                           WHERE state IN ('pending', 'retry') AND due_utc <= ?3 AND deadline_utc > ?3
                             AND COALESCE(next_attempt_utc, 0) <= ?3
                           ORDER BY due_utc, id LIMIT ?4)
-             RETURNING id, key, customer, rule, recipient, nominal, occasion_date, years, message_id, attempts, fence, due_utc, deadline_utc",
+             RETURNING id, key, customer, rule, recipient, nominal, occasion_date, years, message_id, attempts, fence, due_utc, deadline_utc, delivery",
         )
         .bind(owner)
         .bind(lease_secs)
@@ -116,23 +155,41 @@ impl SqliteStore {
     }
 
     pub async fn finish(&self, id: i64, fence: i64, outcome: &Outcome, now: i64) -> anyhow::Result<bool> {
-        let f = outcome.fields(now);
-        let done = sqlx::query(
-            "UPDATE outbox SET state = ?1, smtp_reply = COALESCE(?2, smtp_reply), reason = ?3, next_attempt_utc = ?4,
-                    sent_utc = ?5, updated_utc = ?6, lease_owner = NULL, lease_until = NULL
-             WHERE id = ?7 AND fence = ?8 AND state = 'sending'",
+        let mut conn = self.pool.acquire().await?;
+        Ok(finish_one(&mut conn, id, fence, outcome, now).await? == 1)
+    }
+
+    pub async fn finish_batch(&self, outcomes: &[(i64, i64, Outcome)], now: i64) -> anyhow::Result<u64> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut held = 0;
+        for (id, fence, outcome) in outcomes {
+            held += finish_one(&mut tx, *id, *fence, outcome, now).await?;
+        }
+        tx.commit().await?;
+        Ok(held)
+    }
+
+    pub async fn unreported(&self, limit: i64) -> anyhow::Result<Vec<Row>> {
+        Ok(sqlx::query_as::<_, Row>(
+            "SELECT id, key, customer, rule, kind, recipient, state, attempts, due_utc, reason, smtp_reply, message_id
+             FROM outbox WHERE state IN ('failed', 'missed', 'unknown') AND reported_utc IS NULL ORDER BY id LIMIT ?1",
         )
-        .bind(f.state)
-        .bind(f.reply)
-        .bind(f.reason)
-        .bind(f.next_attempt)
-        .bind(f.sent)
-        .bind(now)
-        .bind(id)
-        .bind(fence)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn mark_reported(&self, ids: &[i64], now: i64) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for id in ids {
+            sqlx::query("UPDATE outbox SET reported_utc = ?1 WHERE id = ?2")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn release(&self, id: i64, fence: i64) -> anyhow::Result<()> {
