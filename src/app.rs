@@ -88,9 +88,16 @@ impl Application {
         let daemon = self.daemon.clone();
         let worker = tokio::spawn(async move { daemon.run(rx).await });
         shutdown.await;
-        tracing::info!("shutdown requested: finishing the message in flight");
+        tracing::info!("shutdown requested: finishing the messages in flight, releasing the rest");
         let _ = tx.send(true);
-        worker.await?;
+        // In-flight sends are bounded by the SMTP timeout; past this bound we exit anyway, and a
+        // row left `sending` is taken over by the next start (resent with its Message-ID, or
+        // reported for at_most_once).
+        let grace = self.daemon.shutdown_grace();
+        match tokio::time::timeout(grace, worker).await {
+            Ok(joined) => joined?,
+            Err(_) => tracing::warn!(?grace, "shutdown grace exceeded; exiting with sends in flight"),
+        }
         Ok(())
     }
 }

@@ -35,6 +35,8 @@ pub struct Config {
     pub http_bind: Option<String>,
     /// Largest number of outbox items claimed in one batch.
     pub batch_size: u32,
+    /// Where failed, missed and unknown-outcome reports go (a digest email); `None`: log only.
+    pub ops_email: Option<Email>,
 }
 
 /// The From: identity.
@@ -73,6 +75,11 @@ pub struct SmtpSettings {
     pub timeout: Duration,
     /// Parallel SMTP sessions.
     pub connections: u32,
+    /// Extra trusted CA certificate (PEM), e.g. a private relay's own CA.
+    pub ca_file: Option<PathBuf>,
+    /// Name to verify in the server certificate, when it differs from `host` (e.g. connecting
+    /// to 127.0.0.1 with a certificate for `localhost`).
+    pub tls_name: Option<String>,
 }
 
 impl std::fmt::Debug for SmtpSettings {
@@ -85,6 +92,8 @@ impl std::fmt::Debug for SmtpSettings {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("timeout", &self.timeout)
             .field("connections", &self.connections)
+            .field("ca_file", &self.ca_file)
+            .field("tls_name", &self.tls_name)
             .finish()
     }
 }
@@ -114,6 +123,13 @@ struct RawConfig {
     batch_size: Option<Spanned<u32>>,
     sender: RawSender,
     delivery: RawDelivery,
+    ops: Option<RawOps>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOps {
+    email: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -136,6 +152,8 @@ struct RawDelivery {
     password_file: Option<String>,
     timeout_secs: Option<Spanned<u64>>,
     connections: Option<Spanned<u32>>,
+    ca_file: Option<String>,
+    tls_name: Option<String>,
 }
 
 /// Environment variables that override the file (for tests, containers and secrets).
@@ -188,6 +206,13 @@ impl Config {
                 None
             }
         };
+        let ops_email = raw.ops.as_ref().and_then(|o| match Email::parse(o.email.get_ref()) {
+            Ok(e) => Some(e),
+            Err(why) => {
+                errors.push(Diagnostic::at(path, text, Some(o.email.span()), why).hint("e.g. \"ops@example.com\""));
+                None
+            }
+        });
         let horizon_days = raw.horizon_days.as_ref().map_or(2, |h| *h.get_ref());
         if !(1..=366).contains(&horizon_days) {
             let span = raw.horizon_days.as_ref().map(|h| h.span());
@@ -234,6 +259,7 @@ impl Config {
             delivery,
             http_bind: raw.http_bind,
             batch_size,
+            ops_email,
         })
     }
 }
@@ -325,6 +351,8 @@ impl Config {
                     password,
                     timeout: Duration::from_secs(timeout),
                     connections,
+                    ca_file: d.ca_file.as_deref().map(resolve),
+                    tls_name: d.tls_name,
                 })
             }
             other => {

@@ -17,7 +17,7 @@ CREATE TABLE outbox (
     deadline_utc   INTEGER NOT NULL,
     message_id     TEXT    NOT NULL,
     delivery       TEXT    NOT NULL DEFAULT 'at_least_once' CHECK (delivery IN ('at_least_once','at_most_once')),
-    state          TEXT    NOT NULL CHECK (state IN ('pending','sending','retry','accepted','failed','missed','suppressed','unknown')),
+    state          TEXT    NOT NULL CHECK (state IN ('pending','claimed','sending','retry','accepted','failed','missed','suppressed','unknown')),
     attempts       INTEGER NOT NULL DEFAULT 0,
     next_attempt_utc INTEGER,
     lease_owner    TEXT,
@@ -30,7 +30,7 @@ CREATE TABLE outbox (
     sent_utc       INTEGER,
     reported_utc   INTEGER          -- when ops were told about a failed/missed/unknown row
 );
-CREATE INDEX outbox_open ON outbox (state, due_utc) WHERE state IN ('pending','retry','sending');
+CREATE INDEX outbox_open ON outbox (state, due_utc) WHERE state IN ('pending','retry','claimed','sending');
 CREATE INDEX outbox_unreported ON outbox (id) WHERE state IN ('failed','missed','unknown') AND reported_utc IS NULL;
 
 -- Small named values the daemon keeps between runs (e.g. how far occasions are materialised).

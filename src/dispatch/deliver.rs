@@ -8,8 +8,10 @@ use crate::render::{Input, Renderer};
 use crate::store::{Claimed, Outcome};
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
-/// Attempts before a transient failure becomes permanent.
-pub const MAX_ATTEMPTS: i64 = 8;
+/// Attempts before a transient failure becomes permanent. The deadline usually ends retrying
+/// first (backoff reaches 1 h by attempt 8); this cap stops a row from cycling for weeks when a
+/// rule sets a long deadline.
+pub const MAX_ATTEMPTS: i64 = 25;
 
 /// Exponential backoff with deterministic jitter: 30 s, 60 s, 120 s … capped at 1 h, ±20 %.
 pub fn backoff(key: &str, attempts: i64) -> TimeDelta {

@@ -6,6 +6,8 @@
 
 mod deliver;
 mod materialize;
+mod ops;
+mod workers;
 
 pub use deliver::{MAX_ATTEMPTS, backoff};
 pub use materialize::{WATERMARK, new_item};
@@ -15,7 +17,7 @@ use crate::config::Config;
 use crate::mail::Mailer;
 use crate::plan::Plans;
 use crate::render::Renderer;
-use crate::store::{Outcome, Store, secs};
+use crate::store::{Store, secs};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -24,7 +26,7 @@ use tokio::sync::{Notify, watch};
 /// Longest sleep between ticks.
 pub const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// How long a claim is held before another worker may take the row over.
-pub const LEASE_SECS: i64 = 120;
+pub const LEASE_SECS: i64 = 60;
 /// Re-materialise at least this often even when nothing changed (the window moves).
 pub const REMATERIALIZE_EVERY: TimeDelta = TimeDelta::minutes(10);
 
@@ -34,6 +36,20 @@ pub struct Snapshot {
     pub renderer: Renderer,
     /// Bumped on every reload so the next tick re-materialises.
     pub revision: u64,
+}
+
+impl std::ops::AddAssign for TickReport {
+    fn add_assign(&mut self, o: TickReport) {
+        self.materialized += o.materialized;
+        self.missed += o.missed;
+        self.accepted += o.accepted;
+        self.retried += o.retried;
+        self.failed += o.failed;
+        self.suppressed += o.suppressed;
+        self.recovered += o.recovered;
+        self.unknown += o.unknown;
+        self.reported += o.reported;
+    }
 }
 
 /// Counters of one tick, for logs and tests.
@@ -48,6 +64,8 @@ pub struct TickReport {
     pub recovered: u64,
     /// At-most-once rows whose outcome cannot be known.
     pub unknown: u64,
+    /// Failed/missed/unknown rows reported to ops this tick.
+    pub reported: u64,
 }
 
 pub struct Daemon {
@@ -84,6 +102,14 @@ impl Daemon {
         }
     }
 
+    /// How long shutdown waits for sends in flight: the SMTP timeout plus a margin.
+    pub fn shutdown_grace(&self) -> Duration {
+        match &self.config.delivery {
+            crate::config::Delivery::Smtp(s) => s.timeout + Duration::from_secs(5),
+            crate::config::Delivery::Maildir { .. } => Duration::from_secs(10),
+        }
+    }
+
     pub fn current(&self) -> Arc<Snapshot> {
         self.snapshot.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -104,10 +130,11 @@ impl Daemon {
         let now = self.clock.now();
         let snap = self.current();
         let recovered = self.store.recover_expired_leases().await?;
-        report.recovered = recovered.retried + recovered.unknown;
+        report.recovered = recovered.released + recovered.retried + recovered.unknown;
         report.unknown += recovered.unknown;
         if report.recovered > 0 {
             tracing::warn!(
+                never_attempted = recovered.released,
                 resend = recovered.retried,
                 unknown = recovered.unknown,
                 "took over rows whose sender stopped mid-delivery (at_least_once: resent with the same Message-ID; at_most_once: reported)"
@@ -140,45 +167,9 @@ impl Daemon {
             if batch.is_empty() {
                 break;
             }
-            let mut rows = batch.into_iter();
-            for row in rows.by_ref() {
-                let d =
-                    deliver::deliver(&row, &snap.plans, &snap.renderer, &self.config.sender, &self.mailer, now).await;
-                let recorded = self.store.finish(row.id, row.fence, &d.outcome, secs(self.clock.now())).await?;
-                if !recorded {
-                    tracing::warn!(key = %row.key, "lease lost before the outcome was recorded; a newer attempt owns the row");
-                }
-                match &d.outcome {
-                    Outcome::Accepted { .. } => {
-                        report.accepted += 1;
-                        tracing::info!(customer = %row.customer, occasion = %row.rule, domain = %d.domain, message_id = %row.message_id, "sent");
-                    }
-                    Outcome::Retry { reason, .. } => {
-                        report.retried += 1;
-                        tracing::warn!(key = %row.key, domain = %d.domain, attempt = row.attempts, reason = %reason, "send failed; will retry");
-                    }
-                    Outcome::Failed { reason } => {
-                        report.failed += 1;
-                        tracing::error!(key = %row.key, domain = %d.domain, reason = %reason, "send failed permanently");
-                    }
-                    Outcome::Unknown { reason } => {
-                        report.unknown += 1;
-                        tracing::error!(key = %row.key, domain = %d.domain, reason = %reason, "outcome unknown; not resent");
-                    }
-                    Outcome::Suppressed { reason } => {
-                        report.suppressed += 1;
-                        tracing::info!(key = %row.key, reason = %reason, "suppressed");
-                    }
-                }
-                if *stop.borrow() {
-                    break;
-                }
-            }
-            // Shutdown mid-batch: give the untouched rows back at once.
-            for row in rows {
-                self.store.release(row.id, row.fence).await?;
-            }
+            report += workers::deliver_batch(self, &snap, batch, stop).await?;
         }
+        report.reported = ops::report(self).await?;
         Ok(report)
     }
 

@@ -44,7 +44,8 @@ pub struct MemoryMailer {
 
 /// The configured transport.
 pub enum Mailer {
-    Smtp(smtp::SmtpMailer),
+    /// Boxed: it carries TLS parameters and a connection pool, the others a path or a handle.
+    Smtp(Box<smtp::SmtpMailer>),
     Maildir(maildir::MaildirMailer),
     Memory(MemoryMailer),
 }
@@ -53,7 +54,7 @@ impl Mailer {
     pub fn from_config(delivery: &crate::config::Delivery) -> anyhow::Result<Mailer> {
         Ok(match delivery {
             crate::config::Delivery::Maildir { path } => Mailer::Maildir(maildir::MaildirMailer::new(path.clone())?),
-            crate::config::Delivery::Smtp(s) => Mailer::Smtp(smtp::SmtpMailer::new(s)?),
+            crate::config::Delivery::Smtp(s) => Mailer::Smtp(Box::new(smtp::SmtpMailer::new(s)?)),
         })
     }
 
@@ -66,6 +67,14 @@ impl Mailer {
                 m.sent.lock().unwrap_or_else(|p| p.into_inner()).push(message.formatted());
                 Ok(Accepted { reply: "memory".into() })
             }
+        }
+    }
+
+    /// How many messages may be in flight at once (SMTP sessions; 1 otherwise).
+    pub fn sessions(&self) -> usize {
+        match self {
+            Mailer::Smtp(m) => m.sessions(),
+            Mailer::Maildir(_) | Mailer::Memory(_) => 1,
         }
     }
 

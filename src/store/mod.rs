@@ -1,17 +1,23 @@
 //! The durable outbox. One interface, two engines chosen by the database URL: SQLite
-//! (embedded default) and PostgreSQL (several daemons on one database). Each state change is
-//! its own committed statement; no transaction is ever held across network I/O.
+//! (`sqlite://path`, embedded default) and PostgreSQL (`postgres://…` or `postgresql://…`,
+//! several daemons on one database: claims use `FOR UPDATE SKIP LOCKED`, leases run on the
+//! database clock). Both engines have the same semantics and run the same test suite
+//! (`tests/it/store.rs`). Each state change is its own committed statement; no transaction is
+//! ever held across network I/O.
 //!
-//! States: `pending` → `sending` (claimed, lease held) → `accepted`; or `retry` (transient
+//! States: `pending` → `claimed` (in a batch, lease held) → `sending` (this row's SMTP
+//! transaction is about to start; committed before it does) → `accepted`; or `retry` (transient
 //! failure, `next_attempt_utc` set), `failed` (permanent), `missed` (deadline passed),
 //! `suppressed` (no longer wanted: customer, rule or contact removed), `unknown` (an
 //! at-most-once send whose outcome cannot be known: reported to ops, never resent).
 //! `failed`, `missed` and `unknown` rows are reported to ops once (`reported_utc`).
 
+mod postgres;
 mod sqlite;
 
 use chrono::{DateTime, Utc};
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// An occurrence ready to be written into the outbox.
@@ -131,11 +137,23 @@ pub fn secs(t: DateTime<Utc>) -> i64 {
 #[derive(Clone)]
 pub enum Store {
     Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+/// What a group commit achieved.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchResult {
+    /// Outcomes recorded (their fence still held).
+    pub finished: u64,
+    /// Ids now `sending` (the others lost their claim and must not be sent).
+    pub started: Vec<i64>,
 }
 
 /// Rows taken over from a sender whose lease expired.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Recovered {
+    /// Claimed rows never attempted, put back to `pending` (safe under both policies).
+    pub released: u64,
     /// At-least-once rows put back for a resend with the same Message-ID.
     pub retried: u64,
     /// At-most-once rows marked `unknown` (reported, not resent).
@@ -153,19 +171,21 @@ macro_rules! engine {
     ($self:ident, $s:ident => $e:expr) => {
         match $self {
             Store::Sqlite($s) => $e,
+            Store::Postgres($s) => $e,
         }
     };
 }
 
 impl Store {
-    /// Connects by URL (`sqlite://…` creates the file) and applies migrations.
+    /// Connects by URL and applies migrations: `sqlite://…` (creates the file) or
+    /// `postgres://…` / `postgresql://…` (migrations are safe when several daemons start at once).
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
         if url.starts_with("sqlite:") {
             Ok(Store::Sqlite(SqliteStore::connect(url).await?))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(PgStore::connect(url).await?))
         } else {
-            anyhow::bail!(
-                "unsupported database URL `{url}`: use sqlite://path (PostgreSQL support arrives with the multi-instance store)"
-            )
+            anyhow::bail!("unsupported database URL `{url}`: use sqlite://path or postgres://user@host/database")
         }
     }
 
@@ -185,9 +205,13 @@ impl Store {
         engine!(self, s => s.recover_expired_leases().await)
     }
 
-    /// Claims up to `limit` due rows for `owner`, holding a lease of `lease_secs`.
+    /// Claims up to `limit` due rows for `owner`, holding a lease of `lease_secs` (on the
+    /// database clock). The earliest due rows are taken and returned in due order (`due_utc`,
+    /// then `id`), whatever order the engine's `UPDATE … RETURNING` produced.
     pub async fn claim(&self, now: i64, limit: u32, owner: &str, lease_secs: i64) -> anyhow::Result<Vec<Claimed>> {
-        engine!(self, s => s.claim(now, limit, owner, lease_secs).await)
+        let mut claimed = engine!(self, s => s.claim(now, limit, owner, lease_secs).await)?;
+        claimed.sort_by_key(|c| (c.due_utc, c.id));
+        Ok(claimed)
     }
 
     /// Records the outcome of a claim; false when the fence no longer matches (lease lost).
@@ -195,10 +219,15 @@ impl Store {
         engine!(self, s => s.finish(id, fence, outcome, now).await)
     }
 
-    /// Records several outcomes in one transaction (group commit); returns how many still
-    /// held their fence.
-    pub async fn finish_batch(&self, outcomes: &[(i64, i64, Outcome)], now: i64) -> anyhow::Result<u64> {
-        engine!(self, s => s.finish_batch(outcomes, now).await)
+    /// One group commit: records `outcomes` and moves the `start` rows from `claimed` to
+    /// `sending` (their transactions begin once this returns). Fenced throughout.
+    pub async fn finish_batch(
+        &self,
+        outcomes: &[(i64, i64, Outcome)],
+        start: &[(i64, i64)],
+        now: i64,
+    ) -> anyhow::Result<BatchResult> {
+        engine!(self, s => s.finish_batch(outcomes, start, now).await)
     }
 
     /// Failed, missed and unknown rows not yet reported to ops (oldest first).

@@ -2,7 +2,7 @@
 //! and `BEGIN IMMEDIATE` for multi-statement writes (a deferred transaction that later writes
 //! fails with SQLITE_BUSY regardless of the busy timeout).
 
-use super::{Claimed, Materialized, NewItem, Outcome, Recovered, Row};
+use super::{BatchResult, Claimed, Materialized, NewItem, Outcome, Recovered, Row};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::str::FromStr;
 use std::time::Duration;
@@ -25,7 +25,7 @@ async fn finish_one(
     let done = sqlx::query(
         "UPDATE outbox SET state = ?1, smtp_reply = COALESCE(?2, smtp_reply), reason = ?3, next_attempt_utc = ?4,
                 sent_utc = ?5, updated_utc = ?6, lease_owner = NULL, lease_until = NULL
-         WHERE id = ?7 AND fence = ?8 AND state = 'sending'",
+         WHERE id = ?7 AND fence = ?8 AND state IN ('claimed', 'sending')",
     )
     .bind(f.state)
     .bind(f.reply)
@@ -106,7 +106,7 @@ impl SqliteStore {
         Ok(sqlx::query_as::<_, Row>(
             "UPDATE outbox SET state = 'missed', reason = 'deadline passed before it could be sent', updated_utc = ?1,
                     lease_owner = NULL, lease_until = NULL
-             WHERE state IN ('pending', 'retry') AND deadline_utc <= ?1
+             WHERE state IN ('pending', 'retry', 'claimed') AND deadline_utc <= ?1
              RETURNING id, key, customer, rule, kind, recipient, state, attempts, due_utc, reason, smtp_reply, message_id",
         )
         .bind(now)
@@ -116,6 +116,13 @@ impl SqliteStore {
 
     pub async fn recover_expired_leases(&self) -> anyhow::Result<Recovered> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let released = sqlx::query(
+            "UPDATE outbox SET state = 'pending', attempts = attempts - 1, lease_owner = NULL, lease_until = NULL
+             WHERE state = 'claimed' AND lease_until < unixepoch()",
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         let retried = sqlx::query(
             "UPDATE outbox SET state = 'retry', lease_owner = NULL, lease_until = NULL, next_attempt_utc = NULL,
                     reason = 'previous attempt ended without a recorded outcome; resending with the same Message-ID'
@@ -133,12 +140,12 @@ impl SqliteStore {
         .await?
         .rows_affected();
         tx.commit().await?;
-        Ok(Recovered { retried, unknown })
+        Ok(Recovered { released, retried, unknown })
     }
 
     pub async fn claim(&self, now: i64, limit: u32, owner: &str, lease_secs: i64) -> anyhow::Result<Vec<Claimed>> {
         Ok(sqlx::query_as::<_, Claimed>(
-            "UPDATE outbox SET state = 'sending', lease_owner = ?1, lease_until = unixepoch() + ?2, fence = fence + 1,
+            "UPDATE outbox SET state = 'claimed', lease_owner = ?1, lease_until = unixepoch() + ?2, fence = fence + 1,
                     attempts = attempts + 1, updated_utc = ?3
              WHERE id IN (SELECT id FROM outbox
                           WHERE state IN ('pending', 'retry') AND due_utc <= ?3 AND deadline_utc > ?3
@@ -159,14 +166,30 @@ impl SqliteStore {
         Ok(finish_one(&mut conn, id, fence, outcome, now).await? == 1)
     }
 
-    pub async fn finish_batch(&self, outcomes: &[(i64, i64, Outcome)], now: i64) -> anyhow::Result<u64> {
+    pub async fn finish_batch(
+        &self,
+        outcomes: &[(i64, i64, Outcome)],
+        start: &[(i64, i64)],
+        now: i64,
+    ) -> anyhow::Result<BatchResult> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut held = 0;
+        let mut result = BatchResult::default();
         for (id, fence, outcome) in outcomes {
-            held += finish_one(&mut tx, *id, *fence, outcome, now).await?;
+            result.finished += finish_one(&mut tx, *id, *fence, outcome, now).await?;
+        }
+        for (id, fence) in start {
+            let done = sqlx::query("UPDATE outbox SET state = 'sending', updated_utc = ?1 WHERE id = ?2 AND fence = ?3 AND state = 'claimed'")
+                .bind(now)
+                .bind(id)
+                .bind(fence)
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() == 1 {
+                result.started.push(*id);
+            }
         }
         tx.commit().await?;
-        Ok(held)
+        Ok(result)
     }
 
     pub async fn unreported(&self, limit: i64) -> anyhow::Result<Vec<Row>> {
@@ -195,7 +218,7 @@ impl SqliteStore {
     pub async fn release(&self, id: i64, fence: i64) -> anyhow::Result<()> {
         sqlx::query(
             "UPDATE outbox SET state = 'pending', attempts = attempts - 1, lease_owner = NULL, lease_until = NULL
-             WHERE id = ?1 AND fence = ?2 AND state = 'sending'",
+             WHERE id = ?1 AND fence = ?2 AND state IN ('claimed', 'sending')",
         )
         .bind(id)
         .bind(fence)

@@ -128,6 +128,8 @@ impl TestSmtp {
 pub enum Delivery {
     Smtp,
     Maildir,
+    /// Lines for the `[delivery]` table, as written.
+    Custom(String),
 }
 
 pub struct TestApp {
@@ -165,9 +167,10 @@ pub async fn spawn_app(
             smtp.addr.port()
         ),
         Delivery::Maildir => "kind = \"maildir\"\npath = \"maildir\"\n".to_string(),
+        Delivery::Custom(lines) => lines,
     };
     let config_text = format!(
-        "database_url = \"sqlite://outbox.db\"\ntemplates = \"{}\"\ntimezone = \"Europe/Berlin\"\n[sender]\nemail = \"team@example.com\"\nname = \"Beispiel GmbH\"\n[delivery]\n{delivery}",
+        "database_url = \"sqlite://outbox.db\"\ntemplates = \"{}\"\ntimezone = \"Europe/Berlin\"\n[sender]\nemail = \"team@example.com\"\nname = \"Beispiel GmbH\"\n[ops]\nemail = \"ops@example.com\"\n[delivery]\n{delivery}",
         templates_dir().display()
     );
     let config_path = dir.path().join("contactplan.toml");

@@ -2,5 +2,10 @@
 //! TCP) with an injected clock. Modules by capability; shared set-up in `helpers`.
 
 mod check;
+mod crash;
 mod daemon;
+mod delivery;
+mod faults;
 mod helpers;
+mod peer;
+mod store;

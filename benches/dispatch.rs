@@ -1,0 +1,123 @@
+//! End-to-end dispatch throughput: claim → render → SMTP → durable commit, for 20,000 due
+//! emails, against Postfix's `smtp-sink` on 127.0.0.1, beside Postfix's own `smtp-source`
+//! client on the same sink in the same run.
+//!
+//!     cargo bench --bench dispatch                 # SQLite and PostgreSQL, 1 and 4 sessions
+//!     cargo bench --bench dispatch -- 5000         # another message count
+//!
+//! Needs Debian's `postfix` (only /usr/sbin/smtp-sink and smtp-source are used) and, for the
+//! PostgreSQL rows, PostgreSQL at CONTACTPLAN_TEST_POSTGRES_URL (default
+//! postgres://postgres@127.0.0.1:5432/test); each run gets a fresh schema.
+
+use contactplan::app::Application;
+use contactplan::clock::ManualClock;
+use contactplan::config::Config;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn smtp_source(port: u16, sessions: u32, n: usize) -> f64 {
+    let start = Instant::now();
+    let status = Command::new("/usr/sbin/smtp-source")
+        .args(["-d", "-s", &sessions.to_string(), "-m", &n.to_string(), "-l", "4096"])
+        .args(["-f", "bench@example.com", "-t", "sink@example.net", &format!("127.0.0.1:{port}")])
+        .status()
+        .expect("smtp-source (apt-get install postfix)");
+    assert!(status.success());
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn write_plans(dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir.join("plans")).expect("plans dir");
+    for i in 0..n {
+        let plan = format!(
+            "[customer]\nid = \"c{i:06}\"\nname = \"Kunde {i} GmbH\"\nsince = 2015-06-01\nowner = \"sales@example.com\"\ntimezone = \"Europe/Berlin\"\nlanguage = \"de\"\nphase = \"growth\"\n\n[[contact]]\nid = \"p\"\nname = \"Anna Beispiel{i}\"\ngender = \"female\"\nemail = \"anna{i}@kunde{i}.example\"\ntone = \"formal\"\nprimary = true\n\n[[occasion]]\nname = \"thanks\"\non = \"date\"\ndate = \"--06-01\"\ntemplate = \"anniversary\"\n"
+        );
+        std::fs::write(dir.join("plans").join(format!("c{i:06}.toml")), plan).expect("plan");
+    }
+}
+
+async fn fresh_pg_schema(base: &str) -> Option<String> {
+    let pool = sqlx::PgPool::connect(base).await.ok()?;
+    let schema = format!("bench_{}", std::process::id());
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))).execute(&pool).await.ok()?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&pool).await.ok()?;
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
+}
+
+async fn contactplan(port: u16, sessions: u32, n: usize, plans: &Path, database_url: &str) -> f64 {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config_text = format!(
+        "database_url = \"sqlite://outbox.db\"\nplans = \"{}\"\ntemplates = \"{}\"\ntimezone = \"Europe/Berlin\"\nbatch_size = 1000\nhorizon_days = 1\n[sender]\nemail = \"team@example.com\"\nname = \"Team\"\n[delivery]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nconnections = {sessions}\n",
+        plans.join("plans").display(),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("templates").display()
+    );
+    let path = dir.path().join("contactplan.toml");
+    std::fs::write(&path, config_text).expect("config");
+    let mut config = Config::load(&path).expect("config");
+    if database_url != "sqlite" {
+        config.database_url = database_url.to_string();
+    }
+    // The occasion is 2027-06-01 09:00 Berlin (07:00 UTC). Materialise first, then time
+    // the dispatch of everything due.
+    let clock = ManualClock::new(chrono::DateTime::parse_from_rfc3339("2027-06-01T06:00:00Z").expect("t").into());
+    let app = Application::build(config, Arc::new(clock.clone())).await.expect("build");
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let m = app.daemon.tick(&rx).await.expect("materialise");
+    assert_eq!(m.materialized as usize, n);
+    clock.set(chrono::DateTime::parse_from_rfc3339("2027-06-01T07:00:00Z").expect("t").into());
+    let start = Instant::now();
+    let r = app.daemon.tick(&rx).await.expect("dispatch");
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(r.accepted as usize, n, "{r:?}");
+    n as f64 / secs
+}
+
+fn main() {
+    let n: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(20_000);
+    let port = free_port();
+    let mut sink = Command::new("/usr/sbin/smtp-sink")
+        .args(["-u", "nobody", &format!("127.0.0.1:{port}"), "1024"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("smtp-sink (apt-get install postfix)");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let plans = tempfile::tempdir().expect("tmp");
+    write_plans(plans.path(), n);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let pg_base = std::env::var("CONTACTPLAN_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+
+    println!("dispatch n={n} (4 KB-ish multipart messages; smtp-source -l 4096)");
+    for sessions in [1u32, 4] {
+        let source = smtp_source(port, sessions, n);
+        println!("  smtp-source  sessions={sessions}: {source:>8.0} msg/s");
+        let sqlite = rt.block_on(contactplan(port, sessions, n, plans.path(), "sqlite"));
+        println!(
+            "  contactplan  sessions={sessions} sqlite(FULL): {sqlite:>8.0} msg/s ({:.0}% of smtp-source)",
+            100.0 * sqlite / source
+        );
+        match rt.block_on(fresh_pg_schema(&pg_base)) {
+            Some(url) => {
+                let pg = rt.block_on(contactplan(port, sessions, n, plans.path(), &url));
+                println!(
+                    "  contactplan  sessions={sessions} postgres:     {pg:>8.0} msg/s ({:.0}% of smtp-source)",
+                    100.0 * pg / source
+                );
+            }
+            None => println!("  contactplan  sessions={sessions} postgres: skipped (no PostgreSQL at {pg_base})"),
+        }
+    }
+    let _ = sink.kill();
+    let _ = sink.wait();
+}

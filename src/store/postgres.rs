@@ -1,0 +1,314 @@
+//! PostgreSQL engine: several daemons share one database. Claims use `FOR UPDATE SKIP LOCKED`
+//! so concurrent claimers never take the same row; leases are computed and checked against the
+//! database clock (`now()`), never a node clock; every outcome is fenced. Migrations take
+//! sqlx's advisory lock (per database), so daemons starting together apply them once.
+//!
+//! Semantics are those of the SQLite engine (`sqlite.rs`), statement for statement.
+
+use super::{BatchResult, Claimed, Materialized, NewItem, Outcome, Recovered, Row};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection};
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+/// Items per multi-row INSERT in `materialize`.
+const CHUNK: usize = 1000;
+
+/// How often a statement that lost a deadlock (`40P01`) or a serialization conflict (`40001`,
+/// only under a stricter default isolation level) is retried before giving up.
+const DEADLOCK_RETRIES: u32 = 5;
+
+fn is_transient_conflict(e: &sqlx::Error) -> bool {
+    e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "40P01" || c == "40001")
+}
+
+/// One fenced outcome update; 1 if the fence still held.
+async fn finish_one(conn: &mut PgConnection, id: i64, fence: i64, outcome: &Outcome, now: i64) -> anyhow::Result<u64> {
+    let f = outcome.fields(now);
+    let done = sqlx::query(
+        "UPDATE outbox SET state = $1, smtp_reply = COALESCE($2, smtp_reply), reason = $3, next_attempt_utc = $4,
+                sent_utc = $5, updated_utc = $6, lease_owner = NULL, lease_until = NULL
+         WHERE id = $7 AND fence = $8 AND state IN ('claimed', 'sending')",
+    )
+    .bind(f.state)
+    .bind(f.reply)
+    .bind(f.reason)
+    .bind(f.next_attempt)
+    .bind(f.sent)
+    .bind(now)
+    .bind(id)
+    .bind(fence)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+impl PgStore {
+    pub async fn connect(url: &str) -> anyhow::Result<PgStore> {
+        let opts = PgConnectOptions::from_str(url)?;
+        // Migrate on a connection of its own, closed afterwards: sqlx holds a session-level
+        // advisory lock while migrating and does not release it when a migration fails, so a
+        // pooled connection could keep it and block every other daemon.
+        let mut conn = opts.connect().await?;
+        sqlx::migrate!("./migrations/postgres").run(&mut conn).await?;
+        conn.close().await?;
+        let pool =
+            PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(30)).connect_with(opts).await?;
+        Ok(PgStore { pool })
+    }
+
+    pub async fn materialize(&self, items: &[NewItem], now: i64) -> anyhow::Result<Materialized> {
+        let mut result = Materialized::default();
+        for chunk in items.chunks(CHUNK) {
+            let key: Vec<&str> = chunk.iter().map(|i| i.key.as_str()).collect();
+            let customer: Vec<&str> = chunk.iter().map(|i| i.customer.as_str()).collect();
+            let rule: Vec<&str> = chunk.iter().map(|i| i.rule.as_str()).collect();
+            let kind: Vec<&str> = chunk.iter().map(|i| i.kind).collect();
+            let action: Vec<&str> = chunk.iter().map(|i| i.action).collect();
+            let recipient: Vec<&str> = chunk.iter().map(|i| i.recipient.as_str()).collect();
+            let recipient_domain: Vec<&str> = chunk.iter().map(|i| i.recipient_domain.as_str()).collect();
+            let nominal: Vec<&str> = chunk.iter().map(|i| i.nominal.as_str()).collect();
+            let occasion_date: Vec<&str> = chunk.iter().map(|i| i.occasion_date.as_str()).collect();
+            let years: Vec<Option<i64>> = chunk.iter().map(|i| i.years).collect();
+            let timezone: Vec<&str> = chunk.iter().map(|i| i.timezone.as_str()).collect();
+            let due: Vec<i64> = chunk.iter().map(|i| i.due).collect();
+            let deadline: Vec<i64> = chunk.iter().map(|i| i.deadline).collect();
+            let message_id: Vec<&str> = chunk.iter().map(|i| i.message_id.as_str()).collect();
+            let delivery: Vec<&str> = chunk.iter().map(|i| i.delivery).collect();
+            let state: Vec<&str> = chunk.iter().map(|i| i.state).collect();
+            let reason: Vec<Option<&str>> = chunk.iter().map(|i| i.reason.as_deref()).collect();
+            let mut tries = 0;
+            // One statement per chunk (its own transaction). Rows go in input order, so ids
+            // follow it as in SQLite and a key repeated within the chunk keeps its first item.
+            let (inserted, missed) = loop {
+                let done = sqlx::query_as::<_, (i64, i64)>(
+                    "WITH ins AS (
+                         INSERT INTO outbox (key, customer, rule, kind, action, recipient, recipient_domain, nominal, occasion_date,
+                                             years, timezone, due_utc, deadline_utc, message_id, delivery, state, reason,
+                                             created_utc, updated_utc)
+                         SELECT key, customer, rule, kind, action, recipient, recipient_domain, nominal, occasion_date,
+                                years, timezone, due_utc, deadline_utc, message_id, delivery, state, reason, $18, $18
+                         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                                     $8::text[], $9::text[], $10::bigint[], $11::text[], $12::bigint[], $13::bigint[],
+                                     $14::text[], $15::text[], $16::text[], $17::text[])
+                              WITH ORDINALITY AS u(key, customer, rule, kind, action, recipient, recipient_domain, nominal,
+                                                   occasion_date, years, timezone, due_utc, deadline_utc, message_id,
+                                                   delivery, state, reason, ord)
+                         ORDER BY ord
+                         ON CONFLICT (key) DO NOTHING
+                         RETURNING state)
+                     SELECT COUNT(*) FILTER (WHERE state <> 'missed'), COUNT(*) FILTER (WHERE state = 'missed') FROM ins",
+                )
+                .bind(&key)
+                .bind(&customer)
+                .bind(&rule)
+                .bind(&kind)
+                .bind(&action)
+                .bind(&recipient)
+                .bind(&recipient_domain)
+                .bind(&nominal)
+                .bind(&occasion_date)
+                .bind(&years)
+                .bind(&timezone)
+                .bind(&due)
+                .bind(&deadline)
+                .bind(&message_id)
+                .bind(&delivery)
+                .bind(&state)
+                .bind(&reason)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await;
+                match done {
+                    // Two daemons inserting overlapping keys in different orders can deadlock;
+                    // the loser's statement rolled back entirely, so running it again is safe.
+                    Err(e) if is_transient_conflict(&e) && tries < DEADLOCK_RETRIES => tries += 1,
+                    other => break other?,
+                }
+            };
+            result.inserted += inserted as u64;
+            result.missed += missed as u64;
+        }
+        Ok(result)
+    }
+
+    pub async fn expire(&self, now: i64) -> anyhow::Result<Vec<Row>> {
+        Ok(sqlx::query_as::<_, Row>(
+            "UPDATE outbox SET state = 'missed', reason = 'deadline passed before it could be sent', updated_utc = $1,
+                    lease_owner = NULL, lease_until = NULL
+             WHERE state IN ('pending', 'retry', 'claimed') AND deadline_utc <= $1
+             RETURNING id, key, customer, rule, kind, recipient, state, attempts, due_utc, reason, smtp_reply, message_id",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn recover_expired_leases(&self) -> anyhow::Result<Recovered> {
+        let mut tx = self.pool.begin().await?;
+        // `now()` is the transaction's start on the database clock; leases were set with it.
+        let released = sqlx::query(
+            "UPDATE outbox SET state = 'pending', attempts = attempts - 1, lease_owner = NULL, lease_until = NULL
+             WHERE state = 'claimed' AND lease_until < floor(extract(epoch from now()))::bigint",
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let retried = sqlx::query(
+            "UPDATE outbox SET state = 'retry', lease_owner = NULL, lease_until = NULL, next_attempt_utc = NULL,
+                    reason = 'previous attempt ended without a recorded outcome; resending with the same Message-ID'
+             WHERE state = 'sending' AND lease_until < floor(extract(epoch from now()))::bigint
+               AND delivery = 'at_least_once'",
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let unknown = sqlx::query(
+            "UPDATE outbox SET state = 'unknown', lease_owner = NULL, lease_until = NULL,
+                    reason = 'sender stopped during delivery; the server may or may not have the message (at_most_once: not resent)'
+             WHERE state = 'sending' AND lease_until < floor(extract(epoch from now()))::bigint
+               AND delivery = 'at_most_once'",
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(Recovered { released, retried, unknown })
+    }
+
+    pub async fn claim(&self, now: i64, limit: u32, owner: &str, lease_secs: i64) -> anyhow::Result<Vec<Claimed>> {
+        // SKIP LOCKED: rows another instance is claiming right now are passed over, not waited
+        // for; the lock re-checks the WHERE clause on the newest row version, so a row claimed
+        // and committed by someone else in the meantime is never taken twice.
+        Ok(sqlx::query_as::<_, Claimed>(
+            "WITH claimed AS (
+                 UPDATE outbox SET state = 'claimed', lease_owner = $1,
+                        lease_until = floor(extract(epoch from now()))::bigint + $2, fence = fence + 1,
+                        attempts = attempts + 1, updated_utc = $3
+                 WHERE id IN (SELECT id FROM outbox
+                              WHERE state IN ('pending', 'retry') AND due_utc <= $3 AND deadline_utc > $3
+                                AND COALESCE(next_attempt_utc, 0) <= $3
+                              ORDER BY due_utc, id LIMIT $4
+                              FOR UPDATE SKIP LOCKED)
+                 RETURNING id, key, customer, rule, recipient, nominal, occasion_date, years, message_id, attempts, fence,
+                           due_utc, deadline_utc, delivery)
+             SELECT * FROM claimed ORDER BY due_utc, id",
+        )
+        .bind(owner)
+        .bind(lease_secs)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn finish(&self, id: i64, fence: i64, outcome: &Outcome, now: i64) -> anyhow::Result<bool> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(finish_one(&mut conn, id, fence, outcome, now).await? == 1)
+    }
+
+    pub async fn finish_batch(
+        &self,
+        outcomes: &[(i64, i64, Outcome)],
+        start: &[(i64, i64)],
+        now: i64,
+    ) -> anyhow::Result<BatchResult> {
+        let mut tx = self.pool.begin().await?;
+        let mut result = BatchResult::default();
+        for (id, fence, outcome) in outcomes {
+            result.finished += finish_one(&mut tx, *id, *fence, outcome, now).await?;
+        }
+        for (id, fence) in start {
+            let done = sqlx::query("UPDATE outbox SET state = 'sending', updated_utc = $1 WHERE id = $2 AND fence = $3 AND state = 'claimed'")
+                .bind(now)
+                .bind(id)
+                .bind(fence)
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() == 1 {
+                result.started.push(*id);
+            }
+        }
+        tx.commit().await?;
+        Ok(result)
+    }
+
+    pub async fn unreported(&self, limit: i64) -> anyhow::Result<Vec<Row>> {
+        Ok(sqlx::query_as::<_, Row>(
+            "SELECT id, key, customer, rule, kind, recipient, state, attempts, due_utc, reason, smtp_reply, message_id
+             FROM outbox WHERE state IN ('failed', 'missed', 'unknown') AND reported_utc IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn mark_reported(&self, ids: &[i64], now: i64) -> anyhow::Result<()> {
+        sqlx::query("UPDATE outbox SET reported_utc = $1 WHERE id = ANY($2::bigint[])")
+            .bind(now)
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn release(&self, id: i64, fence: i64) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE outbox SET state = 'pending', attempts = attempts - 1, lease_owner = NULL, lease_until = NULL
+             WHERE id = $1 AND fence = $2 AND state IN ('claimed', 'sending')",
+        )
+        .bind(id)
+        .bind(fence)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn next_due(&self) -> anyhow::Result<Option<i64>> {
+        Ok(sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT MIN(GREATEST(due_utc, COALESCE(next_attempt_utc, 0))) FROM outbox WHERE state IN ('pending', 'retry')",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    pub async fn counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as::<_, (String, i64)>("SELECT state, COUNT(*) FROM outbox GROUP BY state ORDER BY state")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn rows(&self, state: Option<&str>, limit: i64) -> anyhow::Result<Vec<Row>> {
+        Ok(sqlx::query_as::<_, Row>(
+            "SELECT id, key, customer, rule, kind, recipient, state, attempts, due_utc, reason, smtp_reply, message_id
+             FROM outbox WHERE ($1::text IS NULL OR state = $1::text) ORDER BY due_utc, id LIMIT $2",
+        )
+        .bind(state)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn get_value(&self, name: &str) -> anyhow::Result<Option<String>> {
+        Ok(sqlx::query_scalar::<_, String>("SELECT value FROM daemon_state WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn set_value(&self, name: &str, value: &str) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO daemon_state (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,190 @@
+//! The real `contactplan run` binary under kill -9 and with several instances on one
+//! PostgreSQL database. Uses the wall clock (it is the real binary), so every occasion is a
+//! fixed `date` rule due at local midnight today in a zone where "today" has hours left.
+
+use crate::peer::{Peer, PeerOptions};
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A zone whose local time is far from midnight now, and its local date.
+fn daytime_zone() -> (&'static str, chrono::NaiveDate) {
+    use chrono::Timelike;
+    let zones = [
+        "Pacific/Kiritimati",
+        "Asia/Tokyo",
+        "Asia/Kolkata",
+        "Europe/Berlin",
+        "America/New_York",
+        "Pacific/Honolulu",
+        "Pacific/Pago_Pago",
+    ];
+    let now = chrono::Utc::now();
+    zones
+        .iter()
+        .map(|z| {
+            let tz: chrono_tz::Tz = z.parse().unwrap();
+            let local = now.with_timezone(&tz);
+            let mins = local.hour() * 60 + local.minute();
+            (mins.min(24 * 60 - mins), *z, local.date_naive())
+        })
+        .max_by_key(|(distance, _, _)| *distance)
+        .map(|(_, z, d)| (z, d))
+        .unwrap()
+}
+
+/// Writes config + `n` plans; returns the config path.
+fn setup(dir: &Path, n: usize, peer: &Peer, delivery_policy: &str, connections: u32) -> std::path::PathBuf {
+    let (zone, today) = daytime_zone();
+    std::fs::create_dir_all(dir.join("plans")).unwrap();
+    for i in 0..n {
+        let plan = format!(
+            "[customer]\nid = \"c{i:05}\"\nname = \"C{i}\"\nsince = 2015-06-01\nowner = \"sales@example.com\"\ntimezone = \"{zone}\"\nlanguage = \"en\"\nphase = \"growth\"\n\n[[contact]]\nid = \"p\"\nname = \"Pat Doe\"\nemail = \"p{i}@example.net\"\ntone = \"formal\"\nprimary = true\n\n[[occasion]]\nname = \"thanks\"\non = \"date\"\ndate = {today}\nat = \"00:00\"\ntemplate = \"anniversary\"\ndelivery = \"{delivery_policy}\"\n"
+        );
+        std::fs::write(dir.join("plans").join(format!("c{i:05}.toml")), plan).unwrap();
+    }
+    let config = format!(
+        "database_url = \"sqlite://outbox.db\"\ntemplates = \"{}\"\nbatch_size = 100\n[sender]\nemail = \"team@example.com\"\nname = \"Team\"\n[ops]\nemail = \"ops@example.com\"\n[delivery]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout_secs = 10\nconnections = {connections}\n",
+        crate::helpers::templates_dir().display(),
+        peer.port
+    );
+    let path = dir.join("contactplan.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+fn daemon(config: &Path, database_url: Option<&str>) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_contactplan"));
+    cmd.args(["run", "--config"]).arg(config).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null());
+    match database_url {
+        Some(url) => cmd.env("CONTACTPLAN_DATABASE_URL", url),
+        None => cmd.env_remove("CONTACTPLAN_DATABASE_URL"),
+    };
+    cmd.spawn().unwrap()
+}
+
+/// Message-ID → how many times the peer accepted it (customer mails only, not ops reports).
+fn accepted(peer: &Peer) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for r in peer.records().into_iter().filter(|r| r.rcpt.iter().all(|a| a != "ops@example.com")) {
+        *m.entry(r.message_id).or_insert(0) += 1;
+    }
+    m
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    done()
+}
+
+/// A small deterministic PRNG (xorshift) so kill timings vary but runs are reproducible.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+fn kill9(child: &mut Child) {
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+}
+
+fn crash_run(policy: &str) -> (usize, HashMap<String, usize>, u32, tempfile::TempDir) {
+    const N: usize = 2_000;
+    const KILLS: u32 = 20;
+    let peer = Peer::start(PeerOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    // One session: then a kill can leave at most one transaction with an unknown outcome.
+    let config = setup(dir.path(), N, &peer, policy, 1);
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut kills = 0;
+    let mut kills_while_sending = 0;
+    for _ in 0..KILLS {
+        let before = peer.records().len();
+        let mut child = daemon(&config, None);
+        // Wait until this process is delivering, then kill it at a random moment.
+        let delivering = wait_until(Duration::from_secs(30), || peer.records().len() > before);
+        std::thread::sleep(Duration::from_millis(rng.next(300)));
+        kill9(&mut child);
+        kills += 1;
+        if delivering {
+            kills_while_sending += 1;
+        }
+        if accepted(&peer).len() >= N {
+            break;
+        }
+    }
+    eprintln!(
+        "{kills} kills, {kills_while_sending} while the daemon was delivering; {} accepted before the final run",
+        accepted(&peer).len()
+    );
+    assert!(kills_while_sending >= KILLS / 2, "the kills must land during delivery to test anything");
+    // A clean run finishes the rest; rows the killed processes held are taken over when their
+    // lease (60 s, database clock) expires.
+    let mut child = daemon(&config, None);
+    let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt.block_on(contactplan::store::Store::connect(&url)).unwrap();
+    let open = || {
+        rt.block_on(store.counts())
+            .unwrap()
+            .iter()
+            .filter(|(s, _)| ["pending", "claimed", "sending", "retry"].contains(&s.as_str()))
+            .map(|(_, n)| *n)
+            .sum::<i64>()
+    };
+    let finished =
+        wait_until(Duration::from_secs(150), || open() == 0 && rt.block_on(store.unreported(1)).unwrap().is_empty());
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let stopped = wait_until(Duration::from_secs(30), || child.try_wait().ok().flatten().is_some());
+    assert!(stopped, "SIGTERM stops the daemon");
+    assert!(finished, "nothing open within 150 s; {} accepted", accepted(&peer).len());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit 0 after SIGTERM: {status:?}");
+    (N, accepted(&peer), kills, dir)
+}
+
+#[test]
+fn kill_9_twenty_times_loses_nothing_and_duplicates_at_most_once_per_kill() {
+    let (n, accepted, kills, _dir) = crash_run("at_least_once");
+    assert_eq!(accepted.len(), n, "every email accepted");
+    let duplicates: usize = accepted.values().map(|c| c - 1).sum();
+    assert!(duplicates <= kills as usize, "{duplicates} duplicates after {kills} kills");
+    eprintln!("crash test: {n} emails, {kills} kills, {duplicates} duplicates");
+}
+
+#[test]
+fn kill_9_with_at_most_once_never_duplicates_and_reports_every_unknown() {
+    let (n, accepted, kills, dir) = crash_run("at_most_once");
+    let duplicates: usize = accepted.values().map(|c| c - 1).sum();
+    assert_eq!(duplicates, 0);
+    // Everything not accepted is `unknown` and reported; nothing is still open.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
+    let (counts, unreported) = rt.block_on(async {
+        let store = contactplan::store::Store::connect(&url).await.unwrap();
+        (store.counts().await.unwrap(), store.unreported(10_000).await.unwrap())
+    });
+    let get = |s: &str| counts.iter().find(|(k, _)| k == s).map_or(0, |(_, v)| *v) as usize;
+    assert_eq!(get("accepted") + get("unknown"), n, "{counts:?}");
+    // `unknown` means exactly that: some of those reached the server before the kill, some not.
+    assert!(
+        get("accepted") <= accepted.len() && accepted.len() <= get("accepted") + get("unknown"),
+        "the outbox agrees with the server ({} distinct there): {counts:?}",
+        accepted.len()
+    );
+    assert!(get("unknown") <= kills as usize, "at most one unknown per kill (one session)");
+    assert!(unreported.is_empty(), "every unknown outcome was reported to ops");
+    eprintln!("crash test (at_most_once): {n} emails, {kills} kills, {} unknown, 0 duplicates", get("unknown"));
+}

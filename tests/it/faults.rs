@@ -1,0 +1,155 @@
+//! SMTP faults against a real peer (python3-aiosmtpd, `tests/smtp/peer.py`), through the
+//! daemon's own SMTP path (our sockets with TCP_NODELAY, STARTTLS/TLS/AUTH, timeouts).
+
+use crate::helpers::{Delivery, spawn_app, utc};
+use crate::peer::{Peer, PeerOptions};
+use std::collections::HashSet;
+
+/// `n` customers, each with one contact whose birthday is 2027-03-14 (New York, 09:00).
+fn plans(n: usize, reject_every: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| {
+            let user = if reject_every > 0 && i % reject_every == 0 { format!("nobody{i}") } else { format!("p{i}") };
+            let plan = format!(
+                "[customer]\nid = \"c{i}\"\nname = \"C{i}\"\nsince = 2015-06-01\nowner = \"owner@example.com\"\ntimezone = \"America/New_York\"\nlanguage = \"en\"\nphase = \"growth\"\n\n[[contact]]\nid = \"p\"\nname = \"Pat Doe\"\nemail = \"{user}@example.net\"\nbirthday = 1980-03-14\ntone = \"informal\"\nprimary = true\n\n[[occasion]]\nname = \"birthday\"\non = \"birthday\"\ntemplate = \"birthday\"\n"
+            );
+            (format!("c{i}"), plan)
+        })
+        .collect()
+}
+
+fn smtp(peer: &Peer, extra: &str) -> Delivery {
+    Delivery::Custom(format!("kind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntimeout_secs = 5\n{extra}", peer.port))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transient_faults_end_accepted_permanent_ones_failed_nothing_lost() {
+    // Down for the first 2 s, then: two 421 greetings, every 7th message deferred (451),
+    // connections cut after DATA for messages 3 and 11, and 550 for "nobody…" recipients.
+    let peer = Peer::start(PeerOptions {
+        refuse_for_secs: Some(2),
+        greet_421: 2,
+        defer_every: 7,
+        drop_after_data: vec![3, 11],
+        reject_rcpt: vec!["nobody".into()],
+        ..Default::default()
+    });
+    let owned = plans(40, 10);
+    let refs: Vec<(&str, &str)> = owned.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let app = spawn_app(&refs, &[], utc("2027-03-14T13:00:00Z"), smtp(&peer, "tls = \"none\"\nconnections = 2")).await;
+    let mut t = utc("2027-03-14T13:00:00Z");
+    let mut ticks = 0;
+    // Advance the clock past each backoff until nothing is open (bounded).
+    while ticks < 80 {
+        app.clock.set(t);
+        app.tick().await;
+        let open: i64 = app
+            .states()
+            .await
+            .iter()
+            .filter(|(s, _)| ["pending", "retry", "sending"].contains(&s.as_str()))
+            .map(|(_, n)| n)
+            .sum();
+        if open == 0 {
+            break;
+        }
+        ticks += 1;
+        t += chrono::TimeDelta::minutes(10);
+        // The outage is in real time; let some pass between ticks.
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let states = app.states().await;
+    let failed = app.app.daemon.store.rows(Some("failed"), 100).await.unwrap();
+    let reasons: Vec<_> = failed.iter().map(|r| (r.key.clone(), r.attempts, r.reason.clone())).collect();
+    assert_eq!(
+        states,
+        vec![("accepted".to_string(), 36), ("failed".to_string(), 4)],
+        "after {ticks} ticks: {reasons:#?}"
+    );
+    // Every accepted row's Message-ID is at the server (recorded or dropped-after-DATA then resent).
+    let at_server: HashSet<String> = peer.records().into_iter().chain(peer.dropped()).map(|r| r.message_id).collect();
+    for row in app.app.daemon.store.rows(Some("accepted"), 100).await.unwrap() {
+        assert!(at_server.contains(&row.message_id), "{} never reached the server", row.key);
+    }
+    for row in app.app.daemon.store.rows(Some("failed"), 100).await.unwrap() {
+        assert!(row.reason.as_deref().unwrap_or_default().contains("mailbox unavailable"), "{:?}", row.reason);
+    }
+    // Cut-after-DATA messages were resent with the same Message-ID (at_least_once).
+    let dropped: Vec<String> = peer.dropped().into_iter().map(|r| r.message_id).collect();
+    assert_eq!(dropped.len(), 2);
+    for id in &dropped {
+        assert!(peer.records().iter().any(|r| &r.message_id == id), "dropped {id} was resent and recorded");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn at_most_once_marks_a_cut_after_data_unknown_and_tells_ops() {
+    let peer = Peer::start(PeerOptions { drop_after_data: vec![1], ..Default::default() });
+    let plan = plans(1, 0)
+        .remove(0)
+        .1
+        .replace("template = \"birthday\"", "template = \"birthday\"\ndelivery = \"at_most_once\"");
+    let app = spawn_app(&[("c0", &plan)], &[], utc("2027-03-14T13:00:00Z"), smtp(&peer, "tls = \"none\"")).await;
+    let r = app.tick().await;
+    assert_eq!((r.unknown, r.accepted, r.reported), (1, 0, 1));
+    let rows = app.app.daemon.store.rows(Some("unknown"), 10).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    // Not resent later; ops got the report.
+    app.tick_at("2027-03-14T14:00:00Z").await;
+    let records = peer.records();
+    assert_eq!(records.iter().filter(|r| r.message_id == rows[0].message_id).count(), 0, "never resent");
+    assert!(records.iter().any(|r| r.rcpt == vec!["ops@example.com".to_string()]), "ops report delivered");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn starttls_with_auth_on_our_nodelay_path() {
+    let peer = Peer::start(PeerOptions {
+        tls: true,
+        require_starttls: true,
+        auth: Some(("cp".into(), "s3cret".into())),
+        ..Default::default()
+    });
+    let extra = format!(
+        "tls = \"starttls\"\ntls_name = \"localhost\"\nca_file = \"{}\"\nusername = \"cp\"\npassword_file = \"{}\"",
+        peer.cert_path().display(),
+        write_secret(&peer, "s3cret").display()
+    );
+    let owned = plans(3, 0);
+    let refs: Vec<(&str, &str)> = owned.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let app = spawn_app(&refs, &[], utc("2027-03-14T13:00:00Z"), smtp(&peer, &extra)).await;
+    assert_eq!(app.tick().await.accepted, 3);
+    assert_eq!(peer.records().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_password_is_a_failure_with_the_reply_not_a_silent_drop() {
+    let peer = Peer::start(PeerOptions { tls: true, auth: Some(("cp".into(), "right".into())), ..Default::default() });
+    let extra = format!(
+        "tls = \"starttls\"\ntls_name = \"localhost\"\nca_file = \"{}\"\nusername = \"cp\"\npassword_file = \"{}\"",
+        peer.cert_path().display(),
+        write_secret(&peer, "wrong").display()
+    );
+    let owned = plans(1, 0);
+    let app = spawn_app(&[("c0", &owned[0].1)], &[], utc("2027-03-14T13:00:00Z"), smtp(&peer, &extra)).await;
+    let r = app.tick().await;
+    assert_eq!(r.failed, 1, "{r:?}");
+    let row = &app.app.daemon.store.rows(Some("failed"), 1).await.unwrap()[0];
+    assert!(row.reason.as_deref().unwrap_or_default().contains("535"), "{:?}", row.reason);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn implicit_tls_on_our_nodelay_path() {
+    let peer = Peer::start(PeerOptions { tls: true, implicit_tls: true, ..Default::default() });
+    let extra = format!("tls = \"tls\"\ntls_name = \"localhost\"\nca_file = \"{}\"", peer.cert_path().display());
+    let owned = plans(2, 0);
+    let refs: Vec<(&str, &str)> = owned.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let app = spawn_app(&refs, &[], utc("2027-03-14T13:00:00Z"), smtp(&peer, &extra)).await;
+    assert_eq!(app.tick().await.accepted, 2);
+    assert_eq!(peer.records().len(), 2);
+}
+
+fn write_secret(peer: &Peer, secret: &str) -> std::path::PathBuf {
+    let p = peer.dir.path().join("smtp-password");
+    std::fs::write(&p, secret).unwrap();
+    p
+}
