@@ -188,3 +188,50 @@ fn kill_9_with_at_most_once_never_duplicates_and_reports_every_unknown() {
     assert!(unreported.is_empty(), "every unknown outcome was reported to ops");
     eprintln!("crash test (at_most_once): {n} emails, {kills} kills, {} unknown, 0 duplicates", get("unknown"));
 }
+
+#[test]
+fn three_daemons_on_one_postgres_database_send_each_email_exactly_once() {
+    const N: usize = 5_000;
+    let peer = Peer::start(PeerOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), N, &peer, "at_least_once", 2);
+    let base = std::env::var("CONTACTPLAN_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let schema = format!("multi_{}", std::process::id());
+    rt.block_on(async {
+        let pool =
+            sqlx::PgPool::connect(&base).await.unwrap_or_else(|e| panic!("PostgreSQL at {base} is required: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&pool).await.unwrap();
+    });
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let mut daemons: Vec<Child> = (0..3).map(|_| daemon(&config, Some(&url))).collect();
+    let store = rt.block_on(contactplan::store::Store::connect(&url)).unwrap();
+    let done = wait_until(Duration::from_secs(180), || {
+        let counts = rt.block_on(store.counts()).unwrap();
+        counts.iter().find(|(s, _)| s == "accepted").map_or(0, |(_, n)| *n) as usize == N
+    });
+    for d in &mut daemons {
+        let _ = Command::new("kill").arg("-TERM").arg(d.id().to_string()).status();
+    }
+    for d in &mut daemons {
+        assert!(d.wait().unwrap().success(), "each daemon exits 0 on SIGTERM");
+    }
+    let accepted = accepted(&peer);
+    rt.block_on(async {
+        let pool = sqlx::PgPool::connect(&base).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
+            .execute(&pool)
+            .await
+            .unwrap();
+    });
+    assert!(done, "all {N} accepted within 180 s");
+    assert_eq!(accepted.len(), N, "every email reached the server");
+    let twice: Vec<_> = accepted.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(twice.is_empty(), "accepted more than once: {twice:?}");
+}
