@@ -1,17 +1,8 @@
 //! The daemon end to end: occasions computed in the right zone, rendered, sent over SMTP,
 //! recorded durably, never twice.
 
-use crate::helpers::{Delivery, birthday_plan, spawn_app, utc};
+use crate::helpers::{Delivery, JANE, birthday_plan, spawn_app, utc};
 use contactplan::dispatch::TickReport;
-
-const JANE: &str = r#"[[contact]]
-id = "jane"
-name = "Jane Smith"
-gender = "female"
-email = "jane.smith@harbor.example"
-birthday = 1982-03-14
-tone = "formal"
-primary = true"#;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn birthday_email_arrives_once_on_the_local_day() {

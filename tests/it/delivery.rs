@@ -2,16 +2,7 @@
 //! reports. (Crash, fault and multi-instance tests that need separate processes or a faulty
 //! SMTP peer live in `crash.rs` and `faults.rs`.)
 
-use crate::helpers::{Delivery, birthday_plan, spawn_app, utc};
-
-const JANE: &str = r#"[[contact]]
-id = "jane"
-name = "Jane Smith"
-gender = "female"
-email = "jane.smith@harbor.example"
-birthday = 1982-03-14
-tone = "formal"
-primary = true"#;
+use crate::helpers::{Delivery, JANE, birthday_plan, spawn_app, utc};
 
 /// Birthday 2027-03-14 in New York: due 13:00 UTC, deadline = end of the local day (04:00 UTC
 /// on 03-15).

@@ -208,6 +208,16 @@ pub fn utc(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
+/// The contact most tests use: birthday 2027-03-14 is a New York spring-forward day.
+pub const JANE: &str = r#"[[contact]]
+id = "jane"
+name = "Jane Smith"
+gender = "female"
+email = "jane.smith@harbor.example"
+birthday = 1982-03-14
+tone = "formal"
+primary = true"#;
+
 /// A one-contact customer plan with a birthday rule.
 pub fn birthday_plan(id: &str, tz: &str, language: &str, contact: &str) -> String {
     format!(
