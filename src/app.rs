@@ -47,7 +47,8 @@ impl Workspace {
     }
 }
 
-/// A daemon ready to run.
+/// A daemon ready to run. Cloning shares the daemon (e.g. for a SIGHUP handler).
+#[derive(Clone)]
 pub struct Application {
     pub daemon: Arc<Daemon>,
 }

@@ -33,11 +33,6 @@ impl ManualClock {
     pub fn set(&self, to: DateTime<Utc>) {
         *self.now.lock().unwrap_or_else(|p| p.into_inner()) = to;
     }
-
-    pub fn advance(&self, by: chrono::TimeDelta) {
-        let mut guard = self.now.lock().unwrap_or_else(|p| p.into_inner());
-        *guard += by;
-    }
 }
 
 impl Clock for ManualClock {

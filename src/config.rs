@@ -197,22 +197,15 @@ impl Config {
                 }
             },
         };
-        let sender_email = match Email::parse(raw.sender.email.get_ref()) {
+        let mut email = |v: &Spanned<String>, example: &str| match Email::parse(v.get_ref()) {
             Ok(e) => Some(e),
             Err(why) => {
-                errors.push(
-                    Diagnostic::at(path, text, Some(raw.sender.email.span()), why).hint("e.g. \"team@example.com\""),
-                );
+                errors.push(Diagnostic::at(path, text, Some(v.span()), why).hint(format!("e.g. \"{example}\"")));
                 None
             }
         };
-        let ops_email = raw.ops.as_ref().and_then(|o| match Email::parse(o.email.get_ref()) {
-            Ok(e) => Some(e),
-            Err(why) => {
-                errors.push(Diagnostic::at(path, text, Some(o.email.span()), why).hint("e.g. \"ops@example.com\""));
-                None
-            }
-        });
+        let sender_email = email(&raw.sender.email, "team@example.com");
+        let ops_email = raw.ops.as_ref().and_then(|o| email(&o.email, "ops@example.com"));
         let horizon_days = raw.horizon_days.as_ref().map_or(2, |h| *h.get_ref());
         if !(1..=366).contains(&horizon_days) {
             let span = raw.horizon_days.as_ref().map(|h| h.span());

@@ -21,8 +21,7 @@ pub fn run(config_path: &Path, _args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let app = Application::build(config, Arc::new(SystemClock)).await?;
-        let daemon = app.daemon.clone();
-        let reloader = Application { daemon: daemon.clone() };
+        let reloader = app.clone();
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         tokio::spawn(async move {
             while hup.recv().await.is_some() {

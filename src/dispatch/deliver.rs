@@ -62,7 +62,12 @@ pub async fn deliver(
             };
         }
     };
-    let occasion_date = row.occasion_date.parse::<NaiveDate>().unwrap_or(customer.since);
+    let Ok(occasion_date) = row.occasion_date.parse::<NaiveDate>() else {
+        return Delivery {
+            outcome: Outcome::Failed { reason: format!("malformed occasion date `{}`", row.occasion_date) },
+            domain: String::new(),
+        };
+    };
     let input =
         Input { customer, rule, about, recipient, occasion_date, years: row.years.and_then(|y| u32::try_from(y).ok()) };
     let to = match recipient {

@@ -59,7 +59,7 @@ pub async fn run(
     let lookback = now - TimeDelta::hours(26);
     let from = watermark.map_or(lookback, |w| w.min(lookback)).max(now - TimeDelta::days(MAX_LOOKBACK_DAYS));
     let to = now + horizon;
-    let items: Vec<NewItem> = occasion::agenda(plans, from, to)
+    let items: Vec<NewItem> = occasion::collect(plans, from, to)
         .iter()
         .filter_map(|o| {
             if o.deadline > now {

@@ -56,11 +56,8 @@ impl SmtpMailer {
                 Some(builder.build_rustls()?)
             }
         };
-        let hello = ClientId::Domain(
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| "localhost".into()),
-        );
+        // lettre's default: the host name (hostname crate), or an address literal.
+        let hello = ClientId::default();
         Ok(Self {
             settings: s.clone(),
             tls,

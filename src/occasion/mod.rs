@@ -281,9 +281,10 @@ pub fn for_customer<'a>(customer: &'a Customer, from: DateTime<Utc>, to: DateTim
     }
 }
 
-/// All occurrences of all customers in `[from, to)`, ordered by due time then key.
-pub fn agenda(plans: &Plans, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Occurrence<'_>> {
-    let mut all: Vec<Occurrence> = plans
+/// All occurrences of all customers in `[from, to)`, in no particular order (the outbox does
+/// not need one; sorting builds every key string).
+pub fn collect(plans: &Plans, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Occurrence<'_>> {
+    plans
         .customers
         .par_iter()
         .fold(Vec::new, |mut v, c| {
@@ -293,7 +294,12 @@ pub fn agenda(plans: &Plans, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Occu
         .reduce(Vec::new, |mut a, mut b| {
             a.append(&mut b);
             a
-        });
+        })
+}
+
+/// All occurrences of all customers in `[from, to)`, ordered by due time then key.
+pub fn agenda(plans: &Plans, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Occurrence<'_>> {
+    let mut all = collect(plans, from, to);
     all.par_sort_by_cached_key(|o| (o.due.utc, o.key()));
     all
 }
