@@ -1,6 +1,7 @@
 //! Reads the playbook and plan directories (in parallel), validates everything and returns the
 //! valid customers plus every problem found. A broken file never hides the good ones.
 
+use super::fast_parse;
 use super::model::{Customer, Plans};
 use super::raw::{RawPlan, RawPlaybook};
 use super::validate::{self, Context, CrontabCache, Playbook, Src};
@@ -127,7 +128,13 @@ fn read_text(file: &Path) -> std::io::Result<String> {
 /// Validates plan text (the file need not exist; used by fuzzing and tests too).
 pub fn plan_text(file: &Path, text: &str, ctx: &Context) -> (Option<Customer>, Vec<Diagnostic>) {
     let mut src = Src::new(file, text);
-    let customer = match toml::from_str::<RawPlan>(text) {
+    // The usual layout is read without the general TOML machinery; anything else (and every
+    // syntax error) goes through the toml crate, which also words the diagnostics.
+    let raw = match fast_parse::plan(text) {
+        Some(raw) => Ok(raw),
+        None => toml::from_str::<RawPlan>(text),
+    };
+    let customer = match raw {
         Err(e) => {
             src.diags.push(validate::toml_error(file, text, &e));
             None

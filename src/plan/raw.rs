@@ -1,5 +1,6 @@
 //! The TOML shape ops write, exactly as written (with spans). Unknown keys are errors.
 
+use super::fast_parse::raw_table;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 
@@ -14,32 +15,36 @@ pub struct RawPlan {
     pub occasions: Vec<Spanned<RawRule>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCustomer {
-    pub id: Spanned<String>,
-    pub name: Spanned<String>,
-    pub since: Spanned<toml::Value>,
-    pub owner: Spanned<String>,
-    pub timezone: Option<Spanned<String>>,
-    pub language: Spanned<String>,
-    pub phase: Spanned<String>,
-    pub playbook: Option<Spanned<String>>,
+raw_table! {
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawCustomer {
+        pub id: Spanned<String>,
+        pub name: Spanned<String>,
+        pub since: Spanned<toml::Value>,
+        pub owner: Spanned<String>,
+        pub timezone: Option<Spanned<String>>,
+        pub language: Spanned<String>,
+        pub phase: Spanned<String>,
+        pub playbook: Option<Spanned<String>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawContact {
-    pub id: Spanned<String>,
-    pub name: Spanned<String>,
-    pub title: Option<String>,
-    pub gender: Option<Spanned<String>>,
-    pub email: Spanned<String>,
-    pub birthday: Option<Spanned<toml::Value>>,
-    pub tone: Spanned<String>,
-    pub language: Option<Spanned<String>>,
-    pub timezone: Option<Spanned<String>>,
-    pub primary: Option<Spanned<bool>>,
+raw_table! {
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawContact {
+        pub id: Spanned<String>,
+        pub name: Spanned<String>,
+        pub title: Option<String>,
+        pub gender: Option<Spanned<String>>,
+        pub email: Spanned<String>,
+        pub birthday: Option<Spanned<toml::Value>>,
+        pub tone: Spanned<String>,
+        pub language: Option<Spanned<String>>,
+        pub timezone: Option<Spanned<String>>,
+        pub primary: Option<Spanned<bool>>,
+    }
 }
 
 /// `config/playbooks/<name>.toml`.
@@ -53,25 +58,27 @@ pub struct RawPlaybook {
     pub occasions: Vec<Spanned<RawRule>>,
 }
 
-/// One `[[occasion]]`; every field optional so a plan can override single fields of a
-/// playbook rule by naming it.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRule {
-    pub name: Spanned<String>,
-    pub on: Option<Spanned<String>>,
-    pub years: Option<Spanned<Vec<u32>>>,
-    pub every_years: Option<Spanned<u32>>,
-    pub counts: Option<Spanned<Vec<u64>>>,
-    pub cron: Option<Spanned<String>>,
-    pub date: Option<Spanned<toml::Value>>,
-    pub send: Option<Spanned<String>>,
-    pub to: Option<Spanned<String>>,
-    pub template: Option<Spanned<String>>,
-    pub at: Option<Spanned<toml::Value>>,
-    pub before: Option<Spanned<String>>,
-    pub leap_day: Option<Spanned<String>>,
-    pub delivery: Option<Spanned<String>>,
-    pub deadline: Option<Spanned<String>>,
-    pub enabled: Option<Spanned<bool>>,
+raw_table! {
+    /// One `[[occasion]]`; every field optional so a plan can override single fields of a
+    /// playbook rule by naming it.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct RawRule {
+        pub name: Spanned<String>,
+        pub on: Option<Spanned<String>>,
+        pub years: Option<Spanned<Vec<u32>>>,
+        pub every_years: Option<Spanned<u32>>,
+        pub counts: Option<Spanned<Vec<u64>>>,
+        pub cron: Option<Spanned<String>>,
+        pub date: Option<Spanned<toml::Value>>,
+        pub send: Option<Spanned<String>>,
+        pub to: Option<Spanned<String>>,
+        pub template: Option<Spanned<String>>,
+        pub at: Option<Spanned<toml::Value>>,
+        pub before: Option<Spanned<String>>,
+        pub leap_day: Option<Spanned<String>>,
+        pub delivery: Option<Spanned<String>>,
+        pub deadline: Option<Spanned<String>>,
+        pub enabled: Option<Spanned<bool>>,
+    }
 }
