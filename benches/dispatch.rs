@@ -4,6 +4,7 @@
 //!
 //!     cargo bench --bench dispatch                 # SQLite and PostgreSQL, 1 and 4 sessions
 //!     cargo bench --bench dispatch -- 5000         # another message count
+//!     cargo bench --bench dispatch -- sqlite sessions=4 nosource   # one configuration only
 //!
 //! Needs Debian's `postfix` (only /usr/sbin/smtp-sink and smtp-source are used) and, for the
 //! PostgreSQL rows, PostgreSQL at CONTACTPLAN_TEST_POSTGRES_URL (default
@@ -83,7 +84,19 @@ async fn contactplan(port: u16, sessions: u32, n: usize, plans: &Path, database_
 }
 
 fn main() {
-    let n: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(20_000);
+    // Arguments (all optional): a message count, `sqlite` / `postgres` to run one engine,
+    // `sessions=N` to run one session count, `nosource` to skip smtp-source.
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let n: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(20_000);
+    let engines: Vec<&str> = match args.iter().find(|a| *a == "sqlite" || *a == "postgres") {
+        Some(e) => vec![e.as_str()],
+        None => vec!["sqlite", "postgres"],
+    };
+    let sessions_list: Vec<u32> = match args.iter().find_map(|a| a.strip_prefix("sessions=")) {
+        Some(s) => vec![s.parse().expect("sessions=N")],
+        None => vec![1, 4],
+    };
+    let with_source = !args.iter().any(|a| a == "nosource");
     let port = free_port();
     let mut sink = Command::new("/usr/sbin/smtp-sink")
         .args(["-u", "nobody", &format!("127.0.0.1:{port}"), "1024"])
@@ -99,23 +112,23 @@ fn main() {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
 
     println!("dispatch n={n} (4 KB-ish multipart messages; smtp-source -l 4096)");
-    for sessions in [1u32, 4] {
-        let source = smtp_source(port, sessions, n);
+    for sessions in sessions_list {
+        let source = if with_source { smtp_source(port, sessions, n) } else { f64::NAN };
         println!("  smtp-source  sessions={sessions}: {source:>8.0} msg/s");
-        let sqlite = rt.block_on(contactplan(port, sessions, n, plans.path(), "sqlite"));
-        println!(
-            "  contactplan  sessions={sessions} sqlite(FULL): {sqlite:>8.0} msg/s ({:.0}% of smtp-source)",
-            100.0 * sqlite / source
-        );
-        match rt.block_on(fresh_pg_schema(&pg_base)) {
-            Some(url) => {
-                let pg = rt.block_on(contactplan(port, sessions, n, plans.path(), &url));
-                println!(
-                    "  contactplan  sessions={sessions} postgres:     {pg:>8.0} msg/s ({:.0}% of smtp-source)",
-                    100.0 * pg / source
-                );
-            }
-            None => println!("  contactplan  sessions={sessions} postgres: skipped (no PostgreSQL at {pg_base})"),
+        for engine in &engines {
+            let url = match *engine {
+                "sqlite" => Some("sqlite".to_string()),
+                _ => rt.block_on(fresh_pg_schema(&pg_base)),
+            };
+            let Some(url) = url else {
+                println!("  contactplan  sessions={sessions} {engine}: skipped (no PostgreSQL at {pg_base})");
+                continue;
+            };
+            let rate = rt.block_on(contactplan(port, sessions, n, plans.path(), &url));
+            println!(
+                "  contactplan  sessions={sessions} {engine:<8} {rate:>8.0} msg/s ({:.0}% of smtp-source)",
+                100.0 * rate / source
+            );
         }
     }
     let _ = sink.kill();

@@ -1,7 +1,8 @@
-//! One claimed outbox row → rendered message → transport → the outcome to record.
+//! One claimed outbox row → rendered message (`prepare`) → transport → the outcome to record
+//! (`outcome`). The worker in `workers.rs` sends in between, gated on the row's commit.
 
 use crate::config::Sender;
-use crate::mail::{FailureClass, Mailer};
+use crate::mail::{Accepted, FailureClass, SendError};
 use crate::occasion::Recipient;
 use crate::plan::Plans;
 use crate::render::{Input, Renderer};
@@ -29,16 +30,22 @@ pub struct Delivery {
     pub domain: String,
 }
 
-/// Renders and sends one row. Never panics on bad data: everything becomes an outcome.
-pub async fn deliver(
-    row: &Claimed,
-    plans: &Plans,
-    renderer: &Renderer,
-    sender: &Sender,
-    mailer: &Mailer,
-    now: DateTime<Utc>,
-) -> Delivery {
-    let suppressed = |reason: String| Delivery { outcome: Outcome::Suppressed { reason }, domain: String::new() };
+/// A message ready to send, or the outcome that replaces sending it.
+pub enum Prepared {
+    Message {
+        message: lettre::Message,
+        /// Recipient domain (never the address) for info-level logs.
+        domain: String,
+    },
+    /// Nothing to send: suppressed (no longer wanted) or failed (cannot be built).
+    Done(Delivery),
+}
+
+/// Renders one claimed row from the *current* plans. Never panics on bad data: everything
+/// that cannot become a message becomes an outcome.
+pub fn prepare(row: &Claimed, plans: &Plans, renderer: &Renderer, sender: &Sender, now: DateTime<Utc>) -> Prepared {
+    let done = |outcome: Outcome, domain: String| Prepared::Done(Delivery { outcome, domain });
+    let suppressed = |reason: String| done(Outcome::Suppressed { reason }, String::new());
     let Some(customer) = plans.get(&row.customer) else {
         return suppressed(format!("customer `{}` is no longer in the plans", row.customer));
     };
@@ -56,17 +63,13 @@ pub async fn deliver(
             None => return suppressed(format!("contact `{id}` is no longer in the plan of `{}`", row.customer)),
         },
         _ => {
-            return Delivery {
-                outcome: Outcome::Failed { reason: format!("malformed recipient `{}`", row.recipient) },
-                domain: String::new(),
-            };
+            let reason = format!("malformed recipient `{}`", row.recipient);
+            return done(Outcome::Failed { reason }, String::new());
         }
     };
     let Ok(occasion_date) = row.occasion_date.parse::<NaiveDate>() else {
-        return Delivery {
-            outcome: Outcome::Failed { reason: format!("malformed occasion date `{}`", row.occasion_date) },
-            domain: String::new(),
-        };
+        let reason = format!("malformed occasion date `{}`", row.occasion_date);
+        return done(Outcome::Failed { reason }, String::new());
     };
     let input =
         Input { customer, rule, about, recipient, occasion_date, years: row.years.and_then(|y| u32::try_from(y).ok()) };
@@ -75,20 +78,23 @@ pub async fn deliver(
         Recipient::Owner => &customer.owner,
     };
     let domain = to.domain().to_string();
-    let fail = |reason: String| Delivery { outcome: Outcome::Failed { reason }, domain: domain.clone() };
     let rendered = match renderer.render(&input, sender) {
         Ok(r) => r,
-        Err(e) => return fail(e.to_string()),
+        Err(e) => return done(Outcome::Failed { reason: e.to_string() }, domain),
     };
     let to_name = match recipient {
         Recipient::Contact(c) => Some(&*c.name),
         Recipient::Owner => None,
     };
-    let message = match crate::mail::build(&rendered, sender, to, to_name, &row.message_id, now) {
-        Ok(m) => m,
-        Err(e) => return fail(e.to_string()),
-    };
-    let outcome = match mailer.send(&message).await {
+    match crate::mail::build(&rendered, sender, to, to_name, &row.message_id, now) {
+        Ok(message) => Prepared::Message { message, domain },
+        Err(e) => done(Outcome::Failed { reason: e.to_string() }, domain),
+    }
+}
+
+/// The outcome to record for a send attempt of `row`.
+pub fn outcome(row: &Claimed, sent: Result<Accepted, SendError>, now: DateTime<Utc>) -> Outcome {
+    match sent {
         Ok(accepted) => Outcome::Accepted { reply: accepted.reply },
         Err(e) => match e.class {
             FailureClass::Permanent => Outcome::Failed { reason: e.detail },
@@ -98,12 +104,12 @@ pub async fn deliver(
             _ if row.attempts >= MAX_ATTEMPTS => {
                 Outcome::Failed { reason: format!("gave up after {} attempts: {}", row.attempts, e.detail) }
             }
-            FailureClass::Transient | FailureClass::Unknown => {
+            // Withdrawn: nothing went out; if it is ever recorded, a retry is the safe reading.
+            FailureClass::Transient | FailureClass::Unknown | FailureClass::Withdrawn => {
                 Outcome::Retry { at: (now + backoff(&row.key, row.attempts)).timestamp(), reason: e.detail }
             }
         },
-    };
-    Delivery { outcome, domain }
+    }
 }
 
 #[cfg(test)]

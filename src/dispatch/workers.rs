@@ -1,125 +1,189 @@
-//! Delivering one claimed batch: `sessions` workers (one per SMTP session) take rows from a
-//! shared queue. A committer groups their requests: one transaction for whatever arrived while
-//! the previous commit ran. Each request records the worker's last outcome and moves its next
-//! row from `claimed` to `sending`. The worker transmits a row only after that commit, and only
-//! if the row is still its own. So at any instant a session has at most one row whose outcome a
-//! crash could leave unknown (the RFC 1047 window, no wider), and a crashed batch's untouched
-//! rows are still `claimed`: never attempted, safe to send even under at_most_once.
+//! Delivering one claimed batch: `sessions` workers (one task per SMTP session, so rendering
+//! uses every core) take rows from a shared queue. A committer groups their requests: one
+//! statement for whatever arrived while the previous commit ran. Each request records the
+//! worker's last outcome and moves its next row from `claimed` to `sending`.
+//!
+//! While that commit runs, the worker renders the next row and opens its SMTP envelope
+//! (`MAIL FROM`, `RCPT TO`); it issues `DATA` only once the commit says the row is `sending`
+//! and still its own (`Mailer::send_when`). So the commit overlaps the envelope instead of
+//! preceding it, and still: at any instant a session has at most one row whose outcome a crash
+//! could leave unknown (the RFC 1047 window, no wider); a crashed batch's untouched rows are
+//! still `claimed` (never attempted, safe to send even under at_most_once); and an accepted
+//! message is recorded in the very commit that lets the session's next message start.
 
-use super::deliver::{self, Delivery};
+use super::deliver::{self, Delivery, Prepared};
 use super::{Daemon, Snapshot, TickReport};
 use crate::store::{Claimed, Outcome, secs};
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// One worker's commit request: its last outcome and/or the row it wants to send next.
 struct Pending {
+    /// The outcome of the worker's previous row, to record.
     finished: Option<(Claimed, Delivery)>,
+    /// `(id, fence)` of the row to move to `sending`.
     start: Option<(i64, i64)>,
-    /// Whether `start` is now `sending` (false: lost its claim); an error if the commit failed.
-    done: oneshot::Sender<Result<bool, ()>>,
+    /// Whether `start` is now `sending` (false: lost its claim); `Err` if the commit failed.
+    done: oneshot::Sender<Verdict>,
 }
 
-/// Most outcomes recorded in one transaction.
+type Verdict = Result<bool, ()>;
+
+/// The answer to one commit request, awaited (and remembered) by the worker.
+struct Ticket {
+    /// Where the committer answers.
+    rx: oneshot::Receiver<Verdict>,
+    /// The answer once received, so it can be asked for again.
+    verdict: Option<Verdict>,
+}
+
+impl Ticket {
+    async fn wait(&mut self) -> Verdict {
+        if let Some(v) = self.verdict {
+            return v;
+        }
+        // A committer that went away without answering counts as a failed commit.
+        let v = (&mut self.rx).await.unwrap_or(Err(()));
+        self.verdict = Some(v);
+        v
+    }
+}
+
+/// Most outcomes recorded in one statement.
 const MAX_GROUP: usize = 256;
 
+/// What the workers share.
+struct Shared {
+    /// Claimed rows not yet taken by a worker, in due order.
+    queue: Mutex<VecDeque<Claimed>>,
+    /// Counters for the tick's report.
+    report: Mutex<TickReport>,
+}
+
+impl Shared {
+    fn pop(&self) -> Option<Claimed> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+    }
+    fn push_back(&self, row: Claimed) {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(row);
+    }
+}
+
 pub async fn deliver_batch(
-    daemon: &Daemon,
-    snap: &Snapshot,
+    daemon: &Arc<Daemon>,
+    snap: &Arc<Snapshot>,
     batch: Vec<Claimed>,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<TickReport> {
     let sessions = daemon.mailer.sessions().max(1);
-    let queue = Mutex::new(VecDeque::from(batch));
-    let report = Mutex::new(TickReport::default());
-    let (tx, mut rx) = mpsc::channel::<Pending>(sessions * 2);
-
-    let committer = async {
-        let mut group: Vec<Pending> = Vec::with_capacity(MAX_GROUP);
-        while let Some(first) = rx.recv().await {
-            group.push(first);
-            while group.len() < MAX_GROUP {
-                match rx.try_recv() {
-                    Ok(p) => group.push(p),
-                    Err(_) => break,
-                }
-            }
-            let outcomes: Vec<(i64, i64, Outcome)> = group
-                .iter()
-                .filter_map(|p| p.finished.as_ref().map(|(row, d)| (row.id, row.fence, d.outcome.clone())))
-                .collect();
-            let starts: Vec<(i64, i64)> = group.iter().filter_map(|p| p.start).collect();
-            let result = daemon.store.finish_batch(&outcomes, &starts, secs(daemon.clock.now())).await;
-            match &result {
-                Ok(r) => {
-                    for p in group.drain(..) {
-                        let started = p.start.is_some_and(|(id, _)| r.started.contains(&id));
-                        let _ = p.done.send(Ok(started));
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, rows = group.len(), "could not record outcomes; the rows stay claimed and are taken over after their lease");
-                    for p in group.drain(..) {
-                        let _ = p.done.send(Err(()));
-                    }
-                }
-            }
-            result?;
-        }
-        Ok::<(), anyhow::Error>(())
-    };
-
-    let worker = |tx: mpsc::Sender<Pending>| {
-        let queue = &queue;
-        let report = &report;
-        async move {
-            let mut finished: Option<(Claimed, Delivery)> = None;
-            loop {
-                let next =
-                    if *stop.borrow() { None } else { queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front() };
-                if finished.is_none() && next.is_none() {
-                    break;
-                }
-                let (done, reply) = oneshot::channel();
-                let start = next.as_ref().map(|r| (r.id, r.fence));
-                if tx.send(Pending { finished: finished.take(), start, done }).await.is_err() {
-                    break;
-                }
-                // Durable before anything else happens on this session.
-                let started = match reply.await {
-                    Ok(Ok(started)) => started,
-                    _ => {
-                        if let Some(row) = next {
-                            queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(row);
-                        }
-                        break;
-                    }
-                };
-                let Some(row) = next else { break };
-                if !started {
-                    tracing::warn!(key = %row.key, "claim lost before sending (lease expired?); skipped");
-                    continue;
-                }
-                let now = daemon.clock.now();
-                let d = deliver::deliver(&row, &snap.plans, &snap.renderer, &daemon.config.sender, &daemon.mailer, now)
-                    .await;
-                log(&row, &d, &mut report.lock().unwrap_or_else(|p| p.into_inner()));
-                finished = Some((row, d));
-            }
-        }
-    };
-    let workers = futures_util::future::join_all((0..sessions).map(|_| worker(tx.clone())));
+    let shared = Arc::new(Shared { queue: Mutex::new(VecDeque::from(batch)), report: Mutex::default() });
+    let (tx, rx) = mpsc::channel::<Pending>(sessions * 2);
+    let workers: Vec<_> = (0..sessions)
+        .map(|_| tokio::spawn(worker(daemon.clone(), snap.clone(), shared.clone(), tx.clone(), stop.clone())))
+        .collect();
     drop(tx);
-    let (_, committed) = tokio::join!(workers, committer);
+    let committed = committer(daemon, rx).await;
+    for w in workers {
+        if let Err(e) = w.await {
+            tracing::error!(error = %e, "a delivery worker ended abnormally; its row stays claimed and is taken over after its lease");
+        }
+    }
 
     // Stopped (or failed) mid-batch: give the untouched rows back at once.
-    let rest: Vec<Claimed> = queue.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
+    let rest: Vec<Claimed> = shared.queue.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
     for row in rest {
         daemon.store.release(row.id, row.fence).await?;
     }
     committed?;
-    Ok(report.into_inner().unwrap_or_else(|p| p.into_inner()))
+    Ok(*shared.report.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// Records outcomes and starts in groups until every worker has hung up.
+async fn committer(daemon: &Daemon, mut rx: mpsc::Receiver<Pending>) -> anyhow::Result<()> {
+    let mut group: Vec<Pending> = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = rx.recv().await {
+        group.push(first);
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(p) => group.push(p),
+                Err(_) => break,
+            }
+        }
+        let outcomes: Vec<(i64, i64, Outcome)> = group
+            .iter()
+            .filter_map(|p| p.finished.as_ref().map(|(row, d)| (row.id, row.fence, d.outcome.clone())))
+            .collect();
+        let starts: Vec<(i64, i64)> = group.iter().filter_map(|p| p.start).collect();
+        match daemon.store.finish_batch(&outcomes, &starts, secs(daemon.clock.now())).await {
+            Ok(r) => {
+                for p in group.drain(..) {
+                    let started = p.start.is_some_and(|(id, _)| r.started.contains(&id));
+                    let _ = p.done.send(Ok(started));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, rows = group.len(), "could not record outcomes; the rows stay claimed and are taken over after their lease");
+                for p in group.drain(..) {
+                    let _ = p.done.send(Err(()));
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One SMTP session's loop: ask for a commit (last outcome + next start), send the next row
+/// gated on that commit, repeat.
+async fn worker(
+    daemon: Arc<Daemon>,
+    snap: Arc<Snapshot>,
+    shared: Arc<Shared>,
+    tx: mpsc::Sender<Pending>,
+    stop: watch::Receiver<bool>,
+) {
+    let mut finished: Option<(Claimed, Delivery)> = None;
+    loop {
+        let next = if *stop.borrow() { None } else { shared.pop() };
+        if finished.is_none() && next.is_none() {
+            break;
+        }
+        let (done, rx) = oneshot::channel();
+        let start = next.as_ref().map(|r| (r.id, r.fence));
+        if tx.send(Pending { finished: finished.take(), start, done }).await.is_err() {
+            if let Some(row) = next {
+                shared.push_back(row);
+            }
+            break;
+        }
+        let mut ticket = Ticket { rx, verdict: None };
+        let Some(row) = next else {
+            // The last outcome must be durable before the batch counts as done.
+            let _ = ticket.wait().await;
+            break;
+        };
+        let now = daemon.clock.now();
+        let delivery = match deliver::prepare(&row, &snap.plans, &snap.renderer, &daemon.config.sender, now) {
+            Prepared::Done(d) => d,
+            Prepared::Message { message, domain } => {
+                let sent = daemon.mailer.send_when(&message, async { ticket.wait().await == Ok(true) }).await;
+                Delivery { outcome: deliver::outcome(&row, sent, now), domain }
+            }
+        };
+        match ticket.wait().await {
+            Ok(true) => {
+                log(&row, &delivery, &mut shared.report.lock().unwrap_or_else(|p| p.into_inner()));
+                finished = Some((row, delivery));
+            }
+            Ok(false) => tracing::warn!(key = %row.key, "claim lost before sending (lease expired?); skipped"),
+            Err(()) => {
+                // Nothing was sent (the go-ahead never came); the row is still claimed.
+                shared.push_back(row);
+                break;
+            }
+        }
+    }
 }
 
 fn log(row: &Claimed, d: &Delivery, report: &mut TickReport) {

@@ -25,6 +25,9 @@ pub enum FailureClass {
     Permanent,
     /// The message may or may not have been accepted (connection lost after DATA).
     Unknown,
+    /// The caller withdrew the message (its go-ahead said no) before any content went out:
+    /// nothing was delivered, and the connection stays usable.
+    Withdrawn,
 }
 
 /// A failed send with the server's words.
@@ -33,6 +36,12 @@ pub enum FailureClass {
 pub struct SendError {
     pub class: FailureClass,
     pub detail: String,
+}
+
+impl SendError {
+    pub fn withdrawn() -> SendError {
+        SendError { class: FailureClass::Withdrawn, detail: "withdrawn before the content was sent".into() }
+    }
 }
 
 /// Messages kept in memory (tests, `preview`).
@@ -60,10 +69,32 @@ impl Mailer {
 
     /// Sends one message; the file name or SMTP reply comes back on success.
     pub async fn send(&self, message: &lettre::Message) -> Result<Accepted, SendError> {
+        self.send_when(message, std::future::ready(true)).await
+    }
+
+    /// Sends one message once `go` says yes. Whatever can happen before the message content
+    /// is handed over (connecting, SMTP `MAIL FROM`/`RCPT TO`) runs while `go` is pending; the
+    /// content (SMTP `DATA`, the Maildir file) is written only after `go` resolved to true.
+    /// When it resolves to false, nothing is delivered and the error class is `Withdrawn`.
+    /// The dispatcher passes "the `sending` state of this row is committed" as `go`, so the
+    /// commit overlaps the envelope's round trips instead of preceding them.
+    pub async fn send_when(
+        &self,
+        message: &lettre::Message,
+        go: impl std::future::Future<Output = bool>,
+    ) -> Result<Accepted, SendError> {
         match self {
-            Mailer::Smtp(m) => m.send(message).await,
-            Mailer::Maildir(m) => m.send(message).await,
+            Mailer::Smtp(m) => m.send(message, go).await,
+            Mailer::Maildir(m) => {
+                if !go.await {
+                    return Err(SendError::withdrawn());
+                }
+                m.send(message).await
+            }
             Mailer::Memory(m) => {
+                if !go.await {
+                    return Err(SendError::withdrawn());
+                }
                 m.sent.lock().unwrap_or_else(|p| p.into_inner()).push(message.formatted());
                 Ok(Accepted { reply: "memory".into() })
             }

@@ -18,7 +18,7 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 #[allow(deprecated)]
 use lettre::transport::smtp::client::AsyncNetworkStream;
 use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters};
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -116,12 +116,14 @@ impl SmtpMailer {
         Ok(conn)
     }
 
-    /// One transaction on `conn`; `body_sent` turns true once the message content goes out.
+    /// One transaction on `conn`: the envelope, then — once `go` says yes — the content.
+    /// `body_sent` turns true just before the content goes out.
     async fn transact(
         conn: &mut AsyncSmtpConnection,
         message: &lettre::Message,
+        go: impl std::future::Future<Output = bool>,
         body_sent: &AtomicBool,
-    ) -> Result<lettre::transport::smtp::response::Response, lettre::transport::smtp::Error> {
+    ) -> Result<lettre::transport::smtp::response::Response, TxError> {
         let envelope = message.envelope();
         let bytes = message.formatted();
         let mut params = Vec::new();
@@ -132,12 +134,21 @@ impl SmtpMailer {
         for to in envelope.to() {
             conn.command(Rcpt::new(to.clone(), vec![])).await?;
         }
+        if !go.await {
+            // Nothing was delivered; RSET keeps the session usable for the next message.
+            conn.command(Rset).await?;
+            return Err(TxError::Withdrawn);
+        }
         conn.command(Data).await?;
         body_sent.store(true, Ordering::SeqCst);
-        conn.message(&bytes).await
+        Ok(conn.message(&bytes).await?)
     }
 
-    pub async fn send(&self, message: &lettre::Message) -> Result<Accepted, SendError> {
+    pub async fn send(
+        &self,
+        message: &lettre::Message,
+        go: impl std::future::Future<Output = bool>,
+    ) -> Result<Accepted, SendError> {
         let _session = self
             .sessions
             .acquire()
@@ -150,12 +161,16 @@ impl SmtpMailer {
                 Some(c) if !c.has_broken() => c,
                 _ => self.connect().await?,
             };
-            match Self::transact(&mut conn, message, &body_sent).await {
+            match Self::transact(&mut conn, message, go, &body_sent).await {
                 Ok(resp) => {
                     self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
                     Ok(resp)
                 }
-                Err(e) => {
+                Err(TxError::Withdrawn) => {
+                    self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+                    Err(SendError::withdrawn())
+                }
+                Err(TxError::Smtp(e)) => {
                     // A rejected transaction leaves the session usable after RSET; a cut one does not.
                     // Simplest correct choice: drop the connection either way.
                     if !conn.has_broken() {
@@ -175,6 +190,20 @@ impl SmtpMailer {
                 detail: format!("no reply within {:?}", self.settings.timeout),
             }),
         }
+    }
+}
+
+/// How one transaction ended without a reply to the content.
+enum TxError {
+    /// The server or the connection failed.
+    Smtp(lettre::transport::smtp::Error),
+    /// The go-ahead said no; the envelope was reset.
+    Withdrawn,
+}
+
+impl From<lettre::transport::smtp::Error> for TxError {
+    fn from(e: lettre::transport::smtp::Error) -> Self {
+        TxError::Smtp(e)
     }
 }
 

@@ -149,6 +149,37 @@ pub struct BatchResult {
     pub started: Vec<i64>,
 }
 
+impl BatchResult {
+    /// From the `(id, new state)` pairs a group update returned: `sending` rows were started,
+    /// the others finished.
+    pub(crate) fn from_updated(updated: Vec<(i64, String)>) -> BatchResult {
+        let mut result = BatchResult::default();
+        for (id, state) in updated {
+            if state == "sending" {
+                result.started.push(id);
+            } else {
+                result.finished += 1;
+            }
+        }
+        result
+    }
+}
+
+/// One row of a group update, as both engines bind it: id, fence, new state, reply, reason,
+/// next attempt, sent time. A start is `(id, fence, "sending", None…)`.
+pub(crate) type GroupRow<'a> = (i64, i64, &'static str, Option<&'a str>, Option<&'a str>, Option<i64>, Option<i64>);
+
+/// The rows of one group commit: outcomes, then starts. A row is never in both (a worker
+/// records a row's outcome only after the commit that started it).
+pub(crate) fn group_rows<'a>(outcomes: &'a [(i64, i64, Outcome)], start: &[(i64, i64)], now: i64) -> Vec<GroupRow<'a>> {
+    let finished = outcomes.iter().map(|(id, fence, o)| {
+        let f = o.fields(now);
+        (*id, *fence, f.state, f.reply, f.reason, f.next_attempt, f.sent)
+    });
+    let started = start.iter().map(|(id, fence)| (*id, *fence, "sending", None, None, None, None));
+    finished.chain(started).collect()
+}
+
 /// Rows taken over from a sender whose lease expired.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Recovered {

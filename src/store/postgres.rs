@@ -6,7 +6,7 @@
 //! Semantics are those of the SQLite engine (`sqlite.rs`), statement for statement.
 
 use super::{BatchResult, Claimed, Materialized, NewItem, Outcome, Recovered, Row};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 use std::str::FromStr;
 use std::time::Duration;
@@ -25,27 +25,6 @@ const DEADLOCK_RETRIES: u32 = 5;
 
 fn is_transient_conflict(e: &sqlx::Error) -> bool {
     e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "40P01" || c == "40001")
-}
-
-/// One fenced outcome update; 1 if the fence still held.
-async fn finish_one(conn: &mut PgConnection, id: i64, fence: i64, outcome: &Outcome, now: i64) -> anyhow::Result<u64> {
-    let f = outcome.fields(now);
-    let done = sqlx::query(
-        "UPDATE outbox SET state = $1, smtp_reply = COALESCE($2, smtp_reply), reason = $3, next_attempt_utc = $4,
-                sent_utc = $5, updated_utc = $6, lease_owner = NULL, lease_until = NULL
-         WHERE id = $7 AND fence = $8 AND state IN ('claimed', 'sending')",
-    )
-    .bind(f.state)
-    .bind(f.reply)
-    .bind(f.reason)
-    .bind(f.next_attempt)
-    .bind(f.sent)
-    .bind(now)
-    .bind(id)
-    .bind(fence)
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected())
 }
 
 impl PgStore {
@@ -208,34 +187,48 @@ impl PgStore {
     }
 
     pub async fn finish(&self, id: i64, fence: i64, outcome: &Outcome, now: i64) -> anyhow::Result<bool> {
-        let mut conn = self.pool.acquire().await?;
-        Ok(finish_one(&mut conn, id, fence, outcome, now).await? == 1)
+        Ok(self.finish_batch(&[(id, fence, outcome.clone())], &[], now).await?.finished == 1)
     }
 
+    /// One statement (one commit) for the whole group: the rows travel as parallel arrays.
     pub async fn finish_batch(
         &self,
         outcomes: &[(i64, i64, Outcome)],
         start: &[(i64, i64)],
         now: i64,
     ) -> anyhow::Result<BatchResult> {
-        let mut tx = self.pool.begin().await?;
-        let mut result = BatchResult::default();
-        for (id, fence, outcome) in outcomes {
-            result.finished += finish_one(&mut tx, *id, *fence, outcome, now).await?;
+        if outcomes.is_empty() && start.is_empty() {
+            return Ok(BatchResult::default());
         }
-        for (id, fence) in start {
-            let done = sqlx::query("UPDATE outbox SET state = 'sending', updated_utc = $1 WHERE id = $2 AND fence = $3 AND state = 'claimed'")
-                .bind(now)
-                .bind(id)
-                .bind(fence)
-                .execute(&mut *tx)
-                .await?;
-            if done.rows_affected() == 1 {
-                result.started.push(*id);
-            }
-        }
-        tx.commit().await?;
-        Ok(result)
+        let rows = super::group_rows(outcomes, start, now);
+        let updated: Vec<(i64, String)> = sqlx::query_as(
+            "UPDATE outbox SET
+                 state = g.state,
+                 smtp_reply = COALESCE(g.reply, outbox.smtp_reply),
+                 reason = CASE WHEN g.state = 'sending' THEN outbox.reason ELSE g.reason END,
+                 next_attempt_utc = CASE WHEN g.state = 'sending' THEN outbox.next_attempt_utc ELSE g.next_attempt END,
+                 sent_utc = CASE WHEN g.state = 'sending' THEN outbox.sent_utc ELSE g.sent END,
+                 lease_owner = CASE WHEN g.state = 'sending' THEN outbox.lease_owner ELSE NULL END,
+                 lease_until = CASE WHEN g.state = 'sending' THEN outbox.lease_until ELSE NULL END,
+                 updated_utc = $8
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[])
+                  AS g(id, fence, state, reply, reason, next_attempt, sent)
+             WHERE outbox.id = g.id AND outbox.fence = g.fence
+               AND CASE WHEN g.state = 'sending' THEN outbox.state = 'claimed'
+                        ELSE outbox.state IN ('claimed', 'sending') END
+             RETURNING outbox.id, outbox.state",
+        )
+        .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.3).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.4).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.5).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.6).collect::<Vec<_>>())
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(BatchResult::from_updated(updated))
     }
 
     pub async fn unreported(&self, limit: i64) -> anyhow::Result<Vec<Row>> {

@@ -13,33 +13,6 @@ pub struct SqliteStore {
     pool: SqlitePool,
 }
 
-/// One fenced outcome update; 1 if the fence still held.
-async fn finish_one(
-    conn: &mut sqlx::SqliteConnection,
-    id: i64,
-    fence: i64,
-    outcome: &Outcome,
-    now: i64,
-) -> anyhow::Result<u64> {
-    let f = outcome.fields(now);
-    let done = sqlx::query(
-        "UPDATE outbox SET state = ?1, smtp_reply = COALESCE(?2, smtp_reply), reason = ?3, next_attempt_utc = ?4,
-                sent_utc = ?5, updated_utc = ?6, lease_owner = NULL, lease_until = NULL
-         WHERE id = ?7 AND fence = ?8 AND state IN ('claimed', 'sending')",
-    )
-    .bind(f.state)
-    .bind(f.reply)
-    .bind(f.reason)
-    .bind(f.next_attempt)
-    .bind(f.sent)
-    .bind(now)
-    .bind(id)
-    .bind(fence)
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected())
-}
-
 impl SqliteStore {
     pub async fn connect(url: &str) -> anyhow::Result<SqliteStore> {
         let opts = SqliteConnectOptions::from_str(url)?
@@ -162,34 +135,44 @@ impl SqliteStore {
     }
 
     pub async fn finish(&self, id: i64, fence: i64, outcome: &Outcome, now: i64) -> anyhow::Result<bool> {
-        let mut conn = self.pool.acquire().await?;
-        Ok(finish_one(&mut conn, id, fence, outcome, now).await? == 1)
+        Ok(self.finish_batch(&[(id, fence, outcome.clone())], &[], now).await?.finished == 1)
     }
 
+    /// One statement (one commit) for the whole group: the rows travel as one JSON array.
     pub async fn finish_batch(
         &self,
         outcomes: &[(i64, i64, Outcome)],
         start: &[(i64, i64)],
         now: i64,
     ) -> anyhow::Result<BatchResult> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let mut result = BatchResult::default();
-        for (id, fence, outcome) in outcomes {
-            result.finished += finish_one(&mut tx, *id, *fence, outcome, now).await?;
+        if outcomes.is_empty() && start.is_empty() {
+            return Ok(BatchResult::default());
         }
-        for (id, fence) in start {
-            let done = sqlx::query("UPDATE outbox SET state = 'sending', updated_utc = ?1 WHERE id = ?2 AND fence = ?3 AND state = 'claimed'")
-                .bind(now)
-                .bind(id)
-                .bind(fence)
-                .execute(&mut *tx)
-                .await?;
-            if done.rows_affected() == 1 {
-                result.started.push(*id);
-            }
-        }
-        tx.commit().await?;
-        Ok(result)
+        let rows = super::group_rows(outcomes, start, now);
+        let json = serde_json::to_string(&rows)?;
+        let updated: Vec<(i64, String)> = sqlx::query_as(
+            "WITH g AS (SELECT value ->> 0 AS id, value ->> 1 AS fence, value ->> 2 AS state, value ->> 3 AS reply,
+                               value ->> 4 AS reason, value ->> 5 AS next_attempt, value ->> 6 AS sent
+                        FROM json_each(?1))
+             UPDATE outbox SET
+                 state = g.state,
+                 smtp_reply = COALESCE(g.reply, outbox.smtp_reply),
+                 reason = IIF(g.state = 'sending', outbox.reason, g.reason),
+                 next_attempt_utc = IIF(g.state = 'sending', outbox.next_attempt_utc, g.next_attempt),
+                 sent_utc = IIF(g.state = 'sending', outbox.sent_utc, g.sent),
+                 lease_owner = IIF(g.state = 'sending', outbox.lease_owner, NULL),
+                 lease_until = IIF(g.state = 'sending', outbox.lease_until, NULL),
+                 updated_utc = ?2
+             FROM g
+             WHERE outbox.id = g.id AND outbox.fence = g.fence
+               AND IIF(g.state = 'sending', outbox.state = 'claimed', outbox.state IN ('claimed', 'sending'))
+             RETURNING outbox.id, outbox.state",
+        )
+        .bind(json)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(BatchResult::from_updated(updated))
     }
 
     pub async fn unreported(&self, limit: i64) -> anyhow::Result<Vec<Row>> {

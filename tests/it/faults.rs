@@ -153,3 +153,44 @@ fn write_secret(peer: &Peer, secret: &str) -> std::path::PathBuf {
     std::fs::write(&p, secret).unwrap();
     p
 }
+
+/// The dispatcher's go-ahead (`Mailer::send_when`): a message withdrawn before DATA is never
+/// delivered, the envelope is reset, and the session carries on with the next message.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_withdrawn_message_is_never_delivered_and_the_session_goes_on() {
+    use contactplan::config::{SmtpSettings, TlsMode};
+    use contactplan::mail::{FailureClass, Mailer};
+    let peer = Peer::start(PeerOptions::default());
+    let settings = SmtpSettings {
+        host: "127.0.0.1".into(),
+        port: peer.port,
+        tls: TlsMode::None,
+        username: None,
+        password: None,
+        timeout: std::time::Duration::from_secs(5),
+        connections: 1,
+        ca_file: None,
+        tls_name: None,
+    };
+    let mailer = Mailer::from_config(&contactplan::config::Delivery::Smtp(settings)).unwrap();
+    let message = |id: &str| {
+        lettre::Message::builder()
+            .from("team@example.com".parse().unwrap())
+            .to("pat@example.net".parse().unwrap())
+            .subject("hello")
+            .message_id(Some(format!("<{id}@example.com>")))
+            .body(String::from("hello"))
+            .unwrap()
+    };
+    mailer.send(&message("first")).await.unwrap();
+    let withdrawn = mailer.send_when(&message("withdrawn"), async { false }).await.unwrap_err();
+    assert_eq!(withdrawn.class, FailureClass::Withdrawn);
+    // The go-ahead may also come late: the envelope waits for it.
+    let late = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        true
+    };
+    mailer.send_when(&message("late"), late).await.unwrap();
+    let ids: Vec<String> = peer.records().into_iter().map(|r| r.message_id).collect();
+    assert_eq!(ids, ["<first@example.com>", "<late@example.com>"]);
+}
