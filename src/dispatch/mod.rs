@@ -110,6 +110,12 @@ impl Daemon {
         }
     }
 
+    /// The lease a row gets when its send starts: longer than the send can take (the transport
+    /// timeout), so no other instance takes it over mid-send, however long it waited in its batch.
+    pub fn send_lease_secs(&self) -> i64 {
+        (self.shutdown_grace().as_secs() as i64 + 25).max(LEASE_SECS)
+    }
+
     pub fn current(&self) -> Arc<Snapshot> {
         self.snapshot.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -125,7 +131,7 @@ impl Daemon {
 
     /// One pass: recover, materialise, expire, send everything due. Stops claiming when
     /// `stop` turns true; a message already being sent is finished first.
-    pub async fn tick(self: &Arc<Self>, stop: &watch::Receiver<bool>) -> anyhow::Result<TickReport> {
+    pub async fn tick(&self, stop: &watch::Receiver<bool>) -> anyhow::Result<TickReport> {
         let mut report = TickReport::default();
         let now = self.clock.now();
         let snap = self.current();
@@ -186,7 +192,7 @@ impl Daemon {
     }
 
     /// The loop; returns when `stop` turns true.
-    pub async fn run(self: &Arc<Self>, mut stop: watch::Receiver<bool>) {
+    pub async fn run(&self, mut stop: watch::Receiver<bool>) {
         tracing::info!(instance = %self.instance, transport = %self.mailer.describe(), "daemon running");
         loop {
             if *stop.borrow() {

@@ -1,5 +1,6 @@
-//! Delivering one claimed batch: `sessions` workers (one task per SMTP session, so rendering
-//! uses every core) take rows from a shared queue. A committer groups their requests: one
+//! Delivering one claimed batch: `sessions` workers (one per SMTP session, as futures on the
+//! tick's task: fewer thread hand-offs per message than a task each, which measured faster on a
+//! busy 2-core machine) take rows from a shared queue. A committer groups their requests: one
 //! statement for whatever arrived while the previous commit ran. Each request records the
 //! worker's last outcome and moves its next row from `claimed` to `sending`.
 //!
@@ -15,7 +16,7 @@ use super::deliver::{self, Delivery, Prepared};
 use super::{Daemon, Snapshot, TickReport};
 use crate::store::{Claimed, Outcome, secs};
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// One worker's commit request: its last outcome and/or the row it wants to send next.
@@ -71,24 +72,18 @@ impl Shared {
 }
 
 pub async fn deliver_batch(
-    daemon: &Arc<Daemon>,
-    snap: &Arc<Snapshot>,
+    daemon: &Daemon,
+    snap: &Snapshot,
     batch: Vec<Claimed>,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<TickReport> {
     let sessions = daemon.mailer.sessions().max(1);
-    let shared = Arc::new(Shared { queue: Mutex::new(VecDeque::from(batch)), report: Mutex::default() });
+    let shared = Shared { queue: Mutex::new(VecDeque::from(batch)), report: Mutex::default() };
     let (tx, rx) = mpsc::channel::<Pending>(sessions * 2);
-    let workers: Vec<_> = (0..sessions)
-        .map(|_| tokio::spawn(worker(daemon.clone(), snap.clone(), shared.clone(), tx.clone(), stop.clone())))
-        .collect();
+    let workers =
+        futures_util::future::join_all((0..sessions).map(|_| worker(daemon, snap, &shared, tx.clone(), stop)));
     drop(tx);
-    let committed = committer(daemon, rx).await;
-    for w in workers {
-        if let Err(e) = w.await {
-            tracing::error!(error = %e, "a delivery worker ended abnormally; its row stays claimed and is taken over after its lease");
-        }
-    }
+    let (_, committed) = tokio::join!(workers, committer(daemon, rx));
 
     // Stopped (or failed) mid-batch: give the untouched rows back at once.
     let rest: Vec<Claimed> = shared.queue.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
@@ -115,7 +110,7 @@ async fn committer(daemon: &Daemon, mut rx: mpsc::Receiver<Pending>) -> anyhow::
             .filter_map(|p| p.finished.as_ref().map(|(row, d)| (row.id, row.fence, d.outcome.clone())))
             .collect();
         let starts: Vec<(i64, i64)> = group.iter().filter_map(|p| p.start).collect();
-        match daemon.store.finish_batch(&outcomes, &starts, secs(daemon.clock.now())).await {
+        match daemon.store.finish_batch(&outcomes, &starts, secs(daemon.clock.now()), daemon.send_lease_secs()).await {
             Ok(r) => {
                 for p in group.drain(..) {
                     let started = p.start.is_some_and(|(id, _)| r.started.contains(&id));
@@ -137,11 +132,11 @@ async fn committer(daemon: &Daemon, mut rx: mpsc::Receiver<Pending>) -> anyhow::
 /// One SMTP session's loop: ask for a commit (last outcome + next start), send the next row
 /// gated on that commit, repeat.
 async fn worker(
-    daemon: Arc<Daemon>,
-    snap: Arc<Snapshot>,
-    shared: Arc<Shared>,
+    daemon: &Daemon,
+    snap: &Snapshot,
+    shared: &Shared,
     tx: mpsc::Sender<Pending>,
-    stop: watch::Receiver<bool>,
+    stop: &watch::Receiver<bool>,
 ) {
     let mut finished: Option<(Claimed, Delivery)> = None;
     loop {

@@ -251,14 +251,17 @@ impl Store {
     }
 
     /// One group commit: records `outcomes` and moves the `start` rows from `claimed` to
-    /// `sending` (their transactions begin once this returns). Fenced throughout.
+    /// `sending` (their transactions begin once this returns), renewing their lease to
+    /// `send_lease_secs` on the database clock: a row claimed early in a long batch still has a
+    /// whole send ahead of it. Fenced throughout.
     pub async fn finish_batch(
         &self,
         outcomes: &[(i64, i64, Outcome)],
         start: &[(i64, i64)],
         now: i64,
+        send_lease_secs: i64,
     ) -> anyhow::Result<BatchResult> {
-        engine!(self, s => s.finish_batch(outcomes, start, now).await)
+        engine!(self, s => s.finish_batch(outcomes, start, now, send_lease_secs).await)
     }
 
     /// Failed, missed and unknown rows not yet reported to ops (oldest first).

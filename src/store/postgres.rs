@@ -187,7 +187,7 @@ impl PgStore {
     }
 
     pub async fn finish(&self, id: i64, fence: i64, outcome: &Outcome, now: i64) -> anyhow::Result<bool> {
-        Ok(self.finish_batch(&[(id, fence, outcome.clone())], &[], now).await?.finished == 1)
+        Ok(self.finish_batch(&[(id, fence, outcome.clone())], &[], now, 0).await?.finished == 1)
     }
 
     /// One statement (one commit) for the whole group: the rows travel as parallel arrays.
@@ -196,6 +196,7 @@ impl PgStore {
         outcomes: &[(i64, i64, Outcome)],
         start: &[(i64, i64)],
         now: i64,
+        send_lease_secs: i64,
     ) -> anyhow::Result<BatchResult> {
         if outcomes.is_empty() && start.is_empty() {
             return Ok(BatchResult::default());
@@ -209,7 +210,7 @@ impl PgStore {
                  next_attempt_utc = CASE WHEN g.state = 'sending' THEN outbox.next_attempt_utc ELSE g.next_attempt END,
                  sent_utc = CASE WHEN g.state = 'sending' THEN outbox.sent_utc ELSE g.sent END,
                  lease_owner = CASE WHEN g.state = 'sending' THEN outbox.lease_owner ELSE NULL END,
-                 lease_until = CASE WHEN g.state = 'sending' THEN outbox.lease_until ELSE NULL END,
+                 lease_until = CASE WHEN g.state = 'sending' THEN floor(extract(epoch from now()))::bigint + $9 ELSE NULL END,
                  updated_utc = $8
              FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[])
                   AS g(id, fence, state, reply, reason, next_attempt, sent)
@@ -226,6 +227,7 @@ impl PgStore {
         .bind(rows.iter().map(|r| r.5).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.6).collect::<Vec<_>>())
         .bind(now)
+        .bind(send_lease_secs)
         .fetch_all(&self.pool)
         .await?;
         Ok(BatchResult::from_updated(updated))

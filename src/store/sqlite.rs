@@ -135,7 +135,7 @@ impl SqliteStore {
     }
 
     pub async fn finish(&self, id: i64, fence: i64, outcome: &Outcome, now: i64) -> anyhow::Result<bool> {
-        Ok(self.finish_batch(&[(id, fence, outcome.clone())], &[], now).await?.finished == 1)
+        Ok(self.finish_batch(&[(id, fence, outcome.clone())], &[], now, 0).await?.finished == 1)
     }
 
     /// One statement (one commit) for the whole group: the rows travel as one JSON array.
@@ -144,6 +144,7 @@ impl SqliteStore {
         outcomes: &[(i64, i64, Outcome)],
         start: &[(i64, i64)],
         now: i64,
+        send_lease_secs: i64,
     ) -> anyhow::Result<BatchResult> {
         if outcomes.is_empty() && start.is_empty() {
             return Ok(BatchResult::default());
@@ -161,7 +162,7 @@ impl SqliteStore {
                  next_attempt_utc = IIF(g.state = 'sending', outbox.next_attempt_utc, g.next_attempt),
                  sent_utc = IIF(g.state = 'sending', outbox.sent_utc, g.sent),
                  lease_owner = IIF(g.state = 'sending', outbox.lease_owner, NULL),
-                 lease_until = IIF(g.state = 'sending', outbox.lease_until, NULL),
+                 lease_until = IIF(g.state = 'sending', unixepoch() + ?3, NULL),
                  updated_utc = ?2
              FROM g
              WHERE outbox.id = g.id AND outbox.fence = g.fence
@@ -170,6 +171,7 @@ impl SqliteStore {
         )
         .bind(json)
         .bind(now)
+        .bind(send_lease_secs)
         .fetch_all(&self.pool)
         .await?;
         Ok(BatchResult::from_updated(updated))

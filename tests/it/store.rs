@@ -140,6 +140,7 @@ both_engines!(
     store: release_puts_the_row_back_without_counting_an_attempt,
     store: expire_marks_overdue_open_rows_missed,
     store: recover_expired_leases_by_delivery_policy,
+    store: a_start_renews_the_lease_for_the_whole_send,
     store: unreported_and_mark_reported,
     store: next_due_is_the_earliest_open_instant,
     store: get_and_set_value,
@@ -366,7 +367,7 @@ async fn finish_with_stale_fence_changes_nothing(store: Store) {
     store.materialize(&[item("s", T - 10, T + 3600)], T).await.unwrap();
     // The first sender's lease expires (on the database clock) and the row is taken over.
     let old = store.claim(T, 1, "node-a", -1).await.unwrap().remove(0);
-    let started = store.finish_batch(&[], &[(old.id, old.fence)], T).await.unwrap().started;
+    let started = store.finish_batch(&[], &[(old.id, old.fence)], T, -1).await.unwrap().started;
     assert_eq!(started, vec![old.id], "claimed → sending");
     assert_eq!(store.recover_expired_leases().await.unwrap(), Recovered { released: 0, retried: 1, unknown: 0 });
     let new = store.claim(T, 1, "node-b", 300).await.unwrap().remove(0);
@@ -394,8 +395,8 @@ async fn finish_batch_records_outcomes_that_hold_their_fence(store: Store) {
         (c[2].id, c[2].fence + 7, accepted("250 stale")),
         (c[3].id, c[3].fence, Outcome::Failed { reason: "550 rejected".to_string() }),
     ];
-    assert_eq!(store.finish_batch(&batch, &[], T + 1).await.unwrap().finished, 3);
-    assert_eq!(store.finish_batch(&[], &[], T + 1).await.unwrap().finished, 0);
+    assert_eq!(store.finish_batch(&batch, &[], T + 1, 300).await.unwrap().finished, 3);
+    assert_eq!(store.finish_batch(&[], &[], T + 1, 300).await.unwrap().finished, 0);
 
     let b0 = row(&store, "b0").await;
     assert_eq!((b0.state.as_str(), b0.smtp_reply.as_deref()), ("accepted", Some("250 one")));
@@ -407,7 +408,7 @@ async fn finish_batch_records_outcomes_that_hold_their_fence(store: Store) {
     assert_eq!((b3.state.as_str(), b3.reason.as_deref()), ("failed", Some("550 rejected")));
     // Applying the same batch again changes nothing: no row is still `sending` under those fences
     // except b2, whose fence is wrong.
-    assert_eq!(store.finish_batch(&batch, &[], T + 2).await.unwrap().finished, 0);
+    assert_eq!(store.finish_batch(&batch, &[], T + 2, 300).await.unwrap().finished, 0);
 }
 
 async fn release_puts_the_row_back_without_counting_an_attempt(store: Store) {
@@ -446,7 +447,7 @@ async fn expire_marks_overdue_open_rows_missed(store: Store) {
     assert_eq!(keys(&claimed), ["sending-overdue", "retry-overdue"]);
     let retry = Outcome::Retry { at: T - 100, reason: "451".to_string() };
     assert!(store.finish(claimed[1].id, claimed[1].fence, &retry, T - 200).await.unwrap());
-    let started = store.finish_batch(&[], &[(claimed[0].id, claimed[0].fence)], T - 200).await.unwrap().started;
+    let started = store.finish_batch(&[], &[(claimed[0].id, claimed[0].fence)], T - 200, 3600).await.unwrap().started;
     assert_eq!(started, vec![claimed[0].id]);
 
     let mut expired = store.expire(T).await.unwrap();
@@ -467,6 +468,17 @@ async fn expire_marks_overdue_open_rows_missed(store: Store) {
     assert!(store.expire(T).await.unwrap().is_empty(), "expire is idempotent");
 }
 
+async fn a_start_renews_the_lease_for_the_whole_send(store: Store) {
+    store.materialize(&[item("late-in-batch", T - 10, T + 3600)], T).await.unwrap();
+    // Claimed long ago in a big batch: the claim's lease has run out by the time its turn comes.
+    let c = store.claim(T, 1, "node-a", -1).await.unwrap().remove(0);
+    assert_eq!(store.finish_batch(&[], &[(c.id, c.fence)], T, 300).await.unwrap().started, vec![c.id]);
+    // The send starts with a fresh lease: nobody takes the row over mid-send.
+    assert_eq!(store.recover_expired_leases().await.unwrap(), Recovered::default());
+    assert!(store.claim(T, 1, "node-b", 300).await.unwrap().is_empty());
+    assert!(store.finish(c.id, c.fence, &accepted("250"), T + 1).await.unwrap());
+}
+
 async fn recover_expired_leases_by_delivery_policy(store: Store) {
     let items = vec![
         item("alo", T - 30, T + 3600),
@@ -480,9 +492,11 @@ async fn recover_expired_leases_by_delivery_policy(store: Store) {
     assert_eq!(keys(&crashed), ["alo", "amo"]);
     let held = store.claim(T, 2, "node-b", 300).await.unwrap();
     assert_eq!(keys(&held), ["held", "amo-held"]);
-    // Both crashed rows had started their SMTP transaction; the held ones too.
-    let all: Vec<(i64, i64)> = crashed.iter().chain(&held).map(|c| (c.id, c.fence)).collect();
-    assert_eq!(store.finish_batch(&[], &all, T).await.unwrap().started.len(), 4);
+    // Both crashed rows had started their SMTP transaction (and their send lease ran out too);
+    // the held ones started with a live lease.
+    let starts = |rows: &[Claimed]| rows.iter().map(|c| (c.id, c.fence)).collect::<Vec<_>>();
+    assert_eq!(store.finish_batch(&[], &starts(&crashed), T, -1).await.unwrap().started.len(), 2);
+    assert_eq!(store.finish_batch(&[], &starts(&held), T, 300).await.unwrap().started.len(), 2);
 
     assert_eq!(store.recover_expired_leases().await.unwrap(), Recovered { released: 0, retried: 1, unknown: 1 });
     let alo = row(&store, "alo").await;
@@ -534,7 +548,7 @@ async fn unreported_and_mark_reported(store: Store) {
         (c[2].id, c[2].fence, Outcome::Unknown { reason: "lost".to_string() }),
         (c[3].id, c[3].fence, Outcome::Suppressed { reason: "removed".to_string() }),
     ];
-    assert_eq!(store.finish_batch(&batch, &[], T + 1).await.unwrap().finished, 4);
+    assert_eq!(store.finish_batch(&batch, &[], T + 1, 300).await.unwrap().finished, 4);
 
     let all = store.unreported(10).await.unwrap();
     let all_keys: Vec<&str> = all.iter().map(|r| r.key.as_str()).collect();
@@ -618,7 +632,7 @@ async fn concurrent_claimers_take_every_row_exactly_once(db: &TestDb) {
                 }
                 let outcomes: Vec<(i64, i64, Outcome)> =
                     batch.iter().map(|c| (c.id, c.fence, accepted(&format!("250 {owner}")))).collect();
-                assert_eq!(store.finish_batch(&outcomes, &[], T).await.unwrap().finished, batch.len() as u64);
+                assert_eq!(store.finish_batch(&outcomes, &[], T, 300).await.unwrap().finished, batch.len() as u64);
                 mine.extend(batch.iter().map(|c| c.id));
             }
             (store, mine)
