@@ -1,8 +1,10 @@
 //! Delivering one claimed batch: `sessions` workers (one per SMTP session, as futures on the
 //! tick's task: fewer thread hand-offs per message than a task each, which measured faster on a
-//! busy 2-core machine) take rows from a shared queue. A committer groups their requests: one
-//! statement for whatever arrived while the previous commit ran. Each request records the
-//! worker's last outcome and moves its next row from `claimed` to `sending`.
+//! busy 2-core machine) take rows from a shared queue. A committer groups their requests into one
+//! statement: it waits (briefly, see [`GATHER`]) until every live session has sent its request,
+//! because commits are serialised and a session blocks on its own, so one commit for all
+//! sessions beats several in a row. Each request records the worker's last outcome and moves
+//! its next row from `claimed` to `sending`.
 //!
 //! While that commit runs, the worker renders the next row and opens its SMTP envelope
 //! (`MAIL FROM`, `RCPT TO`); it issues `DATA` only once the commit says the row is `sending`
@@ -17,6 +19,7 @@ use super::{Daemon, Snapshot, TickReport};
 use crate::store::{Claimed, Outcome, secs};
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// One worker's commit request: its last outcome and/or the row it wants to send next.
@@ -54,12 +57,20 @@ impl Ticket {
 /// Most outcomes recorded in one statement.
 const MAX_GROUP: usize = 256;
 
+/// How long a commit waits for the other sessions to join its group. Every session has at
+/// most one request outstanding, and a session blocks on its commit, so a group that waits for
+/// all of them costs one commit where separate groups cost several in a row (commits are
+/// serialised; SQLite has one writer). The wait is cut short once every live session is in.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// What the workers share.
 struct Shared {
     /// Claimed rows not yet taken by a worker, in due order.
     queue: Mutex<VecDeque<Claimed>>,
     /// Counters for the tick's report.
     report: Mutex<TickReport>,
+    /// Workers still running: a group holding a request from each of them is complete.
+    live: AtomicUsize,
 }
 
 impl Shared {
@@ -78,12 +89,13 @@ pub async fn deliver_batch(
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<TickReport> {
     let sessions = daemon.mailer.sessions().max(1);
-    let shared = Shared { queue: Mutex::new(VecDeque::from(batch)), report: Mutex::default() };
+    let shared =
+        Shared { queue: Mutex::new(VecDeque::from(batch)), report: Mutex::default(), live: AtomicUsize::new(sessions) };
     let (tx, rx) = mpsc::channel::<Pending>(sessions * 2);
     let workers =
         futures_util::future::join_all((0..sessions).map(|_| worker(daemon, snap, &shared, tx.clone(), stop)));
     drop(tx);
-    let (_, committed) = tokio::join!(workers, committer(daemon, rx));
+    let (_, committed) = tokio::join!(workers, committer(daemon, rx, &shared.live));
 
     // Stopped (or failed) mid-batch: give the untouched rows back at once.
     let rest: Vec<Claimed> = shared.queue.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
@@ -95,14 +107,15 @@ pub async fn deliver_batch(
 }
 
 /// Records outcomes and starts in groups until every worker has hung up.
-async fn committer(daemon: &Daemon, mut rx: mpsc::Receiver<Pending>) -> anyhow::Result<()> {
+async fn committer(daemon: &Daemon, mut rx: mpsc::Receiver<Pending>, live: &AtomicUsize) -> anyhow::Result<()> {
     let mut group: Vec<Pending> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.recv().await {
         group.push(first);
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(p) => group.push(p),
-                Err(_) => break,
+        let until = tokio::time::Instant::now() + GATHER;
+        while group.len() < MAX_GROUP && group.len() < live.load(Ordering::SeqCst) {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(p)) => group.push(p),
+                Ok(None) | Err(_) => break,
             }
         }
         let outcomes: Vec<(i64, i64, Outcome)> = group
@@ -132,6 +145,17 @@ async fn committer(daemon: &Daemon, mut rx: mpsc::Receiver<Pending>) -> anyhow::
 /// One SMTP session's loop: ask for a commit (last outcome + next start), send the next row
 /// gated on that commit, repeat.
 async fn worker(
+    daemon: &Daemon,
+    snap: &Snapshot,
+    shared: &Shared,
+    tx: mpsc::Sender<Pending>,
+    stop: &watch::Receiver<bool>,
+) {
+    work(daemon, snap, shared, tx, stop).await;
+    shared.live.fetch_sub(1, Ordering::SeqCst);
+}
+
+async fn work(
     daemon: &Daemon,
     snap: &Snapshot,
     shared: &Shared,

@@ -29,7 +29,9 @@ impl SqliteStore {
                     .map_err(|e| anyhow::anyhow!("cannot create database directory {}: {e}", dir.display()))?;
             }
         }
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        // No ping before each acquire: the database is a local file, and a broken connection
+        // fails its statement anyway. The ping was one more thread round trip per commit.
+        let pool = SqlitePoolOptions::new().max_connections(4).test_before_acquire(false).connect_with(opts).await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(SqliteStore { pool })
     }
