@@ -76,6 +76,7 @@ fn measure(n: usize) {
             playbooks_dir: &dir.join("playbooks"),
             templates: &catalog,
             default_timezone: chrono_tz::Europe::Berlin,
+            default_calendar: &Default::default(),
         },
         &|| {},
     );
@@ -112,6 +113,7 @@ fn in_memory(n: usize) {
         broken: &broken,
         templates: &catalog,
         default_tz: chrono_tz::Europe::Berlin,
+        default_calendar: &Default::default(),
         crontabs: &crontabs,
     };
     for _ in 0..3 {
