@@ -2,6 +2,7 @@
 
 mod agenda;
 mod check;
+mod explain;
 mod preview;
 mod run;
 
@@ -17,7 +18,7 @@ use std::process::ExitCode;
     about = "Keeps B2B customer relationships warm: contact plans in, greetings and tasks out."
 )]
 #[command(
-    after_help = "Examples:\n  contactplan check\n  contactplan agenda --days 14\n  contactplan preview --customer acme --occasion birthday\n  contactplan run --config /etc/contactplan/contactplan.toml"
+    after_help = "Examples:\n  contactplan check\n  contactplan agenda --days 14\n  contactplan preview --customer acme --occasion birthday\n  contactplan explain --customer acme --occasion birthday --year 2027\n  contactplan run --config /etc/contactplan/contactplan.toml"
 )]
 pub struct Cli {
     /// The daemon configuration file.
@@ -41,6 +42,7 @@ pub enum Command {
     Check(check::Args),
     Agenda(agenda::Args),
     Preview(preview::Args),
+    Explain(explain::Args),
     Run(run::Args),
 }
 
@@ -51,6 +53,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Check(args) => check::run(&cli.config, args),
         Command::Agenda(args) => agenda::run(&cli.config, args),
         Command::Preview(args) => preview::run(&cli.config, args),
+        Command::Explain(args) => explain::run(&cli.config, args),
         Command::Run(args) => run::run(&cli.config, args),
     };
     match result {
