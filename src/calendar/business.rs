@@ -297,20 +297,20 @@ impl Settings {
     }
 }
 
-/// Why a day is closed.
+/// Why a day is closed (no allocation: a closed day is looked at often).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Closure<'a> {
+pub enum Closure {
     /// A listed closure date.
     Date,
     /// Inside a blackout period.
-    Blackout(&'a Blackout),
+    Blackout(Blackout),
     /// A public holiday (its name) of the region.
     Holiday(&'static str, Region),
     /// A closed weekday.
     Weekend(Weekday),
 }
 
-impl std::fmt::Display for Closure<'_> {
+impl std::fmt::Display for Closure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Closure::Date => write!(f, "closure date"),
@@ -328,8 +328,13 @@ pub struct ClosedSpan {
     pub from: NaiveDate,
     /// Last closed day of the run.
     pub to: NaiveDate,
-    /// The reason, e.g. "holiday Neujahr (DE-BY)".
-    pub why: String,
+    /// The reason, written as text, e.g. "holiday Neujahr (DE-BY)".
+    #[serde(serialize_with = "as_text")]
+    pub why: Closure,
+}
+
+fn as_text<S: serde::Serializer>(c: &Closure, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(c)
 }
 
 impl std::fmt::Display for ClosedSpan {
@@ -343,7 +348,7 @@ impl std::fmt::Display for ClosedSpan {
 }
 
 /// Adds `date` (closed for `why`) to a list of runs, joining it to an adjacent run.
-fn note_closed(spans: &mut Vec<ClosedSpan>, date: NaiveDate, why: String) {
+fn note_closed(spans: &mut Vec<ClosedSpan>, date: NaiveDate, why: Closure) {
     if let Some(last) = spans.last_mut()
         && last.why == why
         && ((last.to + TimeDelta::days(1)) == date || (last.from - TimeDelta::days(1)) == date)
@@ -398,12 +403,12 @@ impl<'a> Calendar<'a> {
 
     /// Why `date` is closed, or `None` when it is open. The most specific reason wins: a
     /// closure date, then a blackout, then a holiday, then the weekend.
-    pub fn closure(&self, date: NaiveDate) -> Option<Closure<'a>> {
+    pub fn closure(&self, date: NaiveDate) -> Option<Closure> {
         if self.closed.iter().any(|md| day_matches(md, date)) {
             return Some(Closure::Date);
         }
         if let Some(b) = self.blackout.iter().find(|b| b.contains(date)) {
-            return Some(Closure::Blackout(b));
+            return Some(Closure::Blackout(*b));
         }
         if let Some(name) = super::holidays::holiday(self.region, date) {
             return Some(Closure::Holiday(name, self.region));
@@ -426,14 +431,14 @@ impl<'a> Calendar<'a> {
         };
         let mut spans = Vec::new();
         if let Some(c) = self.closure(date) {
-            note_closed(&mut spans, date, c.to_string());
+            note_closed(&mut spans, date, c);
         }
         let mut d = date;
         for _ in 0..MAX_SEARCH_DAYS {
             d = d.checked_add_signed(step)?;
             match self.closure(d) {
                 None => return Some((d, spans)),
-                Some(c) => note_closed(&mut spans, d, c.to_string()),
+                Some(c) => note_closed(&mut spans, d, c),
             }
         }
         None
@@ -454,7 +459,7 @@ impl<'a> Calendar<'a> {
                         return Some((d, spans));
                     }
                 }
-                Some(c) => note_closed(&mut spans, d, c.to_string()),
+                Some(c) => note_closed(&mut spans, d, c),
             }
         }
         None

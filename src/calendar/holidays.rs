@@ -193,7 +193,11 @@ pub fn holiday(region: Region, date: NaiveDate) -> Option<&'static str> {
     if is(&[SN]) && date.month() == 11 && (16..=22).contains(&date.day()) && date.weekday() == Weekday::Wed {
         return Some("Buß- und Bettag");
     }
-    // Easter-based dates.
+    // Easter-based dates: Karfreitag (20 March at the earliest) to Fronleichnam (24 June at the
+    // latest).
+    if !(3..=6).contains(&date.month()) {
+        return None;
+    }
     let offset = (date - easter(year)?).num_days();
     match offset {
         -2 => Some("Karfreitag"),

@@ -50,7 +50,12 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     };
     let Some(rule) = customer.rule(&args.occasion) else {
         let names: Vec<&str> = customer.rules.iter().map(|r| &*r.name).collect();
-        eprintln!("error: customer `{}` has no occasion `{}`; it has: {}", customer.id, args.occasion, names.join(", "));
+        eprintln!(
+            "error: customer `{}` has no occasion `{}`; it has: {}",
+            customer.id,
+            args.occasion,
+            names.join(", ")
+        );
         return Ok(ExitCode::from(1));
     };
     let zone = customer.timezone;
@@ -143,7 +148,13 @@ fn due(out: &mut impl Write, n: usize, o: &Occurrence) -> std::io::Result<()> {
     };
     writeln!(out, "   {:<12} {occasion}", "occasion")?;
     let time_steps = |a: &&Adjustment| {
-        matches!(a, Adjustment::WindowClamp { .. } | Adjustment::DstGap { .. } | Adjustment::DstFold { .. } | Adjustment::Jitter { .. })
+        matches!(
+            a,
+            Adjustment::WindowClamp { .. }
+                | Adjustment::DstGap { .. }
+                | Adjustment::DstFold { .. }
+                | Adjustment::Jitter { .. }
+        )
     };
     for a in o.adjustments.iter().filter(|a| !time_steps(a)) {
         writeln!(out, "   {:<12} {a}", step_name(a))?;

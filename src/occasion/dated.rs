@@ -2,7 +2,7 @@
 //! zone, never derived through UTC. Per occasion: observed date (leap-day policy) → send date
 //! (lead time) → open day (`on_closed`) → send time (window, DST, jitter) → deadline.
 
-use super::{Key, Occurrence, RuleCtx, Sink, Skipped, local_days, recipient_for, subjects, timing};
+use super::{Key, Occurrence, RuleCtx, Sink, Skipped, recipient_for, subjects, timing};
 use crate::calendar::business::{Direction, MAX_SEARCH_DAYS};
 use crate::calendar::{Adjustment, OnClosed, anniversary, end_of_local_day, observe};
 use crate::plan::{Contact, Lead, MonthDay, Trigger};
@@ -11,7 +11,7 @@ use chrono::{Datelike, NaiveDate, TimeDelta};
 /// How many days the send date can lie before (`back`) or after (`ahead`) the occasion date
 /// under this rule's lead time and closed-day policy: only occasions within this reach of the
 /// window are looked at.
-fn reach(ctx: &RuleCtx) -> (i64, i64) {
+fn reach(ctx: &RuleCtx<'_, '_>) -> (i64, i64) {
     let lead = match ctx.rule.before {
         Lead::None => 0,
         Lead::Days(n) => i64::from(n),
@@ -27,15 +27,15 @@ fn reach(ctx: &RuleCtx) -> (i64, i64) {
 }
 
 /// Years whose occasions can be due in the window, for a subject in zone `zone`.
-fn years(ctx: &RuleCtx, zone: chrono_tz::Tz) -> std::ops::RangeInclusive<i32> {
-    let (first, last) = local_days(zone, ctx.from, ctx.to);
+fn years(ctx: &RuleCtx<'_, '_>, zone: chrono_tz::Tz) -> std::ops::RangeInclusive<i32> {
+    let (first, last) = ctx.days_in(zone);
     let (back, ahead) = reach(ctx);
     let lo = first - TimeDelta::days(ahead + 1);
     let hi = last + TimeDelta::days(back + 1);
     lo.year()..=hi.year()
 }
 
-pub(super) fn rule<'a, S: Sink<'a>>(ctx: &RuleCtx<'a>, sink: &mut S) {
+pub(super) fn rule<'a, S: Sink<'a>>(ctx: &RuleCtx<'a, '_>, sink: &mut S) {
     let (customer, rule) = (ctx.customer, ctx.rule);
     match &rule.trigger {
         Trigger::Birthday => {
@@ -72,7 +72,7 @@ pub(super) fn rule<'a, S: Sink<'a>>(ctx: &RuleCtx<'a>, sink: &mut S) {
 
 /// A yearly month-day (or a one-off when `only_year` is set).
 fn yearly<'a, S: Sink<'a>>(
-    ctx: &RuleCtx<'a>,
+    ctx: &RuleCtx<'a, '_>,
     about: Option<&'a Contact>,
     md: MonthDay,
     only_year: Option<i32>,
@@ -95,9 +95,15 @@ fn yearly<'a, S: Sink<'a>>(
 }
 
 /// `leap_day = "leap_only"` in a common year: nothing is sent; `explain` says so.
-fn leap_skipped<'a, S: Sink<'a>>(ctx: &RuleCtx<'a>, about: Option<&'a Contact>, year: i32, what: &str, sink: &mut S) {
+fn leap_skipped<'a, S: Sink<'a>>(
+    ctx: &RuleCtx<'a, '_>,
+    about: Option<&'a Contact>,
+    year: i32,
+    what: &str,
+    sink: &mut S,
+) {
     let Some(feb28) = NaiveDate::from_ymd_opt(year, 2, 28) else { return };
-    let (first, last) = local_days(ctx.customer.zone_of(about), ctx.from, ctx.to);
+    let (first, last) = ctx.days_in(ctx.customer.zone_of(about));
     if (first..=last).contains(&feb28) {
         sink.skipped(Skipped {
             about,
@@ -111,7 +117,7 @@ fn leap_skipped<'a, S: Sink<'a>>(ctx: &RuleCtx<'a>, about: Option<&'a Contact>, 
 
 /// One occasion on its observed civil date.
 fn occasion<'a, S: Sink<'a>>(
-    ctx: &RuleCtx<'a>,
+    ctx: &RuleCtx<'a, '_>,
     about: Option<&'a Contact>,
     date: NaiveDate,
     leap: Option<Adjustment>,
@@ -120,7 +126,7 @@ fn occasion<'a, S: Sink<'a>>(
 ) {
     let (customer, rule, cal) = (ctx.customer, ctx.rule, &ctx.cal);
     let zone = customer.zone_of(about);
-    let (first, last) = local_days(zone, ctx.from, ctx.to);
+    let (first, last) = ctx.days_in(zone);
     let mut adjustments: Vec<Adjustment> = leap.into_iter().collect();
     let skip = |sink: &mut S, day: NaiveDate, adjustments: Vec<Adjustment>, reason: String| {
         if (first..=last).contains(&day) {
@@ -186,7 +192,7 @@ fn occasion<'a, S: Sink<'a>>(
     let nominal = super::Nominal::Date(date);
     let key = Key { customer, rule, recipient, about, nominal };
     let limit = rule.deadline.is_none().then_some(day_end);
-    let due = timing::jitter(zone, &base, cal, limit, || timing::hash(&key), &mut adjustments);
+    let due = timing::jitter(zone, &base, cal, limit, || key.hash(), &mut adjustments);
     if due.utc < ctx.from || due.utc >= ctx.to {
         return;
     }
@@ -198,9 +204,10 @@ fn occasion<'a, S: Sink<'a>>(
         nominal,
         occasion_date: date,
         deadline: rule.deadline.map_or(day_end, |d| due.utc + d),
-        due,
+        due: due.into(),
         zone,
         years,
-        adjustments,
+        // One exact allocation (a Vec would keep spare capacity in millions of occurrences).
+        adjustments: adjustments.drain(..).collect(),
     });
 }

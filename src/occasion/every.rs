@@ -5,7 +5,7 @@
 //! firing moved to Monday 09:00 merges into Monday's own 09:00 firing, and 02:00–02:59 in a
 //! spring-forward gap merge into 03:00). The output is strictly increasing in time.
 
-use super::{Key, Nominal, Occurrence, RuleCtx, Sink, Skipped, local_days, recipient_for, subjects, timing};
+use super::{Key, Nominal, Occurrence, RuleCtx, Sink, Skipped, recipient_for, subjects, timing};
 use crate::calendar::business::{Direction, MAX_SEARCH_DAYS};
 use crate::calendar::{Adjustment, Crontab, OnClosed, Resolved, end_of_local_day};
 use chrono::{NaiveDateTime, TimeDelta};
@@ -25,16 +25,16 @@ struct Firing {
     adjustments: Vec<Adjustment>,
 }
 
-pub(super) fn rule<'a, S: Sink<'a>>(ctx: &RuleCtx<'a>, cron: &Crontab, sink: &mut S) {
+pub(super) fn rule<'a, S: Sink<'a>>(ctx: &RuleCtx<'a, '_>, cron: &Crontab, sink: &mut S) {
     let (customer, rule, cal) = (ctx.customer, ctx.rule, &ctx.cal);
     let zone = customer.timezone;
-    let (first, last) = local_days(zone, ctx.from, ctx.to);
+    let (first, last) = ctx.local.days;
     let in_window = |d: chrono::NaiveDate| (first..=last).contains(&d);
     let moves = cal.has_closures() && matches!(cal.on_closed, OnClosed::Before | OnClosed::After);
     // Scan a little around the window (wall times shifted by DST or jitter), and across a run
     // of closed days next to it whose firings move into it.
-    let mut wall = ctx.from.with_timezone(&zone).naive_local() - TimeDelta::hours(26);
-    let mut stop = ctx.to.with_timezone(&zone).naive_local() + TimeDelta::hours(26);
+    let mut wall = ctx.local.from - TimeDelta::hours(26);
+    let mut stop = ctx.local.to + TimeDelta::hours(26);
     if moves && cal.on_closed == OnClosed::After {
         wall -= TimeDelta::days(cal.closed_run(first - TimeDelta::days(1), Direction::Before).into());
     }
@@ -101,6 +101,7 @@ pub(super) fn rule<'a, S: Sink<'a>>(ctx: &RuleCtx<'a>, cron: &Crontab, sink: &mu
         }
     }
 
+    let mut scratch: Vec<Adjustment> = Vec::new();
     for (i, f) in kept.iter().enumerate() {
         let day_end = end_of_local_day(zone, f.base.local.date_naive());
         let default_deadline = kept.get(i + 1).map_or(day_end, |n| n.base.utc.min(day_end));
@@ -112,9 +113,11 @@ pub(super) fn rule<'a, S: Sink<'a>>(ctx: &RuleCtx<'a>, cron: &Crontab, sink: &mu
             let recipient = recipient_for(rule, about);
             let nominal = Nominal::Wall(f.nominal);
             let key = Key { customer, rule, recipient, about, nominal };
-            let mut adjustments = f.adjustments.clone();
+            let adjustments = &mut scratch;
+            adjustments.clear();
+            adjustments.extend_from_slice(&f.adjustments);
             let limit = rule.deadline.is_none().then_some(default_deadline);
-            let due = timing::jitter(zone, &f.base, cal, limit, || timing::hash(&key), &mut adjustments);
+            let due = timing::jitter(zone, &f.base, cal, limit, || key.hash(), adjustments);
             if due.utc < ctx.from || due.utc >= ctx.to {
                 continue;
             }
@@ -126,10 +129,11 @@ pub(super) fn rule<'a, S: Sink<'a>>(ctx: &RuleCtx<'a>, cron: &Crontab, sink: &mu
                 nominal,
                 occasion_date: f.base.local.date_naive(),
                 deadline: rule.deadline.map_or(default_deadline, |d| due.utc + d),
-                due,
+                due: due.into(),
                 zone,
                 years: None,
-                adjustments,
+                // One exact allocation (a Vec would keep spare capacity in millions of occurrences).
+                adjustments: adjustments.drain(..).collect(),
             });
         }
     }

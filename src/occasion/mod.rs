@@ -14,7 +14,7 @@ mod timing;
 
 use crate::calendar::Adjustment;
 use crate::plan::{Action, Contact, Customer, Email, Plans, Rule, Target, Trigger};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeDelta, Timelike, Utc};
 use chrono_tz::Tz;
 use rayon::prelude::*;
 
@@ -40,10 +40,33 @@ pub enum Nominal {
 
 impl std::fmt::Display for Nominal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Written by hand: chrono's `format` parses its pattern on every call, and the jitter
+        // hashes this for every occurrence.
+        let ymd = |f: &mut std::fmt::Formatter<'_>, d: NaiveDate| {
+            write!(f, "{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
+        };
         match self {
-            Nominal::Date(d) => write!(f, "{}", d.format("%Y-%m-%d")),
-            Nominal::Wall(t) => write!(f, "{}", t.format("%Y-%m-%dT%H:%M")),
+            Nominal::Date(d) => ymd(f, *d),
+            Nominal::Wall(t) => {
+                ymd(f, t.date())?;
+                write!(f, "T{:02}:{:02}", t.hour(), t.minute())
+            }
         }
+    }
+}
+
+/// When an occurrence is sent: one instant, and the same instant in the recipient's zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    /// The send instant.
+    pub utc: DateTime<Utc>,
+    /// The send instant as local wall time with the zone's offset.
+    pub local: DateTime<Tz>,
+}
+
+impl From<crate::calendar::Resolved> for Due {
+    fn from(r: crate::calendar::Resolved) -> Due {
+        Due { utc: r.utc, local: r.local }
     }
 }
 
@@ -62,16 +85,17 @@ pub struct Occurrence<'a> {
     pub nominal: Nominal,
     /// The civil date of the occasion itself (the birthday, not the day a lead-time task goes).
     pub occasion_date: NaiveDate,
-    /// When to send, resolved with the DST policy in `zone`.
-    pub due: crate::calendar::Resolved,
+    /// When to send, after every policy (the DST step is among `adjustments`).
+    pub due: Due,
     /// After this instant the occurrence is stale and must not be sent.
     pub deadline: DateTime<Utc>,
     /// Zone the occurrence was computed in.
     pub zone: Tz,
     /// Years of the relationship (anniversaries only).
     pub years: Option<u32>,
-    /// Every policy that moved it from the nominal time, in the order applied.
-    pub adjustments: Vec<Adjustment>,
+    /// Every policy that moved it from the nominal time, in the order applied (boxed: exactly
+    /// as long as needed, since a year of agenda holds millions of these).
+    pub adjustments: Box<[Adjustment]>,
 }
 
 /// The outbox key `customer/rule/recipient/nominal`, written without allocating (the jitter
@@ -92,6 +116,57 @@ impl std::fmt::Display for Key<'_> {
             Recipient::Owner => write!(f, "owner:{}", self.about.map_or("customer", |c| &c.id))?,
         }
         write!(f, "/{}", self.nominal)
+    }
+}
+
+impl Key<'_> {
+    /// FNV-1a (64 bit) of the key text, fed from the parts (the same value as hashing
+    /// `to_string()`, several times faster than going through `Display`).
+    fn hash(&self) -> u64 {
+        let mut h = timing::Fnv::default();
+        h.feed(self.customer.id.as_bytes());
+        h.feed(b"/");
+        h.feed(self.rule.name.as_bytes());
+        match self.recipient {
+            Recipient::Contact(c) => {
+                h.feed(b"/contact:");
+                h.feed(c.id.as_bytes());
+            }
+            Recipient::Owner => {
+                h.feed(b"/owner:");
+                h.feed(self.about.map_or("customer", |c| &c.id).as_bytes());
+            }
+        }
+        h.feed(b"/");
+        let (date, time) = match self.nominal {
+            Nominal::Date(d) => (d, None),
+            Nominal::Wall(t) => (t.date(), Some((t.hour(), t.minute()))),
+        };
+        if !(0..=9999).contains(&date.year()) {
+            use std::fmt::Write;
+            let _ = write!(h, "{}", self.nominal);
+            return h.0;
+        }
+        let digits = |n: u32, width: usize, out: &mut [u8]| {
+            let mut n = n;
+            for i in (0..width).rev() {
+                out[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        };
+        let mut buf = *b"0000-00-00T00:00";
+        digits(date.year() as u32, 4, &mut buf[0..4]);
+        digits(date.month(), 2, &mut buf[5..7]);
+        digits(date.day(), 2, &mut buf[8..10]);
+        match time {
+            None => h.feed(&buf[..10]),
+            Some((hh, mm)) => {
+                digits(hh, 2, &mut buf[11..13]);
+                digits(mm, 2, &mut buf[14..16]);
+                h.feed(&buf);
+            }
+        }
+        h.0
     }
 }
 
@@ -194,12 +269,44 @@ fn recipient_for<'a>(rule: &Rule, about: Option<&'a Contact>) -> Recipient<'a> {
 }
 
 /// What every step of one rule's pipeline needs.
-struct RuleCtx<'a> {
+struct RuleCtx<'a, 'w> {
     customer: &'a Customer,
     rule: &'a Rule,
     cal: crate::calendar::Calendar<'a>,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
+    /// The window in the customer's zone.
+    local: &'w LocalWindow,
+}
+
+/// The window `[from, to)` as local wall times and days in one zone, converted once per
+/// customer (zone conversions are a large part of the cost of short windows).
+pub(crate) struct LocalWindow {
+    zone: Tz,
+    /// `from` as local wall time.
+    from: NaiveDateTime,
+    /// `to` as local wall time.
+    to: NaiveDateTime,
+    /// The local days `[first, last]` the window touches.
+    days: (NaiveDate, NaiveDate),
+}
+
+impl LocalWindow {
+    fn new(zone: Tz, from: DateTime<Utc>, to: DateTime<Utc>) -> LocalWindow {
+        LocalWindow {
+            zone,
+            from: from.with_timezone(&zone).naive_local(),
+            to: to.with_timezone(&zone).naive_local(),
+            days: local_days(zone, from, to),
+        }
+    }
+}
+
+impl RuleCtx<'_, '_> {
+    /// Local days `[first, last]` the window covers in `zone`.
+    fn days_in(&self, zone: Tz) -> (NaiveDate, NaiveDate) {
+        if zone == self.local.zone { self.local.days } else { local_days(zone, self.from, self.to) }
+    }
 }
 
 /// Local days `[first, last]` a window covers in `zone`.
@@ -217,7 +324,19 @@ pub fn rule_into<'a, S: Sink<'a>>(
     to: DateTime<Utc>,
     sink: &mut S,
 ) {
-    let ctx = RuleCtx { customer, rule, cal: customer.calendar_for(rule), from, to };
+    let local = LocalWindow::new(customer.timezone, from, to);
+    rule_in(customer, rule, from, to, &local, sink);
+}
+
+fn rule_in<'a, S: Sink<'a>>(
+    customer: &'a Customer,
+    rule: &'a Rule,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    local: &LocalWindow,
+    sink: &mut S,
+) {
+    let ctx = RuleCtx { customer, rule, cal: customer.calendar_for(rule), from, to, local };
     match &rule.trigger {
         Trigger::Birthday | Trigger::Anniversary { .. } | Trigger::Date(_) => dated::rule(&ctx, sink),
         Trigger::Every { cron } => every::rule(&ctx, cron, sink),
@@ -239,8 +358,9 @@ pub fn for_rule<'a>(
 
 /// All occurrences of one customer in `[from, to)`.
 pub fn for_customer<'a>(customer: &'a Customer, from: DateTime<Utc>, to: DateTime<Utc>, out: &mut Vec<Occurrence<'a>>) {
+    let local = LocalWindow::new(customer.timezone, from, to);
     for rule in customer.rules.iter() {
-        rule_into(customer, rule, from, to, out);
+        rule_in(customer, rule, from, to, &local, out);
     }
 }
 
@@ -261,25 +381,25 @@ pub fn explain<'a>(
     out
 }
 
-/// All occurrences of the given customers in `[from, to)`, in no particular order, computed
-/// in parallel.
-fn collect_from<'a>(customers: &'a [Customer], from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Occurrence<'a>> {
+/// The occurrences of the given customers in `[from, to)`, computed in parallel in chunks of
+/// customers (one vector per chunk: no repeated merging of large vectors).
+fn collect_chunks<'a>(customers: &'a [Customer], from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Vec<Occurrence<'a>>> {
     customers
-        .par_iter()
-        .fold(Vec::new, |mut v, c| {
-            for_customer(c, from, to, &mut v);
+        .par_chunks(256)
+        .map(|chunk| {
+            let mut v = Vec::new();
+            for c in chunk {
+                for_customer(c, from, to, &mut v);
+            }
             v
         })
-        .reduce(Vec::new, |mut a, mut b| {
-            a.append(&mut b);
-            a
-        })
+        .collect()
 }
 
 /// All occurrences of all customers in `[from, to)`, in no particular order (the outbox does
 /// not need one). What the daemon materialises.
 pub fn collect(plans: &Plans, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Occurrence<'_>> {
-    collect_from(&plans.customers, from, to)
+    collect_chunks(&plans.customers, from, to).concat()
 }
 
 /// Agenda order: due instant, then customer (the slice is sorted by id), rule (plan order),
@@ -300,7 +420,7 @@ fn agenda_order(a: &Occurrence, b: &Occurrence) -> std::cmp::Ordering {
 
 /// How much of the window `agenda_each` computes at once: memory holds one slice's
 /// occurrences, not the whole window's (100,000 customers × a year would be millions).
-pub const AGENDA_SLICE: TimeDelta = TimeDelta::days(61);
+pub const AGENDA_SLICE: TimeDelta = TimeDelta::days(92);
 
 /// Calls `visit` with the occurrences of `customers` due in `[from, to)`, in agenda order,
 /// one slice of [`AGENDA_SLICE`] at a time. `customers` must be one slice sorted by id (as
@@ -309,13 +429,15 @@ pub fn agenda_each<'a, E>(
     customers: &'a [Customer],
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-    mut visit: impl FnMut(&[Occurrence<'a>]) -> Result<(), E>,
+    mut visit: impl FnMut(&[&Occurrence<'a>]) -> Result<(), E>,
 ) -> Result<(), E> {
     let mut start = from;
     while start < to {
         let end = (start + AGENDA_SLICE).min(to);
-        let mut slice = collect_from(customers, start, end);
-        slice.par_sort_unstable_by(agenda_order);
+        let chunks = collect_chunks(customers, start, end);
+        // Sort references, not the (large) occurrences themselves.
+        let mut slice: Vec<&Occurrence<'a>> = chunks.iter().flatten().collect();
+        slice.par_sort_unstable_by(|a, b| agenda_order(a, b));
         visit(&slice)?;
         start = end;
     }
@@ -327,7 +449,7 @@ pub fn agenda_each<'a, E>(
 pub fn agenda(plans: &Plans, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Occurrence<'_>> {
     let mut all = Vec::new();
     let _ = agenda_each::<()>(&plans.customers, from, to, |slice| {
-        all.extend_from_slice(slice);
+        all.extend(slice.iter().map(|o| (*o).clone()));
         Ok(())
     });
     all
