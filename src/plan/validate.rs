@@ -246,18 +246,20 @@ fn calendar_settings(src: &mut Src, k: CalendarKeys) -> crate::calendar::Setting
         }
         ok.then_some(out)
     }
-    let weekend = match each(src, k.weekend, |s: &String| Ok(s.clone()), hints::WEEKEND) {
-        Some(names) => match Weekdays::parse(names.iter().map(String::as_str)) {
-            Ok(w) => Some(w),
-            Err(why) => {
-                if let Some(v) = k.weekend {
-                    src.error(v, why, hints::WEEKEND);
+    // Each name is checked at its own position; the whole list once more (not every day).
+    let weekend =
+        match each(src, k.weekend, |s: &String| Weekdays::parse([s.as_str()]).map(|_| s.clone()), hints::WEEKEND) {
+            Some(names) => match Weekdays::parse(names.iter().map(String::as_str)) {
+                Ok(w) => Some(w),
+                Err(why) => {
+                    if let Some(v) = k.weekend {
+                        src.error(v, why, hints::WEEKEND);
+                    }
+                    None
                 }
-                None
-            }
-        },
-        None => None,
-    };
+            },
+            None => None,
+        };
     let closed = each(
         src,
         k.closed,

@@ -584,3 +584,164 @@ fn sub_hourly_jitter_keeps_each_recipients_sends_in_order_and_before_the_deadlin
         .count();
     assert_eq!(at_eight, 2);
 }
+
+/// A config directory with a `[calendar]` table and one plan, for the real binary.
+fn workspace(calendar: &str, plan: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("plans")).unwrap();
+    std::fs::write(dir.path().join("plans/acme.toml"), plan).unwrap();
+    let config = format!(
+        "database_url = \"sqlite://outbox.db\"\ntemplates = \"{}\"\ntimezone = \"Europe/Berlin\"\n\n[calendar]\n{calendar}\n\n[sender]\nemail = \"team@example.com\"\nname = \"Team\"\n\n[delivery]\nkind = \"maildir\"\npath = \"maildir\"\n",
+        templates_dir().display()
+    );
+    std::fs::write(dir.path().join("contactplan.toml"), config).unwrap();
+    dir
+}
+
+fn contactplan(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let config = dir.join("contactplan.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_contactplan"))
+        .arg("--config")
+        .arg(&config)
+        .args(args)
+        .env_remove("CONTACTPLAN_DATABASE_URL")
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+const ACME_RULES: &str = "[[occasion]]\nname = \"birthday\"\non = \"birthday\"\ntemplate = \"birthday\"\n\n\
+[[occasion]]\nname = \"gift\"\non = \"date\"\ndate = \"--12-22\"\nsend = \"task\"\ntemplate = \"occasion_task\"\nblackout = [\"--12-20..--01-06\"]\non_closed = \"skip\"\n\n\
+[[occasion]]\nname = \"checkin\"\non = \"every\"\ncron = \"0 7 1 * *\"\nsend = \"task\"\ntemplate = \"checkin\"\n";
+
+#[test]
+fn agenda_json_schema_and_explain_through_the_binary() {
+    // Christmas Day 2026 is a Friday, a holiday in Bavaria; Saturday and Sunday are closed.
+    let plan = plan_text("Europe/Berlin", "region = \"DE-BY\"", &contact("pat", "1980-12-25", true), ACME_RULES);
+    let dir = workspace("window = \"08:00-18:00\"\njitter = \"10m\"\nweekend = [\"sat\", \"sun\"]", &plan);
+    let (code, stdout, stderr) =
+        contactplan(dir.path(), &["agenda", "--from", "2026-11-25", "--days", "60", "--format", "json"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let items: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(items.len(), 3, "{stdout}");
+    let mut last = String::new();
+    for i in &items {
+        for field in
+            ["due_utc", "due_local", "local_date", "timezone", "customer", "occasion", "kind", "action", "recipient"]
+        {
+            assert!(i[field].is_string(), "`{field}` in {i}");
+        }
+        let due_utc = i["due_utc"].as_str().unwrap();
+        assert!(due_utc.ends_with('Z') && DateTime::parse_from_rfc3339(due_utc).is_ok(), "{due_utc}");
+        let due_local = DateTime::parse_from_rfc3339(i["due_local"].as_str().unwrap()).unwrap();
+        assert_eq!(due_local.with_timezone(&Utc), utc(due_utc));
+        assert_eq!(i["local_date"].as_str().unwrap(), due_local.date_naive().to_string());
+        assert_eq!(i["timezone"], "Europe/Berlin");
+        assert!(["email", "task"].contains(&i["action"].as_str().unwrap()));
+        for a in i["adjustments"].as_array().unwrap() {
+            assert!(a["kind"].is_string() && a["note"].is_string(), "{a}");
+        }
+        assert!(last.as_str() <= due_utc, "sorted by due_utc");
+        last = due_utc.to_string();
+    }
+    // The checkin at 07:00 is clamped into the window; the birthday moves to Monday.
+    let checkin = &items[0];
+    assert_eq!(checkin["occasion"], "checkin");
+    assert!(checkin["due_local"].as_str().unwrap().starts_with("2026-12-01T08:"), "{checkin}");
+    let kinds = |i: &serde_json::Value| -> Vec<String> {
+        i["adjustments"].as_array().unwrap().iter().map(|a| a["kind"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(kinds(checkin), ["window_clamp", "jitter"]);
+    let birthday = &items[1];
+    assert_eq!(birthday["local_date"], "2026-12-28");
+    assert_eq!(birthday["occasion_date"], "2026-12-25");
+    assert_eq!(birthday["key"], "acme/birthday/contact:pat/2026-12-25");
+    assert_eq!(kinds(birthday), ["closed", "jitter"]);
+    assert!(birthday["adjustments"][0]["note"].as_str().unwrap().contains("holiday 1. Weihnachtstag (DE-BY)"));
+    assert_eq!(items[2]["local_date"], "2027-01-04", "Jan 1 is Neujahr, 2–3 a weekend");
+
+    // The table shows the same adjustments in words.
+    let (code, table, _) = contactplan(dir.path(), &["agenda", "--from", "2026-11-25", "--days", "60"]);
+    assert_eq!(code, Some(0));
+    assert!(table.contains("moved to 2026-12-28 (on_closed = after)") && table.contains("3 items"), "{table}");
+
+    // explain: every step, then the skipped gift.
+    let (code, text, stderr) =
+        contactplan(dir.path(), &["explain", "--customer", "acme", "--occasion", "birthday", "--year", "2026"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    for needle in [
+        "calendar  region DE-BY; weekend sat, sun; on_closed = after; window 08:00-18:00; jitter 600s",
+        "occasion     birthday on 2026-12-25 (Fri)",
+        "closed day   2026-12-25 is closed (2026-12-25 holiday 1. Weihnachtstag (DE-BY), 2026-12-26 holiday 2. Weihnachtstag (DE-BY), 2026-12-27 weekend (Sun)); moved to 2026-12-28 (on_closed = after)",
+        "send time    at 09:00 local (Europe/Berlin)",
+        "jitter       +",
+        "due          2026-12-28T09:",
+        "deadline     2026-12-29T00:00:00+01:00 (the end of the local send day)",
+        "outbox key   acme/birthday/contact:pat/2026-12-25",
+    ] {
+        assert!(text.contains(needle), "missing `{needle}` in\n{text}");
+    }
+    let (_, text, _) =
+        contactplan(dir.path(), &["explain", "--customer", "acme", "--occasion", "gift", "--year", "2026"]);
+    assert!(text.contains("NOT SENT") && text.contains("on_closed = skip"), "{text}");
+    let (code, _, stderr) = contactplan(dir.path(), &["explain", "--customer", "acme", "--occasion", "nope"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("it has: birthday, gift, checkin"), "{stderr}");
+}
+
+#[test]
+fn bad_calendar_values_are_reported_with_file_line_and_value() {
+    let plan = plan_text(
+        "Europe/Berlin",
+        "weekend = [\"sat\", \"caturday\"]\nblackout = [\"--12-20\"]",
+        &contact("pat", "1980-12-25", true),
+        "[[occasion]]\nname = \"birthday\"\non = \"birthday\"\ntemplate = \"birthday\"\nbefore = \"3 business weeks\"\nwindow = \"18:00-08:00\"\n",
+    );
+    let dir = workspace("window = \"08:00-18:00\"", &plan);
+    let (code, _, stderr) = contactplan(dir.path(), &["check"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    for (at, message) in [
+        ("acme.toml:9:19", "`caturday` is not a day of the week"),
+        ("acme.toml:10:13", "`--12-20` is not a period"),
+        ("acme.toml:23:10", "`3 business weeks` is not a lead time"),
+        ("acme.toml:24:10", "send window `18:00-08:00` must start before it ends"),
+    ] {
+        let block =
+            stderr.split("\n\n").find(|b| b.contains(at)).unwrap_or_else(|| panic!("no report at {at}:\n{stderr}"));
+        assert!(block.contains(message) && block.contains("= hint:"), "{at}: {block}");
+    }
+    // The daemon's [calendar] table is checked the same way.
+    let dir = workspace(
+        "region = \"DE-XX\"\njitter = \"soon\"",
+        &plan_text("Europe/Berlin", "", &contact("pat", "1980-12-25", true), ""),
+    );
+    let (code, _, stderr) = contactplan(dir.path(), &["check"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("contactplan.toml:6:10") && stderr.contains("unknown region `DE-XX`"), "{stderr}");
+    assert!(stderr.contains("contactplan.toml:7:10") && stderr.contains("`soon` is not a duration"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_sends_on_the_moved_day_under_the_nominal_key() {
+    use crate::helpers::{Delivery, spawn_app};
+    // Jane's birthday 2027-03-14 is a Sunday; the customer is closed on weekends.
+    let plan = plan_text(
+        "Europe/Berlin",
+        "weekend = [\"sat\", \"sun\"]\njitter = \"10m\"",
+        &contact("jane", "1982-03-14", true),
+        "[[occasion]]\nname = \"birthday\"\non = \"birthday\"\ntemplate = \"birthday\"\n",
+    );
+    let mut app = spawn_app(&[("acme", &plan)], &[], utc("2027-03-13T12:00:00Z"), Delivery::Smtp).await;
+    app.tick().await;
+    assert_eq!(app.tick_at("2027-03-14T08:30:00Z").await.accepted, 0, "nothing on the closed Sunday");
+    assert_eq!(app.tick_at("2027-03-15T07:59:59Z").await.accepted, 0, "nothing before 09:00 Monday");
+    // 09:00 CET plus a jitter below 10 minutes.
+    assert_eq!(app.tick_at("2027-03-15T08:10:00Z").await.accepted, 1);
+    let sender = contactplan::plan::Email::parse("team@example.com").unwrap();
+    let key = "acme/birthday/contact:jane/2027-03-14";
+    assert_eq!(app.smtp.messages()[0].header("Message-ID"), contactplan::mail::message_id(key, &sender));
+    // A restart recomputes the same key and time: nothing twice.
+    app.restart().await;
+    app.tick_at("2027-03-15T09:00:00Z").await;
+    assert_eq!(app.smtp.messages().len(), 1);
+}
