@@ -92,28 +92,7 @@ fn main() {
     for n in sizes {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/bench-plans/{n}"));
         support::generate(&dir, n, false).expect("generate plans");
-        // Each run in a fresh process (its own peak RSS); the first run may meet a cold page
-        // cache, the next five are warm and reported as the median.
-        let mut runs: Vec<(f64, String)> = Vec::new();
-        for i in 0..6 {
-            let out = std::process::Command::new(std::env::current_exe().expect("exe"))
-                .arg(format!("child:{n}"))
-                .output()
-                .expect("child");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            let secs: f64 = line
-                .split("time=")
-                .nth(1)
-                .and_then(|t| t.split('s').next())
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(f64::NAN);
-            println!("  run {i}{}: {line}", if i == 0 { " (maybe cold)" } else { "" });
-            if i > 0 {
-                runs.push((secs, line));
-            }
-        }
-        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-        println!("MEDIAN {}", runs[runs.len() / 2].1);
+        // Six fresh processes; the median of the last five (the first may meet a cold cache).
+        support::median_of_children(n, 6);
     }
 }

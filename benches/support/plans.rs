@@ -72,3 +72,30 @@ pub fn cpu_seconds() -> f64 {
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
 }
+
+/// Runs this benchmark binary `runs` times as `child:N` (a fresh process each, so its peak
+/// RSS is its own), prints each line, and prints the median of all but the first run (which
+/// may meet a cold page cache) by the ` time=` figure.
+pub fn median_of_children(n: usize, runs: usize) {
+    let mut lines: Vec<(f64, String)> = Vec::new();
+    for i in 0..runs {
+        let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .arg(format!("child:{n}"))
+            .output()
+            .expect("child");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let secs: f64 = line
+            .split(" time=")
+            .nth(1)
+            .and_then(|t| t.split('s').next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(f64::NAN);
+        println!("  run {i}{}: {line}", if i == 0 { " (maybe cold)" } else { "" });
+        if i > 0 {
+            lines.push((secs, line));
+        }
+    }
+    lines.sort_by(|a, b| a.0.total_cmp(&b.0));
+    println!("MEDIAN {}", lines[lines.len() / 2].1);
+}

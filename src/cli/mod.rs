@@ -101,3 +101,22 @@ fn load_workspace(config: &crate::config::Config) -> crate::app::Workspace {
 fn parse_date(s: &str) -> Result<chrono::NaiveDate, String> {
     chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| format!("`{s}` is not a date; write YYYY-MM-DD"))
 }
+
+/// The customer and one of its rules, or the error message (with the rule names it has) and
+/// exit code 1.
+fn customer_rule<'a>(
+    plans: &'a crate::plan::Plans,
+    customer: &str,
+    occasion: &str,
+) -> Result<(&'a crate::plan::Customer, &'a crate::plan::Rule), ExitCode> {
+    let Some(c) = plans.get(customer) else {
+        eprintln!("error: no valid plan for customer `{customer}` (run `contactplan check`)");
+        return Err(ExitCode::from(1));
+    };
+    let Some(rule) = c.rule(occasion) else {
+        let names: Vec<&str> = c.rules.iter().map(|r| &*r.name).collect();
+        eprintln!("error: customer `{}` has no occasion `{occasion}`; it has: {}", c.id, names.join(", "));
+        return Err(ExitCode::from(1));
+    };
+    Ok((c, rule))
+}
