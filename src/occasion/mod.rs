@@ -381,25 +381,33 @@ pub fn explain<'a>(
     out
 }
 
-/// The occurrences of the given customers in `[from, to)`, computed in parallel in chunks of
-/// customers (one vector per chunk: no repeated merging of large vectors).
-fn collect_chunks<'a>(customers: &'a [Customer], from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Vec<Occurrence<'a>>> {
-    customers
-        .par_chunks(256)
-        .map(|chunk| {
-            let mut v = Vec::new();
-            for c in chunk {
-                for_customer(c, from, to, &mut v);
-            }
-            v
-        })
-        .collect()
+/// Customers per parallel work item.
+const CUSTOMERS_PER_CHUNK: usize = 256;
+
+/// Fills `chunks` (one vector per chunk of customers, reused between calls so a long agenda
+/// does not return memory to the system and fault it back in every slice) with the
+/// occurrences of `customers` in `[from, to)`, computed in parallel.
+fn fill_chunks<'a>(
+    customers: &'a [Customer],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    chunks: &mut Vec<Vec<Occurrence<'a>>>,
+) {
+    chunks.resize_with(customers.len().div_ceil(CUSTOMERS_PER_CHUNK), Vec::new);
+    chunks.par_iter_mut().zip(customers.par_chunks(CUSTOMERS_PER_CHUNK)).for_each(|(v, chunk)| {
+        v.clear();
+        for c in chunk {
+            for_customer(c, from, to, v);
+        }
+    });
 }
 
 /// All occurrences of all customers in `[from, to)`, in no particular order (the outbox does
 /// not need one). What the daemon materialises.
 pub fn collect(plans: &Plans, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Occurrence<'_>> {
-    collect_chunks(&plans.customers, from, to).concat()
+    let mut chunks = Vec::new();
+    fill_chunks(&plans.customers, from, to, &mut chunks);
+    chunks.concat()
 }
 
 /// Agenda order: due instant, then customer (the slice is sorted by id), rule (plan order),
@@ -432,13 +440,15 @@ pub fn agenda_each<'a, E>(
     mut visit: impl FnMut(&[&Occurrence<'a>]) -> Result<(), E>,
 ) -> Result<(), E> {
     let mut start = from;
+    let mut chunks = Vec::new();
     while start < to {
         let end = (start + AGENDA_SLICE).min(to);
-        let chunks = collect_chunks(customers, start, end);
+        fill_chunks(customers, start, end, &mut chunks);
         // Sort references, not the (large) occurrences themselves.
-        let mut slice: Vec<&Occurrence<'a>> = chunks.iter().flatten().collect();
-        slice.par_sort_unstable_by(|a, b| agenda_order(a, b));
-        visit(&slice)?;
+        let mut refs: Vec<&Occurrence<'a>> = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
+        refs.extend(chunks.iter().flatten());
+        refs.par_sort_unstable_by(|a, b| agenda_order(a, b));
+        visit(&refs)?;
         start = end;
     }
     Ok(())
