@@ -607,6 +607,15 @@ fn build_rule(src: &mut Src, raw: &Spanned<RawRule>, base: Option<&Rule>, ctx: &
     if src.diags.len() > before_errors {
         return None;
     }
+    // A lead time means nothing to a crontab (say so rather than ignore it silently).
+    if kind == "every"
+        && let Some(b) = &r.before
+    {
+        let d = Diagnostic::at(src.path, src.text, Some(b.span()), "`before` has no effect on `on = \"every\"` rules")
+            .hint("remove it, or write the crontab for the earlier time")
+            .warning();
+        src.diags.push(d);
+    }
     Some(Rule {
         name: r.name.get_ref().as_str().into(),
         trigger,

@@ -745,3 +745,13 @@ async fn the_daemon_sends_on_the_moved_day_under_the_nominal_key() {
     app.tick_at("2027-03-15T09:00:00Z").await;
     assert_eq!(app.smtp.messages().len(), 1);
 }
+
+#[test]
+fn a_lead_time_on_a_crontab_rule_is_a_warning_not_silence() {
+    let rules = "[[occasion]]\nname = \"checkin\"\non = \"every\"\ncron = \"0 9 1 * *\"\nsend = \"task\"\ntemplate = \"checkin\"\nbefore = \"3d\"\n";
+    let dir = workspace("", &plan_text("Europe/Berlin", "", &contact("pat", "1980-12-25", true), rules));
+    let (code, stdout, stderr) = contactplan(dir.path(), &["check"]);
+    assert_eq!(code, Some(0), "a warning does not fail the check: {stderr}");
+    assert!(stderr.contains("warning: `before` has no effect on `on = \"every\"` rules"), "{stderr}");
+    assert!(stdout.contains("1 warnings") || stdout.contains("1 warning"), "{stdout}");
+}
