@@ -364,9 +364,13 @@ fn note_closed(spans: &mut Vec<ClosedSpan>, date: NaiveDate, why: Closure) {
 /// which already include the daemon defaults). Cheap to build: it only borrows.
 #[derive(Debug, Clone, Copy)]
 pub struct Calendar<'a> {
+    /// Whose public holidays are closed (`Region::None`: none).
     region: Region,
+    /// Weekdays that are always closed.
     weekend: Weekdays,
+    /// Extra closure dates, borrowed from the settings.
     closed: &'a [MonthDay],
+    /// Blackout periods, borrowed from the settings.
     blackout: &'a [Blackout],
     /// What the rule does on a closed send day.
     pub on_closed: OnClosed,
@@ -379,7 +383,9 @@ pub struct Calendar<'a> {
 /// Direction of a move off a closed day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
+    /// Towards earlier days.
     Before,
+    /// Towards later days.
     After,
 }
 

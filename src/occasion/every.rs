@@ -22,6 +22,7 @@ struct Firing {
     base: Resolved,
     /// Whether a closed day, the window or a DST gap moved its wall time.
     moved: bool,
+    /// What moved it (closed day, window, DST), copied into each recipient's occurrence.
     adjustments: Vec<Adjustment>,
 }
 

@@ -101,10 +101,15 @@ pub struct Occurrence<'a> {
 /// The outbox key `customer/rule/recipient/nominal`, written without allocating (the jitter
 /// hashes it).
 struct Key<'a> {
+    /// First part: the customer id.
     customer: &'a Customer,
+    /// Second part: the rule name.
     rule: &'a Rule,
+    /// Third part: `contact:<id>` or `owner:<about>`.
     recipient: Recipient<'a>,
+    /// The contact an owner task is about.
     about: Option<&'a Contact>,
+    /// Last part: the nominal date or wall time.
     nominal: Nominal,
 }
 
@@ -238,7 +243,9 @@ impl<'a> Sink<'a> for Vec<Occurrence<'a>> {
 /// One line of `explain`: an occurrence, or an occasion that is not sent.
 #[derive(Debug, Clone)]
 pub enum Explained<'a> {
+    /// Sent, with every adjustment.
     Due(Occurrence<'a>),
+    /// Not sent, with the reason.
     Skipped(Skipped<'a>),
 }
 
@@ -270,10 +277,15 @@ fn recipient_for<'a>(rule: &Rule, about: Option<&'a Contact>) -> Recipient<'a> {
 
 /// What every step of one rule's pipeline needs.
 struct RuleCtx<'a, 'w> {
+    /// Whose occasions.
     customer: &'a Customer,
+    /// Which rule.
     rule: &'a Rule,
+    /// The rule's effective business calendar and send window.
     cal: crate::calendar::Calendar<'a>,
+    /// Start of the window (inclusive): occurrences due from here.
     from: DateTime<Utc>,
+    /// End of the window (exclusive).
     to: DateTime<Utc>,
     /// The window in the customer's zone.
     local: &'w LocalWindow,
@@ -444,10 +456,12 @@ pub fn agenda_each<'a, E>(
     while start < to {
         let end = (start + AGENDA_SLICE).min(to);
         fill_chunks(customers, start, end, &mut chunks);
-        // Sort references, not the (large) occurrences themselves.
-        let mut refs: Vec<&Occurrence<'a>> = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
-        refs.extend(chunks.iter().flatten());
-        refs.par_sort_unstable_by(|a, b| agenda_order(a, b));
+        // Sort references keyed by due time (compared without touching the occurrences, which
+        // are large and scattered); only equal times look further.
+        let mut keyed: Vec<(DateTime<Utc>, &Occurrence<'a>)> = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
+        keyed.extend(chunks.iter().flatten().map(|o| (o.due.utc, o)));
+        keyed.par_sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| agenda_order(a.1, b.1)));
+        let refs: Vec<&Occurrence<'a>> = keyed.into_iter().map(|(_, o)| o).collect();
         visit(&refs)?;
         start = end;
     }
