@@ -6,7 +6,11 @@
 //! Each size runs in its own child process so peak RSS (VmHWM) belongs to that size alone.
 //! Generated plans are cached under target/bench-plans/<N>/.
 
+#[path = "support/plans.rs"]
+mod support;
+
 use contactplan::plan::{self, Sources};
+use support::peak_rss_kib;
 
 /// The same allocator as the binary.
 #[global_allocator]
@@ -14,56 +18,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use contactplan::render::TemplateCatalog;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-fn generate(dir: &Path, n: usize) -> std::io::Result<()> {
-    let done = dir.join(".complete");
-    if done.exists() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(dir.join("plans"))?;
-    std::fs::create_dir_all(dir.join("playbooks"))?;
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/playbooks/standard.toml"),
-        dir.join("playbooks/standard.toml"),
-    )?;
-    let zones = ["Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe", "Europe/London"];
-    for i in 0..n {
-        let tz = zones[i % zones.len()];
-        let lang = if i % 3 == 0 { "en" } else { "de" };
-        let mut s = format!(
-            "[customer]\nid = \"c{i:06}\"\nname = \"Kunde {i} GmbH & Co. KG\"\nsince = {}-{:02}-{:02}\nowner = \"sales{}@example.com\"\ntimezone = \"{tz}\"\nlanguage = \"{lang}\"\nphase = \"growth\"\nplaybook = \"standard\"\n",
-            1990 + i % 35,
-            1 + i % 12,
-            1 + i % 28,
-            i % 40
-        );
-        for c in 0..3 {
-            s.push_str(&format!(
-                "\n[[contact]]\nid = \"p{c}\"\nname = \"Person{c} Nachname{i}\"\ngender = \"{}\"\nemail = \"person{c}.n{i}@kunde{i}.example\"\nbirthday = {}-{:02}-{:02}\ntone = \"{}\"\n{}",
-                if c % 2 == 0 { "female" } else { "male" },
-                1960 + (i + c) % 40,
-                1 + (i + c) % 12,
-                1 + (i * 7 + c) % 28,
-                if c == 1 { "informal" } else { "formal" },
-                if c == 0 { "primary = true\n" } else { "" }
-            ));
-        }
-        s.push_str("\n[[occasion]]\nname = \"checkin\"\ncron = \"0 9 1 * *\"\n");
-        std::fs::write(dir.join("plans").join(format!("c{i:06}.toml")), s)?;
-    }
-    std::fs::write(done, b"")
-}
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0))
-        })
-        .unwrap_or(0)
-}
 
 fn measure(n: usize) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/bench-plans/{n}"));
@@ -76,6 +30,7 @@ fn measure(n: usize) {
             playbooks_dir: &dir.join("playbooks"),
             templates: &catalog,
             default_timezone: chrono_tz::Europe::Berlin,
+            default_calendar: &Default::default(),
         },
         &|| {},
     );
@@ -112,6 +67,7 @@ fn in_memory(n: usize) {
         broken: &broken,
         templates: &catalog,
         default_tz: chrono_tz::Europe::Berlin,
+        default_calendar: &Default::default(),
         crontabs: &crontabs,
     };
     for _ in 0..3 {
@@ -135,29 +91,8 @@ fn main() {
         if args.is_empty() { vec![10_000, 100_000] } else { args.iter().filter_map(|a| a.parse().ok()).collect() };
     for n in sizes {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/bench-plans/{n}"));
-        generate(&dir, n).expect("generate plans");
-        // Each run in a fresh process (its own peak RSS); the first run may meet a cold page
-        // cache, the next five are warm and reported as the median.
-        let mut runs: Vec<(f64, String)> = Vec::new();
-        for i in 0..6 {
-            let out = std::process::Command::new(std::env::current_exe().expect("exe"))
-                .arg(format!("child:{n}"))
-                .output()
-                .expect("child");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            let secs: f64 = line
-                .split("time=")
-                .nth(1)
-                .and_then(|t| t.split('s').next())
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(f64::NAN);
-            println!("  run {i}{}: {line}", if i == 0 { " (maybe cold)" } else { "" });
-            if i > 0 {
-                runs.push((secs, line));
-            }
-        }
-        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-        println!("MEDIAN {}", runs[runs.len() / 2].1);
+        support::generate(&dir, n, false).expect("generate plans");
+        // Six fresh processes; the median of the last five (the first may meet a cold cache).
+        support::median_of_children(n, 6);
     }
 }

@@ -29,6 +29,7 @@ impl Workspace {
                 playbooks_dir: &config.playbooks_dir,
                 templates: renderer.catalog(),
                 default_timezone: config.default_timezone,
+                default_calendar: &config.calendar,
             },
             progress,
         );

@@ -37,6 +37,8 @@ pub struct Config {
     pub batch_size: u32,
     /// Where failed, missed and unknown-outcome reports go (a digest email); `None`: log only.
     pub ops_email: Option<Email>,
+    /// `[calendar]`: business-calendar and send-window defaults under every customer's keys.
+    pub calendar: crate::calendar::Settings,
 }
 
 /// The From: identity.
@@ -124,6 +126,7 @@ struct RawConfig {
     sender: RawSender,
     delivery: RawDelivery,
     ops: Option<RawOps>,
+    calendar: Option<crate::plan::RawCalendar>,
 }
 
 #[derive(Deserialize)]
@@ -219,6 +222,13 @@ impl Config {
             errors.push(Diagnostic::at(path, text, span, "batch_size must be between 1 and 10000"));
         }
         let delivery = Self::delivery(path, text, raw.delivery, &resolve, &mut errors);
+        let calendar = match &raw.calendar {
+            None => crate::calendar::Settings::default(),
+            Some(c) => crate::plan::calendar_table(path, text, c).unwrap_or_else(|mut diags| {
+                errors.append(&mut diags);
+                crate::calendar::Settings::default()
+            }),
+        };
         let database_url = match std::env::var(ENV_DATABASE_URL) {
             Ok(url) if !url.is_empty() => url,
             _ => {
@@ -253,6 +263,7 @@ impl Config {
             http_bind: raw.http_bind,
             batch_size,
             ops_email,
+            calendar,
         })
     }
 }

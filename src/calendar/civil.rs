@@ -6,47 +6,10 @@
 //! * **Feb 29** in common years: `feb28` (default), `mar1`, or `leap_only` (skipped).
 //! * Date-only occasions are civil dates in the recipient's zone; they never pass through UTC.
 
+use super::Adjustment;
 use crate::plan::{LeapDay, MonthDay};
 use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
-
-/// A deviation from the nominal time that a policy caused; shown by `agenda` and `explain`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Adjustment {
-    /// The local time fell into a DST gap and was moved to the end of the gap.
-    DstGap { nominal: NaiveDateTime, shifted_to: NaiveDateTime },
-    /// The local time happened twice; the earlier instant was used.
-    DstFold { local: NaiveDateTime },
-    /// A Feb 29 date observed on another day in a common year.
-    LeapDay { nominal: String, observed: NaiveDate, policy: &'static str },
-    /// Sent this many calendar days before the occasion (`before`).
-    LeadTime { days: u32, occasion_date: NaiveDate },
-}
-
-impl std::fmt::Display for Adjustment {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Adjustment::DstGap { nominal, shifted_to } => {
-                write!(
-                    f,
-                    "{} does not exist (DST gap); sent at {}",
-                    nominal.format("%H:%M"),
-                    shifted_to.format("%H:%M")
-                )
-            }
-            Adjustment::DstFold { local } => {
-                write!(f, "{} occurs twice (DST fold); the earlier one is used", local.format("%H:%M"))
-            }
-            Adjustment::LeapDay { observed, policy, .. } => {
-                write!(f, "Feb 29 observed on {observed} (leap_day = {policy})")
-            }
-            Adjustment::LeadTime { days, occasion_date } => {
-                write!(f, "{days} days before the occasion on {occasion_date}")
-            }
-        }
-    }
-}
 
 /// A local wall time resolved to an instant.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -60,11 +60,14 @@ fn expand(field: &str, min: u32, max: u32, names: &[&str], name_base: u32) -> Re
         let (lo, hi) = if range == "*" {
             (min, max)
         } else if let Some((a, b)) = range.split_once('-') {
-            let (a, mut b) = (value(a)?, value(b)?);
-            // Day of week: `fri-sun` ends on Sunday written as 0; read it as 7.
-            if max == 7 && b == 0 && a > 0 {
-                b = 7;
+            let (a_val, mut b_val) = (value(a)?, value(b)?);
+            // Day of week: a range that ends on Sunday (`fri-sun`, `5-0`) runs to the end of
+            // the week, Sunday read as 7; the name `sun` at the end always means 7 (as croner
+            // reads it), so `0-sun` is the whole week.
+            if max == 7 && b_val == 0 && (a_val > 0 || b.eq_ignore_ascii_case("sun")) {
+                b_val = 7;
             }
+            let (a, b) = (a_val, b_val);
             if a > b {
                 return Err(format!("range {a}-{b} runs backwards"));
             }

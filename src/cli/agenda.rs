@@ -89,6 +89,8 @@ pub fn item(o: &Occurrence) -> Item {
 }
 
 pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
+    use serde::ser::{SerializeSeq, Serializer};
+    use std::io::Write;
     let config = match super::load_config(config_path) {
         Ok(c) => c,
         Err(code) => return Ok(code),
@@ -98,37 +100,64 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     if errors > 0 {
         eprintln!("warning: {errors} plan problems; run `contactplan check`. Showing the valid plans.");
     }
+    let plans = &ws.loaded.plans;
+    let customers: &[crate::plan::Customer] = match args.customer.as_deref() {
+        None => &plans.customers,
+        Some(id) => match plans.get(id) {
+            Some(c) => std::slice::from_ref(c),
+            None => {
+                eprintln!("error: no valid plan for customer `{id}` (run `contactplan check`)");
+                return Ok(ExitCode::from(1));
+            }
+        },
+    };
     let tz = config.default_timezone;
     let from_day = args.from.unwrap_or_else(|| Utc::now().with_timezone(&tz).date_naive());
     let from: DateTime<Utc> = crate::calendar::resolve_local(tz, from_day.and_time(NaiveTime::MIN)).utc;
     let to =
         crate::calendar::resolve_local(tz, (from_day + TimeDelta::days(args.days.into())).and_time(NaiveTime::MIN)).utc;
-    let all = occasion::agenda(&ws.loaded.plans, from, to);
-    let items: Vec<Item> =
-        all.iter().filter(|o| args.customer.as_deref().is_none_or(|c| *o.customer.id == *c)).map(item).collect();
+    // Streamed slice by slice (see `occasion::agenda_each`): a year of 100,000 customers never
+    // sits in memory at once.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut count = 0usize;
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&items)?),
+        Format::Json => {
+            let mut ser = serde_json::Serializer::pretty(&mut out);
+            let mut seq = ser.serialize_seq(None)?;
+            occasion::agenda_each(customers, from, to, |slice| {
+                slice.iter().try_for_each(|o| seq.serialize_element(&item(o)))
+            })?;
+            seq.end()?;
+            writeln!(out)?;
+        }
         Format::Table => {
-            println!(
+            writeln!(
+                out,
                 "{:<25} {:<20} {:<16} {:<18} {:<6} {:<34} NOTES",
                 "LOCAL", "UTC", "CUSTOMER", "OCCASION", "ACTION", "TO"
-            );
-            for i in &items {
-                let notes: Vec<&str> =
-                    i.adjustments.iter().filter_map(|a| a.get("note").and_then(|n| n.as_str())).collect();
-                println!(
-                    "{:<25} {:<20} {:<16} {:<18} {:<6} {:<34} {}",
-                    i.due_local,
-                    i.due_utc,
-                    i.customer,
-                    i.occasion,
-                    i.action,
-                    i.recipient,
-                    notes.join("; ")
-                );
-            }
-            println!("{} items from {} for {} days", items.len(), from_day, args.days);
+            )?;
+            occasion::agenda_each(customers, from, to, |slice| -> std::io::Result<()> {
+                for o in slice {
+                    let i = item(o);
+                    let notes: Vec<String> = o.adjustments.iter().map(|a| a.to_string()).collect();
+                    writeln!(
+                        out,
+                        "{:<25} {:<20} {:<16} {:<18} {:<6} {:<34} {}",
+                        i.due_local,
+                        i.due_utc,
+                        i.customer,
+                        i.occasion,
+                        i.action,
+                        i.recipient,
+                        notes.join("; ")
+                    )?;
+                }
+                count += slice.len();
+                Ok(())
+            })?;
+            writeln!(out, "{count} items from {from_day} for {} days", args.days)?;
         }
     }
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }

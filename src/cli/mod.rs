@@ -2,6 +2,7 @@
 
 mod agenda;
 mod check;
+mod explain;
 mod preview;
 mod run;
 
@@ -17,7 +18,7 @@ use std::process::ExitCode;
     about = "Keeps B2B customer relationships warm: contact plans in, greetings and tasks out."
 )]
 #[command(
-    after_help = "Examples:\n  contactplan check\n  contactplan agenda --days 14\n  contactplan preview --customer acme --occasion birthday\n  contactplan run --config /etc/contactplan/contactplan.toml"
+    after_help = "Examples:\n  contactplan check\n  contactplan agenda --days 14\n  contactplan preview --customer acme --occasion birthday\n  contactplan explain --customer acme --occasion birthday --year 2027\n  contactplan run --config /etc/contactplan/contactplan.toml"
 )]
 pub struct Cli {
     /// The daemon configuration file.
@@ -41,6 +42,7 @@ pub enum Command {
     Check(check::Args),
     Agenda(agenda::Args),
     Preview(preview::Args),
+    Explain(explain::Args),
     Run(run::Args),
 }
 
@@ -51,6 +53,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Check(args) => check::run(&cli.config, args),
         Command::Agenda(args) => agenda::run(&cli.config, args),
         Command::Preview(args) => preview::run(&cli.config, args),
+        Command::Explain(args) => explain::run(&cli.config, args),
         Command::Run(args) => run::run(&cli.config, args),
     };
     match result {
@@ -97,4 +100,23 @@ fn load_workspace(config: &crate::config::Config) -> crate::app::Workspace {
 /// A date argument (YYYY-MM-DD).
 fn parse_date(s: &str) -> Result<chrono::NaiveDate, String> {
     chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| format!("`{s}` is not a date; write YYYY-MM-DD"))
+}
+
+/// The customer and one of its rules, or the error message (with the rule names it has) and
+/// exit code 1.
+fn customer_rule<'a>(
+    plans: &'a crate::plan::Plans,
+    customer: &str,
+    occasion: &str,
+) -> Result<(&'a crate::plan::Customer, &'a crate::plan::Rule), ExitCode> {
+    let Some(c) = plans.get(customer) else {
+        eprintln!("error: no valid plan for customer `{customer}` (run `contactplan check`)");
+        return Err(ExitCode::from(1));
+    };
+    let Some(rule) = c.rule(occasion) else {
+        let names: Vec<&str> = c.rules.iter().map(|r| &*r.name).collect();
+        eprintln!("error: customer `{}` has no occasion `{occasion}`; it has: {}", c.id, names.join(", "));
+        return Err(ExitCode::from(1));
+    };
+    Ok((c, rule))
 }

@@ -35,19 +35,9 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let ws = super::load_workspace(&config);
-    let Some(customer) = ws.loaded.plans.get(&args.customer) else {
-        eprintln!("error: no valid plan for customer `{}` (run `contactplan check`)", args.customer);
-        return Ok(ExitCode::from(1));
-    };
-    let Some(rule) = customer.rule(&args.occasion) else {
-        let names: Vec<&str> = customer.rules.iter().map(|r| &*r.name).collect();
-        eprintln!(
-            "error: customer `{}` has no occasion `{}`; it has: {}",
-            customer.id,
-            args.occasion,
-            names.join(", ")
-        );
-        return Ok(ExitCode::from(1));
+    let (customer, rule) = match super::customer_rule(&ws.loaded.plans, &args.customer, &args.occasion) {
+        Ok(found) => found,
+        Err(code) => return Ok(code),
     };
     let day = args.date.unwrap_or_else(|| Utc::now().with_timezone(&customer.timezone).date_naive());
     let from = crate::calendar::resolve_local(customer.timezone, day.and_time(NaiveTime::MIN)).utc;

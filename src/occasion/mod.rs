@@ -2,12 +2,23 @@
 //! Pure and deterministic: the same plans and window always give the same occurrences, keyed
 //! by the *nominal* occasion (customer, rule, recipient, nominal local date or wall time), so
 //! restarts, clock jumps and several daemons never produce a second key for one occasion.
+//!
+//! One pipeline serves the daemon (`collect`), `agenda` (`agenda_each`, in bounded memory),
+//! `preview` (`for_rule`) and `explain` (`explain`): occasion date → leap day → lead time →
+//! closed day (`on_closed`) → send time in the window → DST → per-recipient jitter →
+//! deadline. Each step that moves the time appends an [`Adjustment`].
 
-use crate::calendar::{Adjustment, Resolved, anniversary, end_of_local_day, observe, resolve_local};
-use crate::plan::{Action, Contact, Customer, Email, Lead, MonthDay, Plans, Rule, Target, Trigger};
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeDelta, Utc};
+mod dated;
+mod every;
+mod timing;
+
+use crate::calendar::Adjustment;
+use crate::plan::{Action, Contact, Customer, Email, Plans, Rule, Target, Trigger};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeDelta, Timelike, Utc};
 use chrono_tz::Tz;
 use rayon::prelude::*;
+
+pub use every::MAX_FIRES_PER_RULE;
 
 /// Who receives the message.
 #[derive(Debug, Clone, Copy)]
@@ -18,8 +29,8 @@ pub enum Recipient<'a> {
     Owner,
 }
 
-/// The nominal time an occurrence stands for (before lead times and DST policies).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The nominal time an occurrence stands for (before lead times and other policies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Nominal {
     /// A civil date (birthday, anniversary, fixed date).
     Date(NaiveDate),
@@ -29,40 +40,155 @@ pub enum Nominal {
 
 impl std::fmt::Display for Nominal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Written by hand: chrono's `format` parses its pattern on every call, and the jitter
+        // hashes this for every occurrence.
+        let ymd = |f: &mut std::fmt::Formatter<'_>, d: NaiveDate| {
+            write!(f, "{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
+        };
         match self {
-            Nominal::Date(d) => write!(f, "{}", d.format("%Y-%m-%d")),
-            Nominal::Wall(t) => write!(f, "{}", t.format("%Y-%m-%dT%H:%M")),
+            Nominal::Date(d) => ymd(f, *d),
+            Nominal::Wall(t) => {
+                ymd(f, t.date())?;
+                write!(f, "T{:02}:{:02}", t.hour(), t.minute())
+            }
         }
+    }
+}
+
+/// When an occurrence is sent: one instant, and the same instant in the recipient's zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    /// The send instant.
+    pub utc: DateTime<Utc>,
+    /// The send instant as local wall time with the zone's offset.
+    pub local: DateTime<Tz>,
+}
+
+impl From<crate::calendar::Resolved> for Due {
+    fn from(r: crate::calendar::Resolved) -> Due {
+        Due { utc: r.utc, local: r.local }
     }
 }
 
 /// One concrete thing to send.
 #[derive(Debug, Clone)]
 pub struct Occurrence<'a> {
+    /// The customer the rule belongs to.
     pub customer: &'a Customer,
+    /// The rule that produced it.
     pub rule: &'a Rule,
     /// The contact the occasion concerns; `None` when it concerns the customer as a whole.
     pub about: Option<&'a Contact>,
+    /// Where the message goes.
     pub recipient: Recipient<'a>,
+    /// The occasion it stands for: part of the outbox key, never moved by policies.
     pub nominal: Nominal,
     /// The civil date of the occasion itself (the birthday, not the day a lead-time task goes).
     pub occasion_date: NaiveDate,
-    /// When to send, resolved with the DST policy in `zone`.
-    pub due: Resolved,
+    /// When to send, after every policy (the DST step is among `adjustments`).
+    pub due: Due,
     /// After this instant the occurrence is stale and must not be sent.
     pub deadline: DateTime<Utc>,
     /// Zone the occurrence was computed in.
     pub zone: Tz,
     /// Years of the relationship (anniversaries only).
     pub years: Option<u32>,
-    /// Every policy that moved it from the nominal time.
-    pub adjustments: Vec<Adjustment>,
+    /// Every policy that moved it from the nominal time, in the order applied (boxed: exactly
+    /// as long as needed, since a year of agenda holds millions of these).
+    pub adjustments: Box<[Adjustment]>,
 }
 
-impl Occurrence<'_> {
+/// The outbox key `customer/rule/recipient/nominal`, written without allocating (the jitter
+/// hashes it).
+struct Key<'a> {
+    /// First part: the customer id.
+    customer: &'a Customer,
+    /// Second part: the rule name.
+    rule: &'a Rule,
+    /// Third part: `contact:<id>` or `owner:<about>`.
+    recipient: Recipient<'a>,
+    /// The contact an owner task is about.
+    about: Option<&'a Contact>,
+    /// Last part: the nominal date or wall time.
+    nominal: Nominal,
+}
+
+impl std::fmt::Display for Key<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/", self.customer.id, self.rule.name)?;
+        match self.recipient {
+            Recipient::Contact(c) => write!(f, "contact:{}", c.id)?,
+            Recipient::Owner => write!(f, "owner:{}", self.about.map_or("customer", |c| &c.id))?,
+        }
+        write!(f, "/{}", self.nominal)
+    }
+}
+
+impl Key<'_> {
+    /// FNV-1a (64 bit) of the key text, fed from the parts (the same value as hashing
+    /// `to_string()`, several times faster than going through `Display`).
+    fn hash(&self) -> u64 {
+        let mut h = timing::Fnv::default();
+        h.feed(self.customer.id.as_bytes());
+        h.feed(b"/");
+        h.feed(self.rule.name.as_bytes());
+        match self.recipient {
+            Recipient::Contact(c) => {
+                h.feed(b"/contact:");
+                h.feed(c.id.as_bytes());
+            }
+            Recipient::Owner => {
+                h.feed(b"/owner:");
+                h.feed(self.about.map_or("customer", |c| &c.id).as_bytes());
+            }
+        }
+        h.feed(b"/");
+        let (date, time) = match self.nominal {
+            Nominal::Date(d) => (d, None),
+            Nominal::Wall(t) => (t.date(), Some((t.hour(), t.minute()))),
+        };
+        if !(0..=9999).contains(&date.year()) {
+            use std::fmt::Write;
+            let _ = write!(h, "{}", self.nominal);
+            return h.0;
+        }
+        let digits = |n: u32, width: usize, out: &mut [u8]| {
+            let mut n = n;
+            for i in (0..width).rev() {
+                out[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        };
+        let mut buf = *b"0000-00-00T00:00";
+        digits(date.year() as u32, 4, &mut buf[0..4]);
+        digits(date.month(), 2, &mut buf[5..7]);
+        digits(date.day(), 2, &mut buf[8..10]);
+        match time {
+            None => h.feed(&buf[..10]),
+            Some((hh, mm)) => {
+                digits(hh, 2, &mut buf[11..13]);
+                digits(mm, 2, &mut buf[14..16]);
+                h.feed(&buf);
+            }
+        }
+        h.0
+    }
+}
+
+impl<'a> Occurrence<'a> {
+    fn key_parts(&self) -> Key<'a> {
+        Key {
+            customer: self.customer,
+            rule: self.rule,
+            recipient: self.recipient,
+            about: self.about,
+            nominal: self.nominal,
+        }
+    }
+
     /// The outbox key; unique per nominal occasion and recipient.
     pub fn key(&self) -> String {
-        format!("{}/{}/{}/{}", self.customer.id, self.rule.name, self.recipient_key(), self.nominal)
+        self.key_parts().to_string()
     }
 
     /// `contact:<id>` or `owner:<about>`; stable across email address changes.
@@ -85,19 +211,149 @@ impl Occurrence<'_> {
     }
 }
 
-/// Contacts a rule concerns (before birthday filtering).
-fn subjects<'a>(customer: &'a Customer, rule: &Rule) -> Vec<Option<&'a Contact>> {
-    match rule.target {
-        Target::Contacts => customer.contacts.iter().map(Some).collect(),
-        Target::Primary => vec![Some(customer.primary_contact())],
-        Target::Owner => vec![None],
+/// An occasion in the window that is not sent, and why (`explain` shows these).
+#[derive(Debug, Clone)]
+pub struct Skipped<'a> {
+    /// The contact the occasion concerns.
+    pub about: Option<&'a Contact>,
+    /// The local day it would have been sent (or observed).
+    pub date: NaiveDate,
+    /// What the occasion was, e.g. "birthday 2027-02-29" or "firing 2026-12-26T09:00".
+    pub what: String,
+    /// The policies applied before it was dropped.
+    pub adjustments: Vec<Adjustment>,
+    /// Why it is not sent.
+    pub reason: String,
+}
+
+/// Where the pipeline puts its results.
+pub trait Sink<'a> {
+    /// An occurrence due in the window.
+    fn due(&mut self, o: Occurrence<'a>);
+    /// An occasion in the window that is not sent (only `explain` keeps these).
+    fn skipped(&mut self, _s: Skipped<'a>) {}
+}
+
+impl<'a> Sink<'a> for Vec<Occurrence<'a>> {
+    fn due(&mut self, o: Occurrence<'a>) {
+        self.push(o);
     }
+}
+
+/// One line of `explain`: an occurrence, or an occasion that is not sent.
+#[derive(Debug, Clone)]
+pub enum Explained<'a> {
+    /// Sent, with every adjustment.
+    Due(Occurrence<'a>),
+    /// Not sent, with the reason.
+    Skipped(Skipped<'a>),
+}
+
+impl<'a> Sink<'a> for Vec<Explained<'a>> {
+    fn due(&mut self, o: Occurrence<'a>) {
+        self.push(Explained::Due(o));
+    }
+    fn skipped(&mut self, s: Skipped<'a>) {
+        self.push(Explained::Skipped(s));
+    }
+}
+
+/// Contacts a rule concerns (before birthday filtering).
+fn subjects<'a>(customer: &'a Customer, rule: &Rule) -> impl Iterator<Item = Option<&'a Contact>> + Clone {
+    let (all, one): (&'a [Contact], Option<Option<&'a Contact>>) = match rule.target {
+        Target::Contacts => (&customer.contacts, None),
+        Target::Primary => (&[], Some(Some(customer.primary_contact()))),
+        Target::Owner => (&[], Some(None)),
+    };
+    all.iter().map(Some).chain(one)
 }
 
 fn recipient_for<'a>(rule: &Rule, about: Option<&'a Contact>) -> Recipient<'a> {
     match (rule.action, about) {
         (Action::Email, Some(c)) if rule.target != Target::Owner => Recipient::Contact(c),
         _ => Recipient::Owner,
+    }
+}
+
+/// What every step of one rule's pipeline needs.
+struct RuleCtx<'a, 'w> {
+    /// Whose occasions.
+    customer: &'a Customer,
+    /// Which rule.
+    rule: &'a Rule,
+    /// The rule's effective business calendar and send window.
+    cal: crate::calendar::Calendar<'a>,
+    /// Start of the window (inclusive): occurrences due from here.
+    from: DateTime<Utc>,
+    /// End of the window (exclusive).
+    to: DateTime<Utc>,
+    /// The window in the customer's zone.
+    local: &'w LocalWindow,
+}
+
+/// The window `[from, to)` as local wall times and days in one zone, converted once per
+/// customer (zone conversions are a large part of the cost of short windows).
+pub(crate) struct LocalWindow {
+    zone: Tz,
+    /// `from` as local wall time.
+    from: NaiveDateTime,
+    /// `to` as local wall time.
+    to: NaiveDateTime,
+    /// The local days `[first, last]` the window touches.
+    days: (NaiveDate, NaiveDate),
+}
+
+impl LocalWindow {
+    fn new(zone: Tz, from: DateTime<Utc>, to: DateTime<Utc>) -> LocalWindow {
+        LocalWindow {
+            zone,
+            from: from.with_timezone(&zone).naive_local(),
+            to: to.with_timezone(&zone).naive_local(),
+            days: local_days(zone, from, to),
+        }
+    }
+}
+
+impl RuleCtx<'_, '_> {
+    /// Local days `[first, last]` the window covers in `zone`.
+    fn days_in(&self, zone: Tz) -> (NaiveDate, NaiveDate) {
+        if zone == self.local.zone { self.local.days } else { local_days(zone, self.from, self.to) }
+    }
+}
+
+/// Local days `[first, last]` a window covers in `zone`.
+fn local_days(zone: Tz, from: DateTime<Utc>, to: DateTime<Utc>) -> (NaiveDate, NaiveDate) {
+    let last = (to - TimeDelta::nanoseconds(1)).max(from);
+    (from.with_timezone(&zone).date_naive(), last.with_timezone(&zone).date_naive())
+}
+
+/// Sends one rule's occurrences due in `[from, to)` (and, for `explain`, what is skipped) to
+/// `sink`.
+pub fn rule_into<'a, S: Sink<'a>>(
+    customer: &'a Customer,
+    rule: &'a Rule,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    sink: &mut S,
+) {
+    let local = LocalWindow::new(customer.timezone, from, to);
+    rule_in(customer, rule, from, to, &local, sink);
+}
+
+fn rule_in<'a, S: Sink<'a>>(
+    customer: &'a Customer,
+    rule: &'a Rule,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    local: &LocalWindow,
+    sink: &mut S,
+) {
+    let ctx = RuleCtx { customer, rule, cal: customer.calendar_for(rule), from, to, local };
+    match &rule.trigger {
+        Trigger::Birthday | Trigger::Anniversary { .. } | Trigger::Date(_) => dated::rule(&ctx, sink),
+        Trigger::Every { cron } => every::rule(&ctx, cron, sink),
+        // Event-driven; they enter the outbox from order and handover events, not the calendar.
+        Trigger::Orders { .. } | Trigger::Handover => {}
     }
 }
 
@@ -109,197 +365,116 @@ pub fn for_rule<'a>(
     to: DateTime<Utc>,
     out: &mut Vec<Occurrence<'a>>,
 ) {
-    match &rule.trigger {
-        Trigger::Birthday => {
-            for about in subjects(customer, rule).into_iter().flatten() {
-                if let Some(bd) = about.birthday {
-                    dated(customer, rule, Some(about), bd, None, from, to, out);
-                }
-            }
-        }
-        Trigger::Anniversary { years, every_years } => {
-            let zone = customer.timezone;
-            let (y0, y1) = year_span(zone, from, to);
-            for year in y0..=y1 {
-                let Some(n) = u32::try_from(year - customer.since.year()).ok().filter(|n| *n >= 1) else { continue };
-                if !(years.contains(&n) || every_years.is_some_and(|e| n % e == 0)) {
-                    continue;
-                }
-                let Some((date, leap)) = anniversary(customer.since, n, rule.leap_day) else { continue };
-                for about in subjects(customer, rule) {
-                    emit_date(customer, rule, about, date, leap.clone(), Some(n), from, to, out);
-                }
-            }
-        }
-        Trigger::Date(md) => {
-            for about in subjects(customer, rule) {
-                dated(customer, rule, about, *md, md.year, from, to, out);
-            }
-        }
-        Trigger::Every { cron } => every(customer, rule, cron, from, to, out),
-        // Event-driven; they enter the outbox from order and handover events, not the calendar.
-        Trigger::Orders { .. } | Trigger::Handover => {}
-    }
-}
-
-/// Local years whose occasions could fall into the window (lead times reach back ≤ 366 days).
-fn year_span(zone: Tz, from: DateTime<Utc>, to: DateTime<Utc>) -> (i32, i32) {
-    (from.with_timezone(&zone).year() - 1, to.with_timezone(&zone).year() + 1)
-}
-
-/// A yearly month-day (or a one-off when `only_year` is set).
-#[allow(clippy::too_many_arguments)]
-fn dated<'a>(
-    customer: &'a Customer,
-    rule: &'a Rule,
-    about: Option<&'a Contact>,
-    md: MonthDay,
-    only_year: Option<i32>,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    out: &mut Vec<Occurrence<'a>>,
-) {
-    let zone = customer.zone_of(about);
-    let (y0, y1) = year_span(zone, from, to);
-    for year in y0..=y1 {
-        if only_year.is_some_and(|y| y != year) {
-            continue;
-        }
-        // A birthday with a known year starts the year after birth.
-        if rule.trigger == Trigger::Birthday && md.year.is_some_and(|b| year <= b) {
-            continue;
-        }
-        if let Some((date, leap)) = observe(md, year, rule.leap_day) {
-            emit_date(customer, rule, about, date, leap, None, from, to, out);
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn emit_date<'a>(
-    customer: &'a Customer,
-    rule: &'a Rule,
-    about: Option<&'a Contact>,
-    date: NaiveDate,
-    leap: Option<Adjustment>,
-    years: Option<u32>,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    out: &mut Vec<Occurrence<'a>>,
-) {
-    let zone = customer.zone_of(about);
-    let mut adjustments: Vec<Adjustment> = leap.into_iter().collect();
-    let send_date = match rule.before {
-        Lead::None => date,
-        Lead::Days(n) => {
-            adjustments.push(Adjustment::LeadTime { days: n, occasion_date: date });
-            date - TimeDelta::days(n.into())
-        }
-    };
-    let due = resolve_local(zone, send_date.and_time(rule.at));
-    if due.utc < from || due.utc >= to {
-        return;
-    }
-    adjustments.extend(due.adjustment.clone());
-    // The nominal key is the occasion's own date: changing `at` or `before` never re-sends.
-    let nominal = Nominal::Date(date);
-    out.push(Occurrence {
-        customer,
-        rule,
-        about,
-        recipient: recipient_for(rule, about),
-        nominal,
-        occasion_date: date,
-        deadline: rule.deadline.map_or_else(|| end_of_local_day(zone, send_date), |d| due.utc + d),
-        due,
-        zone,
-        years,
-        adjustments,
-    });
-}
-
-/// Upper bound on fires of one crontab rule per window, so a `* * * * *` rule over a year
-/// cannot exhaust memory.
-pub const MAX_FIRES_PER_RULE: usize = 100_000;
-
-fn every<'a>(
-    customer: &'a Customer,
-    rule: &'a Rule,
-    cron: &crate::calendar::Crontab,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    out: &mut Vec<Occurrence<'a>>,
-) {
-    let zone = customer.timezone;
-    // Start a little before the window so wall times shifted out of a gap are not missed.
-    let mut wall = from.with_timezone(&zone).naive_local() - TimeDelta::hours(26);
-    let stop = to.with_timezone(&zone).naive_local() + TimeDelta::hours(26);
-    let mut fires: Vec<(NaiveDateTime, Resolved)> = Vec::new();
-    while let Some(next) = cron.next_after(wall) {
-        if next > stop || fires.len() >= MAX_FIRES_PER_RULE {
-            break;
-        }
-        wall = next;
-        let r = resolve_local(zone, next);
-        // Several wall times in one gap collapse onto one instant: fire once, strictly increasing.
-        if fires.last().is_some_and(|(_, prev)| prev.utc >= r.utc) {
-            continue;
-        }
-        fires.push((next, r));
-    }
-    for (i, (nominal, due)) in fires.iter().enumerate() {
-        if due.utc < from || due.utc >= to {
-            continue;
-        }
-        let day_end = end_of_local_day(zone, due.local.date_naive());
-        let deadline = match rule.deadline {
-            Some(d) => due.utc + d,
-            None => fires.get(i + 1).map_or(day_end, |(_, n)| n.utc.min(day_end)),
-        };
-        for about in subjects(customer, rule) {
-            out.push(Occurrence {
-                customer,
-                rule,
-                about,
-                recipient: recipient_for(rule, about),
-                nominal: Nominal::Wall(*nominal),
-                occasion_date: due.local.date_naive(),
-                due: due.clone(),
-                deadline,
-                zone,
-                years: None,
-                adjustments: due.adjustment.clone().into_iter().collect(),
-            });
-        }
-    }
+    rule_into(customer, rule, from, to, out);
 }
 
 /// All occurrences of one customer in `[from, to)`.
 pub fn for_customer<'a>(customer: &'a Customer, from: DateTime<Utc>, to: DateTime<Utc>, out: &mut Vec<Occurrence<'a>>) {
+    let local = LocalWindow::new(customer.timezone, from, to);
     for rule in customer.rules.iter() {
-        for_rule(customer, rule, from, to, out);
+        rule_in(customer, rule, from, to, &local, out);
     }
 }
 
-/// All occurrences of all customers in `[from, to)`, in no particular order (the outbox does
-/// not need one; sorting builds every key string).
-pub fn collect(plans: &Plans, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Occurrence<'_>> {
-    plans
-        .customers
-        .par_iter()
-        .fold(Vec::new, |mut v, c| {
-            for_customer(c, from, to, &mut v);
-            v
-        })
-        .reduce(Vec::new, |mut a, mut b| {
-            a.append(&mut b);
-            a
-        })
+/// One rule's occurrences due in `[from, to)` and the occasions in it that are not sent, in
+/// time order (for `explain`).
+pub fn explain<'a>(
+    customer: &'a Customer,
+    rule: &'a Rule,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Vec<Explained<'a>> {
+    let mut out: Vec<Explained> = Vec::new();
+    rule_into(customer, rule, from, to, &mut out);
+    out.sort_by_key(|e| match e {
+        Explained::Due(o) => (o.due.local.date_naive(), Some(o.due.utc), o.about.map(|c| c.id.clone())),
+        Explained::Skipped(s) => (s.date, None, s.about.map(|c| c.id.clone())),
+    });
+    out
 }
 
-/// All occurrences of all customers in `[from, to)`, ordered by due time then key.
+/// Customers per parallel work item.
+const CUSTOMERS_PER_CHUNK: usize = 256;
+
+/// Fills `chunks` (one vector per chunk of customers, reused between calls so a long agenda
+/// does not return memory to the system and fault it back in every slice) with the
+/// occurrences of `customers` in `[from, to)`, computed in parallel.
+fn fill_chunks<'a>(
+    customers: &'a [Customer],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    chunks: &mut Vec<Vec<Occurrence<'a>>>,
+) {
+    chunks.resize_with(customers.len().div_ceil(CUSTOMERS_PER_CHUNK), Vec::new);
+    chunks.par_iter_mut().zip(customers.par_chunks(CUSTOMERS_PER_CHUNK)).for_each(|(v, chunk)| {
+        v.clear();
+        for c in chunk {
+            for_customer(c, from, to, v);
+        }
+    });
+}
+
+/// All occurrences of all customers in `[from, to)`, in no particular order (the outbox does
+/// not need one). What the daemon materialises.
+pub fn collect(plans: &Plans, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Occurrence<'_>> {
+    let mut chunks = Vec::new();
+    fill_chunks(&plans.customers, from, to, &mut chunks);
+    chunks.concat()
+}
+
+/// Agenda order: due instant, then customer (the slice is sorted by id), rule (plan order),
+/// contact (plan order), recipient and nominal time. Deterministic without building keys.
+fn agenda_order(a: &Occurrence, b: &Occurrence) -> std::cmp::Ordering {
+    let rule_pos = |o: &Occurrence| o.customer.rules.iter().position(|r| std::ptr::eq(&**r, o.rule));
+    let about = |o: &Occurrence| o.about.map(|c| c as *const Contact);
+    let owner = |o: &Occurrence| matches!(o.recipient, Recipient::Owner);
+    a.due
+        .utc
+        .cmp(&b.due.utc)
+        .then_with(|| (a.customer as *const Customer).cmp(&(b.customer as *const Customer)))
+        .then_with(|| rule_pos(a).cmp(&rule_pos(b)))
+        .then_with(|| about(a).cmp(&about(b)))
+        .then_with(|| owner(a).cmp(&owner(b)))
+        .then_with(|| a.nominal.cmp(&b.nominal))
+}
+
+/// How much of the window `agenda_each` computes at once: memory holds one slice's
+/// occurrences, not the whole window's (100,000 customers × a year would be millions).
+pub const AGENDA_SLICE: TimeDelta = TimeDelta::days(92);
+
+/// Calls `visit` with the occurrences of `customers` due in `[from, to)`, in agenda order,
+/// one slice of [`AGENDA_SLICE`] at a time. `customers` must be one slice sorted by id (as
+/// `Plans::customers` is) for the order to follow customer ids.
+pub fn agenda_each<'a, E>(
+    customers: &'a [Customer],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    mut visit: impl FnMut(&[&Occurrence<'a>]) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut start = from;
+    let mut chunks = Vec::new();
+    while start < to {
+        let end = (start + AGENDA_SLICE).min(to);
+        fill_chunks(customers, start, end, &mut chunks);
+        // Sort references keyed by due time (compared without touching the occurrences, which
+        // are large and scattered); only equal times look further.
+        let mut keyed: Vec<(DateTime<Utc>, &Occurrence<'a>)> = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
+        keyed.extend(chunks.iter().flatten().map(|o| (o.due.utc, o)));
+        keyed.par_sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| agenda_order(a.1, b.1)));
+        let refs: Vec<&Occurrence<'a>> = keyed.into_iter().map(|(_, o)| o).collect();
+        visit(&refs)?;
+        start = end;
+    }
+    Ok(())
+}
+
+/// All occurrences of all customers in `[from, to)`, in agenda order. For small windows; the
+/// CLI streams with [`agenda_each`].
 pub fn agenda(plans: &Plans, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Occurrence<'_>> {
-    let mut all = collect(plans, from, to);
-    all.par_sort_by_cached_key(|o| (o.due.utc, o.key()));
+    let mut all = Vec::new();
+    let _ = agenda_each::<()>(&plans.customers, from, to, |slice| {
+        all.extend(slice.iter().map(|o| (*o).clone()));
+        Ok(())
+    });
     all
 }

@@ -442,6 +442,12 @@ timezone = \"Europe/Berlin\"
 language = \"de\"
 phase = \"maturity\"
 playbook = \"standard\"
+region = \"DE-BY\"
+weekend = [\"sat\", \"sun\"]
+closed = [2026-12-24, \"--12-31\"]
+blackout = [\"--12-20..--01-06\", '2026-08-01..2026-08-15']
+window = \"08:00-18:00\"
+jitter = \"15m\"
 
 [[contact]]
 id = \"anna\"
@@ -467,7 +473,9 @@ on = \"anniversary\"
 years = [1, 5, 10, 25,]
 every_years = 5
 at = 09:30
-before = \"14d\"
+before = \"3 business days\"
+on_closed = \"before\"
+blackout = []
 
 [[occasion]]
 name = \"orders\"

@@ -18,6 +18,8 @@ pub struct Sources<'a> {
     pub playbooks_dir: &'a Path,
     pub templates: &'a TemplateCatalog,
     pub default_timezone: Tz,
+    /// The daemon's `[calendar]` defaults (`Settings::default()`: nothing closed, no window).
+    pub default_calendar: &'a crate::calendar::Settings,
 }
 
 /// The outcome of loading: the valid plans and every problem found.
@@ -79,7 +81,15 @@ pub fn playbooks(
     };
     let count = files.len();
     let empty = HashMap::new();
-    let ctx = Context { playbooks: &empty, broken: &[], templates, default_tz: chrono_tz::UTC, crontabs };
+    let none = crate::calendar::Settings::default();
+    let ctx = Context {
+        playbooks: &empty,
+        broken: &[],
+        templates,
+        default_tz: chrono_tz::UTC,
+        default_calendar: &none,
+        crontabs,
+    };
     for file in files {
         let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
         let text = match std::fs::read_to_string(&file) {
@@ -162,6 +172,7 @@ pub fn load(sources: &Sources, progress: &(dyn Fn() + Sync)) -> Loaded {
         broken: &broken,
         templates: sources.templates,
         default_tz: sources.default_timezone,
+        default_calendar: sources.default_calendar,
         crontabs: &crontabs,
     };
     let results: Vec<(Option<Customer>, Vec<Diagnostic>)> = files

@@ -8,4 +8,5 @@ mod validate;
 
 pub use load::{Loaded, Sources, load, plan_file, plan_text, playbooks, toml_files};
 pub use model::*;
-pub use validate::{Context, CrontabCache, KINDS, Playbook};
+pub use raw::RawCalendar;
+pub use validate::{Context, CrontabCache, KINDS, Playbook, calendar_table};

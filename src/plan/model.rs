@@ -221,6 +221,8 @@ pub enum Lead {
     None,
     /// Calendar days.
     Days(u32),
+    /// Open days of the rule's business calendar (every day is open when none is configured).
+    BusinessDays(u32),
 }
 
 /// What to do when a send's outcome cannot be known (crash or cut connection after DATA).
@@ -260,6 +262,9 @@ pub struct Rule {
     /// How long after its due time an occurrence may still be sent; `None` = the default
     /// (end of the recipient's local day; for `every` rules also the next firing).
     pub deadline: Option<chrono::TimeDelta>,
+    /// Business-calendar and send-window keys set on the rule; unset keys come from the
+    /// customer (see `calendar::business` for the precedence).
+    pub calendar: crate::calendar::Settings,
 }
 
 /// A customer with everything needed to compute and render its occasions.
@@ -283,6 +288,9 @@ pub struct Customer {
     pub rules: Arc<[Arc<Rule>]>,
     /// The plan file, for messages.
     pub source: Arc<std::path::Path>,
+    /// Business calendar and send window: the customer's keys over the daemon's `[calendar]`
+    /// defaults (rules may override single keys).
+    pub calendar: crate::calendar::Settings,
 }
 
 impl Customer {
@@ -301,6 +309,11 @@ impl Customer {
     /// Zone for a contact: contact → customer (the customer's was defaulted at load).
     pub fn zone_of(&self, contact: Option<&Contact>) -> Tz {
         contact.and_then(|c| c.timezone).unwrap_or(self.timezone)
+    }
+
+    /// The effective business calendar of one of this customer's rules.
+    pub fn calendar_for<'a>(&'a self, rule: &'a Rule) -> crate::calendar::Calendar<'a> {
+        crate::calendar::Calendar::new(&rule.calendar, &self.calendar)
     }
 
     pub fn language_of(&self, contact: Option<&Contact>) -> Language {

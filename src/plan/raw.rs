@@ -27,6 +27,13 @@ raw_table! {
         pub language: Spanned<String>,
         pub phase: Spanned<String>,
         pub playbook: Option<Spanned<String>>,
+        pub region: Option<Spanned<String>>,
+        pub weekend: Option<Spanned<Vec<Spanned<String>>>>,
+        pub closed: Option<Spanned<Vec<Spanned<toml::Value>>>>,
+        pub blackout: Option<Spanned<Vec<Spanned<String>>>>,
+        pub on_closed: Option<Spanned<String>>,
+        pub window: Option<Spanned<String>>,
+        pub jitter: Option<Spanned<String>>,
     }
 }
 
@@ -80,5 +87,56 @@ raw_table! {
         pub delivery: Option<Spanned<String>>,
         pub deadline: Option<Spanned<String>>,
         pub enabled: Option<Spanned<bool>>,
+        pub region: Option<Spanned<String>>,
+        pub weekend: Option<Spanned<Vec<Spanned<String>>>>,
+        pub closed: Option<Spanned<Vec<Spanned<toml::Value>>>>,
+        pub blackout: Option<Spanned<Vec<Spanned<String>>>>,
+        pub on_closed: Option<Spanned<String>>,
+        pub window: Option<Spanned<String>>,
+        pub jitter: Option<Spanned<String>>,
     }
+}
+
+/// The business-calendar keys, which `[customer]`, `[[occasion]]` and the daemon's
+/// `[calendar]` table share; borrowed from either raw table for one validation routine.
+pub struct CalendarKeys<'r> {
+    pub region: Option<&'r Spanned<String>>,
+    pub weekend: Option<&'r Spanned<Vec<Spanned<String>>>>,
+    pub closed: Option<&'r Spanned<Vec<Spanned<toml::Value>>>>,
+    pub blackout: Option<&'r Spanned<Vec<Spanned<String>>>>,
+    pub on_closed: Option<&'r Spanned<String>>,
+    pub window: Option<&'r Spanned<String>>,
+    pub jitter: Option<&'r Spanned<String>>,
+}
+
+macro_rules! calendar_keys {
+    ($($t:ty),*) => {$(
+        impl $t {
+            pub fn calendar_keys(&self) -> CalendarKeys<'_> {
+                CalendarKeys {
+                    region: self.region.as_ref(),
+                    weekend: self.weekend.as_ref(),
+                    closed: self.closed.as_ref(),
+                    blackout: self.blackout.as_ref(),
+                    on_closed: self.on_closed.as_ref(),
+                    window: self.window.as_ref(),
+                    jitter: self.jitter.as_ref(),
+                }
+            }
+        }
+    )*};
+}
+calendar_keys!(RawCustomer, RawRule, RawCalendar);
+
+/// The daemon config's `[calendar]` table: defaults for every customer and rule.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCalendar {
+    pub region: Option<Spanned<String>>,
+    pub weekend: Option<Spanned<Vec<Spanned<String>>>>,
+    pub closed: Option<Spanned<Vec<Spanned<toml::Value>>>>,
+    pub blackout: Option<Spanned<Vec<Spanned<String>>>>,
+    pub on_closed: Option<Spanned<String>>,
+    pub window: Option<Spanned<String>>,
+    pub jitter: Option<Spanned<String>>,
 }

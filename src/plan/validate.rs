@@ -21,6 +21,8 @@ pub struct Context<'a> {
     pub templates: &'a TemplateCatalog,
     /// Zone for customers and contacts that name none.
     pub default_tz: Tz,
+    /// The daemon's `[calendar]` defaults, under every customer's own calendar keys.
+    pub default_calendar: &'a crate::calendar::Settings,
     /// One parsed schedule per distinct expression: 100,000 plans with the same `cron`
     /// share one `Crontab` instead of holding 100,000 copies.
     pub crontabs: &'a CrontabCache,
@@ -187,22 +189,109 @@ fn parse_time(src: &mut Src, v: &Spanned<toml::Value>) -> Option<NaiveTime> {
 
 fn parse_lead(src: &mut Src, v: &Spanned<String>) -> Option<Lead> {
     let s = v.get_ref().trim();
-    let num = s
-        .strip_suffix("days")
-        .or_else(|| s.strip_suffix("day"))
-        .or_else(|| s.strip_suffix('d'))
-        .and_then(|n| n.trim().parse::<u32>().ok());
+    let number = |rest: &str| rest.trim().parse::<u32>().ok();
+    let business = s
+        .strip_suffix("business days")
+        .or_else(|| s.strip_suffix("business day"))
+        .and_then(number)
+        .filter(|n| (1..=crate::calendar::business::MAX_BUSINESS_DAYS).contains(n));
+    if let Some(n) = business {
+        return Some(Lead::BusinessDays(n));
+    }
+    let num = s.strip_suffix("days").or_else(|| s.strip_suffix("day")).or_else(|| s.strip_suffix('d')).and_then(number);
     match num {
         Some(n) if n <= 366 => Some(if n == 0 { Lead::None } else { Lead::Days(n) }),
         _ => {
             src.error(
                 v,
                 format!("`{s}` is not a lead time"),
-                "write a number of calendar days such as \"14d\" (0 to 366)",
+                "write calendar days such as \"14d\" (0 to 366) or open days such as \"3 business days\" (1 to 250)",
             );
             None
         }
     }
+}
+
+/// Validates the business-calendar keys of one table (customer, rule or the daemon's
+/// `[calendar]`); invalid keys are reported and left unset.
+fn calendar_settings(src: &mut Src, k: CalendarKeys) -> crate::calendar::Settings {
+    use crate::calendar::business::{self, Blackout, OnClosed, Weekdays, Window, hints};
+    use crate::calendar::{Region, Settings};
+    fn one<T>(
+        src: &mut Src,
+        v: Option<&Spanned<String>>,
+        parse: fn(&str) -> Result<T, String>,
+        hint: &str,
+    ) -> Option<T> {
+        let v = v?;
+        parse(v.get_ref()).map_err(|why| src.error(v, why, hint)).ok()
+    }
+    /// Each element parsed; `None` (and every bad element reported) when any is invalid.
+    fn each<V, T>(
+        src: &mut Src,
+        list: Option<&Spanned<Vec<Spanned<V>>>>,
+        parse: impl Fn(&V) -> Result<T, String>,
+        hint: &str,
+    ) -> Option<Vec<T>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for item in list?.get_ref() {
+            match parse(item.get_ref()) {
+                Ok(t) => out.push(t),
+                Err(why) => {
+                    src.error(item, why, hint);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+    // Each name is checked at its own position; the whole list once more (not every day).
+    let weekend =
+        match each(src, k.weekend, |s: &String| Weekdays::parse([s.as_str()]).map(|_| s.clone()), hints::WEEKEND) {
+            Some(names) => match Weekdays::parse(names.iter().map(String::as_str)) {
+                Ok(w) => Some(w),
+                Err(why) => {
+                    if let Some(v) = k.weekend {
+                        src.error(v, why, hints::WEEKEND);
+                    }
+                    None
+                }
+            },
+            None => None,
+        };
+    let closed = each(
+        src,
+        k.closed,
+        |v: &toml::Value| match v {
+            toml::Value::Datetime(dt) if dt.time.is_none() && dt.offset.is_none() => {
+                business::parse_day(&dt.to_string())
+            }
+            toml::Value::String(s) => business::parse_day(s),
+            other => Err(format!("`{other}` is not a closure date")),
+        },
+        hints::CLOSED,
+    );
+    Settings {
+        region: one(src, k.region, Region::parse, hints::REGION),
+        weekend,
+        closed: closed.map(Into::into),
+        blackout: each(src, k.blackout, |s: &String| Blackout::parse(s), hints::BLACKOUT).map(Into::into),
+        on_closed: one(src, k.on_closed, OnClosed::parse, hints::ON_CLOSED),
+        window: one(src, k.window, Window::parse, hints::WINDOW),
+        jitter: one(src, k.jitter, business::parse_jitter, hints::JITTER),
+    }
+}
+
+/// Validates the daemon config's `[calendar]` table (`path`/`text` name the config file).
+pub fn calendar_table(
+    path: &Path,
+    text: &str,
+    raw: &RawCalendar,
+) -> Result<crate::calendar::Settings, Vec<Diagnostic>> {
+    let mut src = Src::new(path, text);
+    let settings = calendar_settings(&mut src, raw.calendar_keys());
+    if src.diags.is_empty() { Ok(settings) } else { Err(src.diags) }
 }
 
 /// `"90m"`, `"4h"`, `"2d"`: a positive duration of at most 31 days.
@@ -246,6 +335,7 @@ struct RuleBuilder {
     leap_day: Option<LeapDay>,
     delivery: Option<DeliveryPolicy>,
     deadline: Option<Option<chrono::TimeDelta>>,
+    calendar: crate::calendar::Settings,
 }
 
 impl RuleBuilder {
@@ -260,6 +350,7 @@ impl RuleBuilder {
             leap_day: Some(r.leap_day),
             delivery: Some(r.delivery),
             deadline: Some(r.deadline),
+            calendar: r.calendar.clone(),
             ..Default::default()
         };
         match &r.trigger {
@@ -410,6 +501,8 @@ fn build_rule(src: &mut Src, raw: &Spanned<RawRule>, base: Option<&Rule>, ctx: &
     {
         b.deadline = Some(Some(dur));
     }
+    // Calendar keys override the base rule's key by key.
+    b.calendar = calendar_settings(src, r.calendar_keys()).over(&b.calendar);
     if src.diags.len() > before_errors || !name_ok {
         return None;
     }
@@ -514,6 +607,15 @@ fn build_rule(src: &mut Src, raw: &Spanned<RawRule>, base: Option<&Rule>, ctx: &
     if src.diags.len() > before_errors {
         return None;
     }
+    // A lead time means nothing to a crontab (say so rather than ignore it silently).
+    if kind == "every"
+        && let Some(b) = &r.before
+    {
+        let d = Diagnostic::at(src.path, src.text, Some(b.span()), "`before` has no effect on `on = \"every\"` rules")
+            .hint("remove it, or write the crontab for the earlier time")
+            .warning();
+        src.diags.push(d);
+    }
     Some(Rule {
         name: r.name.get_ref().as_str().into(),
         trigger,
@@ -525,6 +627,7 @@ fn build_rule(src: &mut Src, raw: &Spanned<RawRule>, base: Option<&Rule>, ctx: &
         leap_day: b.leap_day.unwrap_or_default(),
         delivery: b.delivery.unwrap_or_default(),
         deadline: b.deadline.flatten(),
+        calendar: b.calendar,
     })
 }
 
@@ -577,6 +680,7 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
         None => Some(default_tz),
     };
     let language = parse_language(src, &c.language);
+    let calendar = calendar_settings(src, c.calendar_keys()).over(ctx.default_calendar);
     let phase = Phase::parse(c.phase.get_ref());
     if phase.is_none() {
         src.error(
@@ -753,6 +857,7 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
         primary,
         rules: shared.unwrap_or_else(|| rules.into()),
         source: Arc::from(src.path),
+        calendar,
     };
     check_template_variants(src, raw, &customer, templates);
     src.ok().then_some(customer)

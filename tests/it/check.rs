@@ -89,7 +89,7 @@ async fn the_daemon_keeps_serving_valid_plans_next_to_broken_ones() {
 
 #[test]
 fn every_command_has_help_with_examples() {
-    for cmd in ["check", "agenda", "preview", "run"] {
+    for cmd in ["check", "agenda", "preview", "explain", "run"] {
         let out = contactplan(&[cmd, "--help"]);
         assert_eq!(out.status.code(), Some(0));
         let help = String::from_utf8_lossy(&out.stdout);

@@ -1,8 +1,10 @@
 //! The one integration test binary: drives the real daemon code (store, renderer, SMTP over
 //! TCP) with an injected clock. Modules by capability; shared set-up in `helpers`.
 
+mod calendar;
 mod check;
 mod crash;
+mod crontab;
 mod daemon;
 mod delivery;
 mod faults;

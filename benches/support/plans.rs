@@ -1,0 +1,101 @@
+//! Generated customer plans for the benchmarks (`load_plans`, `agenda`): N plans with 3
+//! contacts with birthdays each, the `standard` playbook (6 rules) and one override (a monthly
+//! `cron`). With `calendars`, every other customer also names a German state's public
+//! holidays and a Saturday/Sunday weekend. Cached under the given directory.
+
+#![allow(dead_code)] // each benchmark uses a part of this file
+
+use std::path::Path;
+
+/// Writes the plans (once; `.complete` marks a finished directory).
+pub fn generate(dir: &Path, n: usize, calendars: bool) -> std::io::Result<()> {
+    let done = dir.join(".complete");
+    if done.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir.join("plans"))?;
+    std::fs::create_dir_all(dir.join("playbooks"))?;
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/playbooks/standard.toml"),
+        dir.join("playbooks/standard.toml"),
+    )?;
+    let zones = ["Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe", "Europe/London"];
+    let states = ["BW", "BY", "BE", "BB", "HB", "HH", "HE", "MV", "NI", "NW", "RP", "SL", "SN", "ST", "SH", "TH"];
+    for i in 0..n {
+        let tz = zones[i % zones.len()];
+        let lang = if i % 3 == 0 { "en" } else { "de" };
+        let mut s = format!(
+            "[customer]\nid = \"c{i:06}\"\nname = \"Kunde {i} GmbH & Co. KG\"\nsince = {}-{:02}-{:02}\nowner = \"sales{}@example.com\"\ntimezone = \"{tz}\"\nlanguage = \"{lang}\"\nphase = \"growth\"\nplaybook = \"standard\"\n",
+            1990 + i % 35,
+            1 + i % 12,
+            1 + i % 28,
+            i % 40
+        );
+        if calendars && i % 2 == 0 {
+            s.push_str(&format!("region = \"DE-{}\"\nweekend = [\"sat\", \"sun\"]\n", states[i / 2 % states.len()]));
+        }
+        for c in 0..3 {
+            s.push_str(&format!(
+                "\n[[contact]]\nid = \"p{c}\"\nname = \"Person{c} Nachname{i}\"\ngender = \"{}\"\nemail = \"person{c}.n{i}@kunde{i}.example\"\nbirthday = {}-{:02}-{:02}\ntone = \"{}\"\n{}",
+                if c % 2 == 0 { "female" } else { "male" },
+                1960 + (i + c) % 40,
+                1 + (i + c) % 12,
+                1 + (i * 7 + c) % 28,
+                if c == 1 { "informal" } else { "formal" },
+                if c == 0 { "primary = true\n" } else { "" }
+            ));
+        }
+        s.push_str("\n[[occasion]]\nname = \"checkin\"\ncron = \"0 9 1 * *\"\n");
+        std::fs::write(dir.join("plans").join(format!("c{i:06}.toml")), s)?;
+    }
+    std::fs::write(done, b"")
+}
+
+/// Peak resident set size of this process so far (VmHWM), in KiB.
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0))
+        })
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system) this process has used so far, in seconds.
+pub fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime is the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Runs this benchmark binary `runs` times as `child:N` (a fresh process each, so its peak
+/// RSS is its own), prints each line, and prints the median of all but the first run (which
+/// may meet a cold page cache) by the ` time=` figure.
+pub fn median_of_children(n: usize, runs: usize) {
+    let mut lines: Vec<(f64, String)> = Vec::new();
+    for i in 0..runs {
+        let out = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .arg(format!("child:{n}"))
+            .output()
+            .expect("child");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let secs: f64 = line
+            .split(" time=")
+            .nth(1)
+            .and_then(|t| t.split('s').next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(f64::NAN);
+        println!("  run {i}{}: {line}", if i == 0 { " (maybe cold)" } else { "" });
+        if i > 0 {
+            lines.push((secs, line));
+        }
+    }
+    lines.sort_by(|a, b| a.0.total_cmp(&b.0));
+    println!("MEDIAN {}", lines[lines.len() / 2].1);
+}

@@ -1,0 +1,78 @@
+//! Every way a policy can move an occurrence away from its nominal time. Each occurrence
+//! carries the list, in the order the steps were applied; `agenda` shows it (JSON
+//! `adjustments`, with a `note` in words) and `explain` prints it step by step.
+
+use super::business::ClosedSpan;
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
+
+/// A deviation from the nominal time that a policy caused.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Adjustment {
+    /// The local time fell into a DST gap and was moved to the end of the gap.
+    DstGap { nominal: NaiveDateTime, shifted_to: NaiveDateTime },
+    /// The local time happened twice; the earlier instant was used.
+    DstFold { local: NaiveDateTime },
+    /// A Feb 29 date observed on another day in a common year.
+    LeapDay { nominal: String, observed: NaiveDate, policy: &'static str },
+    /// Sent this many calendar days before the occasion (`before = "14d"`).
+    LeadTime { days: u32, occasion_date: NaiveDate },
+    /// Sent this many open days before the occasion (`before = "3 business days"`); the closed
+    /// days that were not counted are listed.
+    BusinessLeadTime {
+        business_days: u32,
+        occasion_date: NaiveDate,
+        send_date: NaiveDate,
+        not_counted: Vec<ClosedSpan>,
+    },
+    /// The send day was closed and the send moved to an open day (`on_closed`).
+    Closed { policy: &'static str, from: NaiveDate, to: NaiveDate, closed: Vec<ClosedSpan> },
+    /// The send time lay outside the send window and was moved into it (same local day).
+    WindowClamp { from: NaiveTime, to: NaiveTime, window: String },
+    /// The per-recipient offset inside the send window (a hash of the outbox key).
+    Jitter { seconds: u32, spread: u32 },
+}
+
+impl std::fmt::Display for Adjustment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |spans: &[ClosedSpan]| spans.iter().map(ClosedSpan::to_string).collect::<Vec<_>>().join(", ");
+        match self {
+            Adjustment::DstGap { nominal, shifted_to } => write!(
+                f,
+                "{} does not exist (DST gap); sent at {}",
+                nominal.format("%H:%M"),
+                shifted_to.format("%H:%M")
+            ),
+            Adjustment::DstFold { local } => {
+                write!(f, "{} occurs twice (DST fold); the earlier one is used", local.format("%H:%M"))
+            }
+            Adjustment::LeapDay { observed, policy, .. } => {
+                write!(f, "Feb 29 observed on {observed} (leap_day = {policy})")
+            }
+            Adjustment::LeadTime { days, occasion_date } => {
+                write!(f, "{days} days before the occasion on {occasion_date}")
+            }
+            Adjustment::BusinessLeadTime { business_days, occasion_date, send_date, not_counted } => {
+                write!(f, "{business_days} business days before the occasion on {occasion_date}: {send_date}")?;
+                if !not_counted.is_empty() {
+                    write!(f, " (not counted: {})", list(not_counted))?;
+                }
+                Ok(())
+            }
+            Adjustment::Closed { policy, from, to, closed } => {
+                write!(f, "{from} is closed ({}); moved to {to} (on_closed = {policy})", list(closed))
+            }
+            Adjustment::WindowClamp { from, to, window } => {
+                write!(
+                    f,
+                    "{} is outside the send window {window}; sent at {}",
+                    from.format("%H:%M"),
+                    to.format("%H:%M:%S")
+                )
+            }
+            Adjustment::Jitter { seconds, spread } => {
+                write!(f, "+{}m{:02}s per-recipient offset (of up to {}s)", seconds / 60, seconds % 60, spread)
+            }
+        }
+    }
+}
