@@ -2,8 +2,10 @@
 
 mod agenda;
 mod check;
+mod docs;
 mod preview;
 mod run;
+mod status;
 
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
@@ -17,7 +19,7 @@ use std::process::ExitCode;
     about = "Keeps B2B customer relationships warm: contact plans in, greetings and tasks out."
 )]
 #[command(
-    after_help = "Examples:\n  contactplan check\n  contactplan agenda --days 14\n  contactplan preview --customer acme --occasion birthday\n  contactplan run --config /etc/contactplan/contactplan.toml"
+    after_help = "Examples:\n  contactplan check\n  contactplan agenda --days 14\n  contactplan preview --customer acme --occasion birthday\n  contactplan run --config /etc/contactplan/contactplan.toml\n  contactplan status"
 )]
 pub struct Cli {
     /// The daemon configuration file.
@@ -42,6 +44,9 @@ pub enum Command {
     Agenda(agenda::Args),
     Preview(preview::Args),
     Run(run::Args),
+    Status(status::Args),
+    Man(docs::ManArgs),
+    Completions(docs::CompletionsArgs),
 }
 
 /// Runs a parsed command line; the exit code follows the command's outcome.
@@ -52,6 +57,9 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Agenda(args) => agenda::run(&cli.config, args),
         Command::Preview(args) => preview::run(&cli.config, args),
         Command::Run(args) => run::run(&cli.config, args),
+        Command::Status(args) => status::run(&cli.config, args),
+        Command::Man(args) => docs::man(args),
+        Command::Completions(args) => docs::completions(args),
     };
     match result {
         Ok(code) => code,

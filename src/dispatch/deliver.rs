@@ -27,6 +27,17 @@ pub struct Delivery {
     pub outcome: Outcome,
     /// Recipient domain (never the address) for info-level logs.
     pub domain: String,
+    /// Time spent in the transport, when it was used (the send latency histogram).
+    pub latency: Option<std::time::Duration>,
+    /// The transport's failure class, when it failed (SMTP errors by class).
+    pub failure: Option<FailureClass>,
+}
+
+impl Delivery {
+    /// An outcome decided before the transport was used.
+    fn decided(outcome: Outcome, domain: String) -> Delivery {
+        Delivery { outcome, domain, latency: None, failure: None }
+    }
 }
 
 /// Renders and sends one row. Never panics on bad data: everything becomes an outcome.
@@ -38,7 +49,7 @@ pub async fn deliver(
     mailer: &Mailer,
     now: DateTime<Utc>,
 ) -> Delivery {
-    let suppressed = |reason: String| Delivery { outcome: Outcome::Suppressed { reason }, domain: String::new() };
+    let suppressed = |reason: String| Delivery::decided(Outcome::Suppressed { reason }, String::new());
     let Some(customer) = plans.get(&row.customer) else {
         return suppressed(format!("customer `{}` is no longer in the plans", row.customer));
     };
@@ -56,17 +67,17 @@ pub async fn deliver(
             None => return suppressed(format!("contact `{id}` is no longer in the plan of `{}`", row.customer)),
         },
         _ => {
-            return Delivery {
-                outcome: Outcome::Failed { reason: format!("malformed recipient `{}`", row.recipient) },
-                domain: String::new(),
-            };
+            return Delivery::decided(
+                Outcome::Failed { reason: format!("malformed recipient `{}`", row.recipient) },
+                String::new(),
+            );
         }
     };
     let Ok(occasion_date) = row.occasion_date.parse::<NaiveDate>() else {
-        return Delivery {
-            outcome: Outcome::Failed { reason: format!("malformed occasion date `{}`", row.occasion_date) },
-            domain: String::new(),
-        };
+        return Delivery::decided(
+            Outcome::Failed { reason: format!("malformed occasion date `{}`", row.occasion_date) },
+            String::new(),
+        );
     };
     let input =
         Input { customer, rule, about, recipient, occasion_date, years: row.years.and_then(|y| u32::try_from(y).ok()) };
@@ -75,7 +86,7 @@ pub async fn deliver(
         Recipient::Owner => &customer.owner,
     };
     let domain = to.domain().to_string();
-    let fail = |reason: String| Delivery { outcome: Outcome::Failed { reason }, domain: domain.clone() };
+    let fail = |reason: String| Delivery::decided(Outcome::Failed { reason }, domain.clone());
     let rendered = match renderer.render(&input, sender) {
         Ok(r) => r,
         Err(e) => return fail(e.to_string()),
@@ -88,7 +99,12 @@ pub async fn deliver(
         Ok(m) => m,
         Err(e) => return fail(e.to_string()),
     };
-    let outcome = match mailer.send(&message).await {
+    // Monotonic time for the latency histogram only; business time comes from `now`.
+    let started = std::time::Instant::now();
+    let sent = mailer.send(&message).await;
+    let latency = Some(started.elapsed());
+    let failure = sent.as_ref().err().map(|e| e.class);
+    let outcome = match sent {
         Ok(accepted) => Outcome::Accepted { reply: accepted.reply },
         Err(e) => match e.class {
             FailureClass::Permanent => Outcome::Failed { reason: e.detail },
@@ -103,7 +119,7 @@ pub async fn deliver(
             }
         },
     };
-    Delivery { outcome, domain }
+    Delivery { outcome, domain, latency, failure }
 }
 
 #[cfg(test)]

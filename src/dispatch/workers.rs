@@ -105,6 +105,7 @@ pub async fn deliver_batch(
                 let d = deliver::deliver(&row, &snap.plans, &snap.renderer, &daemon.config.sender, &daemon.mailer, now)
                     .await;
                 log(&row, &d, &mut report.lock().unwrap_or_else(|p| p.into_inner()));
+                daemon.monitor.delivered(&row.kind, &d.outcome, d.latency, d.failure, now);
                 finished = Some((row, d));
             }
         }

@@ -45,7 +45,7 @@ fn setup(dir: &Path, n: usize, peer: &Peer, delivery_policy: &str, connections: 
         std::fs::write(dir.join("plans").join(format!("c{i:05}.toml")), plan).unwrap();
     }
     let config = format!(
-        "database_url = \"sqlite://outbox.db\"\ntemplates = \"{}\"\nbatch_size = 100\n[sender]\nemail = \"team@example.com\"\nname = \"Team\"\n[ops]\nemail = \"ops@example.com\"\n[delivery]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout_secs = 10\nconnections = {connections}\n",
+        "database_url = \"sqlite://outbox.db\"\nhttp_bind = \"127.0.0.1:0\"\ntemplates = \"{}\"\nbatch_size = 100\n[sender]\nemail = \"team@example.com\"\nname = \"Team\"\n[ops]\nemail = \"ops@example.com\"\n[delivery]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout_secs = 10\nconnections = {connections}\n",
         crate::helpers::templates_dir().display(),
         peer.port
     );

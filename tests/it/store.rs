@@ -228,8 +228,11 @@ fn accepted(reply: &str) -> Outcome {
 
 async fn materialize_is_idempotent(store: Store) {
     let items = vec![item("a", T, T + 3600), item("b", T + 60, T + 3600), missed(item("c", T - 7200, T - 3600))];
-    assert_eq!(store.materialize(&items, T).await.unwrap(), Materialized { inserted: 2, missed: 1 });
-    assert_eq!(store.materialize(&items, T).await.unwrap(), Materialized { inserted: 0, missed: 0 });
+    assert_eq!(
+        store.materialize(&items, T).await.unwrap(),
+        Materialized { inserted: 2, missed: 1, missed_kinds: vec!["birthday".into()] }
+    );
+    assert_eq!(store.materialize(&items, T).await.unwrap(), Materialized::default());
 
     // An existing key is left untouched even when the new item differs.
     let mut changed = item("a", T + 999, T + 9999);
@@ -238,7 +241,7 @@ async fn materialize_is_idempotent(store: Store) {
     let mut second_d = item("d", T + 5, T + 3600);
     second_d.recipient = "second@example.com".to_string();
     let batch = vec![changed, item("d", T + 5, T + 3600), second_d];
-    assert_eq!(store.materialize(&batch, T + 1).await.unwrap(), Materialized { inserted: 1, missed: 0 });
+    assert_eq!(store.materialize(&batch, T + 1).await.unwrap(), Materialized { inserted: 1, ..Default::default() });
 
     let rows = all_rows(&store).await;
     assert_eq!(rows.len(), 4, "{rows:?}");
@@ -601,7 +604,10 @@ async fn concurrent_claimers_take_every_row_exactly_once(db: &TestDb) {
     }
     let items: Vec<NewItem> =
         (0..ROWS).map(|i| item(&format!("c{i:05}"), T - 3600 + (i as i64 % 97), T + 3600)).collect();
-    assert_eq!(stores[0].materialize(&items, T).await.unwrap(), Materialized { inserted: ROWS as u64, missed: 0 });
+    assert_eq!(
+        stores[0].materialize(&items, T).await.unwrap(),
+        Materialized { inserted: ROWS as u64, ..Default::default() }
+    );
 
     let mut tasks = tokio::task::JoinSet::new();
     for (n, store) in stores.into_iter().enumerate() {
