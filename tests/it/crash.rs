@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A zone whose local time is far from midnight now, and its local date.
-fn daytime_zone() -> (&'static str, chrono::NaiveDate) {
+pub(crate) fn daytime_zone() -> (&'static str, chrono::NaiveDate) {
     use chrono::Timelike;
     let zones = [
         "Pacific/Kiritimati",
@@ -73,7 +73,7 @@ fn accepted(peer: &Peer) -> HashMap<String, usize> {
     m
 }
 
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
         if done() {
