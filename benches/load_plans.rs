@@ -6,6 +6,9 @@
 //! Each size runs in its own child process so peak RSS (VmHWM) belongs to that size alone.
 //! Generated plans are cached under target/bench-plans/<N>/.
 
+mod common;
+
+use common::generate;
 use contactplan::plan::{self, Sources};
 
 /// The same allocator as the binary.
@@ -14,45 +17,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use contactplan::render::TemplateCatalog;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-fn generate(dir: &Path, n: usize) -> std::io::Result<()> {
-    let done = dir.join(".complete");
-    if done.exists() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(dir.join("plans"))?;
-    std::fs::create_dir_all(dir.join("playbooks"))?;
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/playbooks/standard.toml"),
-        dir.join("playbooks/standard.toml"),
-    )?;
-    let zones = ["Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe", "Europe/London"];
-    for i in 0..n {
-        let tz = zones[i % zones.len()];
-        let lang = if i % 3 == 0 { "en" } else { "de" };
-        let mut s = format!(
-            "[customer]\nid = \"c{i:06}\"\nname = \"Kunde {i} GmbH & Co. KG\"\nsince = {}-{:02}-{:02}\nowner = \"sales{}@example.com\"\ntimezone = \"{tz}\"\nlanguage = \"{lang}\"\nphase = \"growth\"\nplaybook = \"standard\"\n",
-            1990 + i % 35,
-            1 + i % 12,
-            1 + i % 28,
-            i % 40
-        );
-        for c in 0..3 {
-            s.push_str(&format!(
-                "\n[[contact]]\nid = \"p{c}\"\nname = \"Person{c} Nachname{i}\"\ngender = \"{}\"\nemail = \"person{c}.n{i}@kunde{i}.example\"\nbirthday = {}-{:02}-{:02}\ntone = \"{}\"\n{}",
-                if c % 2 == 0 { "female" } else { "male" },
-                1960 + (i + c) % 40,
-                1 + (i + c) % 12,
-                1 + (i * 7 + c) % 28,
-                if c == 1 { "informal" } else { "formal" },
-                if c == 0 { "primary = true\n" } else { "" }
-            ));
-        }
-        s.push_str("\n[[occasion]]\nname = \"checkin\"\ncron = \"0 9 1 * *\"\n");
-        std::fs::write(dir.join("plans").join(format!("c{i:06}.toml")), s)?;
-    }
-    std::fs::write(done, b"")
-}
 
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")

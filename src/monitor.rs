@@ -287,44 +287,20 @@ impl Monitor {
         let c = self.counters();
         let plans = self.plans();
         let mut e = Exposition::new();
-        let per_kind = |f: fn(&KindCounts) -> u64| -> Vec<(Vec<(&str, &str)>, u64)> {
-            c.by_kind.iter().map(|(k, v)| (vec![("kind", k.as_str())], f(v))).collect()
-        };
-        e.counter(
-            "contactplan_occasions_due_total",
-            "Outbox rows that came due and were claimed for their first attempt, by occasion kind.",
-            per_kind(|k| k.due),
-        );
-        e.counter(
-            "contactplan_occasions_sent_total",
-            "Messages accepted by the transport, by occasion kind.",
-            per_kind(|k| k.sent),
-        );
-        e.counter(
-            "contactplan_occasions_failed_total",
-            "Messages that failed permanently, by occasion kind.",
-            per_kind(|k| k.failed),
-        );
-        e.counter(
-            "contactplan_occasions_deferred_total",
-            "Send attempts that failed transiently and will be retried, by occasion kind.",
-            per_kind(|k| k.deferred),
-        );
-        e.counter(
-            "contactplan_occasions_suppressed_total",
-            "Rows no longer wanted (customer, rule or contact removed), by occasion kind.",
-            per_kind(|k| k.suppressed),
-        );
-        e.counter(
-            "contactplan_occasions_missed_total",
-            "Rows whose deadline passed before they could be sent, by occasion kind.",
-            per_kind(|k| k.missed),
-        );
-        e.counter(
-            "contactplan_occasions_unknown_total",
-            "At-most-once sends whose outcome cannot be known (not resent), by occasion kind.",
-            per_kind(|k| k.unknown),
-        );
+        let families: [Family; 7] = [
+            ("due", "Outbox rows that came due and were claimed for their first attempt", |k| k.due),
+            ("sent", "Messages accepted by the transport", |k| k.sent),
+            ("failed", "Messages that failed permanently", |k| k.failed),
+            ("deferred", "Send attempts that failed transiently and will be retried", |k| k.deferred),
+            ("suppressed", "Rows no longer wanted (customer, rule or contact removed)", |k| k.suppressed),
+            ("missed", "Rows whose deadline passed before they could be sent", |k| k.missed),
+            ("unknown", "At-most-once sends whose outcome cannot be known (not resent)", |k| k.unknown),
+        ];
+        for (what, help, f) in families {
+            let samples: Vec<(Vec<(&str, &str)>, u64)> =
+                c.by_kind.iter().map(|(k, v)| (vec![("kind", k.as_str())], f(v))).collect();
+            e.counter(&format!("contactplan_occasions_{what}_total"), &format!("{help}, by occasion kind."), samples);
+        }
         e.histogram(
             "contactplan_send_duration_seconds",
             "Time spent in the transport per message (SMTP transaction or Maildir write).",
@@ -373,6 +349,9 @@ impl Monitor {
         e.finish()
     }
 }
+
+/// One per-kind counter family: name part, help text, and which count it shows.
+type Family = (&'static str, &'static str, fn(&KindCounts) -> u64);
 
 /// Gauges read from the store at scrape time.
 #[derive(Debug, Clone, Default)]

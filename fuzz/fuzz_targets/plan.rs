@@ -22,7 +22,8 @@ fn fixture() -> &'static Fixture {
         let (renderer, _) = Renderer::load(&root.join("templates"));
         let crontabs = CrontabCache::default();
         let mut diags = Vec::new();
-        let (playbooks, _, _) = plan::playbooks(&root.join("config/playbooks"), renderer.catalog(), &crontabs, &mut diags);
+        let (playbooks, _, _) =
+            plan::playbooks(&root.join("config/playbooks"), renderer.catalog(), &crontabs, &mut diags);
         Fixture { renderer, playbooks, crontabs }
     })
 }

@@ -54,7 +54,13 @@ fn fixture() -> &'static Fixture {
         let (renderer, _) = Renderer::load(dir.path());
         let empty = HashMap::new();
         let crontabs = CrontabCache::default();
-        let ctx = Context { playbooks: &empty, broken: &[], templates: renderer.catalog(), default_tz: chrono_tz::UTC, crontabs: &crontabs };
+        let ctx = Context {
+            playbooks: &empty,
+            broken: &[],
+            templates: renderer.catalog(),
+            default_tz: chrono_tz::UTC,
+            crontabs: &crontabs,
+        };
         let (customer, diags) = plan::plan_text(Path::new("acme.toml"), PLAN, &ctx);
         let customer = customer.unwrap_or_else(|| panic!("fixture plan is valid: {diags:?}"));
         let sender = Sender { email: Email::parse("team@example.com").expect("valid"), name: "Team \"Ω\"".into() };
@@ -86,6 +92,13 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(rendered) = renderer.render(&input, &f.sender) {
         // What the daemon does next with a rendered message.
-        let _ = contactplan::mail::build(&rendered, &f.sender, &contact.email, Some(&contact.name), "<fuzz@example.com>", chrono::Utc::now());
+        let _ = contactplan::mail::build(
+            &rendered,
+            &f.sender,
+            &contact.email,
+            Some(&contact.name),
+            "<fuzz@example.com>",
+            chrono::Utc::now(),
+        );
     }
 });

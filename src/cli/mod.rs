@@ -38,6 +38,13 @@ pub enum LogFormat {
     Json,
 }
 
+/// `--format` of commands that print either for people or for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TextOrJson {
+    Text,
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Check(check::Args),

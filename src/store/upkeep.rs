@@ -40,107 +40,72 @@ fn fill_depth(found: Vec<(String, i64)>) -> Vec<(String, i64)> {
     OPEN.iter().map(|s| (s.to_string(), found.iter().find(|(f, _)| f == s).map_or(0, |(_, n)| *n))).collect()
 }
 
-impl SqliteStore {
-    async fn ping(&self) -> anyhow::Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
+/// One body for both engines; only placeholders and the name of the two-argument maximum differ.
+macro_rules! upkeep {
+    ($store:ty, p1 = $p1:literal, p2 = $p2:literal, greatest = $max:literal) => {
+        impl $store {
+            async fn ping(&self) -> anyhow::Result<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
 
-    async fn backlog(&self, now: i64) -> anyhow::Result<Backlog> {
-        let depth = sqlx::query_as::<_, (String, i64)>(
-            "SELECT state, COUNT(*) FROM outbox WHERE state IN ('pending','retry','claimed','sending') GROUP BY state",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let oldest_due = sqlx::query_scalar::<_, Option<i64>>(
-            "SELECT MIN(due_utc) FROM outbox WHERE state IN ('pending','retry','claimed','sending') AND due_utc <= ?1",
-        )
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await?;
-        let next = sqlx::query_as::<_, NextDue>(
-            "SELECT key, kind, MAX(due_utc, COALESCE(next_attempt_utc, 0)) AS due_utc, state FROM outbox
-             WHERE state IN ('pending', 'retry') ORDER BY 3, id LIMIT 1",
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(Backlog { depth: fill_depth(depth), oldest_due, next })
-    }
+            async fn backlog(&self, now: i64) -> anyhow::Result<Backlog> {
+                let depth = sqlx::query_as::<_, (String, i64)>(
+                    "SELECT state, COUNT(*) FROM outbox WHERE state IN ('pending','retry','claimed','sending') GROUP BY state",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                let oldest_due = sqlx::query_scalar::<_, Option<i64>>(concat!(
+                    "SELECT MIN(due_utc) FROM outbox WHERE state IN ('pending','retry','claimed','sending') AND due_utc <= ",
+                    $p1
+                ))
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?;
+                let next = sqlx::query_as::<_, NextDue>(concat!(
+                    "SELECT key, kind, ",
+                    $max,
+                    "(due_utc, COALESCE(next_attempt_utc, 0)) AS due_utc, state FROM outbox
+                     WHERE state IN ('pending', 'retry') ORDER BY 3, id LIMIT 1"
+                ))
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(Backlog { depth: fill_depth(depth), oldest_due, next })
+            }
 
-    async fn purge_finished(&self, before: i64) -> anyhow::Result<u64> {
-        let mut total = 0;
-        loop {
-            let done = sqlx::query(
-                "DELETE FROM outbox WHERE id IN (
-                     SELECT id FROM outbox
-                     WHERE state IN ('accepted','failed','missed','suppressed','unknown')
-                       AND (reported_utc IS NOT NULL OR state IN ('accepted','suppressed'))
-                       AND deadline_utc < ?1 AND updated_utc < ?1
-                     LIMIT ?2)",
-            )
-            .bind(before)
-            .bind(PURGE_CHUNK)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-            total += done;
-            if done < PURGE_CHUNK as u64 {
-                return Ok(total);
+            async fn purge_finished(&self, before: i64) -> anyhow::Result<u64> {
+                let mut total = 0;
+                loop {
+                    let done = sqlx::query(concat!(
+                        "DELETE FROM outbox WHERE id IN (
+                             SELECT id FROM outbox
+                             WHERE state IN ('accepted','failed','missed','suppressed','unknown')
+                               AND (reported_utc IS NOT NULL OR state IN ('accepted','suppressed'))
+                               AND deadline_utc < ",
+                        $p1,
+                        " AND updated_utc < ",
+                        $p1,
+                        " LIMIT ",
+                        $p2,
+                        ")"
+                    ))
+                    .bind(before)
+                    .bind(PURGE_CHUNK)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                    total += done;
+                    if done < PURGE_CHUNK as u64 {
+                        return Ok(total);
+                    }
+                }
             }
         }
-    }
+    };
 }
 
-impl PgStore {
-    async fn ping(&self) -> anyhow::Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn backlog(&self, now: i64) -> anyhow::Result<Backlog> {
-        let depth = sqlx::query_as::<_, (String, i64)>(
-            "SELECT state, COUNT(*) FROM outbox WHERE state IN ('pending','retry','claimed','sending') GROUP BY state",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let oldest_due = sqlx::query_scalar::<_, Option<i64>>(
-            "SELECT MIN(due_utc) FROM outbox WHERE state IN ('pending','retry','claimed','sending') AND due_utc <= $1",
-        )
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await?;
-        let next = sqlx::query_as::<_, NextDue>(
-            "SELECT key, kind, GREATEST(due_utc, COALESCE(next_attempt_utc, 0)) AS due_utc, state FROM outbox
-             WHERE state IN ('pending', 'retry') ORDER BY 3, id LIMIT 1",
-        )
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(Backlog { depth: fill_depth(depth), oldest_due, next })
-    }
-
-    async fn purge_finished(&self, before: i64) -> anyhow::Result<u64> {
-        let mut total = 0;
-        loop {
-            let done = sqlx::query(
-                "DELETE FROM outbox WHERE id IN (
-                     SELECT id FROM outbox
-                     WHERE state IN ('accepted','failed','missed','suppressed','unknown')
-                       AND (reported_utc IS NOT NULL OR state IN ('accepted','suppressed'))
-                       AND deadline_utc < $1 AND updated_utc < $1
-                     LIMIT $2)",
-            )
-            .bind(before)
-            .bind(PURGE_CHUNK)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-            total += done;
-            if done < PURGE_CHUNK as u64 {
-                return Ok(total);
-            }
-        }
-    }
-}
+upkeep!(SqliteStore, p1 = "?1", p2 = "?2", greatest = "MAX");
+upkeep!(PgStore, p1 = "$1", p2 = "$2", greatest = "GREATEST");
 
 impl Store {
     /// One round trip (`/readyz`).
