@@ -151,7 +151,9 @@ mod tests {
         let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
         let sent: Vec<_> = scrape.samples.iter().filter(|s| s.metric == "x_sent_total").collect();
         assert_eq!(sent.len(), 2);
-        assert_eq!(sent[0].labels.get("kind"), Some("birth\"day\\\n"));
+        // prometheus-parse hands label values back as written (escaped): the quote, backslash and
+        // newline were escaped, so the sample still parsed as one line with two labels intact.
+        assert_eq!(sent[0].labels.get("kind"), Some(r#"birth\"day\\\n"#));
         assert!(matches!(sent[0].value, prometheus_parse::Value::Counter(v) if v == 3.0));
         let hist = scrape.samples.iter().find(|s| s.metric == "x_latency_seconds").unwrap();
         let prometheus_parse::Value::Histogram(buckets) = &hist.value else { panic!("{:?}", hist.value) };
