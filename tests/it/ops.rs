@@ -184,35 +184,69 @@ async fn saving_a_plan_by_rename_triggers_a_reload() {
     assert!(t.app.daemon.current().revision > revision, "a template change reloads");
 }
 
-/// A TCP forwarder to PostgreSQL that can be cut: the database becomes unreachable.
-struct Proxy {
-    port: u16,
+/// A TCP forwarder to PostgreSQL that can be cut (the database becomes unreachable) or
+/// stalled (connections stay open, nothing moves: every query hangs).
+pub(crate) struct Proxy {
+    pub(crate) port: u16,
     up: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
     links: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
+/// Copies one direction, holding the bytes back while the proxy is stalled.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    stalled: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while stalled.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
 impl Proxy {
-    async fn start(target: &str) -> Proxy {
+    pub(crate) async fn start(target: &str) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
+        let stalled = Arc::new(AtomicBool::new(false));
         let links = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (up2, links2, target) = (up.clone(), links.clone(), target.to_string());
+        let (up2, stalled2, links2, target) = (up.clone(), stalled.clone(), links.clone(), target.to_string());
         tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
                 if !up2.load(Ordering::SeqCst) {
                     continue; // dropped: connection closed at once
                 }
-                let target = target.clone();
+                let (target, stalled) = (target.clone(), stalled2.clone());
                 let link = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    if let Ok(outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let (ir, iw) = inbound.into_split();
+                        let (or, ow) = outbound.into_split();
+                        tokio::join!(pump(ir, ow, stalled.clone()), pump(or, iw, stalled));
                     }
                 });
                 links2.lock().unwrap().push(link.abort_handle());
             }
         });
-        Proxy { port, up, links }
+        Proxy { port, up, stalled, links }
+    }
+
+    /// The database URL of `db`, through this proxy.
+    pub(crate) fn url(&self, db: &crate::store::TestDb) -> String {
+        let url = db.url().replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", self.port), 1);
+        assert_ne!(url, db.url(), "the test database URL goes through 127.0.0.1:5432");
+        url
     }
 
     fn cut(&self) {
@@ -225,6 +259,10 @@ impl Proxy {
     fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
     }
+
+    pub(crate) fn stall(&self, stalled: bool) {
+        self.stalled.store(stalled, Ordering::SeqCst);
+    }
 }
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
@@ -235,8 +273,7 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 async fn readyz_turns_unready_when_the_database_is_unreachable() {
     let db = crate::store::TestDb::postgres().await;
     let proxy = Proxy::start("127.0.0.1:5432").await;
-    let url = db.url().replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port), 1);
-    assert_ne!(url, db.url(), "the test database URL goes through 127.0.0.1:5432");
+    let url = proxy.url(&db);
     let t = OpsApp::start(&[("a", &plan("a", "pat@a.example", ""))], &[], Some(&url)).await;
     let addr = t.app.serve_http().await.unwrap().unwrap();
     assert_eq!(http_get(addr, "/healthz").await, (200, "ok\n".to_string()));

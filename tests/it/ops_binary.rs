@@ -154,3 +154,63 @@ fn man_page_and_completions_are_generated_from_the_cli() {
         assert!(script.contains("status"), "{shell} completes the status command");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stuck_scheduler_loop_stops_feeding_the_watchdog() {
+    let db = crate::store::TestDb::postgres().await;
+    let proxy = crate::ops::Proxy::start("127.0.0.1:5432").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("plans")).unwrap();
+    let config = dir.path().join("contactplan.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "database_url = \"{}\"\nhttp_bind = \"off\"\ntemplates = \"{}\"\n[sender]\nemail = \"team@example.com\"\nname = \"Team\"\n[delivery]\nkind = \"maildir\"\npath = \"maildir\"\n",
+            proxy.url(&db),
+            crate::helpers::templates_dir().display()
+        ),
+    )
+    .unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut child = bin()
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .env("RUST_LOG", "warn")
+        .env_remove("CONTACTPLAN_DATABASE_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sock = std::sync::Arc::new(sock);
+    let recv = |want: &'static str, limit: Duration| {
+        let sock = sock.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut seen = Vec::new();
+            let hit = expect(&sock, want, limit, &mut seen);
+            (hit, seen)
+        })
+    };
+    let (ready, seen) = recv("READY=1", Duration::from_secs(30)).await.unwrap();
+    assert!(ready, "{seen:?}");
+    for _ in 0..2 {
+        let (ping, seen) = recv("WATCHDOG=1", Duration::from_secs(3)).await.unwrap();
+        assert!(ping, "pinged while the loop runs: {seen:?}");
+    }
+
+    // Every database call of the loop now hangs: it stops making progress, and so stops pinging
+    // (systemd would kill and restart it after WatchdogSec). One ping may already be on its way.
+    proxy.stall(true);
+    let _ = recv("never", Duration::from_millis(1500)).await.unwrap();
+    let (_, during) = recv("never", Duration::from_secs(4)).await.unwrap();
+    assert!(!during.iter().any(|m| m.lines().any(|l| l == "WATCHDOG=1")), "no pings from a stuck loop: {during:?}");
+
+    proxy.stall(false);
+    let (ping, seen) = recv("WATCHDOG=1", Duration::from_secs(10)).await.unwrap();
+    assert!(ping, "pings resume once the loop moves again: {seen:?}");
+    signal(&child, "-TERM");
+    let _ = child.wait();
+}
