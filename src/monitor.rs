@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 /// Counters of one occasion kind (`birthday`, `every`, …).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KindCounts {
-    /// Rows that came due and were claimed for their first attempt.
+    /// Rows that came due and were claimed for the first time.
     pub due: u64,
     /// Accepted by the server (or written to the Maildir).
     pub sent: u64,
@@ -209,7 +209,7 @@ impl Monitor {
         }
     }
 
-    /// A claimed row on its first attempt.
+    /// A row claimed for the first time.
     pub fn due(&self, kind: &str) {
         self.counters().by_kind.entry(kind.to_string()).or_default().due += 1;
     }
@@ -288,7 +288,7 @@ impl Monitor {
         let plans = self.plans();
         let mut e = Exposition::new();
         let families: [Family; 7] = [
-            ("due", "Outbox rows that came due and were claimed for their first attempt", |k| k.due),
+            ("due", "Outbox rows that came due and were claimed for the first time", |k| k.due),
             ("sent", "Messages accepted by the transport", |k| k.sent),
             ("failed", "Messages that failed permanently", |k| k.failed),
             ("deferred", "Send attempts that failed transiently and will be retried", |k| k.deferred),

@@ -183,7 +183,9 @@ impl Daemon {
                 break;
             }
             self.monitor.beat();
-            for row in batch.iter().filter(|r| r.attempts == 1) {
+            // The fence counts claims and never goes back (unlike attempts, which a release
+            // undoes): fence 1 is the row's first claim, so "due" counts each occasion once.
+            for row in batch.iter().filter(|r| r.fence == 1) {
                 self.monitor.due(&row.kind);
             }
             report += workers::deliver_batch(self, &snap, batch, stop).await?;
