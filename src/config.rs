@@ -532,6 +532,34 @@ mod tests {
         assert_eq!(normalize(Path::new("./a/./b")), PathBuf::from("a/b"));
     }
 
+    const MINIMAL: &str =
+        "[sender]\nemail = \"team@example.com\"\nname = \"x\"\n[delivery]\nkind = \"maildir\"\npath = \"m\"\n";
+
+    #[test]
+    fn http_bind_and_retention_have_safe_defaults_and_are_validated() {
+        let c = Config::parse(Path::new("c.toml"), MINIMAL).unwrap();
+        assert_eq!(c.http_bind, Some("127.0.0.1:9754".parse().unwrap()), "loopback by default");
+        assert_eq!(c.retention, Retention { outbox: chrono::TimeDelta::days(400), maildir: None });
+
+        let text = format!("http_bind = \"off\"\n[retention]\noutbox_days = 30\nmaildir_days = 7\n{MINIMAL}");
+        let c = Config::parse(Path::new("c.toml"), &text).unwrap();
+        assert_eq!(c.http_bind, None);
+        assert_eq!(c.retention.maildir, Some(chrono::TimeDelta::days(7)));
+
+        let text = format!("http_bind = \"localhost\"\n[retention]\noutbox_days = 0\n{MINIMAL}");
+        let errs = Config::parse(Path::new("c.toml"), &text).unwrap_err();
+        let msgs: Vec<String> = errs.iter().map(|d| format!("{}:{}", d.line, d.message)).collect();
+        assert_eq!(
+            msgs,
+            ["1:http_bind `localhost` is not an address:port", "3:retention.outbox_days must be between 1 and 36500"]
+        );
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        assert_eq!(format!("{:?}", Some(Secret("hunter2".into()))), "Some(<redacted>)");
+    }
+
     #[test]
     fn config_problems_are_all_reported() {
         let text = "timezone = \"Mars/Olympus\"\nhorizon_days = 0\n[sender]\nemail = \"nope\"\nname = \"x\"\n[delivery]\nkind = \"maildir\"\npath = \"m\"\n";
