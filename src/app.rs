@@ -55,10 +55,6 @@ impl Workspace {
     pub fn diagnostics(&self) -> &[Diagnostic] {
         &self.loaded.diagnostics
     }
-
-    pub fn into_snapshot(self) -> Snapshot {
-        Snapshot { plans: self.loaded.plans, renderer: self.renderer, playbooks: self.loaded.playbooks, revision: 0 }
-    }
 }
 
 /// A daemon ready to run. Cloning shares the daemon (e.g. for a SIGHUP handler).
