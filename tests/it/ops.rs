@@ -373,3 +373,28 @@ async fn metrics_parse_as_prometheus_text_and_count_sent_emails() {
     let status = t.app.daemon.monitor.last_smtp_error().expect("the 451 is remembered");
     assert!(status.detail.contains("451") && status.class == "transient", "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_permanent_failures_and_missed_occasions() {
+    let t = OpsApp::start(&[("a", &plan("a", "pat@a.example", "")), ("b", &plan("b", "pat@b.example", ""))], &[], None)
+        .await;
+    let addr = t.app.serve_http().await.unwrap().unwrap();
+    t.smtp.refuse("pat@a.example");
+    tick_at(&t, "2027-03-10T12:00:00Z").await;
+    let r = tick_at(&t, "2027-03-11T08:00:00Z").await;
+    assert_eq!((r.failed, r.accepted), (1, 1), "{r:?}");
+    // The next year's occasions are materialised later; b's 2028 birthday is never sent:
+    // the daemon "sleeps" through its whole send day.
+    tick_at(&t, "2028-03-09T12:00:00Z").await;
+    let r = tick_at(&t, "2028-03-12T12:00:00Z").await;
+    assert!(r.missed >= 1, "{r:?}");
+
+    let m = scrape(addr).await;
+    let birthday = Some(("kind", "birthday"));
+    assert_eq!(sample(&m, "contactplan_occasions_failed_total", birthday), Some(1.0));
+    assert_eq!(sample(&m, "contactplan_smtp_errors_total", Some(("class", "permanent"))), Some(1.0));
+    assert_eq!(sample(&m, "contactplan_occasions_missed_total", birthday), Some(r.missed as f64));
+    let err = t.app.daemon.monitor.last_smtp_error().unwrap();
+    assert_eq!(err.class, "permanent");
+    assert!(err.detail.contains("550"), "{err:?}");
+}
