@@ -103,3 +103,63 @@ fn text(s: &Status, source: &str) -> String {
     let _ = writeln!(o, "last SMTP error: {smtp}");
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::{PlanHealth, PlanProblem, SmtpErrorInfo};
+    use crate::store::{Backlog, NextDue};
+
+    #[test]
+    fn the_report_names_problems_and_whether_their_last_good_version_serves() {
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let s = Status {
+            source: "daemon".into(),
+            ready: false,
+            not_ready: vec!["database unreachable: refused".into()],
+            outbox: vec![("accepted".into(), 3), ("pending".into(), 1)],
+            backlog: Some(Backlog {
+                depth: vec![],
+                oldest_due: None,
+                next: Some(NextDue {
+                    key: "acme/birthday/contact:anna/2027-01-15".into(),
+                    kind: "birthday".into(),
+                    due_utc: 1_800_000_000,
+                    state: "pending".into(),
+                }),
+            }),
+            plans: Some(PlanHealth {
+                customers: 2,
+                problems: vec![
+                    PlanProblem {
+                        location: "plans/a.toml:7:12".into(),
+                        message: "unknown time zone `X`".into(),
+                        last_good_in_force: true,
+                    },
+                    PlanProblem {
+                        location: "plans/c.toml:1:1".into(),
+                        message: "bad".into(),
+                        last_good_in_force: false,
+                    },
+                ],
+                loaded_at: Some(at),
+            }),
+            last_smtp_error: Some(SmtpErrorInfo { at, class: "transient".into(), detail: "451 greylisted".into() }),
+            ..Status::default()
+        };
+        let t = text(&s, "the daemon at 127.0.0.1:9754");
+        assert!(t.contains("ready:           no — database unreachable: refused"), "{t}");
+        assert!(t.contains("outbox:          accepted 3, pending 1"), "{t}");
+        assert!(
+            t.contains(
+                "next due:        2027-01-15T08:00:00+00:00 acme/birthday/contact:anna/2027-01-15 (birthday, pending)"
+            ),
+            "{t}"
+        );
+        assert!(t.contains("oldest due:      nothing overdue"), "{t}");
+        assert!(t.contains("  plans/a.toml:7:12: unknown time zone `X` (last good version in force)"), "{t}");
+        assert!(t.contains("  plans/c.toml:1:1: bad (not served)"), "{t}");
+        assert!(t.contains("last SMTP error: 2027-01-15T08:00:00+00:00 transient: 451 greylisted"), "{t}");
+        assert!(t.contains("last tick:       none yet"), "{t}");
+    }
+}
