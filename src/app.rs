@@ -95,11 +95,10 @@ impl Application {
             daemon.monitor.notifier.reloading(&format!("reloading plans ({cause})"));
             let loaded = reload::load(&daemon.config, Some(&daemon.current()), daemon.clock.now());
             report(&loaded.diagnostics);
-            let status = ready_status(&loaded.health);
             tracing::info!(%cause, customers = loaded.health.customers, errors = loaded.health.problems.len(), "plans reloaded");
             daemon.replace(loaded.snapshot);
             daemon.monitor.reloaded(loaded.health);
-            daemon.monitor.notifier.ready(&status);
+            daemon.monitor.notifier.ready(&daemon.monitor.status_line());
         })
         .await;
         if let Err(e) = done {
@@ -127,7 +126,7 @@ impl Application {
         let (tx, rx) = watch::channel(false);
         let daemon = self.daemon.clone();
         daemon.monitor.set_ready(true);
-        daemon.monitor.notifier.ready(&ready_status(&daemon.monitor.plans()));
+        daemon.monitor.notifier.ready(&daemon.monitor.status_line());
         let worker = tokio::spawn(async move { daemon.run(rx).await });
         shutdown.await;
         tracing::info!("shutdown requested: finishing the messages in flight, releasing the rest");
@@ -143,14 +142,6 @@ impl Application {
             Err(_) => tracing::warn!(?grace, "shutdown grace exceeded; exiting with sends in flight"),
         }
         Ok(())
-    }
-}
-
-/// The `STATUS=` line systemd shows after start and reloads.
-fn ready_status(h: &crate::monitor::PlanHealth) -> String {
-    match h.problems.len() {
-        0 => format!("serving {} customers", h.customers),
-        n => format!("serving {} customers; {n} plan problem(s), see `contactplan status`", h.customers),
     }
 }
 

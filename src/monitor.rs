@@ -209,6 +209,21 @@ impl Monitor {
         }
     }
 
+    /// The one-line `STATUS=` systemd shows: customers, plan problems, the last tick.
+    pub fn status_line(&self) -> String {
+        let plans = self.plans();
+        let mut line = format!("serving {} customers", plans.customers);
+        if !plans.problems.is_empty() {
+            line.push_str(&format!("; {} plan problem(s), see `contactplan status`", plans.problems.len()));
+        }
+        match self.last_tick() {
+            Some(t) if t.error.is_some() => line.push_str(&format!("; last tick {} FAILED", t.at.format("%H:%M:%SZ"))),
+            Some(t) => line.push_str(&format!("; last tick {}", t.at.format("%H:%M:%SZ"))),
+            None => {}
+        }
+        line
+    }
+
     /// A row claimed for the first time.
     pub fn due(&self, kind: &str) {
         self.counters().by_kind.entry(kind.to_string()).or_default().due += 1;

@@ -239,6 +239,7 @@ impl Daemon {
                 tracing::error!(error = %e, "tick failed; retrying shortly");
             }
             self.monitor.tick_finished(started, result.err().map(|e| format!("{e:#}")));
+            self.monitor.notifier.status(&self.monitor.status_line());
             self.retention_if_due().await;
             let pause = self.sleep_for().await.min(self.monitor.max_sleep(MAX_SLEEP));
             tokio::select! {

@@ -90,6 +90,10 @@ fn the_real_daemon_talks_systemd_notify_and_status_reports_it() {
         assert!(expect(&sock, "WATCHDOG=1", Duration::from_secs(3), &mut seen), "WATCHDOG=1: {seen:?}");
     }
     assert!(wait_until(Duration::from_secs(20), || !smtp.messages().is_empty()), "the due occasion is sent");
+    assert!(
+        seen.iter().any(|m| m.starts_with("STATUS=serving 1 customers; last tick ")),
+        "a STATUS= line after each tick: {seen:?}"
+    );
 
     signal(&child, "-HUP");
     assert!(expect(&sock, "RELOADING=1", Duration::from_secs(10), &mut seen), "RELOADING=1: {seen:?}");
