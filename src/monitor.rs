@@ -75,6 +75,7 @@ struct Counters {
 pub struct PlanProblem {
     /// `file:line:col`.
     pub location: String,
+    /// What is wrong, as `check` words it.
     pub message: String,
     /// True when an earlier, valid version of this file is still being served.
     pub last_good_in_force: bool,
@@ -94,6 +95,7 @@ pub struct PlanHealth {
 /// The last transport error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SmtpErrorInfo {
+    /// When it happened (daemon clock).
     pub at: DateTime<Utc>,
     /// `transient`, `permanent` or `unknown`.
     pub class: String,
@@ -112,12 +114,15 @@ pub struct TickInfo {
 
 #[derive(Debug)]
 struct State {
+    /// The last finished tick, and when it finished (monotonic, for staleness).
     last_tick: Option<(TickInfo, Instant)>,
     /// Last sign of life of the scheduler loop.
     last_beat: Instant,
     /// Last `WATCHDOG=1` sent.
     last_ping: Option<Instant>,
+    /// The last (re)load's result.
     plans: PlanHealth,
+    /// For `status`: the most recent transport failure.
     last_smtp_error: Option<SmtpErrorInfo>,
 }
 
@@ -371,9 +376,11 @@ type Family = (&'static str, &'static str, fn(&KindCounts) -> u64);
 /// Gauges read from the store at scrape time.
 #[derive(Debug, Clone, Default)]
 pub struct Gauges {
+    /// Whether the database answered in time (the other gauges are left out when not).
     pub database_up: bool,
     /// Open state → rows.
     pub depth: Vec<(String, i64)>,
+    /// Now minus the due time of the oldest open row that is due; 0 when none is.
     pub oldest_due_age_secs: i64,
 }
 

@@ -14,7 +14,9 @@ use std::path::Path;
 /// What one pass deleted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Purged {
+    /// Outbox rows deleted.
     pub rows: u64,
+    /// Maildir files deleted.
     pub files: u64,
 }
 

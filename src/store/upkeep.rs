@@ -14,10 +14,13 @@ use serde::{Deserialize, Serialize};
 /// The earliest open row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct NextDue {
+    /// The outbox key (customer/rule/recipient/nominal).
     pub key: String,
+    /// The rule's `on`.
     pub kind: String,
     /// Unix seconds: when it is (or was) due, or its next retry.
     pub due_utc: i64,
+    /// `pending` or `retry`.
     pub state: String,
 }
 
