@@ -7,6 +7,7 @@ use crate::diagnostics::Diagnostic;
 use crate::dispatch::{Daemon, Snapshot};
 use crate::mail::Mailer;
 use crate::plan::{self, Loaded};
+use crate::reload;
 use crate::render::Renderer;
 use crate::store::Store;
 use std::future::Future;
@@ -22,8 +23,19 @@ pub struct Workspace {
 impl Workspace {
     /// Loads templates then plans; never fails — problems are in `diagnostics()`.
     pub fn load(config: &Config, progress: &(dyn Fn() + Sync)) -> Workspace {
-        let (renderer, template_diags) = Renderer::load(&config.templates_dir);
-        let mut loaded = plan::load(
+        Self::load_keeping(config, None, progress).0
+    }
+
+    /// [`Workspace::load`] for a reload: broken templates and playbooks keep their version from
+    /// `previous`. Also returns those files. (Plans: see `reload`.)
+    pub fn load_keeping(
+        config: &Config,
+        previous: Option<&Snapshot>,
+        progress: &(dyn Fn() + Sync),
+    ) -> (Workspace, Vec<std::path::PathBuf>) {
+        let (renderer, template_diags, mut kept) =
+            Renderer::load_keeping(&config.templates_dir, previous.map(|p| &p.renderer));
+        let mut loaded = plan::load_keeping(
             &plan::Sources {
                 plans_dir: &config.plans_dir,
                 playbooks_dir: &config.playbooks_dir,
@@ -31,20 +43,18 @@ impl Workspace {
                 default_timezone: config.default_timezone,
                 default_calendar: &config.calendar,
             },
+            previous.map(|p| &p.playbooks),
             progress,
         );
         let mut diags = template_diags;
         diags.append(&mut loaded.diagnostics);
         loaded.diagnostics = diags;
-        Workspace { renderer, loaded }
+        kept.append(&mut loaded.kept_playbooks);
+        (Workspace { renderer, loaded }, kept)
     }
 
     pub fn diagnostics(&self) -> &[Diagnostic] {
         &self.loaded.diagnostics
-    }
-
-    pub fn into_snapshot(self) -> Snapshot {
-        Snapshot { plans: self.loaded.plans, renderer: self.renderer, revision: 0 }
     }
 }
 
@@ -52,6 +62,8 @@ impl Workspace {
 #[derive(Clone)]
 pub struct Application {
     pub daemon: Arc<Daemon>,
+    /// Serialises reloads (SIGHUP and the file watcher may fire together).
+    reloading: Arc<std::sync::Mutex<()>>,
 }
 
 impl Application {
@@ -64,33 +76,63 @@ impl Application {
     /// Builds with a given transport (tests, preview).
     pub async fn build_with(config: Config, clock: SharedClock, mailer: Mailer) -> anyhow::Result<Application> {
         let store = Store::connect(&config.database_url).await?;
-        let ws = Workspace::load(&config, &|| {});
-        report(ws.diagnostics());
-        tracing::info!(
-            customers = ws.loaded.plans.len(),
-            plan_files = ws.loaded.plan_files,
-            errors = ws.loaded.error_count(),
-            "plans loaded"
-        );
-        let daemon = Daemon::new(store, mailer, clock, config, ws.into_snapshot());
-        Ok(Application { daemon: Arc::new(daemon) })
+        let loaded = reload::load(&config, None, clock.now());
+        report(&loaded.diagnostics);
+        tracing::info!(customers = loaded.health.customers, errors = loaded.health.problems.len(), "plans loaded");
+        let daemon = Daemon::new(store, mailer, clock, config, loaded.snapshot);
+        daemon.monitor.reloaded(loaded.health);
+        Ok(Application { daemon: Arc::new(daemon), reloading: Arc::default() })
     }
 
-    /// Re-reads plans and templates and serves the valid ones.
-    pub fn reload(&self) {
-        let ws = Workspace::load(&self.daemon.config, &|| {});
-        report(ws.diagnostics());
-        tracing::info!(customers = ws.loaded.plans.len(), errors = ws.loaded.error_count(), "plans reloaded");
-        self.daemon.replace(ws.into_snapshot());
+    /// Re-reads plans, playbooks and templates, validates everything, and serves the result;
+    /// broken files keep their last good version (see `reload`). Tells systemd
+    /// `RELOADING=1` … `READY=1`.
+    pub async fn reload(&self, cause: &str) {
+        let app = self.clone();
+        let cause = cause.to_string();
+        let done = tokio::task::spawn_blocking(move || {
+            let _one_at_a_time = app.reloading.lock().unwrap_or_else(|p| p.into_inner());
+            let daemon = &app.daemon;
+            daemon.monitor.notifier.reloading(&format!("reloading plans ({cause})"));
+            let loaded = reload::load(&daemon.config, Some(&daemon.current()), daemon.clock.now());
+            report(&loaded.diagnostics);
+            tracing::info!(%cause, customers = loaded.health.customers, errors = loaded.health.problems.len(), "plans reloaded");
+            daemon.replace(loaded.snapshot);
+            daemon.monitor.reloaded(loaded.health);
+            daemon.monitor.notifier.ready(&daemon.monitor.status_line());
+        })
+        .await;
+        if let Err(e) = done {
+            tracing::error!(error = %e, "reload panicked; the previous plans stay in force");
+        }
+    }
+
+    /// Starts the HTTP listener (`/healthz`, `/readyz`, `/metrics`, `/status`) when
+    /// `http_bind` is set; returns the bound address.
+    pub async fn serve_http(&self) -> anyhow::Result<Option<std::net::SocketAddr>> {
+        match self.daemon.config.http_bind {
+            None => Ok(None),
+            Some(addr) => Ok(Some(crate::http::serve(self.daemon.clone(), addr).await?)),
+        }
+    }
+
+    /// Watches the plan, playbook and template directories and reloads on change.
+    pub fn watch_files(&self) -> anyhow::Result<()> {
+        crate::watch::spawn(self.clone())
     }
 
     /// Runs until `shutdown` completes, then finishes the message in flight and returns.
+    /// Tells systemd `READY=1` first (migrations ran and plans are loaded by now).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let (tx, rx) = watch::channel(false);
         let daemon = self.daemon.clone();
+        daemon.monitor.set_ready(true);
+        daemon.monitor.notifier.ready(&daemon.monitor.status_line());
         let worker = tokio::spawn(async move { daemon.run(rx).await });
         shutdown.await;
         tracing::info!("shutdown requested: finishing the messages in flight, releasing the rest");
+        self.daemon.monitor.set_ready(false);
+        self.daemon.monitor.notifier.stopping("finishing the messages in flight");
         let _ = tx.send(true);
         // In-flight sends are bounded by the SMTP timeout; past this bound we exit anyway, and a
         // row left `sending` is taken over by the next start (resent with its Message-ID, or
@@ -108,7 +150,7 @@ impl Application {
 fn report(diags: &[Diagnostic]) {
     for d in diags {
         if d.is_error() {
-            tracing::error!(location = %d.location(), problem = %d.message, "plan problem; the file is not served until fixed");
+            tracing::error!(location = %d.location(), problem = %d.message, "plan problem; until it is fixed the file's last good version stays in force (none on a first load)");
         } else {
             tracing::warn!(location = %d.location(), problem = %d.message, "plan warning");
         }

@@ -31,8 +31,14 @@ pub struct Config {
     pub sender: Sender,
     /// Where messages go.
     pub delivery: Delivery,
-    /// Where the HTTP listener binds (health, metrics); `None` disables it.
-    pub http_bind: Option<String>,
+    /// Where the HTTP listener binds (health, metrics, status); `None` (`http_bind = "off"`)
+    /// disables it.
+    pub http_bind: Option<std::net::SocketAddr>,
+    /// Bearer token `/metrics` and `/status` require, from `CONTACTPLAN_API_TOKEN` or the
+    /// systemd credential `api-token`; `None`: open (the listener is on loopback by default).
+    pub api_token: Option<Secret>,
+    /// How long finished outbox rows and delivered Maildir files are kept.
+    pub retention: Retention,
     /// Largest number of outbox items claimed in one batch.
     pub batch_size: u32,
     /// Where failed, missed and unknown-outcome reports go (a digest email); `None`: log only.
@@ -40,6 +46,30 @@ pub struct Config {
     /// `[calendar]`: business-calendar and send-window defaults under every customer's keys.
     pub calendar: crate::calendar::Settings,
 }
+
+/// A secret value; never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Bounded growth: finished outbox rows and Maildir files older than this are deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Finished rows (accepted, failed, missed, suppressed, unknown) whose deadline and last
+    /// change are older than this are deleted (failed/missed/unknown only once reported).
+    pub outbox: chrono::TimeDelta,
+    /// Files in the Maildir's `new/` and `cur/` older than this are deleted; `None` keeps them
+    /// (the Maildir usually belongs to whoever reads it).
+    pub maildir: Option<chrono::TimeDelta>,
+}
+
+/// The default address of the HTTP listener.
+pub const DEFAULT_HTTP_BIND: &str = "127.0.0.1:9754";
 
 /// The From: identity.
 #[derive(Debug, Clone)]
@@ -121,12 +151,20 @@ struct RawConfig {
     templates: Option<String>,
     timezone: Option<Spanned<String>>,
     horizon_days: Option<Spanned<i64>>,
-    http_bind: Option<String>,
+    http_bind: Option<Spanned<String>>,
     batch_size: Option<Spanned<u32>>,
     sender: RawSender,
     delivery: RawDelivery,
     ops: Option<RawOps>,
     calendar: Option<crate::plan::RawCalendar>,
+    retention: Option<RawRetention>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    outbox_days: Option<Spanned<i64>>,
+    maildir_days: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -162,6 +200,7 @@ struct RawDelivery {
 /// Environment variables that override the file (for tests, containers and secrets).
 pub const ENV_DATABASE_URL: &str = "CONTACTPLAN_DATABASE_URL";
 pub const ENV_SMTP_PASSWORD: &str = "CONTACTPLAN_SMTP_PASSWORD";
+pub const ENV_API_TOKEN: &str = "CONTACTPLAN_API_TOKEN";
 
 impl Config {
     /// Reads and validates the config file; every problem is returned at once.
@@ -229,6 +268,54 @@ impl Config {
                 crate::calendar::Settings::default()
             }),
         };
+        let http_bind = match &raw.http_bind {
+            None => DEFAULT_HTTP_BIND.parse().ok(),
+            Some(b) if b.get_ref() == "off" => None,
+            Some(b) => match b.get_ref().parse::<std::net::SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    errors.push(
+                        Diagnostic::at(
+                            path,
+                            text,
+                            Some(b.span()),
+                            format!("http_bind `{}` is not an address:port", b.get_ref()),
+                        )
+                        .hint("e.g. \"127.0.0.1:9754\", or \"off\" to disable the listener"),
+                    );
+                    None
+                }
+            },
+        };
+        let mut days = |v: Option<&Spanned<i64>>, default: Option<i64>, key: &str| -> Option<chrono::TimeDelta> {
+            let d = v.map(|d| *d.get_ref()).or(default)?;
+            if !(1..=36_500).contains(&d) {
+                errors.push(
+                    Diagnostic::at(
+                        path,
+                        text,
+                        v.map(|d| d.span()),
+                        format!("retention.{key} must be between 1 and 36500"),
+                    )
+                    .hint("a number of days; leave it out for the default"),
+                );
+            }
+            Some(chrono::TimeDelta::days(d))
+        };
+        let retention = Retention {
+            outbox: days(raw.retention.as_ref().and_then(|r| r.outbox_days.as_ref()), Some(400), "outbox_days")
+                .unwrap_or(chrono::TimeDelta::days(400)),
+            maildir: days(raw.retention.as_ref().and_then(|r| r.maildir_days.as_ref()), None, "maildir_days"),
+        };
+        let api_token = match std::env::var(ENV_API_TOKEN) {
+            Ok(t) if !t.is_empty() => Some(Secret(t)),
+            _ => credential("api-token")
+                .unwrap_or_else(|e| {
+                    errors.push(Diagnostic::whole_file(path, e).hint("check the unit's LoadCredential=api-token"));
+                    None
+                })
+                .map(Secret),
+        };
         let database_url = match std::env::var(ENV_DATABASE_URL) {
             Ok(url) if !url.is_empty() => url,
             _ => {
@@ -260,7 +347,9 @@ impl Config {
             horizon: chrono::TimeDelta::days(horizon_days),
             sender: Sender { email, name: raw.sender.name },
             delivery,
-            http_bind: raw.http_bind,
+            http_bind,
+            api_token,
+            retention,
             batch_size,
             ops_email,
             calendar,
@@ -413,18 +502,26 @@ pub fn normalize(path: &Path) -> PathBuf {
     if out.as_os_str().is_empty() { PathBuf::from(".") } else { out }
 }
 
+/// A systemd credential (`LoadCredential=NAME:…`) from `$CREDENTIALS_DIRECTORY`, trailing
+/// newline removed; `None` when not passed in.
+pub fn credential(name: &str) -> Result<Option<String>, String> {
+    let Ok(dir) = std::env::var("CREDENTIALS_DIRECTORY") else { return Ok(None) };
+    let cred = Path::new(&dir).join(name);
+    if !cred.exists() {
+        return Ok(None);
+    }
+    std::fs::read_to_string(&cred)
+        .map(|s| Some(s.trim_end().to_string()))
+        .map_err(|e| format!("cannot read credential {}: {e}", cred.display()))
+}
+
 /// The SMTP password: environment, then systemd credential, then the configured file.
 fn read_password(file: Option<PathBuf>) -> Result<Option<String>, String> {
     if let Ok(p) = std::env::var(ENV_SMTP_PASSWORD) {
         return Ok(Some(p));
     }
-    if let Ok(dir) = std::env::var("CREDENTIALS_DIRECTORY") {
-        let cred = Path::new(&dir).join("smtp-password");
-        if cred.exists() {
-            return std::fs::read_to_string(&cred)
-                .map(|s| Some(s.trim_end().to_string()))
-                .map_err(|e| format!("cannot read credential {}: {e}", cred.display()));
-        }
+    if let Some(p) = credential("smtp-password")? {
+        return Ok(Some(p));
     }
     match file {
         None => Ok(None),
@@ -444,6 +541,34 @@ mod tests {
         assert_eq!(normalize(Path::new("config/../../x")), PathBuf::from("../x"));
         assert_eq!(normalize(Path::new("/etc/../var/lib")), PathBuf::from("/var/lib"));
         assert_eq!(normalize(Path::new("./a/./b")), PathBuf::from("a/b"));
+    }
+
+    const MINIMAL: &str =
+        "[sender]\nemail = \"team@example.com\"\nname = \"x\"\n[delivery]\nkind = \"maildir\"\npath = \"m\"\n";
+
+    #[test]
+    fn http_bind_and_retention_have_safe_defaults_and_are_validated() {
+        let c = Config::parse(Path::new("c.toml"), MINIMAL).unwrap();
+        assert_eq!(c.http_bind, Some("127.0.0.1:9754".parse().unwrap()), "loopback by default");
+        assert_eq!(c.retention, Retention { outbox: chrono::TimeDelta::days(400), maildir: None });
+
+        let text = format!("http_bind = \"off\"\n[retention]\noutbox_days = 30\nmaildir_days = 7\n{MINIMAL}");
+        let c = Config::parse(Path::new("c.toml"), &text).unwrap();
+        assert_eq!(c.http_bind, None);
+        assert_eq!(c.retention.maildir, Some(chrono::TimeDelta::days(7)));
+
+        let text = format!("http_bind = \"localhost\"\n[retention]\noutbox_days = 0\n{MINIMAL}");
+        let errs = Config::parse(Path::new("c.toml"), &text).unwrap_err();
+        let msgs: Vec<String> = errs.iter().map(|d| format!("{}:{}", d.line, d.message)).collect();
+        assert_eq!(
+            msgs,
+            ["1:http_bind `localhost` is not an address:port", "3:retention.outbox_days must be between 1 and 36500"]
+        );
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        assert_eq!(format!("{:?}", Some(Secret("hunter2".into()))), "Some(<redacted>)");
     }
 
     #[test]

@@ -1,10 +1,57 @@
-//! Logging set-up: `tracing` to stderr, text on a terminal, JSON with `--log-format json`.
+//! Logging set-up. Under systemd, when stderr is the journal stream (`$JOURNAL_STREAM` names
+//! stderr's device and inode), events go to journald natively (`tracing-journald`: priority
+//! from the level, each field a journal field, so `journalctl -u contactplan KEY=…` filters).
+//! Otherwise `tracing` writes to stderr: text, or JSON with `--log-format json`.
 //! Level from `RUST_LOG` (default `info`).
+//!
+//! What is logged is decided where events are emitted: never message bodies or secrets, and
+//! at info level recipient domains, never addresses (see `dispatch`).
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 pub fn init(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if stderr_is_journal() {
+        match tracing_journald::layer() {
+            Ok(journald) => {
+                let _ = tracing_subscriber::registry()
+                    .with(filter())
+                    .with(journald.with_syslog_identifier("contactplan".into()))
+                    .try_init();
+                return;
+            }
+            Err(e) => eprintln!("JOURNAL_STREAM is set but journald is unreachable ({e}); logging to stderr"),
+        }
+    }
+    let builder = tracing_subscriber::fmt().with_env_filter(filter()).with_writer(std::io::stderr);
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// Whether stderr is connected to the journal (systemd's documented check: compare
+/// `$JOURNAL_STREAM` with stderr's device and inode, since the variable is inherited by
+/// children whose stderr may be redirected).
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(value) = std::env::var("JOURNAL_STREAM") else { return false };
+    std::fs::metadata("/proc/self/fd/2").is_ok_and(|m| journal_stream_matches(&value, m.dev(), m.ino()))
+}
+
+/// `$JOURNAL_STREAM` is `DEVICE:INODE` in decimal.
+fn journal_stream_matches(value: &str, dev: u64, ino: u64) -> bool {
+    value.split_once(':').is_some_and(|(d, i)| d.parse() == Ok(dev) && i.parse() == Ok(ino))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_stream_must_name_stderr() {
+        assert!(journal_stream_matches("8:12345", 8, 12345));
+        assert!(!journal_stream_matches("8:12345", 8, 12346));
+        assert!(!journal_stream_matches("9:12345", 8, 12345));
+        assert!(!journal_stream_matches("garbage", 8, 12345));
+    }
 }

@@ -14,11 +14,7 @@ pub struct Args {
     format: Format,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Format {
-    Text,
-    Json,
-}
+use super::TextOrJson as Format;
 
 pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let config = match super::load_config(config_path) {

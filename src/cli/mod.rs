@@ -2,9 +2,11 @@
 
 mod agenda;
 mod check;
+mod docs;
 mod explain;
 mod preview;
 mod run;
+mod status;
 
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
@@ -18,7 +20,7 @@ use std::process::ExitCode;
     about = "Keeps B2B customer relationships warm: contact plans in, greetings and tasks out."
 )]
 #[command(
-    after_help = "Examples:\n  contactplan check\n  contactplan agenda --days 14\n  contactplan preview --customer acme --occasion birthday\n  contactplan explain --customer acme --occasion birthday --year 2027\n  contactplan run --config /etc/contactplan/contactplan.toml"
+    after_help = "Examples:\n  contactplan check\n  contactplan agenda --days 14\n  contactplan preview --customer acme --occasion birthday\n  contactplan explain --customer acme --occasion birthday --year 2027\n  contactplan run --config /etc/contactplan/contactplan.toml\n  contactplan status"
 )]
 pub struct Cli {
     /// The daemon configuration file.
@@ -37,6 +39,13 @@ pub enum LogFormat {
     Json,
 }
 
+/// `--format` of commands that print either for people or for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TextOrJson {
+    Text,
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Check(check::Args),
@@ -44,6 +53,9 @@ pub enum Command {
     Preview(preview::Args),
     Explain(explain::Args),
     Run(run::Args),
+    Status(status::Args),
+    Man(docs::ManArgs),
+    Completions(docs::CompletionsArgs),
 }
 
 /// Runs a parsed command line; the exit code follows the command's outcome.
@@ -55,6 +67,9 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Preview(args) => preview::run(&cli.config, args),
         Command::Explain(args) => explain::run(&cli.config, args),
         Command::Run(args) => run::run(&cli.config, args),
+        Command::Status(args) => status::run(&cli.config, args),
+        Command::Man(args) => docs::man(args),
+        Command::Completions(args) => docs::completions(args),
     };
     match result {
         Ok(code) => code,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 /// Run the daemon: apply migrations, load plans, fill the outbox and send what is due.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Signals: SIGTERM/SIGINT stop after the message in flight; SIGHUP reloads plans, playbooks and templates.\n\nExamples:\n  contactplan run\n  RUST_LOG=contactplan=debug contactplan run --config /etc/contactplan/contactplan.toml\n  contactplan run --log-format json"
+    after_help = "Signals: SIGTERM/SIGINT stop after the message in flight; SIGHUP reloads plans, playbooks and templates (so does saving a file in their directories).\n\nUnder systemd (Type=notify) it reports READY=1 once migrations ran and plans are loaded, RELOADING=1/READY=1 around reloads, and pings the watchdog from the scheduler loop.\n\nExamples:\n  contactplan run\n  RUST_LOG=contactplan=debug contactplan run --config /etc/contactplan/contactplan.toml\n  contactplan run --log-format json"
 )]
 pub struct Args {}
 
@@ -21,12 +21,14 @@ pub fn run(config_path: &Path, _args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let app = Application::build(config, Arc::new(SystemClock)).await?;
+        app.serve_http().await?;
+        app.watch_files()?;
         let reloader = app.clone();
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 tracing::info!("SIGHUP: reloading plans, playbooks and templates");
-                reloader.reload();
+                reloader.reload("SIGHUP").await;
             }
         });
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

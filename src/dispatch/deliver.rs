@@ -28,6 +28,17 @@ pub struct Delivery {
     pub outcome: Outcome,
     /// Recipient domain (never the address) for info-level logs.
     pub domain: String,
+    /// Time spent in the transport, when it was used (the send latency histogram).
+    pub latency: Option<std::time::Duration>,
+    /// The transport's failure class, when it failed (SMTP errors by class).
+    pub failure: Option<FailureClass>,
+}
+
+impl Delivery {
+    /// An outcome decided without the transport.
+    fn decided(outcome: Outcome, domain: String) -> Delivery {
+        Delivery { outcome, domain, latency: None, failure: None }
+    }
 }
 
 /// A message ready to send, or the outcome that replaces sending it.
@@ -44,7 +55,7 @@ pub enum Prepared {
 /// Renders one claimed row from the *current* plans. Never panics on bad data: everything
 /// that cannot become a message becomes an outcome.
 pub fn prepare(row: &Claimed, plans: &Plans, renderer: &Renderer, sender: &Sender, now: DateTime<Utc>) -> Prepared {
-    let done = |outcome: Outcome, domain: String| Prepared::Done(Delivery { outcome, domain });
+    let done = |outcome: Outcome, domain: String| Prepared::Done(Delivery::decided(outcome, domain));
     let suppressed = |reason: String| done(Outcome::Suppressed { reason }, String::new());
     let Some(customer) = plans.get(&row.customer) else {
         return suppressed(format!("customer `{}` is no longer in the plans", row.customer));
@@ -92,8 +103,20 @@ pub fn prepare(row: &Claimed, plans: &Plans, renderer: &Renderer, sender: &Sende
     }
 }
 
+/// What to record for a send attempt of `row` that took `latency` in the transport.
+pub fn delivered(
+    row: &Claimed,
+    sent: Result<Accepted, SendError>,
+    domain: String,
+    latency: std::time::Duration,
+    now: DateTime<Utc>,
+) -> Delivery {
+    let failure = sent.as_ref().err().map(|e| e.class);
+    Delivery { outcome: outcome(row, sent, now), domain, latency: Some(latency), failure }
+}
+
 /// The outcome to record for a send attempt of `row`.
-pub fn outcome(row: &Claimed, sent: Result<Accepted, SendError>, now: DateTime<Utc>) -> Outcome {
+fn outcome(row: &Claimed, sent: Result<Accepted, SendError>, now: DateTime<Utc>) -> Outcome {
     match sent {
         Ok(accepted) => Outcome::Accepted { reply: accepted.reply },
         Err(e) => match e.class {

@@ -29,11 +29,16 @@ pub const MAX_SLEEP: Duration = Duration::from_secs(60);
 pub const LEASE_SECS: i64 = 60;
 /// Re-materialise at least this often even when nothing changed (the window moves).
 pub const REMATERIALIZE_EVERY: TimeDelta = TimeDelta::minutes(10);
+/// How often old outbox rows and Maildir files are purged.
+pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 /// What the daemon currently serves: valid plans and compiled templates, swapped whole.
 pub struct Snapshot {
     pub plans: Plans,
     pub renderer: Renderer,
+    /// The playbooks the plans were validated against: the last good versions a reload falls
+    /// back to when a playbook file breaks.
+    pub playbooks: std::collections::HashMap<String, crate::plan::Playbook>,
     /// Bumped on every reload so the next tick re-materialises.
     pub revision: u64,
 }
@@ -83,6 +88,10 @@ pub struct Daemon {
     pub instance: String,
     /// Wakes the loop early (reload, tests advancing the clock).
     pub wake: Arc<Notify>,
+    /// Counters, readiness and the systemd watchdog (pinged from this loop's progress).
+    pub monitor: Arc<crate::monitor::Monitor>,
+    /// When retention last ran (monotonic; it runs at most every [`RETENTION_EVERY`]).
+    last_retention: std::sync::Mutex<Option<std::time::Instant>>,
     /// Revision and clock time of the last materialisation pass.
     last_materialized: std::sync::Mutex<Option<(u64, DateTime<Utc>)>>,
 }
@@ -98,6 +107,8 @@ impl Daemon {
             snapshot: RwLock::new(Arc::new(snapshot)),
             instance,
             wake: Arc::new(Notify::new()),
+            monitor: Arc::new(crate::monitor::Monitor::new(crate::notify::Notifier::from_env())),
+            last_retention: std::sync::Mutex::new(None),
             last_materialized: std::sync::Mutex::new(None),
         }
     }
@@ -157,6 +168,9 @@ impl Daemon {
             *self.last_materialized.lock().unwrap_or_else(|p| p.into_inner()) = Some((snap.revision, now));
             report.materialized = m.inserted;
             report.missed += m.missed;
+            for kind in &m.missed_kinds {
+                self.monitor.missed(kind, 1);
+            }
             if m.inserted + m.missed > 0 {
                 tracing::info!(new = m.inserted, missed = m.missed, "materialised occasions into the outbox");
             }
@@ -164,6 +178,7 @@ impl Daemon {
 
         for row in self.store.expire(secs(now)).await? {
             report.missed += 1;
+            self.monitor.missed(&row.kind, 1);
             tracing::warn!(key = %row.key, kind = %row.kind, "missed: deadline passed before it could be sent");
         }
 
@@ -172,6 +187,12 @@ impl Daemon {
             let batch = self.store.claim(secs(now), self.config.batch_size, &self.instance, LEASE_SECS).await?;
             if batch.is_empty() {
                 break;
+            }
+            self.monitor.beat();
+            // The fence counts claims and never goes back (unlike attempts, which a release
+            // undoes): fence 1 is the row's first claim, so "due" counts each occasion once.
+            for row in batch.iter().filter(|r| r.fence == 1) {
+                self.monitor.due(&row.kind);
             }
             report += workers::deliver_batch(self, &snap, batch, stop).await?;
         }
@@ -191,6 +212,23 @@ impl Daemon {
         }
     }
 
+    /// Runs retention when [`RETENTION_EVERY`] has passed; failures are logged and retried
+    /// next time (retention never blocks sending).
+    async fn retention_if_due(&self) {
+        let due = self
+            .last_retention
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none_or(|t| t.elapsed() >= RETENTION_EVERY);
+        if !due {
+            return;
+        }
+        *self.last_retention.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+        if let Err(e) = crate::retention::run(self).await {
+            tracing::warn!(error = %e, "retention failed; will try again in an hour");
+        }
+    }
+
     /// The loop; returns when `stop` turns true.
     pub async fn run(&self, mut stop: watch::Receiver<bool>) {
         tracing::info!(instance = %self.instance, transport = %self.mailer.describe(), "daemon running");
@@ -198,10 +236,18 @@ impl Daemon {
             if *stop.borrow() {
                 break;
             }
-            if let Err(e) = self.tick(&stop).await {
+            // The watchdog is pinged from here and from delivery progress, never from a timer
+            // of its own: a loop stuck anywhere stops pinging and systemd restarts it.
+            self.monitor.beat();
+            let started = self.clock.now();
+            let result = self.tick(&stop).await;
+            if let Err(e) = &result {
                 tracing::error!(error = %e, "tick failed; retrying shortly");
             }
-            let pause = self.sleep_for().await;
+            self.monitor.tick_finished(started, result.err().map(|e| format!("{e:#}")));
+            self.monitor.notifier.status(&self.monitor.status_line());
+            self.retention_if_due().await;
+            let pause = self.sleep_for().await.min(self.monitor.max_sleep(MAX_SLEEP));
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = self.wake.notified() => {}

@@ -21,6 +21,7 @@ pub async fn report(daemon: &Daemon) -> anyhow::Result<u64> {
     if let Some(ops) = &daemon.config.ops_email {
         let message = digest(daemon, ops, &rows, now)?;
         if let Err(e) = daemon.mailer.send(&message).await {
+            daemon.monitor.transport_error(e.class, &e.detail, now);
             tracing::error!(error = %e, rows = rows.len(), "could not email the ops report; will try again next tick");
             return Ok(0);
         }

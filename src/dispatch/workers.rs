@@ -186,13 +186,22 @@ async fn work(
         let delivery = match deliver::prepare(&row, &snap.plans, &snap.renderer, &daemon.config.sender, now) {
             Prepared::Done(d) => d,
             Prepared::Message { message, domain } => {
-                let sent = daemon.mailer.send_when(&message, async { ticket.wait().await == Ok(true) }).await;
-                Delivery { outcome: deliver::outcome(&row, sent, now), domain }
+                // The latency histogram measures the transport, not the wait for our own commit.
+                let opened = std::sync::OnceLock::new();
+                let go = async {
+                    let go = ticket.wait().await == Ok(true);
+                    let _ = opened.set(std::time::Instant::now());
+                    go
+                };
+                let sent = daemon.mailer.send_when(&message, go).await;
+                let latency = opened.get().map(|t| t.elapsed()).unwrap_or_default();
+                deliver::delivered(&row, sent, domain, latency, now)
             }
         };
         match ticket.wait().await {
             Ok(true) => {
                 log(&row, &delivery, &mut shared.report.lock().unwrap_or_else(|p| p.into_inner()));
+                daemon.monitor.delivered(&row.kind, &delivery.outcome, delivery.latency, delivery.failure, now);
                 finished = Some((row, delivery));
             }
             Ok(false) => tracing::warn!(key = %row.key, "claim lost before sending (lease expired?); skipped"),

@@ -32,6 +32,10 @@ pub struct Loaded {
     pub plan_files: usize,
     /// Playbook files read (valid or not).
     pub playbook_files: usize,
+    /// The playbooks plans were validated against (valid ones, plus kept last good versions).
+    pub playbooks: HashMap<String, Playbook>,
+    /// Broken playbook files whose last good version was used instead.
+    pub kept_playbooks: Vec<PathBuf>,
 }
 
 impl Loaded {
@@ -67,6 +71,20 @@ pub fn playbooks(
     crontabs: &CrontabCache,
     diags: &mut Vec<Diagnostic>,
 ) -> (HashMap<String, Playbook>, Vec<String>, usize) {
+    let (good, broken, count, _) = playbooks_keeping(dir, templates, crontabs, None, diags);
+    (good, broken, count)
+}
+
+/// [`playbooks`], where a broken file whose name is in `previous` keeps that last good
+/// version (its errors are still reported); also returns those files.
+pub fn playbooks_keeping(
+    dir: &Path,
+    templates: &TemplateCatalog,
+    crontabs: &CrontabCache,
+    previous: Option<&HashMap<String, Playbook>>,
+    diags: &mut Vec<Diagnostic>,
+) -> (HashMap<String, Playbook>, Vec<String>, usize, Vec<PathBuf>) {
+    let mut kept = Vec::new();
     let mut good = HashMap::new();
     let mut broken = Vec::new();
     let files = match toml_files(dir) {
@@ -76,7 +94,7 @@ pub fn playbooks(
             if dir.exists() {
                 diags.push(dir_error(dir, &e));
             }
-            return (good, broken, 0);
+            return (good, broken, 0, kept);
         }
     };
     let count = files.len();
@@ -96,26 +114,55 @@ pub fn playbooks(
             Ok(t) => t,
             Err(e) => {
                 diags.push(Diagnostic::whole_file(&file, format!("cannot read playbook: {e}")));
-                broken.push(name);
+                fall_back(name, &file, previous, &mut good, &mut kept, &mut broken);
                 continue;
             }
         };
-        let mut src = Src::new(&file, &text);
-        match toml::from_str::<RawPlaybook>(&text) {
-            Err(e) => src.diags.push(validate::toml_error(&file, &text, &e)),
-            Ok(raw) => {
-                let rules = validate::playbook(&mut src, &raw, &ctx);
-                if src.diags.iter().all(|d| !d.is_error()) {
-                    good.insert(name.clone(), Playbook { rules: rules.into() });
-                }
+        let (playbook, mut found) = playbook_text(&file, &text, &ctx);
+        match playbook {
+            Some(p) => {
+                good.insert(name, p);
             }
+            None => fall_back(name, &file, previous, &mut good, &mut kept, &mut broken),
         }
-        if src.diags.iter().any(Diagnostic::is_error) {
-            broken.push(name);
-        }
-        diags.append(&mut src.diags);
+        diags.append(&mut found);
     }
-    (good, broken, count)
+    (good, broken, count, kept)
+}
+
+/// Parses and validates one playbook's text (the file need not exist; used by fuzzing too).
+/// `None` when it has an error.
+pub fn playbook_text(file: &Path, text: &str, ctx: &Context) -> (Option<Playbook>, Vec<Diagnostic>) {
+    let mut src = Src::new(file, text);
+    let playbook = match toml::from_str::<RawPlaybook>(text) {
+        Err(e) => {
+            src.diags.push(validate::toml_error(file, text, &e));
+            None
+        }
+        Ok(raw) => {
+            let rules = validate::playbook(&mut src, &raw, ctx);
+            src.diags.iter().all(|d| !d.is_error()).then(|| Playbook { rules: rules.into() })
+        }
+    };
+    (playbook, src.diags)
+}
+
+/// A broken playbook: serve its last good version when there is one, else mark it broken.
+fn fall_back(
+    name: String,
+    file: &Path,
+    previous: Option<&HashMap<String, Playbook>>,
+    good: &mut HashMap<String, Playbook>,
+    kept: &mut Vec<PathBuf>,
+    broken: &mut Vec<String>,
+) {
+    match previous.and_then(|p| p.get(&name)) {
+        Some(last_good) => {
+            good.insert(name, last_good.clone());
+            kept.push(file.to_path_buf());
+        }
+        None => broken.push(name),
+    }
 }
 
 /// Parses and validates one plan file.
@@ -156,15 +203,25 @@ pub fn plan_text(file: &Path, text: &str, ctx: &Context) -> (Option<Customer>, V
 
 /// Loads everything. `progress` is called once per plan file (from worker threads).
 pub fn load(sources: &Sources, progress: &(dyn Fn() + Sync)) -> Loaded {
+    load_keeping(sources, None, progress)
+}
+
+/// [`load`] for a reload: a broken playbook keeps its version from `previous_playbooks`.
+/// (Plans keep their last good version one level up, where the served plans are known.)
+pub fn load_keeping(
+    sources: &Sources,
+    previous_playbooks: Option<&HashMap<String, Playbook>>,
+    progress: &(dyn Fn() + Sync),
+) -> Loaded {
     let mut diagnostics = Vec::new();
     let crontabs = CrontabCache::default();
-    let (playbooks, broken, playbook_files) =
-        playbooks(sources.playbooks_dir, sources.templates, &crontabs, &mut diagnostics);
+    let (playbooks, broken, playbook_files, kept_playbooks) =
+        playbooks_keeping(sources.playbooks_dir, sources.templates, &crontabs, previous_playbooks, &mut diagnostics);
     let files = match toml_files(sources.plans_dir) {
         Ok(f) => f,
         Err(e) => {
             diagnostics.push(dir_error(sources.plans_dir, &e));
-            return Loaded { diagnostics, playbook_files, ..Default::default() };
+            return Loaded { diagnostics, playbook_files, playbooks, kept_playbooks, ..Default::default() };
         }
     };
     let ctx = Context {
@@ -204,5 +261,12 @@ pub fn load(sources: &Sources, progress: &(dyn Fn() + Sync)) -> Loaded {
         }
     }
     diagnostics.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
-    Loaded { plans: Plans::new(customers), diagnostics, plan_files: files.len(), playbook_files }
+    Loaded {
+        plans: Plans::new(customers),
+        diagnostics,
+        plan_files: files.len(),
+        playbook_files,
+        playbooks,
+        kept_playbooks,
+    }
 }

@@ -12,7 +12,7 @@ use crate::occasion::{Occurrence, Recipient};
 use crate::plan::{Action, Contact, Customer, Rule};
 use chrono::NaiveDate;
 use minijinja::{Environment, Value, context};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What a message is about: enough to render it, and nothing about how it is stored.
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +87,15 @@ impl Renderer {
     /// Reads and compiles every template; syntax errors come back as diagnostics and the
     /// broken variant is left out.
     pub fn load(dir: &Path) -> (Renderer, Vec<Diagnostic>) {
+        let (renderer, diags, _) = Self::load_keeping(dir, None);
+        (renderer, diags)
+    }
+
+    /// [`Renderer::load`] for a reload: a variant with a file that does not compile keeps its
+    /// last good version from `previous` (all three parts, so a message never mixes versions;
+    /// the error is still reported). Also returns the broken files whose last good version is
+    /// served.
+    pub fn load_keeping(dir: &Path, previous: Option<&Renderer>) -> (Renderer, Vec<Diagnostic>, Vec<PathBuf>) {
         let (catalog, mut diags) = TemplateCatalog::scan(dir);
         let mut env = Environment::new();
         env.set_auto_escape_callback(|name| {
@@ -102,12 +111,35 @@ impl Renderer {
                 }
             }
         }
-        // A variant with a broken part is not offered: `check` then names the plans that need it.
+        // A variant with a broken part is not offered (`check` then names the plans that need
+        // it), unless its last good version can be served.
         let mut catalog = catalog;
+        let mut kept = Vec::new();
+        broken.dedup();
         for (name, variant) in broken {
-            catalog.remove(&name, &variant);
+            let last_good: Option<Vec<(String, String)>> = previous.and_then(|p| {
+                PARTS
+                    .iter()
+                    .map(|part| {
+                        let key = format!("{name}/{variant}/{part}");
+                        p.env.get_template(&key).ok().map(|t| (key, t.source().to_string()))
+                    })
+                    .collect()
+            });
+            match last_good {
+                Some(parts)
+                    if parts.iter().all(|(key, text)| env.add_template_owned(key.clone(), text.clone()).is_ok()) =>
+                {
+                    kept.extend(
+                        diags.iter().map(|d| d.file.clone()).filter(|f| f.starts_with(dir.join(&name).join(&variant))),
+                    );
+                }
+                _ => catalog.remove(&name, &variant),
+            }
         }
-        (Renderer { env, catalog }, diags)
+        kept.sort();
+        kept.dedup();
+        (Renderer { env, catalog }, diags, kept)
     }
 
     pub fn catalog(&self) -> &TemplateCatalog {

@@ -14,11 +14,13 @@
 
 mod postgres;
 mod sqlite;
+mod upkeep;
 
 use chrono::{DateTime, Utc};
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+pub use upkeep::{Backlog, NextDue};
 
 /// An occurrence ready to be written into the outbox.
 #[derive(Debug, Clone)]
@@ -51,6 +53,8 @@ pub struct Claimed {
     pub key: String,
     pub customer: String,
     pub rule: String,
+    /// The rule's `on` (`birthday`, `every`, …), for per-kind metrics.
+    pub kind: String,
     pub recipient: String,
     pub nominal: String,
     pub occasion_date: String,
@@ -192,10 +196,12 @@ pub struct Recovered {
 }
 
 /// Results of one materialisation pass.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Materialized {
     pub inserted: u64,
     pub missed: u64,
+    /// The kind of each row inserted as `missed` (for per-kind metrics).
+    pub missed_kinds: Vec<String>,
 }
 
 macro_rules! engine {

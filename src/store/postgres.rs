@@ -13,7 +13,7 @@ use std::time::Duration;
 
 #[derive(Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    pub(super) pool: PgPool,
 }
 
 /// Items per multi-row INSERT in `materialize`.
@@ -64,8 +64,8 @@ impl PgStore {
             let mut tries = 0;
             // One statement per chunk (its own transaction). Rows go in input order, so ids
             // follow it as in SQLite and a key repeated within the chunk keeps its first item.
-            let (inserted, missed) = loop {
-                let done = sqlx::query_as::<_, (i64, i64)>(
+            let (inserted, missed_kinds) = loop {
+                let done = sqlx::query_as::<_, (i64, Vec<String>)>(
                     "WITH ins AS (
                          INSERT INTO outbox (key, customer, rule, kind, action, recipient, recipient_domain, nominal, occasion_date,
                                              years, timezone, due_utc, deadline_utc, message_id, delivery, state, reason,
@@ -80,8 +80,9 @@ impl PgStore {
                                                    delivery, state, reason, ord)
                          ORDER BY ord
                          ON CONFLICT (key) DO NOTHING
-                         RETURNING state)
-                     SELECT COUNT(*) FILTER (WHERE state <> 'missed'), COUNT(*) FILTER (WHERE state = 'missed') FROM ins",
+                         RETURNING state, kind)
+                     SELECT COUNT(*) FILTER (WHERE state <> 'missed'),
+                            COALESCE(array_agg(kind) FILTER (WHERE state = 'missed'), '{}'::text[]) FROM ins",
                 )
                 .bind(&key)
                 .bind(&customer)
@@ -111,7 +112,8 @@ impl PgStore {
                 }
             };
             result.inserted += inserted as u64;
-            result.missed += missed as u64;
+            result.missed += missed_kinds.len() as u64;
+            result.missed_kinds.extend(missed_kinds);
         }
         Ok(result)
     }
@@ -174,7 +176,7 @@ impl PgStore {
                                 AND COALESCE(next_attempt_utc, 0) <= $3
                               ORDER BY due_utc, id LIMIT $4
                               FOR UPDATE SKIP LOCKED)
-                 RETURNING id, key, customer, rule, recipient, nominal, occasion_date, years, message_id, attempts, fence,
+                 RETURNING id, key, customer, rule, kind, recipient, nominal, occasion_date, years, message_id, attempts, fence,
                            due_utc, deadline_utc, delivery)
              SELECT * FROM claimed ORDER BY due_utc, id",
         )

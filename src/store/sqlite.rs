@@ -10,7 +10,7 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct SqliteStore {
     /// Connection pool; writers serialise on SQLite's lock, readers run beside them (WAL).
-    pool: SqlitePool,
+    pub(super) pool: SqlitePool,
 }
 
 impl SqliteStore {
@@ -69,7 +69,12 @@ impl SqliteStore {
                 .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() > 0 {
-                    if it.state == "missed" { result.missed += 1 } else { result.inserted += 1 }
+                    if it.state == "missed" {
+                        result.missed += 1;
+                        result.missed_kinds.push(it.kind.to_string());
+                    } else {
+                        result.inserted += 1
+                    }
                 }
             }
             tx.commit().await?;
@@ -126,7 +131,7 @@ impl SqliteStore {
                           WHERE state IN ('pending', 'retry') AND due_utc <= ?3 AND deadline_utc > ?3
                             AND COALESCE(next_attempt_utc, 0) <= ?3
                           ORDER BY due_utc, id LIMIT ?4)
-             RETURNING id, key, customer, rule, recipient, nominal, occasion_date, years, message_id, attempts, fence, due_utc, deadline_utc, delivery",
+             RETURNING id, key, customer, rule, kind, recipient, nominal, occasion_date, years, message_id, attempts, fence, due_utc, deadline_utc, delivery",
         )
         .bind(owner)
         .bind(lease_secs)

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A zone whose local time is far from midnight now, and its local date.
-fn daytime_zone() -> (&'static str, chrono::NaiveDate) {
+pub(crate) fn daytime_zone() -> (&'static str, chrono::NaiveDate) {
     use chrono::Timelike;
     let zones = [
         "Pacific/Kiritimati",
@@ -45,7 +45,7 @@ fn setup(dir: &Path, n: usize, peer: &Peer, delivery_policy: &str, connections: 
         std::fs::write(dir.join("plans").join(format!("c{i:05}.toml")), plan).unwrap();
     }
     let config = format!(
-        "database_url = \"sqlite://outbox.db\"\ntemplates = \"{}\"\nbatch_size = 100\n[sender]\nemail = \"team@example.com\"\nname = \"Team\"\n[ops]\nemail = \"ops@example.com\"\n[delivery]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout_secs = 10\nconnections = {connections}\n",
+        "database_url = \"sqlite://outbox.db\"\nhttp_bind = \"127.0.0.1:0\"\ntemplates = \"{}\"\nbatch_size = 100\n[sender]\nemail = \"team@example.com\"\nname = \"Team\"\n[ops]\nemail = \"ops@example.com\"\n[delivery]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout_secs = 10\nconnections = {connections}\n",
         crate::helpers::templates_dir().display(),
         peer.port
     );
@@ -73,7 +73,7 @@ fn accepted(peer: &Peer) -> HashMap<String, usize> {
     m
 }
 
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < limit {
         if done() {

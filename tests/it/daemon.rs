@@ -153,7 +153,7 @@ async fn removing_a_customer_suppresses_its_pending_occasions() {
     let app = spawn_app(&[("harbor", &plan)], &[], utc("2027-03-14T12:00:00Z"), Delivery::Smtp).await;
     app.tick().await; // materialised as pending
     std::fs::remove_file(app.dir.path().join("plans/harbor.toml")).unwrap();
-    app.app.reload();
+    app.app.reload("test").await;
     let r = app.tick_at("2027-03-14T13:00:00Z").await;
     assert_eq!((r.accepted, r.suppressed), (0, 1));
     assert!(app.smtp.messages().is_empty());

@@ -9,5 +9,7 @@ mod daemon;
 mod delivery;
 mod faults;
 mod helpers;
+mod ops;
+mod ops_binary;
 mod peer;
 mod store;

@@ -38,7 +38,7 @@ impl TestDb {
         TestDb { url, _dir: Some(dir), schema: None }
     }
 
-    async fn postgres() -> TestDb {
+    pub(crate) async fn postgres() -> TestDb {
         let base = postgres_url();
         let mut conn = sqlx::PgConnection::connect(&base).await.unwrap_or_else(|e| {
             panic!(
@@ -54,6 +54,11 @@ impl TestDb {
         let sep = if base.contains('?') { '&' } else { '?' };
         let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
         TestDb { url, _dir: None, schema: Some((base, schema)) }
+    }
+
+    /// The database URL (PostgreSQL: with the test's schema as search_path).
+    pub(crate) fn url(&self) -> &str {
+        &self.url
     }
 
     /// One more store on the same database: what another daemon would see.
@@ -144,7 +149,9 @@ both_engines!(
     store: unreported_and_mark_reported,
     store: next_due_is_the_earliest_open_instant,
     store: get_and_set_value,
-    store: rows_filters_by_state;
+    store: rows_filters_by_state,
+    store: purge_finished_deletes_only_old_reported_finished_rows,
+    store: backlog_counts_open_rows_and_finds_the_next_due;
     db: concurrent_claimers_take_every_row_exactly_once,
 );
 
@@ -229,8 +236,11 @@ fn accepted(reply: &str) -> Outcome {
 
 async fn materialize_is_idempotent(store: Store) {
     let items = vec![item("a", T, T + 3600), item("b", T + 60, T + 3600), missed(item("c", T - 7200, T - 3600))];
-    assert_eq!(store.materialize(&items, T).await.unwrap(), Materialized { inserted: 2, missed: 1 });
-    assert_eq!(store.materialize(&items, T).await.unwrap(), Materialized { inserted: 0, missed: 0 });
+    assert_eq!(
+        store.materialize(&items, T).await.unwrap(),
+        Materialized { inserted: 2, missed: 1, missed_kinds: vec!["birthday".into()] }
+    );
+    assert_eq!(store.materialize(&items, T).await.unwrap(), Materialized::default());
 
     // An existing key is left untouched even when the new item differs.
     let mut changed = item("a", T + 999, T + 9999);
@@ -239,7 +249,7 @@ async fn materialize_is_idempotent(store: Store) {
     let mut second_d = item("d", T + 5, T + 3600);
     second_d.recipient = "second@example.com".to_string();
     let batch = vec![changed, item("d", T + 5, T + 3600), second_d];
-    assert_eq!(store.materialize(&batch, T + 1).await.unwrap(), Materialized { inserted: 1, missed: 0 });
+    assert_eq!(store.materialize(&batch, T + 1).await.unwrap(), Materialized { inserted: 1, ..Default::default() });
 
     let rows = all_rows(&store).await;
     assert_eq!(rows.len(), 4, "{rows:?}");
@@ -615,7 +625,10 @@ async fn concurrent_claimers_take_every_row_exactly_once(db: &TestDb) {
     }
     let items: Vec<NewItem> =
         (0..ROWS).map(|i| item(&format!("c{i:05}"), T - 3600 + (i as i64 % 97), T + 3600)).collect();
-    assert_eq!(stores[0].materialize(&items, T).await.unwrap(), Materialized { inserted: ROWS as u64, missed: 0 });
+    assert_eq!(
+        stores[0].materialize(&items, T).await.unwrap(),
+        Materialized { inserted: ROWS as u64, ..Default::default() }
+    );
 
     let mut tasks = tokio::task::JoinSet::new();
     for (n, store) in stores.into_iter().enumerate() {
@@ -653,4 +666,74 @@ async fn concurrent_claimers_take_every_row_exactly_once(db: &TestDb) {
     let store = store.unwrap();
     assert_eq!(store.counts().await.unwrap(), vec![("accepted".to_string(), ROWS as i64)]);
     assert!(all_rows(&store).await.iter().all(|r| r.attempts == 1));
+}
+
+async fn purge_finished_deletes_only_old_reported_finished_rows(store: Store) {
+    let items = vec![
+        item("acc", T - 40, T + 3600),
+        item("fail", T - 30, T + 3600),
+        item("unk", T - 20, T + 3600),
+        item("supp", T - 10, T + 3600),
+        item("late", T - 5, T + 90_000),
+        missed(item("miss", T - 9000, T - 8000)),
+        item("open", T + 100, T + 3600),
+    ];
+    store.materialize(&items, T).await.unwrap();
+    let c = store.claim(T, 10, "node-a", 300).await.unwrap();
+    assert_eq!(keys(&c), ["acc", "fail", "unk", "supp", "late"]);
+    let batch = vec![
+        (c[0].id, c[0].fence, accepted("250")),
+        (c[1].id, c[1].fence, Outcome::Failed { reason: "550".to_string() }),
+        (c[2].id, c[2].fence, Outcome::Unknown { reason: "lost".to_string() }),
+        (c[3].id, c[3].fence, Outcome::Suppressed { reason: "removed".to_string() }),
+        (c[4].id, c[4].fence, accepted("250")),
+    ];
+    store.finish_batch(&batch, &[], T + 1, 300).await.unwrap();
+    store.mark_reported(&[c[1].id], T + 2).await.unwrap();
+
+    let remaining = |rows: Vec<Row>| -> HashSet<String> { rows.into_iter().map(|r| r.key).collect() };
+    assert_eq!(store.purge_finished(T).await.unwrap(), 0, "nothing is older than its deadline yet");
+    // After every deadline but `late`'s: accepted, suppressed and the reported failure go;
+    // unreported failures (unknown, missed), open rows and rows still before their deadline stay.
+    assert_eq!(store.purge_finished(T + 3700).await.unwrap(), 3);
+    let left = remaining(all_rows(&store).await);
+    assert_eq!(left, HashSet::from(["unk", "miss", "open", "late"].map(String::from)));
+    assert_eq!(store.purge_finished(T + 3700).await.unwrap(), 0, "idempotent");
+
+    let unreported: Vec<i64> = store.unreported(10).await.unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(unreported.len(), 2);
+    store.mark_reported(&unreported, T + 3).await.unwrap();
+    assert_eq!(store.purge_finished(T + 3700).await.unwrap(), 2, "reported rows may go");
+    assert_eq!(remaining(all_rows(&store).await), HashSet::from(["open", "late"].map(String::from)));
+    assert_eq!(store.purge_finished(T + 100_000).await.unwrap(), 1, "late goes after its deadline; open never");
+    assert_eq!(remaining(all_rows(&store).await), HashSet::from(["open".to_string()]));
+}
+
+async fn backlog_counts_open_rows_and_finds_the_next_due(store: Store) {
+    let empty = store.backlog(T).await.unwrap();
+    let zero: Vec<(String, i64)> =
+        ["pending", "retry", "claimed", "sending"].iter().map(|s| (s.to_string(), 0)).collect();
+    assert_eq!(empty.depth, zero);
+    assert_eq!((empty.oldest_due, empty.next), (None, None));
+
+    let items = vec![
+        item("first", T - 100, T + 3600),
+        item("second", T - 50, T + 3600),
+        item("future", T + 500, T + 3600),
+        missed(item("gone", T - 9000, T - 8000)),
+    ];
+    store.materialize(&items, T).await.unwrap();
+    assert_eq!(keys(&store.claim(T, 1, "node-a", 300).await.unwrap()), ["first"]);
+    let b = store.backlog(T).await.unwrap();
+    let depth: Vec<(String, i64)> = [("pending", 2), ("retry", 0), ("claimed", 1), ("sending", 0)]
+        .iter()
+        .map(|(s, n)| (s.to_string(), *n))
+        .collect();
+    assert_eq!(b.depth, depth);
+    assert_eq!(b.oldest_due, Some(T - 100), "a claimed row is still waiting to be sent");
+    let next = b.next.unwrap();
+    assert_eq!(
+        (next.key.as_str(), next.kind.as_str(), next.due_utc, next.state.as_str()),
+        ("second", "birthday", T - 50, "pending")
+    );
 }

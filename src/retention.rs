@@ -1,0 +1,86 @@
+//! Bounded growth: the daemon deletes finished outbox rows older than `[retention]
+//! outbox_days` (see `store::upkeep` for exactly which rows) and, when `maildir_days` is set,
+//! delivered Maildir files older than that. Runs hourly from the daemon loop.
+//!
+//! **Architecture Invariant:** retention never touches open rows (pending, retry, claimed,
+//! sending), unreported failed/missed/unknown rows, or the Maildir's `tmp/` (writes in flight).
+
+use crate::config::Delivery;
+use crate::dispatch::Daemon;
+use crate::store::secs;
+use chrono::{DateTime, Utc};
+use std::path::Path;
+
+/// What one pass deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    /// Outbox rows deleted.
+    pub rows: u64,
+    /// Maildir files deleted.
+    pub files: u64,
+}
+
+pub async fn run(daemon: &Daemon) -> anyhow::Result<Purged> {
+    let now = daemon.clock.now();
+    let rows = daemon.store.purge_finished(secs(now - daemon.config.retention.outbox)).await?;
+    let files = match (&daemon.config.delivery, daemon.config.retention.maildir) {
+        (Delivery::Maildir { path }, Some(keep)) => {
+            let (root, cutoff) = (path.clone(), now - keep);
+            tokio::task::spawn_blocking(move || purge_maildir(&root, cutoff)).await??
+        }
+        _ => 0,
+    };
+    if rows + files > 0 {
+        tracing::info!(rows, files, "retention: deleted old finished outbox rows and Maildir files");
+    }
+    Ok(Purged { rows, files })
+}
+
+/// Deletes files in `new/` and `cur/` last modified before `cutoff`; returns how many.
+pub fn purge_maildir(root: &Path, cutoff: DateTime<Utc>) -> std::io::Result<u64> {
+    let cutoff = std::time::SystemTime::from(cutoff);
+    let mut deleted = 0;
+    for sub in ["new", "cur"] {
+        let entries = match std::fs::read_dir(root.join(sub)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_file() && meta.modified()? < cutoff {
+                std::fs::remove_file(entry.path())?;
+                deleted += 1;
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_maildir_files_go_and_recent_ones_and_tmp_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = Utc::now();
+        let write = |rel: &str, age_days: i64| {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            let f = std::fs::File::create(&p).unwrap();
+            f.set_modified((now - chrono::TimeDelta::days(age_days)).into()).unwrap();
+        };
+        write("new/old.eml", 40);
+        write("cur/old.eml:2,S", 31);
+        write("new/recent.eml", 2);
+        write("tmp/old-in-flight.eml", 90);
+        let deleted = purge_maildir(dir.path(), now - chrono::TimeDelta::days(30)).unwrap();
+        assert_eq!(deleted, 2);
+        assert!(dir.path().join("new/recent.eml").exists());
+        assert!(dir.path().join("tmp/old-in-flight.eml").exists());
+        assert!(!dir.path().join("new/old.eml").exists());
+        assert_eq!(purge_maildir(&dir.path().join("missing"), now).unwrap(), 0);
+    }
+}

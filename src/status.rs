@@ -1,0 +1,79 @@
+//! The daemon's status as `/readyz`, `/status` and `contactplan status` report it. From the
+//! running daemon: readiness, last tick, plan problems, last SMTP error, plus the outbox as the
+//! database sees it. From the database alone (daemon unreachable): only the outbox part.
+
+use crate::dispatch::Daemon;
+use crate::monitor::{PlanHealth, SmtpErrorInfo, TickInfo};
+use crate::store::{Backlog, Store, secs};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// How long a readiness probe waits for the database.
+pub const DB_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Everything `status` shows. Fields are only ever added.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Status {
+    /// `daemon` (asked over HTTP) or `database` (read directly; the daemon was unreachable).
+    pub source: String,
+    /// Ready: plans loaded, database reachable, last tick recent and successful.
+    pub ready: bool,
+    /// Why not ready (empty when ready).
+    pub not_ready: Vec<String>,
+    /// The daemon's instance id (host-pid-start), as used in leases.
+    pub instance: Option<String>,
+    pub last_tick: Option<TickInfo>,
+    /// Outbox rows by state (all states present in the database).
+    pub outbox: Vec<(String, i64)>,
+    /// Open rows, the oldest due one and the next to send.
+    pub backlog: Option<Backlog>,
+    /// The last (re)load: customers served and problems (with last-good flags).
+    pub plans: Option<PlanHealth>,
+    pub last_smtp_error: Option<SmtpErrorInfo>,
+}
+
+/// Readiness: the reasons the daemon is not ready (empty: ready).
+pub async fn not_ready(daemon: &Daemon) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if !daemon.monitor.is_ready() {
+        reasons.push("starting or stopping".to_string());
+    }
+    if let Err(why) = ping(&daemon.store).await {
+        reasons.push(why);
+    }
+    if let Err(why) = daemon.monitor.tick_health() {
+        reasons.push(why);
+    }
+    reasons
+}
+
+/// One bounded round trip to the database.
+pub async fn ping(store: &Store) -> Result<(), String> {
+    match tokio::time::timeout(DB_TIMEOUT, store.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("database unreachable: {e:#}")),
+        Err(_) => Err(format!("database did not answer within {} s", DB_TIMEOUT.as_secs())),
+    }
+}
+
+/// The full status from inside the daemon.
+pub async fn of_daemon(daemon: &Daemon) -> Status {
+    let not_ready = not_ready(daemon).await;
+    let mut s = outbox(&daemon.store, secs(daemon.clock.now())).await.unwrap_or_default();
+    s.source = "daemon".into();
+    s.ready = not_ready.is_empty();
+    s.not_ready = not_ready;
+    s.instance = Some(daemon.instance.clone());
+    s.last_tick = daemon.monitor.last_tick();
+    s.plans = Some(daemon.monitor.plans());
+    s.last_smtp_error = daemon.monitor.last_smtp_error();
+    s
+}
+
+/// The outbox part, read from the database.
+pub async fn outbox(store: &Store, now: i64) -> anyhow::Result<Status> {
+    let read = async { Ok::<_, anyhow::Error>((store.counts().await?, store.backlog(now).await?)) };
+    let (outbox, backlog) =
+        tokio::time::timeout(DB_TIMEOUT * 5, read).await.map_err(|_| anyhow::anyhow!("database timed out"))??;
+    Ok(Status { source: "database".into(), outbox, backlog: Some(backlog), ..Status::default() })
+}

@@ -1,0 +1,138 @@
+//! Operations queries on the outbox, for both engines: a liveness ping (`/readyz`), the backlog
+//! (`/metrics`, `status`) and retention (deleting old finished rows). Kept apart from the
+//! delivery path in `sqlite.rs`/`postgres.rs`; same semantics on both engines, same test suite.
+//!
+//! Retention only ever deletes rows that are finished (`accepted`, `failed`, `missed`,
+//! `suppressed`, `unknown`), already reported to ops where that applies, and whose deadline
+//! *and* last change lie before the cut-off. Materialisation never re-creates a row whose
+//! deadline has passed (except `missed` rows due after the watermark, which only moves
+//! forward), so a purged occasion is never sent again.
+
+use super::{PgStore, SqliteStore, Store};
+use serde::{Deserialize, Serialize};
+
+/// The earliest open row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct NextDue {
+    /// The outbox key (customer/rule/recipient/nominal).
+    pub key: String,
+    /// The rule's `on`.
+    pub kind: String,
+    /// Unix seconds: when it is (or was) due, or its next retry.
+    pub due_utc: i64,
+    /// `pending` or `retry`.
+    pub state: String,
+}
+
+/// What is waiting to be sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backlog {
+    /// Open state (`pending`, `retry`, `claimed`, `sending`) → rows; every open state listed.
+    pub depth: Vec<(String, i64)>,
+    /// Unix seconds: the due time of the oldest open row that is due at `now`.
+    pub oldest_due: Option<i64>,
+    pub next: Option<NextDue>,
+}
+
+/// Rows deleted per statement, so a purge never holds a write lock for long.
+const PURGE_CHUNK: i64 = 5000;
+
+const OPEN: [&str; 4] = ["pending", "retry", "claimed", "sending"];
+
+fn fill_depth(found: Vec<(String, i64)>) -> Vec<(String, i64)> {
+    OPEN.iter().map(|s| (s.to_string(), found.iter().find(|(f, _)| f == s).map_or(0, |(_, n)| *n))).collect()
+}
+
+/// One body for both engines; only placeholders and the name of the two-argument maximum differ.
+macro_rules! upkeep {
+    ($store:ty, p1 = $p1:literal, p2 = $p2:literal, greatest = $max:literal) => {
+        impl $store {
+            async fn ping(&self) -> anyhow::Result<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn backlog(&self, now: i64) -> anyhow::Result<Backlog> {
+                let depth = sqlx::query_as::<_, (String, i64)>(
+                    "SELECT state, COUNT(*) FROM outbox WHERE state IN ('pending','retry','claimed','sending') GROUP BY state",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                let oldest_due = sqlx::query_scalar::<_, Option<i64>>(concat!(
+                    "SELECT MIN(due_utc) FROM outbox WHERE state IN ('pending','retry','claimed','sending') AND due_utc <= ",
+                    $p1
+                ))
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?;
+                let next = sqlx::query_as::<_, NextDue>(concat!(
+                    "SELECT key, kind, ",
+                    $max,
+                    "(due_utc, COALESCE(next_attempt_utc, 0)) AS due_utc, state FROM outbox
+                     WHERE state IN ('pending', 'retry') ORDER BY 3, id LIMIT 1"
+                ))
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(Backlog { depth: fill_depth(depth), oldest_due, next })
+            }
+
+            async fn purge_finished(&self, before: i64) -> anyhow::Result<u64> {
+                let mut total = 0;
+                loop {
+                    let done = sqlx::query(concat!(
+                        "DELETE FROM outbox WHERE id IN (
+                             SELECT id FROM outbox
+                             WHERE state IN ('accepted','failed','missed','suppressed','unknown')
+                               AND (reported_utc IS NOT NULL OR state IN ('accepted','suppressed'))
+                               AND deadline_utc < ",
+                        $p1,
+                        " AND updated_utc < ",
+                        $p1,
+                        " LIMIT ",
+                        $p2,
+                        ")"
+                    ))
+                    .bind(before)
+                    .bind(PURGE_CHUNK)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                    total += done;
+                    if done < PURGE_CHUNK as u64 {
+                        return Ok(total);
+                    }
+                }
+            }
+        }
+    };
+}
+
+upkeep!(SqliteStore, p1 = "?1", p2 = "?2", greatest = "MAX");
+upkeep!(PgStore, p1 = "$1", p2 = "$2", greatest = "GREATEST");
+
+impl Store {
+    /// One round trip (`/readyz`).
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        match self {
+            Store::Sqlite(s) => s.ping().await,
+            Store::Postgres(s) => s.ping().await,
+        }
+    }
+
+    /// Open rows by state, the oldest due one, and the next one to send.
+    pub async fn backlog(&self, now: i64) -> anyhow::Result<Backlog> {
+        match self {
+            Store::Sqlite(s) => s.backlog(now).await,
+            Store::Postgres(s) => s.backlog(now).await,
+        }
+    }
+
+    /// Deletes finished rows whose deadline and last change are before `before` (Unix
+    /// seconds); failed, missed and unknown rows only once reported. Returns rows deleted.
+    pub async fn purge_finished(&self, before: i64) -> anyhow::Result<u64> {
+        match self {
+            Store::Sqlite(s) => s.purge_finished(before).await,
+            Store::Postgres(s) => s.purge_finished(before).await,
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Hot reload on file changes: inotify watches on the plan and playbook directories and,
+//! recursively, the template directory — the directories, not the files, because editors
+//! save by writing a temp file and renaming it over the old one (a watch on the file would be
+//! lost; notify#531). Events are debounced: a reload starts once the directories have been
+//! quiet for [`DEBOUNCE`] (or [`MAX_DELAY`] after the first event, so constant writing cannot
+//! starve it). Reads (`Access` events, which the reload itself causes) never trigger one.
+
+use crate::app::Application;
+use notify::{EventKind, RecursiveMode, Watcher};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Quiet time before a reload.
+pub const DEBOUNCE: Duration = Duration::from_millis(300);
+/// Longest wait after the first event.
+pub const MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// Starts watching; the watcher lives in the spawned task for the rest of the process.
+pub fn spawn(app: Application) -> anyhow::Result<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+        Ok(event) if relevant(&event) => {
+            let _ = tx.send(());
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "file watcher error; SIGHUP still reloads"),
+    })?;
+    let config = &app.daemon.config;
+    for (dir, mode) in [
+        (&config.plans_dir, RecursiveMode::NonRecursive),
+        (&config.playbooks_dir, RecursiveMode::NonRecursive),
+        (&config.templates_dir, RecursiveMode::Recursive),
+    ] {
+        if !dir.is_dir() {
+            tracing::warn!(dir = %dir.display(), "not watching a missing directory; create it and send SIGHUP");
+            continue;
+        }
+        watcher.watch(dir, mode).map_err(|e| anyhow::anyhow!("cannot watch {}: {e}", dir.display()))?;
+    }
+    tokio::spawn(async move {
+        let _keep_alive = watcher;
+        while rx.recv().await.is_some() {
+            let first = Instant::now();
+            loop {
+                match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+                    Ok(Some(())) if first.elapsed() < MAX_DELAY => continue,
+                    Ok(None) => return,
+                    _ => break,
+                }
+            }
+            app.reload("files changed").await;
+        }
+    });
+    Ok(())
+}
+
+/// A change (create, write, rename, delete) to a file ops may edit; not a read, and not an
+/// editor's swap or backup file.
+fn relevant(event: &notify::Event) -> bool {
+    matches!(event.kind, EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any)
+        && event.paths.iter().any(|p| !scratch_file(p))
+}
+
+fn scratch_file(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name.starts_with('.') || name.ends_with('~') || name.ends_with(".swp") || name.ends_with(".swx") || name == "4913"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{AccessKind, CreateKind, ModifyKind, RenameMode};
+
+    fn event(kind: EventKind, path: &str) -> notify::Event {
+        notify::Event::new(kind).add_path(path.into())
+    }
+
+    #[test]
+    fn changes_count_reads_and_editor_scratch_files_do_not() {
+        assert!(relevant(&event(EventKind::Modify(ModifyKind::Name(RenameMode::To)), "/p/acme.toml")));
+        assert!(relevant(&event(EventKind::Create(CreateKind::File), "/p/acme.toml")));
+        assert!(relevant(&event(EventKind::Remove(notify::event::RemoveKind::File), "/p/acme.toml")));
+        assert!(!relevant(&event(EventKind::Access(AccessKind::Read), "/p/acme.toml")));
+        assert!(!relevant(&event(EventKind::Modify(ModifyKind::Any), "/p/.acme.toml.swp")));
+        assert!(!relevant(&event(EventKind::Create(CreateKind::File), "/p/acme.toml~")));
+        assert!(!relevant(&event(EventKind::Create(CreateKind::File), "/p/4913")));
+    }
+}
