@@ -77,7 +77,9 @@ async fn contactplan(port: u16, sessions: u32, n: usize, plans: &Path, database_
     assert_eq!(m.materialized as usize, n);
     clock.set(chrono::DateTime::parse_from_rfc3339("2027-06-01T07:00:00Z").expect("t").into());
     let start = Instant::now();
-    let r = app.daemon.tick(&rx).await.expect("dispatch");
+    // On a runtime worker thread, as in the daemon (`Daemon::run` is a spawned task).
+    let daemon = app.daemon.clone();
+    let r = tokio::spawn(async move { daemon.tick(&rx).await }).await.expect("join").expect("dispatch");
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(r.accepted as usize, n, "{r:?}");
     n as f64 / secs

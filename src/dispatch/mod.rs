@@ -142,7 +142,7 @@ impl Daemon {
 
     /// One pass: recover, materialise, expire, send everything due. Stops claiming when
     /// `stop` turns true; a message already being sent is finished first.
-    pub async fn tick(&self, stop: &watch::Receiver<bool>) -> anyhow::Result<TickReport> {
+    pub async fn tick(self: &Arc<Self>, stop: &watch::Receiver<bool>) -> anyhow::Result<TickReport> {
         let mut report = TickReport::default();
         let now = self.clock.now();
         let snap = self.current();
@@ -230,7 +230,7 @@ impl Daemon {
     }
 
     /// The loop; returns when `stop` turns true.
-    pub async fn run(&self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self: &Arc<Self>, mut stop: watch::Receiver<bool>) {
         tracing::info!(instance = %self.instance, transport = %self.mailer.describe(), "daemon running");
         loop {
             if *stop.borrow() {

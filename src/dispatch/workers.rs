@@ -1,6 +1,5 @@
-//! Delivering one claimed batch: `sessions` workers (one per SMTP session, as futures on the
-//! tick's task: fewer thread hand-offs per message than a task each, which measured faster on a
-//! busy 2-core machine) take rows from a shared queue. A committer groups their requests into one
+//! Delivering one claimed batch: `sessions` workers (one task per SMTP session, so rendering
+//! and SMTP use both cores) take rows from a shared queue. A committer groups their requests into one
 //! statement: it waits (briefly, see [`GATHER`]) until every live session has sent its request,
 //! because commits are serialised and a session blocks on its own, so one commit for all
 //! sessions beats several in a row. Each request records the worker's last outcome and moves
@@ -18,8 +17,8 @@ use super::deliver::{self, Delivery, Prepared};
 use super::{Daemon, Snapshot, TickReport};
 use crate::store::{Claimed, Outcome, secs};
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// One worker's commit request: its last outcome and/or the row it wants to send next.
@@ -83,19 +82,28 @@ impl Shared {
 }
 
 pub async fn deliver_batch(
-    daemon: &Daemon,
-    snap: &Snapshot,
+    daemon: &Arc<Daemon>,
+    snap: &Arc<Snapshot>,
     batch: Vec<Claimed>,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<TickReport> {
     let sessions = daemon.mailer.sessions().max(1);
-    let shared =
-        Shared { queue: Mutex::new(VecDeque::from(batch)), report: Mutex::default(), live: AtomicUsize::new(sessions) };
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(VecDeque::from(batch)),
+        report: Mutex::default(),
+        live: AtomicUsize::new(sessions),
+    });
     let (tx, rx) = mpsc::channel::<Pending>(sessions * 2);
-    let workers =
-        futures_util::future::join_all((0..sessions).map(|_| worker(daemon, snap, &shared, tx.clone(), stop)));
+    let workers: Vec<_> = (0..sessions)
+        .map(|_| tokio::spawn(worker(daemon.clone(), snap.clone(), shared.clone(), tx.clone(), stop.clone())))
+        .collect();
     drop(tx);
-    let (_, committed) = tokio::join!(workers, committer(daemon, rx, &shared.live));
+    let committed = committer(daemon, rx, &shared.live).await;
+    for w in workers {
+        if let Err(e) = w.await {
+            tracing::error!(error = %e, "a delivery worker ended abnormally; its row stays claimed and is taken over after its lease");
+        }
+    }
 
     // Stopped (or failed) mid-batch: give the untouched rows back at once.
     let rest: Vec<Claimed> = shared.queue.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
@@ -145,13 +153,13 @@ async fn committer(daemon: &Daemon, mut rx: mpsc::Receiver<Pending>, live: &Atom
 /// One SMTP session's loop: ask for a commit (last outcome + next start), send the next row
 /// gated on that commit, repeat.
 async fn worker(
-    daemon: &Daemon,
-    snap: &Snapshot,
-    shared: &Shared,
+    daemon: Arc<Daemon>,
+    snap: Arc<Snapshot>,
+    shared: Arc<Shared>,
     tx: mpsc::Sender<Pending>,
-    stop: &watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    work(daemon, snap, shared, tx, stop).await;
+    work(&daemon, &snap, &shared, tx, &stop).await;
     shared.live.fetch_sub(1, Ordering::SeqCst);
 }
 
