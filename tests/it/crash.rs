@@ -2,6 +2,7 @@
 //! PostgreSQL database. Uses the wall clock (it is the real binary), so every occasion is a
 //! fixed `date` rule due at local midnight today in a zone where "today" has hours left.
 
+use crate::helpers::Rng;
 use crate::peer::{Peer, PeerOptions};
 use std::collections::HashMap;
 use std::path::Path;
@@ -84,17 +85,6 @@ pub(crate) fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> boo
     done()
 }
 
-/// A small deterministic PRNG (xorshift) so kill timings vary but runs are reproducible.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % below
-    }
-}
-
 fn kill9(child: &mut Child) {
     let _ = child.kill(); // SIGKILL
     let _ = child.wait();
@@ -115,7 +105,7 @@ fn crash_run(policy: &str) -> (usize, HashMap<String, usize>, u32, tempfile::Tem
         let mut child = daemon(&config, None);
         // Wait until this process is delivering, then kill it at a random moment.
         let delivering = wait_until(Duration::from_secs(30), || peer.records().len() > before);
-        std::thread::sleep(Duration::from_millis(rng.next(300)));
+        std::thread::sleep(Duration::from_millis(rng.below(300).into()));
         kill9(&mut child);
         kills += 1;
         if delivering {

@@ -13,23 +13,7 @@ use chrono::{NaiveDate, NaiveDateTime, TimeZone, Utc};
 use contactplan::calendar::Crontab;
 use std::str::FromStr;
 
-/// Deterministic xorshift64, so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u32) -> u32 {
-        (self.next() % u64::from(n)) as u32
-    }
-    fn between(&mut self, lo: u32, hi: u32) -> u32 {
-        lo + self.below(hi - lo + 1)
-    }
-}
+use crate::helpers::Rng;
 
 const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
 const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
