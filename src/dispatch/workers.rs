@@ -176,8 +176,10 @@ async fn worker(
                     let _ = opened.set(std::time::Instant::now());
                     go
                 };
+                let started = std::time::Instant::now();
                 let sent = daemon.mailer.send_when(&message, go).await;
-                let latency = opened.get().map(|t| t.elapsed()).unwrap_or_default();
+                // A send that failed before reaching the gate (e.g. connecting) spent it all there.
+                let latency = opened.get().unwrap_or(&started).elapsed();
                 deliver::delivered(&row, sent, domain, latency, now)
             }
         };
