@@ -16,9 +16,8 @@ mod support;
 
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
 use contactplan::calendar::{Crontab, Settings, business};
-use contactplan::plan::{self, Sources};
-use contactplan::render::TemplateCatalog;
-use std::path::{Path, PathBuf};
+use contactplan::plan;
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// The same allocator as the binary.
@@ -27,25 +26,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn measure(n: usize, repeat: usize) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/bench-plans-agenda/{n}"));
-    let (catalog, _) = TemplateCatalog::scan(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"));
+    let catalog = support::catalog();
     let defaults = Settings {
         window: Some(business::Window::parse("08:00-20:00").expect("window")),
         jitter: Some(900),
         ..Default::default()
     };
     let t = Instant::now();
-    let loaded = plan::load(
-        &Sources {
-            plans_dir: &dir.join("plans"),
-            playbooks_dir: &dir.join("playbooks"),
-            templates: &catalog,
-            default_timezone: chrono_tz::Europe::Berlin,
-            default_calendar: &defaults,
-        },
-        &|| {},
-    );
+    let loaded = support::load(&dir, n, &catalog, &defaults);
     let load = t.elapsed();
-    assert_eq!(loaded.plans.len(), n, "all generated plans are valid: {:?}", loaded.diagnostics.first());
     let after_load = support::peak_rss_kib();
 
     for _ in 1..repeat {

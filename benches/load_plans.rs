@@ -9,33 +9,23 @@
 #[path = "support/plans.rs"]
 mod support;
 
-use contactplan::plan::{self, Sources};
+use contactplan::plan;
 use support::peak_rss_kib;
 
 /// The same allocator as the binary.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use contactplan::render::TemplateCatalog;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 fn measure(n: usize) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/bench-plans/{n}"));
-    let (catalog, _) = TemplateCatalog::scan(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"));
+    let catalog = support::catalog();
     let before = peak_rss_kib();
     let start = Instant::now();
-    let loaded = plan::load(
-        &Sources {
-            plans_dir: &dir.join("plans"),
-            playbooks_dir: &dir.join("playbooks"),
-            templates: &catalog,
-            default_timezone: chrono_tz::Europe::Berlin,
-            default_calendar: &Default::default(),
-        },
-        &|| {},
-    );
+    // Kept until after the report: its drop is not part of the load.
+    let _loaded = support::load(&dir, n, &catalog, &Default::default());
     let elapsed = start.elapsed();
-    assert_eq!(loaded.plans.len(), n, "all generated plans are valid: {:?}", loaded.diagnostics.first());
     println!(
         "load_plans n={n} threads={} time={:.3}s rate={:.0}/s peak_rss={:.1}MB (before load {:.1}MB)",
         rayon::current_num_threads(),
@@ -50,7 +40,7 @@ fn measure(n: usize) {
 fn in_memory(n: usize) {
     use rayon::prelude::*;
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/bench-plans/{n}"));
-    let (catalog, _) = TemplateCatalog::scan(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"));
+    let catalog = support::catalog();
     let files = plan::toml_files(&dir.join("plans")).expect("plans");
     let texts: Vec<(PathBuf, String)> = files
         .into_iter()

@@ -5,6 +5,9 @@
 
 #![allow(dead_code)] // each benchmark uses a part of this file
 
+use contactplan::calendar::Settings;
+use contactplan::plan::{self, Sources};
+use contactplan::render::TemplateCatalog;
 use std::path::Path;
 
 /// Writes the plans (once; `.complete` marks a finished directory).
@@ -49,6 +52,29 @@ pub fn generate(dir: &Path, n: usize, calendars: bool) -> std::io::Result<()> {
         std::fs::write(dir.join("plans").join(format!("c{i:06}.toml")), s)?;
     }
     std::fs::write(done, b"")
+}
+
+/// The shipped templates' catalog (what plans are validated against).
+pub fn catalog() -> TemplateCatalog {
+    TemplateCatalog::scan(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates")).0
+}
+
+/// Loads and validates the generated plans in `dir` exactly as `check` and the daemon do
+/// (Berlin as the default zone, `calendar` as the daemon's calendar defaults), and checks that
+/// all `n` are valid.
+pub fn load(dir: &Path, n: usize, catalog: &TemplateCatalog, calendar: &Settings) -> plan::Loaded {
+    let loaded = plan::load(
+        &Sources {
+            plans_dir: &dir.join("plans"),
+            playbooks_dir: &dir.join("playbooks"),
+            templates: catalog,
+            default_timezone: chrono_tz::Europe::Berlin,
+            default_calendar: calendar,
+        },
+        &|| {},
+    );
+    assert_eq!(loaded.plans.len(), n, "all generated plans are valid: {:?}", loaded.diagnostics.first());
+    loaded
 }
 
 /// Peak resident set size of this process so far (VmHWM), in KiB.
