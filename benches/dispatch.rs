@@ -55,7 +55,8 @@ async fn fresh_pg_schema(base: &str) -> Option<String> {
     Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
 }
 
-async fn contactplan(port: u16, sessions: u32, n: usize, plans: &Path, database_url: &str) -> f64 {
+/// Messages per second, and the group commits' count, rows per commit and mean time.
+async fn contactplan(port: u16, sessions: u32, n: usize, plans: &Path, database_url: &str) -> (f64, String) {
     let dir = tempfile::tempdir().expect("tmp");
     let config_text = format!(
         "database_url = \"sqlite://outbox.db\"\nplans = \"{}\"\ntemplates = \"{}\"\ntimezone = \"Europe/Berlin\"\nbatch_size = 1000\nhorizon_days = 1\n[sender]\nemail = \"team@example.com\"\nname = \"Team\"\n[delivery]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nconnections = {sessions}\n",
@@ -82,7 +83,13 @@ async fn contactplan(port: u16, sessions: u32, n: usize, plans: &Path, database_
     let r = tokio::spawn(async move { daemon.tick(&rx).await }).await.expect("join").expect("dispatch");
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(r.accepted as usize, n, "{r:?}");
-    n as f64 / secs
+    let (commits, took, rows) = app.daemon.monitor.commits();
+    let commits_line = format!(
+        "{commits} commits, {:.1} rows each, {:.0} µs each",
+        rows as f64 / commits.max(1) as f64,
+        took.as_secs_f64() * 1e6 / commits.max(1) as f64
+    );
+    (n as f64 / secs, commits_line)
 }
 
 fn main() {
@@ -126,9 +133,9 @@ fn main() {
                 println!("  contactplan  sessions={sessions} {engine}: skipped (no PostgreSQL at {pg_base})");
                 continue;
             };
-            let rate = rt.block_on(contactplan(port, sessions, n, plans.path(), &url));
+            let (rate, commits) = rt.block_on(contactplan(port, sessions, n, plans.path(), &url));
             println!(
-                "  contactplan  sessions={sessions} {engine:<8} {rate:>8.0} msg/s ({:.0}% of smtp-source)",
+                "  contactplan  sessions={sessions} {engine:<8} {rate:>8.0} msg/s ({:.0}% of smtp-source; {commits})",
                 100.0 * rate / source
             );
         }

@@ -9,9 +9,11 @@ use std::time::Duration;
 /// The content type Prometheus expects for this format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Upper bounds (seconds) of the send latency histogram: loopback relays answer in
-/// milliseconds, remote ones in up to the SMTP timeout.
-pub const LATENCY_BUCKETS: [f64; 13] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+/// Upper bounds (seconds) of the latency histograms: an outbox commit on a local disk takes a
+/// fraction of a millisecond, loopback relays answer in milliseconds, remote ones in up to the
+/// SMTP timeout.
+pub const LATENCY_BUCKETS: [f64; 16] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 /// A latency histogram with [`LATENCY_BUCKETS`].
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -32,6 +34,11 @@ impl Histogram {
 
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()
+    }
+
+    /// Sum of observations in seconds.
+    pub fn sum(&self) -> f64 {
+        self.sum
     }
 }
 

@@ -64,6 +64,11 @@ struct Counters {
     by_kind: BTreeMap<String, KindCounts>,
     /// Time spent in the transport per message (SMTP transaction or Maildir write).
     send_latency: Histogram,
+    /// Time per group commit of delivery outcomes and starts: the disk's (or PostgreSQL's)
+    /// share of every message's latency, and the first thing to look at when sending is slow.
+    commit_latency: Histogram,
+    /// Rows recorded by those commits (divided by their count: the average group size).
+    commit_rows: u64,
     /// Reload result → count (the initial load counts too).
     reloads: BTreeMap<ReloadResult, u64>,
     /// Transport failure class (`transient`, `permanent`, `unknown`) → count.
@@ -275,6 +280,19 @@ impl Monitor {
         self.beat();
     }
 
+    /// One group commit of `rows` outcomes and starts that took `took`.
+    pub fn committed(&self, rows: usize, took: Duration) {
+        let mut c = self.counters();
+        c.commit_latency.observe(took);
+        c.commit_rows += rows as u64;
+    }
+
+    /// Group commits so far: how many, their total time, and the rows they recorded.
+    pub fn commits(&self) -> (u64, Duration, u64) {
+        let c = self.counters();
+        (c.commit_latency.count(), Duration::from_secs_f64(c.commit_latency.sum()), c.commit_rows)
+    }
+
     /// A transport failure (also for ops reports).
     pub fn transport_error(&self, class: FailureClass, detail: &str, at: DateTime<Utc>) {
         let class = class_code(class);
@@ -325,6 +343,16 @@ impl Monitor {
             "contactplan_send_duration_seconds",
             "Time spent in the transport per message (SMTP transaction or Maildir write).",
             &c.send_latency,
+        );
+        e.histogram(
+            "contactplan_outbox_commit_duration_seconds",
+            "Time per group commit of delivery outcomes and starts (one per SMTP round of all sessions).",
+            &c.commit_latency,
+        );
+        e.counter(
+            "contactplan_outbox_commit_rows_total",
+            "Rows recorded by group commits (divided by the commit count: the average group size).",
+            [(vec![], c.commit_rows)],
         );
         e.counter(
             "contactplan_smtp_errors_total",

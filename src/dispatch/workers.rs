@@ -1,9 +1,11 @@
 //! Delivering one claimed batch: `sessions` workers (one task per SMTP session, so rendering
-//! and SMTP use both cores) take rows from a shared queue. A committer groups their requests: one
-//! statement for whatever arrived while the previous commit ran. Each request records the
-//! worker's last outcome and moves its next row from `claimed` to `sending`. (Waiting up to 1 ms
-//! for every session's request, for full groups, gained 60 % while the workers shared one task
-//! and nothing once they ran as tasks of their own; it was removed.)
+//! and SMTP use both cores) take rows from a shared queue. A committer groups their requests into
+//! one statement: it waits (at most [`GATHER`]) until every live session has sent its request.
+//! Commits are serialised and each session blocks on its own, so one commit for all sessions
+//! beats several in a row: on the dispatch benchmark it halved the commits and cut context
+//! switches by 43 % and CPU by 7 % at the same throughput. Each request records the worker's
+//! last outcome and moves its next row from `claimed` to `sending`. Commit time and group size
+//! are exported as metrics (`contactplan_outbox_commit_*`).
 //!
 //! While that commit runs, the worker renders the next row and opens its SMTP envelope
 //! (`MAIL FROM`, `RCPT TO`); it issues `DATA` only once the commit says the row is `sending`
@@ -17,6 +19,7 @@ use super::deliver::{self, Delivery, Prepared};
 use super::{Daemon, Snapshot, TickReport};
 use crate::store::{Claimed, Outcome, secs};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -55,12 +58,20 @@ impl Ticket {
 /// Most outcomes recorded in one statement.
 const MAX_GROUP: usize = 256;
 
+/// How long a commit waits for the other sessions to join its group. Every session has at
+/// most one request outstanding, and a session blocks on its commit, so a group that waits for
+/// all of them costs one commit where separate groups cost several in a row (commits are
+/// serialised; SQLite has one writer). The wait is cut short once every live session is in.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// What the workers share.
 struct Shared {
     /// Claimed rows not yet taken by a worker, in due order.
     queue: Mutex<VecDeque<Claimed>>,
     /// Counters for the tick's report.
     report: Mutex<TickReport>,
+    /// Workers still running: a group holding a request from each of them is complete.
+    live: AtomicUsize,
 }
 
 impl Shared {
@@ -79,13 +90,17 @@ pub async fn deliver_batch(
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<TickReport> {
     let sessions = daemon.mailer.sessions().max(1);
-    let shared = Arc::new(Shared { queue: Mutex::new(VecDeque::from(batch)), report: Mutex::default() });
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(VecDeque::from(batch)),
+        report: Mutex::default(),
+        live: AtomicUsize::new(sessions),
+    });
     let (tx, rx) = mpsc::channel::<Pending>(sessions * 2);
     let workers: Vec<_> = (0..sessions)
         .map(|_| tokio::spawn(worker(daemon.clone(), snap.clone(), shared.clone(), tx.clone(), stop.clone())))
         .collect();
     drop(tx);
-    let committed = committer(daemon, rx).await;
+    let committed = committer(daemon, rx, &shared.live).await;
     for w in workers {
         if let Err(e) = w.await {
             tracing::error!(error = %e, "a delivery worker ended abnormally; its row stays claimed and is taken over after its lease");
@@ -102,14 +117,15 @@ pub async fn deliver_batch(
 }
 
 /// Records outcomes and starts in groups until every worker has hung up.
-async fn committer(daemon: &Daemon, mut rx: mpsc::Receiver<Pending>) -> anyhow::Result<()> {
+async fn committer(daemon: &Daemon, mut rx: mpsc::Receiver<Pending>, live: &AtomicUsize) -> anyhow::Result<()> {
     let mut group: Vec<Pending> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = rx.recv().await {
         group.push(first);
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(p) => group.push(p),
-                Err(_) => break,
+        let until = tokio::time::Instant::now() + GATHER;
+        while group.len() < MAX_GROUP && group.len() < live.load(Ordering::SeqCst) {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(p)) => group.push(p),
+                Ok(None) | Err(_) => break,
             }
         }
         let outcomes: Vec<(i64, i64, Outcome)> = group
@@ -117,7 +133,13 @@ async fn committer(daemon: &Daemon, mut rx: mpsc::Receiver<Pending>) -> anyhow::
             .filter_map(|p| p.finished.as_ref().map(|(row, d)| (row.id, row.fence, d.outcome.clone())))
             .collect();
         let starts: Vec<(i64, i64)> = group.iter().filter_map(|p| p.start).collect();
-        match daemon.store.finish_batch(&outcomes, &starts, secs(daemon.clock.now()), daemon.send_lease_secs()).await {
+        let c0 = std::time::Instant::now();
+        let res =
+            daemon.store.finish_batch(&outcomes, &starts, secs(daemon.clock.now()), daemon.send_lease_secs()).await;
+        if res.is_ok() {
+            daemon.monitor.committed(outcomes.len() + starts.len(), c0.elapsed());
+        }
+        match res {
             Ok(r) => {
                 for p in group.drain(..) {
                     let started = p.start.is_some_and(|(id, _)| r.started.contains(&id));
@@ -144,6 +166,30 @@ async fn worker(
     shared: Arc<Shared>,
     tx: mpsc::Sender<Pending>,
     stop: watch::Receiver<bool>,
+) {
+    // Counted out however the worker ends (a panic too), so no group waits for it again.
+    let _live = Live(&shared.live);
+    work(&daemon, &snap, &shared, tx, &stop).await;
+}
+
+/// Decrements the live worker count when dropped.
+struct Live<'a>(
+    /// `Shared::live`.
+    &'a AtomicUsize,
+);
+
+impl Drop for Live<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn work(
+    daemon: &Daemon,
+    snap: &Snapshot,
+    shared: &Shared,
+    tx: mpsc::Sender<Pending>,
+    stop: &watch::Receiver<bool>,
 ) {
     let mut finished: Option<(Claimed, Delivery)> = None;
     loop {

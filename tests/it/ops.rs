@@ -361,6 +361,10 @@ async fn metrics_parse_as_prometheus_text_and_count_sent_emails() {
     assert_eq!(sample(&after, "contactplan_occasions_failed_total", birthday), Some(0.0));
     assert_eq!(sample(&after, "contactplan_smtp_errors_total", Some(("class", "transient"))), Some(1.0));
     assert_eq!(sample(&after, "contactplan_send_duration_seconds", None), Some(2.0), "two transactions timed");
+    // Each row passes through the group commits twice: its start (`sending`) and its outcome.
+    assert_eq!(sample(&after, "contactplan_outbox_commit_rows_total", None), Some(4.0));
+    let commits = sample(&after, "contactplan_outbox_commit_duration_seconds", None).unwrap_or(0.0);
+    assert!((1.0..=4.0).contains(&commits), "{commits} group commits timed");
     assert_eq!(sample(&after, "contactplan_outbox_depth", Some(("state", "retry"))), Some(1.0));
 
     // The retry goes through: the counters move again.
