@@ -41,7 +41,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             }
             None => "http_bind is off".into(),
         };
-        let store = crate::store::Store::connect(&config.database_url).await?;
+        let store = crate::store::Store::open_existing(&config.database_url).await?;
         let mut s = crate::status::outbox(&store, chrono::Utc::now().timestamp()).await?;
         s.not_ready.push(note.clone());
         Ok::<_, anyhow::Error>((s, format!("the database ({note})")))

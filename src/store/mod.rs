@@ -226,6 +226,19 @@ impl Store {
         }
     }
 
+    /// Opens an outbox that already exists, for reading (`contactplan status`): creates no
+    /// file and runs no migration, so a mistyped path is reported, not answered with a new,
+    /// empty outbox.
+    pub async fn open_existing(url: &str) -> anyhow::Result<Store> {
+        if url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(SqliteStore::open_existing(url).await?))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(PgStore::open_existing(url).await?))
+        } else {
+            anyhow::bail!("unsupported database URL `{url}`: use sqlite://path or postgres://user@host/database")
+        }
+    }
+
     /// Writes new occurrences; existing keys are left untouched.
     pub async fn materialize(&self, items: &[NewItem], now: i64) -> anyhow::Result<Materialized> {
         engine!(self, s => s.materialize(items, now).await)

@@ -41,6 +41,15 @@ impl PgStore {
         Ok(PgStore { pool })
     }
 
+    pub async fn open_existing(url: &str) -> anyhow::Result<PgStore> {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(PgConnectOptions::from_str(url)?)
+            .await?;
+        Ok(PgStore { pool })
+    }
+
     pub async fn materialize(&self, items: &[NewItem], now: i64) -> anyhow::Result<Materialized> {
         let mut result = Materialized::default();
         for chunk in items.chunks(CHUNK) {

@@ -36,6 +36,19 @@ impl SqliteStore {
         Ok(SqliteStore { pool })
     }
 
+    pub async fn open_existing(url: &str) -> anyhow::Result<SqliteStore> {
+        let opts = SqliteConnectOptions::from_str(url)?.busy_timeout(Duration::from_secs(10));
+        let file = opts.get_filename();
+        if !file.exists() {
+            anyhow::bail!(
+                "no outbox at {} (database_url `{url}`): the daemon creates it on its first start",
+                file.display()
+            );
+        }
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
+        Ok(SqliteStore { pool })
+    }
+
     pub async fn materialize(&self, items: &[NewItem], now: i64) -> anyhow::Result<Materialized> {
         let mut result = Materialized::default();
         for chunk in items.chunks(500) {

@@ -218,3 +218,23 @@ async fn a_stuck_scheduler_loop_stops_feeding_the_watchdog() {
     signal(&child, "-TERM");
     let _ = child.wait();
 }
+
+#[test]
+fn status_on_a_missing_outbox_says_so_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // No daemon ever ran with this config: the HTTP listener is off and the outbox path is a typo.
+    let config = dir.path().join("contactplan.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "database_url = \"sqlite://typo/outbox.db\"\nhttp_bind = \"off\"\ntemplates = \"{}\"\n[sender]\nemail = \"team@example.com\"\nname = \"Team\"\n[delivery]\nkind = \"maildir\"\npath = \"mail\"\n",
+            crate::helpers::templates_dir().display()
+        ),
+    )
+    .unwrap();
+    let out = bin().args(["status", "--config"]).arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("no outbox at") && stderr.contains("typo/outbox.db"), "{stderr}");
+    assert!(!dir.path().join("typo").exists(), "status created a database directory");
+}
