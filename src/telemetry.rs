@@ -5,7 +5,9 @@
 //! Level from `RUST_LOG` (default `info`).
 //!
 //! What is logged is decided where events are emitted: never message bodies or secrets, and
-//! at info level recipient domains, never addresses (see `dispatch`).
+//! recipient domains, never addresses (see `dispatch`). SMTP replies often quote the recipient
+//! (`550 5.1.1 <pat@customer.example>: Recipient address rejected`); [`redact_addresses`] keeps
+//! such replies loggable. The outbox and the ops report keep the reply as the server sent it.
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -43,6 +45,26 @@ fn journal_stream_matches(value: &str, dev: u64, ino: u64) -> bool {
     value.split_once(':').is_some_and(|(d, i)| d.parse() == Ok(dev) && i.parse() == Ok(ino))
 }
 
+/// `text` with the local part of every e-mail address replaced by `…`, the domain kept:
+/// `<pat@customer.example>` → `<…@customer.example>`.
+pub fn redact_addresses(text: &str) -> String {
+    let local = |c: char| c.is_alphanumeric() || ".!#$%&'*+/=?^_`{|}~-".contains(c);
+    let domain = |c: char| c.is_alphanumeric() || c == '.' || c == '-';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('@') {
+        let (before, after) = rest.split_at(at);
+        let start = before.char_indices().rev().take_while(|(_, c)| local(*c)).last().map_or(before.len(), |(i, _)| i);
+        let has_domain = after[1..].chars().next().is_some_and(domain);
+        out.push_str(&before[..start]);
+        out.push_str(if start < before.len() && has_domain { "…" } else { &before[start..] });
+        out.push('@');
+        rest = &after[1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +75,16 @@ mod tests {
         assert!(!journal_stream_matches("8:12345", 8, 12346));
         assert!(!journal_stream_matches("9:12345", 8, 12345));
         assert!(!journal_stream_matches("garbage", 8, 12345));
+    }
+
+    #[test]
+    fn addresses_lose_their_local_part_and_keep_their_domain() {
+        assert_eq!(
+            redact_addresses("550 5.1.1 <pat.private+x@customer-one.example>: Recipient address rejected"),
+            "550 5.1.1 <…@customer-one.example>: Recipient address rejected"
+        );
+        assert_eq!(redact_addresses("a@b.example, Zoë.Ä@c.example"), "…@b.example, …@c.example");
+        assert_eq!(redact_addresses("451 4.7.1 try again later"), "451 4.7.1 try again later");
+        assert_eq!(redact_addresses("user@ and @host and a @ b"), "user@ and @host and a @ b");
     }
 }

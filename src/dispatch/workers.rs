@@ -18,6 +18,7 @@
 use super::deliver::{self, Delivery, Prepared};
 use super::{Daemon, Snapshot, TickReport};
 use crate::store::{Claimed, Outcome, secs};
+use crate::telemetry::redact_addresses as redact;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -253,15 +254,15 @@ fn log(row: &Claimed, d: &Delivery, report: &mut TickReport) {
         }
         Outcome::Retry { reason, .. } => {
             report.retried += 1;
-            tracing::warn!(key = %row.key, domain = %d.domain, attempt = row.attempts, reason = %reason, "send failed; will retry");
+            tracing::warn!(key = %row.key, domain = %d.domain, attempt = row.attempts, reason = %redact(reason), "send failed; will retry");
         }
         Outcome::Failed { reason } => {
             report.failed += 1;
-            tracing::error!(key = %row.key, domain = %d.domain, reason = %reason, "send failed permanently");
+            tracing::error!(key = %row.key, domain = %d.domain, reason = %redact(reason), "send failed permanently");
         }
         Outcome::Unknown { reason } => {
             report.unknown += 1;
-            tracing::error!(key = %row.key, domain = %d.domain, reason = %reason, "outcome unknown; not resent");
+            tracing::error!(key = %row.key, domain = %d.domain, reason = %redact(reason), "outcome unknown; not resent");
         }
         Outcome::Suppressed { reason } => {
             report.suppressed += 1;

@@ -402,3 +402,42 @@ async fn metrics_count_permanent_failures_and_missed_occasions() {
     assert_eq!(err.class, "permanent");
     assert!(err.detail.contains("550"), "{err:?}");
 }
+
+/// Everything `tracing` writes, for assertions on log content.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+// Current-thread runtime: the daemon's tasks run on this thread, under this test's subscriber.
+#[tokio::test]
+async fn a_refusal_quoting_the_recipient_is_logged_with_its_domain_only() {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let t = OpsApp::start(&[("a", &plan("a", "pat.private@a.example", ""))], &[], None).await;
+    t.smtp.reply_next(550, "5.1.1 <pat.private@a.example>: Recipient address rejected");
+    tick_at(&t, "2027-03-10T12:00:00Z").await;
+    let r = tick_at(&t, "2027-03-11T08:00:00Z").await;
+    assert_eq!(r.failed, 1, "{r:?}");
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("send failed permanently"), "{text}");
+    assert!(text.contains("<…@a.example>: Recipient address rejected"), "{text}");
+    assert!(!text.contains("pat.private"), "address in the log: {text}");
+    // The outbox keeps the server's reply as it was sent (ops need it).
+    let failed = t.app.daemon.monitor.last_smtp_error().unwrap();
+    assert!(failed.detail.contains("pat.private@a.example"), "{failed:?}");
+}
