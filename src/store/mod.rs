@@ -213,30 +213,42 @@ macro_rules! engine {
     };
 }
 
+/// The engine a database URL selects (the URL alone decides).
+enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+impl Engine {
+    fn of(url: &str) -> anyhow::Result<Engine> {
+        if url.starts_with("sqlite:") {
+            Ok(Engine::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Engine::Postgres)
+        } else {
+            anyhow::bail!("unsupported database URL `{url}`: use sqlite://path or postgres://user@host/database")
+        }
+    }
+}
+
 impl Store {
     /// Connects by URL and applies migrations: `sqlite://…` (creates the file) or
     /// `postgres://…` / `postgresql://…` (migrations are safe when several daemons start at once).
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
-        if url.starts_with("sqlite:") {
-            Ok(Store::Sqlite(SqliteStore::connect(url).await?))
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Store::Postgres(PgStore::connect(url).await?))
-        } else {
-            anyhow::bail!("unsupported database URL `{url}`: use sqlite://path or postgres://user@host/database")
-        }
+        Ok(match Engine::of(url)? {
+            Engine::Sqlite => Store::Sqlite(SqliteStore::connect(url).await?),
+            Engine::Postgres => Store::Postgres(PgStore::connect(url).await?),
+        })
     }
 
     /// Opens an outbox that already exists, for reading (`contactplan status`): creates no
     /// file and runs no migration, so a mistyped path is reported, not answered with a new,
     /// empty outbox.
     pub async fn open_existing(url: &str) -> anyhow::Result<Store> {
-        if url.starts_with("sqlite:") {
-            Ok(Store::Sqlite(SqliteStore::open_existing(url).await?))
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Store::Postgres(PgStore::open_existing(url).await?))
-        } else {
-            anyhow::bail!("unsupported database URL `{url}`: use sqlite://path or postgres://user@host/database")
-        }
+        Ok(match Engine::of(url)? {
+            Engine::Sqlite => Store::Sqlite(SqliteStore::open_existing(url).await?),
+            Engine::Postgres => Store::Postgres(PgStore::open_existing(url).await?),
+        })
     }
 
     /// Writes new occurrences; existing keys are left untouched.
