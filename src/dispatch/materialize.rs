@@ -14,6 +14,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 /// `daemon_state` entry: the end of the last materialised window (Unix seconds).
 pub const WATERMARK: &str = "materialized_until";
 
+/// Customers whose occurrences a pass computes and writes at once.
+pub const CUSTOMERS_PER_PASS_STEP: usize = 2048;
+
 /// How far back a pass looks at most, after a long downtime.
 pub const MAX_LOOKBACK_DAYS: i64 = 31;
 
@@ -59,19 +62,27 @@ pub async fn run(
     let lookback = now - TimeDelta::hours(26);
     let from = watermark.map_or(lookback, |w| w.min(lookback)).max(now - TimeDelta::days(MAX_LOOKBACK_DAYS));
     let to = now + horizon;
-    let items: Vec<NewItem> = occasion::collect(plans, from, to)
-        .iter()
-        .filter_map(|o| {
-            if o.deadline > now {
-                Some(new_item(o, "pending", None, sender))
-            } else if watermark.is_some_and(|w| o.due.utc >= w) {
-                Some(new_item(o, "missed", Some("due while no daemon was running; deadline passed".into()), sender))
-            } else {
-                None
-            }
-        })
-        .collect();
-    let result = store.materialize(&items, secs(now)).await?;
+    // A slice of customers at a time: memory holds one slice's occurrences and rows, not the
+    // whole window's (100,000 customers over the longest horizon would be millions).
+    let mut result = Materialized::default();
+    for customers in plans.customers.chunks(CUSTOMERS_PER_PASS_STEP) {
+        let items: Vec<NewItem> = occasion::collect(customers, from, to)
+            .iter()
+            .filter_map(|o| {
+                if o.deadline > now {
+                    Some(new_item(o, "pending", None, sender))
+                } else if watermark.is_some_and(|w| o.due.utc >= w) {
+                    Some(new_item(o, "missed", Some("due while no daemon was running; deadline passed".into()), sender))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let step = store.materialize(&items, secs(now)).await?;
+        result.inserted += step.inserted;
+        result.missed += step.missed;
+        result.missed_kinds.extend(step.missed_kinds);
+    }
     let next_mark = watermark.map_or(to, |w| w.max(to));
     store.set_value(WATERMARK, &secs(next_mark).to_string()).await?;
     Ok(result)

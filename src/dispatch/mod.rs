@@ -10,7 +10,7 @@ mod ops;
 mod workers;
 
 pub use deliver::{MAX_ATTEMPTS, backoff};
-pub use materialize::{WATERMARK, new_item};
+pub use materialize::{CUSTOMERS_PER_PASS_STEP, WATERMARK, new_item};
 
 use crate::clock::SharedClock;
 use crate::config::Config;

@@ -414,11 +414,11 @@ fn fill_chunks<'a>(
     });
 }
 
-/// All occurrences of all customers in `[from, to)`, in no particular order (the outbox does
-/// not need one). What the daemon materialises.
-pub fn collect(plans: &Plans, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Occurrence<'_>> {
+/// All occurrences of `customers` in `[from, to)`, in no particular order (the outbox does
+/// not need one). What the daemon materialises, a slice of customers at a time.
+pub fn collect(customers: &[Customer], from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Occurrence<'_>> {
     let mut chunks = Vec::new();
-    fill_chunks(&plans.customers, from, to, &mut chunks);
+    fill_chunks(customers, from, to, &mut chunks);
     chunks.concat()
 }
 

@@ -158,3 +158,22 @@ async fn removing_a_customer_suppresses_its_pending_occasions() {
     assert_eq!((r.accepted, r.suppressed), (0, 1));
     assert!(app.smtp.messages().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pass_over_more_customers_than_one_step_writes_each_occasion_once() {
+    // Two steps and one customer more, so the last step is a partial one.
+    let n = 2 * contactplan::dispatch::CUSTOMERS_PER_PASS_STEP + 1;
+    let plans: Vec<(String, String)> = (0..n)
+        .map(|i| {
+            let id = format!("c{i:05}");
+            let plan = birthday_plan(&id, "Europe/Berlin", "de", JANE);
+            (id, plan)
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = plans.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let app = spawn_app(&refs, &[], utc("2027-03-13T12:00:00Z"), Delivery::Maildir).await;
+    assert_eq!(app.tick().await.materialized as usize, n, "one birthday per customer, across three steps");
+    // Ten minutes later the daemon materialises again (the window moved).
+    assert_eq!(app.tick_at("2027-03-13T12:10:00Z").await.materialized, 0, "a second pass adds nothing");
+    assert_eq!(app.states().await, vec![("pending".to_string(), n as i64)]);
+}
