@@ -200,16 +200,26 @@ impl Daemon {
         Ok(report)
     }
 
-    /// How long to sleep before the next tick.
+    /// How long to sleep before the next tick: until the next due row, or until a lease held
+    /// by a stopped sender (a crashed or killed process) can be taken over, whichever is first.
+    /// Without the second, a restarted daemon with nothing else due would notice such rows only
+    /// a full [`MAX_SLEEP`] after their lease ended.
     async fn sleep_for(&self) -> Duration {
         let now = self.clock.now();
-        match self.store.next_due().await {
+        let due = match self.store.next_due().await {
             Ok(Some(due)) => {
                 let wait = due - secs(now);
                 if wait <= 0 { Duration::from_millis(200) } else { Duration::from_secs(wait as u64).min(MAX_SLEEP) }
             }
             _ => MAX_SLEEP,
-        }
+        };
+        let lease = match self.store.lease_expires_in().await {
+            // At least a second: a lease that ended is taken over by the tick that just ran
+            // (or the next one), never by spinning.
+            Ok(Some(ends_in)) => Duration::from_secs((ends_in + 1).clamp(1, MAX_SLEEP.as_secs() as i64) as u64),
+            _ => MAX_SLEEP,
+        };
+        due.min(lease)
     }
 
     /// Runs retention when [`RETENTION_EVERY`] has passed; failures are logged and retried

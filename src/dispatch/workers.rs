@@ -1,22 +1,34 @@
 //! Delivering one claimed batch: `sessions` workers (one task per SMTP session, so rendering
 //! and SMTP use both cores) take rows from a shared queue. A committer groups their requests into
 //! one statement: it waits (at most [`GATHER`]) until every live session has sent its request.
-//! Commits are serialised and each session blocks on its own, so one commit for all sessions
+//! Commits are serialised and each session waits for its own, so one commit for all sessions
 //! beats several in a row: on the dispatch benchmark it halved the commits and cut context
-//! switches by 43 % and CPU by 7 % at the same throughput. Each request records the worker's
-//! last outcome and moves its next row from `claimed` to `sending`. Commit time and group size
-//! are exported as metrics (`contactplan_outbox_commit_*`).
+//! switches by 43 % and CPU by 7 % at the same throughput. Commit time and group size are
+//! exported as metrics (`contactplan_outbox_commit_*`).
 //!
-//! While that commit runs, the worker renders the next row and opens its SMTP envelope
-//! (`MAIL FROM`, `RCPT TO`); it issues `DATA` only once the commit says the row is `sending`
-//! and still its own (`Mailer::send_when`). So the commit overlaps the envelope instead of
-//! preceding it, and still: at any instant a session has at most one row whose outcome a crash
-//! could leave unknown (the RFC 1047 window, no wider); a crashed batch's untouched rows are
-//! still `claimed` (never attempted, safe to send even under at_most_once); and an accepted
-//! message is recorded in the very commit that lets the session's next message start.
+//! Each request records the worker's last outcome and moves rows from `claimed` to `sending`:
+//! the row the worker sends now (unless an earlier commit started it) and, when it is
+//! at_least_once, the row it sends next. While that commit runs, the worker renders its row and
+//! sends the envelope (`MAIL FROM`, `RCPT TO`, and `DATA` for a row started early); it sends the
+//! content only once the commit is durable, and `DATA` for a row started now only once the commit
+//! says the row is `sending` and still its own (`Mailer::send_when`, [`Gate`]). So:
+//! - every row is durably `sending` before its `DATA`;
+//! - a session's accepted message is recorded before its next message's content goes out, so a
+//!   crash leaves at most one message per session that may have arrived unrecorded (the RFC 1047
+//!   window, no wider): at most one duplicate per session per crash;
+//! - a crash can also leave the session's next row `sending` though it was never attempted; it
+//!   is at_least_once and is resent, which for it is the first delivery. An at_most_once row is
+//!   never started early, so it is reported `unknown` only if its content may have gone out;
+//! - a crashed batch's untouched rows are still `claimed` (never attempted, safe to send even
+//!   under at_most_once).
+//!
+//! Starting the next row early takes a commit off the path between two messages of a session:
+//! `DATA` overlaps the commit, and only the content waits for it (+15 % messages per second on
+//! the 4-session dispatch benchmark, together with SMTP PIPELINING; BENCHMARKS.md).
 
 use super::deliver::{self, Delivery, Prepared};
 use super::{Daemon, Snapshot, TickReport};
+use crate::mail::Gate;
 use crate::store::{Claimed, Outcome, secs};
 use crate::telemetry::redact_addresses as redact;
 use std::collections::VecDeque;
@@ -24,17 +36,24 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// One worker's commit request: its last outcome and/or the row it wants to send next.
+/// One worker's commit request: its last outcome and/or the rows it wants to move to `sending`.
 struct Pending {
     /// The outcome of the worker's previous row, to record.
     finished: Option<(Claimed, Delivery)>,
-    /// `(id, fence)` of the row to move to `sending`.
-    start: Option<(i64, i64)>,
-    /// Whether `start` is now `sending` (false: lost its claim); `Err` if the commit failed.
+    /// `(id, fence)` of the rows to move to `sending` (at most two: the row this session sends
+    /// now, unless an earlier commit started it, and the one it sends next).
+    start: Vec<(i64, i64)>,
+    /// Which of `start` are now `sending` (the others lost their claim); `Err` if the commit failed.
     done: oneshot::Sender<Verdict>,
 }
 
-type Verdict = Result<bool, ()>;
+/// Bit `i` set: `start[i]` is now `sending`.
+type Verdict = Result<u8, ()>;
+
+/// Whether `id` (at position `i` of its request's `start`) was started, by a verdict.
+fn started(verdict: Verdict, i: usize) -> bool {
+    verdict.is_ok_and(|bits| bits & (1 << i) != 0)
+}
 
 /// The answer to one commit request, awaited (and remembered) by the worker.
 struct Ticket {
@@ -79,8 +98,16 @@ impl Shared {
     fn pop(&self) -> Option<Claimed> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
     }
-    fn push_back(&self, row: Claimed) {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).push_back(row);
+    /// The front row, if `wanted` accepts it.
+    fn pop_if(&self, wanted: impl Fn(&Claimed) -> bool) -> Option<Claimed> {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if queue.front().is_some_and(wanted) { queue.pop_front() } else { None }
+    }
+    /// Rows this worker took but never attempted: released with the rest of the batch.
+    fn give_back(&self, row: Option<Claimed>, next: Option<Claimed>) {
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        queue.extend(row);
+        queue.extend(next);
     }
 }
 
@@ -133,7 +160,7 @@ async fn committer(daemon: &Daemon, mut rx: mpsc::Receiver<Pending>, live: &Atom
             .iter()
             .filter_map(|p| p.finished.as_ref().map(|(row, d)| (row.id, row.fence, d.outcome.clone())))
             .collect();
-        let starts: Vec<(i64, i64)> = group.iter().filter_map(|p| p.start).collect();
+        let starts: Vec<(i64, i64)> = group.iter().flat_map(|p| p.start.iter().copied()).collect();
         let c0 = std::time::Instant::now();
         let res =
             daemon.store.finish_batch(&outcomes, &starts, secs(daemon.clock.now()), daemon.send_lease_secs()).await;
@@ -143,8 +170,8 @@ async fn committer(daemon: &Daemon, mut rx: mpsc::Receiver<Pending>, live: &Atom
         match res {
             Ok(r) => {
                 for p in group.drain(..) {
-                    let started = p.start.is_some_and(|(id, _)| r.started.contains(&id));
-                    let _ = p.done.send(Ok(started));
+                    let bits = p.start.iter().enumerate().filter(|(_, (id, _))| r.started.contains(id));
+                    let _ = p.done.send(Ok(bits.fold(0, |b, (i, _)| b | 1 << i)));
                 }
             }
             Err(e) => {
@@ -193,21 +220,34 @@ async fn work(
     stop: &watch::Receiver<bool>,
 ) {
     let mut finished: Option<(Claimed, Delivery)> = None;
+    // The row an earlier commit already moved to `sending` for this session (at_least_once).
+    let mut ahead: Option<Claimed> = None;
     loop {
-        let next = if *stop.borrow() { None } else { shared.pop() };
-        if finished.is_none() && next.is_none() {
+        let stopping = *stop.borrow();
+        let early = ahead.is_some();
+        let row = ahead.take().or_else(|| if stopping { None } else { shared.pop() });
+        if finished.is_none() && row.is_none() {
             break;
         }
+        // Start the session's next row in this commit already, so its `DATA` need not wait for
+        // a commit of its own. Only at_least_once rows: a crash leaves such a row `sending`
+        // though it was never attempted, and only a resend (which it gets) is right for it.
+        let next = if stopping || row.is_none() { None } else { shared.pop_if(|r| r.delivery != "at_most_once") };
+        let mut start = Vec::with_capacity(2);
+        if let Some(r) = row.as_ref().filter(|_| !early) {
+            start.push((r.id, r.fence));
+        }
+        let next_at = start.len();
+        if let Some(r) = &next {
+            start.push((r.id, r.fence));
+        }
         let (done, rx) = oneshot::channel();
-        let start = next.as_ref().map(|r| (r.id, r.fence));
         if tx.send(Pending { finished: finished.take(), start, done }).await.is_err() {
-            if let Some(row) = next {
-                shared.push_back(row);
-            }
+            shared.give_back(row, next);
             break;
         }
         let mut ticket = Ticket { rx, verdict: None };
-        let Some(row) = next else {
+        let Some(row) = row else {
             // The last outcome must be durable before the batch counts as done.
             let _ = ticket.wait().await;
             break;
@@ -216,31 +256,44 @@ async fn work(
         let delivery = match deliver::prepare(&row, &snap.plans, &snap.renderer, &daemon.config.sender, now) {
             Prepared::Done(d) => d,
             Prepared::Message { message, domain } => {
+                // A row started early may issue `DATA` at once; its content still waits for this
+                // commit, which records the session's previous outcome. A row started now waits
+                // with `DATA` until this commit made it `sending`.
+                let gate = if early { Gate::Content } else { Gate::Data };
                 // The latency histogram measures the transport, not the wait for our own commit.
                 let opened = std::sync::OnceLock::new();
                 let go = async {
-                    let go = ticket.wait().await == Ok(true);
+                    let v = ticket.wait().await;
+                    let go = if early { v.is_ok() } else { started(v, 0) };
                     let _ = opened.set(std::time::Instant::now());
                     go
                 };
-                let started = std::time::Instant::now();
-                let sent = daemon.mailer.send_when(&message, go).await;
+                let started_at = std::time::Instant::now();
+                let sent = daemon.mailer.send_when(&message, go, gate).await;
                 // A send that failed before reaching the gate (e.g. connecting) spent it all there.
-                let latency = opened.get().unwrap_or(&started).elapsed();
+                let latency = opened.get().unwrap_or(&started_at).elapsed();
                 deliver::delivered(&row, sent, domain, latency, now)
             }
         };
-        match ticket.wait().await {
-            Ok(true) => {
-                log(&row, &delivery, &mut shared.report.lock().unwrap_or_else(|p| p.into_inner()));
-                daemon.monitor.delivered(&row.kind, &delivery.outcome, delivery.latency, delivery.failure, now);
-                finished = Some((row, delivery));
-            }
-            Ok(false) => tracing::warn!(key = %row.key, "claim lost before sending (lease expired?); skipped"),
-            Err(()) => {
-                // Nothing was sent (the go-ahead never came); the row is still claimed.
-                shared.push_back(row);
-                break;
+        let verdict = ticket.wait().await;
+        if verdict.is_err() {
+            // Nothing of `row` was delivered (its content waited for this commit); `next` was
+            // never attempted. Both go back.
+            shared.give_back(Some(row), next);
+            break;
+        }
+        if early || started(verdict, 0) {
+            log(&row, &delivery, &mut shared.report.lock().unwrap_or_else(|p| p.into_inner()));
+            daemon.monitor.delivered(&row.kind, &delivery.outcome, delivery.latency, delivery.failure, now);
+            finished = Some((row, delivery));
+        } else {
+            tracing::warn!(key = %row.key, "claim lost before sending (lease expired?); skipped");
+        }
+        if let Some(next) = next {
+            if started(verdict, next_at) {
+                ahead = Some(next);
+            } else {
+                tracing::warn!(key = %next.key, "claim lost before sending (lease expired?); skipped");
             }
         }
     }

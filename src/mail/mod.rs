@@ -44,6 +44,17 @@ impl SendError {
     }
 }
 
+/// What waits for the go-ahead of [`Mailer::send_when`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// SMTP `DATA` itself waits: the go-ahead is "this row is now durably `sending`".
+    Data,
+    /// The row is durably `sending` already, so `DATA` goes out at once and only the content
+    /// (with its final dot) waits: the go-ahead is "the commit recording this session's previous
+    /// outcome is durable", so a crash never leaves two of its messages with unknown outcomes.
+    Content,
+}
+
 /// Messages kept in memory (tests, `preview`).
 #[derive(Debug, Clone, Default)]
 pub struct MemoryMailer {
@@ -69,22 +80,24 @@ impl Mailer {
 
     /// Sends one message; the file name or SMTP reply comes back on success.
     pub async fn send(&self, message: &lettre::Message) -> Result<Accepted, SendError> {
-        self.send_when(message, std::future::ready(true)).await
+        self.send_when(message, std::future::ready(true), Gate::Data).await
     }
 
     /// Sends one message once `go` says yes. Whatever can happen before the message content
-    /// is handed over (connecting, SMTP `MAIL FROM`/`RCPT TO`) runs while `go` is pending; the
-    /// content (SMTP `DATA`, the Maildir file) is written only after `go` resolved to true.
-    /// When it resolves to false, nothing is delivered and the error class is `Withdrawn`.
-    /// The dispatcher passes "the `sending` state of this row is committed" as `go`, so the
-    /// commit overlaps the envelope's round trips instead of preceding them.
+    /// is handed over (connecting, SMTP `MAIL FROM`/`RCPT TO`, and `DATA` too with
+    /// [`Gate::Content`]) runs while `go` is pending; the content (the Maildir file, or SMTP
+    /// `DATA` with [`Gate::Data`]) is written only after `go` resolved to true. When it
+    /// resolves to false, nothing is delivered and the error class is `Withdrawn`. The
+    /// dispatcher passes one of its commits as `go`, so the commit overlaps the round trips
+    /// instead of preceding them.
     pub async fn send_when(
         &self,
         message: &lettre::Message,
         go: impl std::future::Future<Output = bool>,
+        gate: Gate,
     ) -> Result<Accepted, SendError> {
         match self {
-            Mailer::Smtp(m) => m.send(message, go).await,
+            Mailer::Smtp(m) => m.send(message, go, gate).await,
             Mailer::Maildir(m) => {
                 if !go.await {
                     return Err(SendError::withdrawn());

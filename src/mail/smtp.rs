@@ -10,7 +10,7 @@
 //! cut, timeout, no reply to the final dot), the server may or may not have the message
 //! (RFC 1047), so the outcome is `Unknown`.
 
-use super::{Accepted, FailureClass, SendError};
+use super::{Accepted, FailureClass, Gate, SendError};
 use crate::config::{SmtpSettings, TlsMode};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 // `AsyncNetworkStream` is public but deprecated ("not meant to be made public"); it is the
@@ -18,7 +18,7 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 #[allow(deprecated)]
 use lettre::transport::smtp::client::AsyncNetworkStream;
 use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters};
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
+use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -36,7 +36,7 @@ pub struct SmtpMailer {
     /// Our EHLO name.
     hello: ClientId,
     /// Connections ready for reuse.
-    idle: Mutex<Vec<AsyncSmtpConnection>>,
+    idle: Mutex<Vec<Session>>,
     /// Bounds parallel sessions to `connections`.
     sessions: Semaphore,
 }
@@ -78,7 +78,7 @@ impl SmtpMailer {
         )
     }
 
-    async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
+    async fn connect(&self) -> Result<Session, SendError> {
         let s = &self.settings;
         let io = |e: std::io::Error| SendError {
             class: FailureClass::Transient,
@@ -91,10 +91,7 @@ impl SmtpMailer {
 
     /// Greeting, TLS and AUTH on an open socket.
     #[allow(deprecated)]
-    async fn handshake(
-        &self,
-        tcp: tokio::net::TcpStream,
-    ) -> Result<AsyncSmtpConnection, lettre::transport::smtp::Error> {
+    async fn handshake(&self, tcp: tokio::net::TcpStream) -> Result<Session, lettre::transport::smtp::Error> {
         let s = &self.settings;
         let mut conn = match (s.tls, &self.tls) {
             (TlsMode::Tls, Some(params)) => {
@@ -110,44 +107,91 @@ impl SmtpMailer {
             }
             _ => AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello).await?,
         };
+        // lettre's `ServerInfo` keeps only the extensions lettre uses, and PIPELINING is not
+        // one: ask again (before AUTH, which a new EHLO could reset) and read the reply ourselves.
+        let ehlo = conn.command(Ehlo::new(self.hello.clone())).await?;
+        let pipelining = ehlo.message().any(|line| {
+            line.split_whitespace().next().is_some_and(|keyword| keyword.eq_ignore_ascii_case("PIPELINING"))
+        });
         if let (Some(user), Some(pass)) = (&s.username, &s.password) {
             conn.auth(&[Mechanism::Plain, Mechanism::Login], &Credentials::new(user.clone(), pass.clone())).await?;
         }
-        Ok(conn)
+        Ok(Session { conn, pipelining })
     }
 
     /// One transaction on `conn`: the envelope, then — once `go` says yes — the content.
+    /// With [`Gate::Data`], `DATA` itself waits for `go`; with [`Gate::Content`] (the row is
+    /// already durably `sending`), `DATA` is issued at once and only the content waits.
     /// `body_sent` turns true just before the content goes out.
     async fn transact(
-        conn: &mut AsyncSmtpConnection,
+        session: &mut Session,
         message: &lettre::Message,
         go: impl std::future::Future<Output = bool>,
+        gate: Gate,
         body_sent: &AtomicBool,
     ) -> Result<lettre::transport::smtp::response::Response, TxError> {
+        let mut go = std::pin::pin!(go);
         let envelope = message.envelope();
         let bytes = message.formatted();
         let mut params = Vec::new();
+        let conn = &mut session.conn;
         if !bytes.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
             params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
-        conn.command(Mail::new(envelope.from().cloned(), params)).await?;
-        for to in envelope.to() {
-            conn.command(Rcpt::new(to.clone(), vec![])).await?;
+        let mail = Mail::new(envelope.from().cloned(), params);
+        let rcpts: Vec<Rcpt> = envelope.to().iter().map(|to| Rcpt::new(to.clone(), vec![])).collect();
+        // `DATA` now too, when it need not wait for `go`.
+        let data_now = gate == Gate::Content;
+        if session.pipelining {
+            // RFC 2920: the envelope (and `DATA`, which may end a group) in one write, then the
+            // replies in order. Any refusal fails the transaction and the connection is dropped,
+            // so replies still outstanding need no reading.
+            let mut group = mail.to_string();
+            rcpts.iter().for_each(|r| group.push_str(&r.to_string()));
+            if data_now {
+                group.push_str(&Data.to_string());
+            }
+            conn.command(group).await?;
+            for _ in 0..rcpts.len() + usize::from(data_now) {
+                conn.read_response().await?;
+            }
+        } else {
+            conn.command(mail).await?;
+            for rcpt in rcpts {
+                conn.command(rcpt).await?;
+            }
+            if data_now {
+                conn.command(Data).await?;
+            }
         }
-        if !go.await {
+        if gate == Gate::Data && !go.as_mut().await {
             // Nothing was delivered; RSET keeps the session usable for the next message.
             conn.command(Rset).await?;
             return Err(TxError::Withdrawn);
         }
-        conn.command(Data).await?;
+        if !data_now {
+            conn.command(Data).await?;
+        }
+        if gate == Gate::Content && !go.as_mut().await {
+            // Mid-DATA nothing can be reset: the caller drops the connection without the final
+            // dot, so the server discards what it has (RFC 5321 §4.1.1.4).
+            return Err(TxError::Abandoned);
+        }
         body_sent.store(true, Ordering::SeqCst);
-        Ok(conn.message(&bytes).await?)
+        // Content and final dot in one write (lettre writes them separately): one segment
+        // and one wake-up of the server per message instead of two. lettre formats text, so
+        // the content is UTF-8; anything else goes through lettre's own writer.
+        match std::str::from_utf8(&bytes) {
+            Ok(text) => Ok(conn.command(Content(text)).await?),
+            Err(_) => Ok(conn.message(&bytes).await?),
+        }
     }
 
     pub async fn send(
         &self,
         message: &lettre::Message,
         go: impl std::future::Future<Output = bool>,
+        gate: Gate,
     ) -> Result<Accepted, SendError> {
         let _session = self
             .sessions
@@ -158,10 +202,10 @@ impl SmtpMailer {
         let attempt = async {
             let reused = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
             let mut conn = match reused {
-                Some(c) if !c.has_broken() => c,
+                Some(c) if !c.conn.has_broken() => c,
                 _ => self.connect().await?,
             };
-            match Self::transact(&mut conn, message, go, &body_sent).await {
+            match Self::transact(&mut conn, message, go, gate, &body_sent).await {
                 Ok(resp) => {
                     self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
                     Ok(resp)
@@ -170,11 +214,13 @@ impl SmtpMailer {
                     self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
                     Err(SendError::withdrawn())
                 }
+                // Dropped without QUIT: mid-DATA a QUIT would be read as content.
+                Err(TxError::Abandoned) => Err(SendError::withdrawn()),
                 Err(TxError::Smtp(e)) => {
                     // A rejected transaction leaves the session usable after RSET; a cut one does not.
                     // Simplest correct choice: drop the connection either way.
-                    if !conn.has_broken() {
-                        conn.abort().await;
+                    if !conn.conn.has_broken() {
+                        conn.conn.abort().await;
                     }
                     Err(classify(&e, body_sent.load(Ordering::SeqCst)))
                 }
@@ -193,12 +239,47 @@ impl SmtpMailer {
     }
 }
 
+/// An open SMTP connection and what its server offers beyond what lettre tracks.
+struct Session {
+    /// The connection (greeted, TLS and AUTH done).
+    conn: AsyncSmtpConnection,
+    /// The server announced PIPELINING (RFC 2920): the envelope goes out in one write.
+    pipelining: bool,
+}
+
 /// How one transaction ended without a reply to the content.
 enum TxError {
     /// The server or the connection failed.
     Smtp(lettre::transport::smtp::Error),
     /// The go-ahead said no; the envelope was reset.
     Withdrawn,
+    /// The go-ahead said no after `DATA`; the connection must be dropped without the final dot.
+    Abandoned,
+}
+
+/// A message's content as the `DATA` phase sends it: dot-stuffed (RFC 5321 §4.5.2, as lettre's
+/// own codec does it) and followed by the final dot, written by `AsyncSmtpConnection::command`
+/// in one piece.
+struct Content<'a>(&'a str);
+
+impl std::fmt::Display for Content<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&dot_stuff(self.0))?;
+        f.write_str("\r\n.\r\n")
+    }
+}
+
+/// Doubles a dot that starts a line (after CRLF, or at the very start).
+fn dot_stuff(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.starts_with('.') && !text.contains("\r\n.") {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    if text.starts_with('.') {
+        out.push('.');
+    }
+    out.push_str(&text.replace("\r\n.", "\r\n.."));
+    std::borrow::Cow::Owned(out)
 }
 
 impl From<lettre::transport::smtp::Error> for TxError {
@@ -248,5 +329,18 @@ impl AsyncWrite for TlsStream {
 impl AsyncTokioStream for TlsStream {
     fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.0.get_ref().peer_addr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dot_stuff;
+
+    #[test]
+    fn dot_stuffing_doubles_the_dot_that_starts_a_line_and_nothing_else() {
+        assert_eq!(dot_stuff("plain\r\ntext. and more."), "plain\r\ntext. and more.");
+        assert_eq!(dot_stuff(".a\r\n.b\r\n..c\r\nd.e\r\n.\r\n."), "..a\r\n..b\r\n...c\r\nd.e\r\n..\r\n..");
+        // A bare LF does not end a line on the wire (lettre's codec agrees).
+        assert_eq!(dot_stuff("a\n.b"), "a\n.b");
     }
 }

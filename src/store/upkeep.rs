@@ -45,8 +45,18 @@ fn fill_depth(found: Vec<(String, i64)>) -> Vec<(String, i64)> {
 
 /// One body for both engines; only placeholders and the name of the two-argument maximum differ.
 macro_rules! upkeep {
-    ($store:ty, p1 = $p1:literal, p2 = $p2:literal, greatest = $max:literal) => {
+    ($store:ty, p1 = $p1:literal, p2 = $p2:literal, greatest = $max:literal, db_now = $now:literal) => {
         impl $store {
+            async fn lease_expires_in(&self) -> anyhow::Result<Option<i64>> {
+                Ok(sqlx::query_scalar::<_, Option<i64>>(concat!(
+                    "SELECT MIN(lease_until) - ",
+                    $now,
+                    " FROM outbox WHERE state IN ('claimed', 'sending')"
+                ))
+                .fetch_one(&self.pool)
+                .await?)
+            }
+
             async fn ping(&self) -> anyhow::Result<()> {
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
                 Ok(())
@@ -107,8 +117,8 @@ macro_rules! upkeep {
     };
 }
 
-upkeep!(SqliteStore, p1 = "?1", p2 = "?2", greatest = "MAX");
-upkeep!(PgStore, p1 = "$1", p2 = "$2", greatest = "GREATEST");
+upkeep!(SqliteStore, p1 = "?1", p2 = "?2", greatest = "MAX", db_now = "unixepoch()");
+upkeep!(PgStore, p1 = "$1", p2 = "$2", greatest = "GREATEST", db_now = "floor(extract(epoch from now()))::bigint");
 
 impl Store {
     /// One round trip (`/readyz`).
@@ -116,6 +126,16 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.ping().await,
             Store::Postgres(s) => s.ping().await,
+        }
+    }
+
+    /// Seconds, on the database clock (the clock leases run on), until the earliest lease of a
+    /// `claimed` or `sending` row ends (negative: ended already); `None` when no lease is held.
+    /// A lease is taken over one second after it ends (`lease_until < now`).
+    pub async fn lease_expires_in(&self) -> anyhow::Result<Option<i64>> {
+        match self {
+            Store::Sqlite(s) => s.lease_expires_in().await,
+            Store::Postgres(s) => s.lease_expires_in().await,
         }
     }
 

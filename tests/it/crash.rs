@@ -225,3 +225,70 @@ fn three_daemons_on_one_postgres_database_send_each_email_exactly_once() {
     let twice: Vec<_> = accepted.iter().filter(|(_, c)| **c > 1).collect();
     assert!(twice.is_empty(), "accepted more than once: {twice:?}");
 }
+
+/// Kills the daemon while the first of 3 messages waits for its reply (the peer never answers
+/// it) and checks the rows' states at that moment (`at_kill`, sorted; the stalled row is
+/// `sending`); restarts it and waits until every row is settled. Returns the stalled message's
+/// Message-ID, each row's final state by Message-ID, and what the peer accepted.
+fn kill_while_a_reply_is_outstanding(
+    policy: &str,
+    at_kill: [&str; 3],
+) -> (String, HashMap<String, String>, HashMap<String, usize>) {
+    let peer = Peer::start(PeerOptions { stall_after_data: vec![1], ..PeerOptions::default() });
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), 3, &peer, policy, 1);
+    let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let states = || -> HashMap<String, String> {
+        rt.block_on(async {
+            let store = contactplan::store::Store::open_existing(&url).await.unwrap();
+            store.rows(None, 10).await.unwrap().into_iter().map(|r| (r.message_id, r.state)).collect()
+        })
+    };
+    let mut child = daemon(&config, None);
+    assert!(wait_until(Duration::from_secs(30), || peer.dropped().len() == 1), "the first message reached the peer");
+    let seen = states();
+    kill9(&mut child);
+    let stalled = peer.dropped()[0].message_id.clone();
+    assert_eq!(seen[&stalled], "sending", "{seen:?}");
+    let mut seen: Vec<&str> = seen.values().map(String::as_str).collect();
+    seen.sort();
+    assert_eq!(seen, at_kill, "{policy}");
+
+    // The restart takes the killed process's rows over once their lease (60 s) has ended: it
+    // wakes up for that, rather than a whole idle sleep (60 s) later.
+    let mut child = daemon(&config, None);
+    let restarted = Instant::now();
+    let done = |s: &HashMap<String, String>| s.values().all(|st| ["accepted", "unknown"].contains(&st.as_str()));
+    let finished = wait_until(Duration::from_secs(150), || done(&states()));
+    let took = restarted.elapsed();
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    assert!(wait_until(Duration::from_secs(30), || child.try_wait().ok().flatten().is_some()), "SIGTERM stops it");
+    assert!(finished, "all settled within 150 s: {:?}", states());
+    assert!(took < Duration::from_secs(75), "taken over {took:?} after the restart (lease: 60 s)");
+    (stalled, states(), accepted(&peer))
+}
+
+/// A session moves its next row to `sending` together with the current one, so that row's
+/// `DATA` need not wait for a commit of its own, but only when a resend is right for it: a kill
+/// while a reply is outstanding leaves the next at_least_once row `sending` (it is resent after
+/// the restart, and arrives once) ...
+#[test]
+fn a_kill_mid_send_leaves_the_next_at_least_once_row_sending_and_it_arrives_once() {
+    let (_, after, accepted) = kill_while_a_reply_is_outstanding("at_least_once", ["claimed", "sending", "sending"]);
+    assert!(after.values().all(|s| s == "accepted"), "{after:?}");
+    assert_eq!(accepted.len(), 3);
+    assert!(accepted.values().all(|&n| n == 1), "each arrived once: {accepted:?}");
+}
+
+/// ... but leaves the next at_most_once row `claimed`: never attempted, so it is sent after the
+/// restart instead of being reported as an unknown outcome. Only the stalled one is unknown.
+#[test]
+fn a_kill_mid_send_leaves_the_next_at_most_once_row_claimed_and_it_is_still_sent() {
+    let (stalled, after, accepted) =
+        kill_while_a_reply_is_outstanding("at_most_once", ["claimed", "claimed", "sending"]);
+    assert_eq!(after[&stalled], "unknown", "{after:?}");
+    assert_eq!(after.values().filter(|s| *s == "accepted").count(), 2, "{after:?}");
+    assert_eq!(accepted.len(), 2);
+    assert!(!accepted.contains_key(&stalled) && accepted.values().all(|&n| n == 1), "{accepted:?}");
+}

@@ -158,9 +158,34 @@ fn write_secret(peer: &Peer, secret: &str) -> std::path::PathBuf {
 /// delivered, the envelope is reset, and the session carries on with the next message.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_withdrawn_message_is_never_delivered_and_the_session_goes_on() {
-    use contactplan::config::{SmtpSettings, TlsMode};
-    use contactplan::mail::{FailureClass, Mailer};
+    use contactplan::mail::{FailureClass, Gate};
     let peer = Peer::start(PeerOptions::default());
+    let mailer = mailer_for(&peer);
+    let message = |id: &str| {
+        lettre::Message::builder()
+            .from("team@example.com".parse().unwrap())
+            .to("pat@example.net".parse().unwrap())
+            .subject("hello")
+            .message_id(Some(format!("<{id}@example.com>")))
+            .body(String::from("hello"))
+            .unwrap()
+    };
+    mailer.send(&message("first")).await.unwrap();
+    let withdrawn = mailer.send_when(&message("withdrawn"), async { false }, Gate::Data).await.unwrap_err();
+    assert_eq!(withdrawn.class, FailureClass::Withdrawn);
+    // The go-ahead may also come late: the envelope waits for it.
+    let late = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        true
+    };
+    mailer.send_when(&message("late"), late, Gate::Data).await.unwrap();
+    let ids: Vec<String> = peer.records().into_iter().map(|r| r.message_id).collect();
+    assert_eq!(ids, ["<first@example.com>", "<late@example.com>"]);
+}
+
+/// A one-session mailer for `peer` (plain text, 5 s timeout).
+fn mailer_for(peer: &Peer) -> contactplan::mail::Mailer {
+    use contactplan::config::{SmtpSettings, TlsMode};
     let settings = SmtpSettings {
         host: "127.0.0.1".into(),
         port: peer.port,
@@ -172,25 +197,61 @@ async fn a_withdrawn_message_is_never_delivered_and_the_session_goes_on() {
         ca_file: None,
         tls_name: None,
     };
-    let mailer = Mailer::from_config(&contactplan::config::Delivery::Smtp(settings)).unwrap();
-    let message = |id: &str| {
-        lettre::Message::builder()
-            .from("team@example.com".parse().unwrap())
-            .to("pat@example.net".parse().unwrap())
-            .subject("hello")
-            .message_id(Some(format!("<{id}@example.com>")))
-            .body(String::from("hello"))
-            .unwrap()
-    };
-    mailer.send(&message("first")).await.unwrap();
-    let withdrawn = mailer.send_when(&message("withdrawn"), async { false }).await.unwrap_err();
-    assert_eq!(withdrawn.class, FailureClass::Withdrawn);
-    // The go-ahead may also come late: the envelope waits for it.
-    let late = async {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        true
-    };
-    mailer.send_when(&message("late"), late).await.unwrap();
-    let ids: Vec<String> = peer.records().into_iter().map(|r| r.message_id).collect();
-    assert_eq!(ids, ["<first@example.com>", "<late@example.com>"]);
+    contactplan::mail::Mailer::from_config(&contactplan::config::Delivery::Smtp(settings)).unwrap()
+}
+
+/// A message whose body has lines that start with a dot (which SMTP must double on the wire).
+fn dotted_message(id: &str, to: &str) -> lettre::Message {
+    lettre::Message::builder()
+        .from("team@example.com".parse().unwrap())
+        .to(to.parse().unwrap())
+        .subject("dots")
+        .message_id(Some(format!("<{id}@example.com>")))
+        .body(String::from(".starts with a dot\r\n..two dots\r\n.\r\nlast line\r\n"))
+        .unwrap()
+}
+
+/// Both ways through a session, with and without the server's PIPELINING: the content
+/// arrives byte for byte (dot-stuffing undone by the server), a refused recipient fails the
+/// transaction permanently without delivering it, and the session goes on. With the row already
+/// `sending` (`Gate::Content`), `DATA` goes out before the go-ahead; a go-ahead that says no
+/// after `DATA` delivers nothing, and the next message still gets through.
+#[tokio::test(flavor = "multi_thread")]
+async fn content_arrives_intact_and_refusals_stay_contained_with_and_without_pipelining() {
+    use contactplan::mail::{FailureClass, Gate};
+    for pipelining in [false, true] {
+        let peer = Peer::start(PeerOptions {
+            pipelining,
+            record_content: true,
+            reject_rcpt: vec!["nobody".into()],
+            ..PeerOptions::default()
+        });
+        let mailer = mailer_for(&peer);
+        let first = dotted_message("first", "pat@example.net");
+        let accepted = mailer.send_when(&first, async { true }, Gate::Content).await.unwrap();
+        assert!(accepted.reply.starts_with("250 "), "pipelining={pipelining}: {accepted:?}");
+        let refused = dotted_message("refused", "nobody@example.net");
+        let refused = mailer.send_when(&refused, async { true }, Gate::Content).await.unwrap_err();
+        assert_eq!(refused.class, FailureClass::Permanent, "pipelining={pipelining}: {refused:?}");
+        assert!(refused.detail.contains("mailbox unavailable"), "{refused:?}");
+        let held = dotted_message("held", "pat@example.net");
+        let held = mailer.send_when(&held, async { false }, Gate::Content).await.unwrap_err();
+        assert_eq!(held.class, FailureClass::Withdrawn);
+        let late = async {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            true
+        };
+        let gated = dotted_message("gated", "pat@example.net");
+        let accepted = mailer.send_when(&gated, late, Gate::Data).await.unwrap();
+        assert!(accepted.reply.starts_with("250 "), "pipelining={pipelining}: {accepted:?}");
+
+        let records = peer.records();
+        let ids: Vec<&str> = records.iter().map(|r| r.message_id.as_str()).collect();
+        assert_eq!(ids, ["<first@example.com>", "<gated@example.com>"], "pipelining={pipelining}");
+        // The envelope is pipelined exactly when the server announced PIPELINING.
+        assert!(records.iter().all(|r| r.pipelined == pipelining), "{records:?}");
+        let sent = String::from_utf8(first.formatted()).unwrap();
+        assert_eq!(records[0].content.trim_end(), sent.trim_end(), "pipelining={pipelining}");
+        assert!(records[0].content.contains("\r\n.starts with a dot\r\n..two dots\r\n.\r\nlast line"));
+    }
 }

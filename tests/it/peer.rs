@@ -37,8 +37,15 @@ pub struct PeerOptions {
     /// 1-based DATA numbers whose message is read whole, written to `dropped()`, and then the
     /// connection is cut (RST) without a reply.
     pub drop_after_data: Vec<u32>,
+    /// 1-based DATA numbers whose message is read whole, written to `dropped()`, and then
+    /// never answered (the connection stays open until the client goes away).
+    pub stall_after_data: Vec<u32>,
     /// RCPT addresses containing any of these get `550 5.1.1`.
     pub reject_rcpt: Vec<String>,
+    /// Announce PIPELINING in the EHLO reply (RFC 2920).
+    pub pipelining: bool,
+    /// Record each message's content (`Record::content`).
+    pub record_content: bool,
 }
 
 /// One message as the peer saw it at end of DATA.
@@ -54,6 +61,12 @@ pub struct Record {
     /// 1-based DATA sequence number across the peer's whole run (deferred and dropped
     /// messages use up numbers too).
     pub seq: u64,
+    /// More commands had arrived together with `MAIL FROM` (the client pipelined).
+    #[serde(default)]
+    pub pipelined: bool,
+    /// The message as received (dot-unstuffed), with `PeerOptions::record_content`; else empty.
+    #[serde(default)]
+    pub content: String,
 }
 
 /// A running peer; dropping it stops the server (SIGTERM, then SIGKILL) and removes `dir`.
@@ -109,8 +122,18 @@ impl Peer {
             let list: Vec<String> = opts.drop_after_data.iter().map(u32::to_string).collect();
             cmd.arg("--drop-after-data").arg(list.join(","));
         }
+        if !opts.stall_after_data.is_empty() {
+            let list: Vec<String> = opts.stall_after_data.iter().map(u32::to_string).collect();
+            cmd.arg("--stall-after-data").arg(list.join(","));
+        }
         for sub in &opts.reject_rcpt {
             cmd.arg("--reject-rcpt").arg(sub);
+        }
+        if opts.pipelining {
+            cmd.arg("--pipelining");
+        }
+        if opts.record_content {
+            cmd.arg("--record-content");
         }
         let stderr = fs::File::create(d.join("stderr.log")).expect("peer stderr log");
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);

@@ -146,6 +146,7 @@ both_engines!(
     store: expire_marks_overdue_open_rows_missed,
     store: recover_expired_leases_by_delivery_policy,
     store: a_start_renews_the_lease_for_the_whole_send,
+    store: lease_expires_in_counts_down_to_the_earliest_held_lease,
     store: unreported_and_mark_reported,
     store: next_due_is_the_earliest_open_instant,
     store: get_and_set_value,
@@ -487,6 +488,23 @@ async fn a_start_renews_the_lease_for_the_whole_send(store: Store) {
     assert_eq!(store.recover_expired_leases().await.unwrap(), Recovered::default());
     assert!(store.claim(T, 1, "node-b", 300).await.unwrap().is_empty());
     assert!(store.finish(c.id, c.fence, &accepted("250"), T + 1).await.unwrap());
+}
+
+async fn lease_expires_in_counts_down_to_the_earliest_held_lease(store: Store) {
+    assert_eq!(store.lease_expires_in().await.unwrap(), None, "no lease held");
+    store.materialize(&[item("a", T - 20, T + 3600), item("b", T - 10, T + 3600)], T).await.unwrap();
+    let long = store.claim(T, 1, "node-a", 300).await.unwrap();
+    let in_secs = store.lease_expires_in().await.unwrap().unwrap();
+    assert!((299..=300).contains(&in_secs), "{in_secs}");
+    // A sending row's lease counts too, and the earliest one decides.
+    let short = store.claim(T, 1, "node-b", 300).await.unwrap();
+    store.finish_batch(&[], &[(short[0].id, short[0].fence)], T, 45).await.unwrap();
+    let in_secs = store.lease_expires_in().await.unwrap().unwrap();
+    assert!((44..=45).contains(&in_secs), "{in_secs}");
+    // Finished rows hold no lease.
+    store.finish(short[0].id, short[0].fence, &accepted("250"), T).await.unwrap();
+    store.finish(long[0].id, long[0].fence, &accepted("250"), T).await.unwrap();
+    assert_eq!(store.lease_expires_in().await.unwrap(), None);
 }
 
 async fn recover_expired_leases_by_delivery_policy(store: Store) {

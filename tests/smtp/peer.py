@@ -11,7 +11,8 @@ Flags (all optional, combinable):
   --port N               port; 0 picks a free one (default 0)
   --ready-file PATH      once listening, write the actual port here (tmp + rename)
   --record PATH          append one JSON line per message accepted with 250:
-                         {"message_id","rcpt","mail_from","size","seq"}
+                         {"message_id","rcpt","mail_from","size","seq","pipelined"}
+                         ("pipelined": more commands had arrived with MAIL FROM)
   --dropped PATH         same format, for messages cut by --drop-after-data
   --tls-cert/--tls-key   certificate and key (PEM); enables STARTTLS
   --self-signed DIR      use DIR/cert.pem + DIR/key.pem, creating them with the
@@ -35,6 +36,13 @@ Flags (all optional, combinable):
                          connection (RST) with no reply
   --reject-rcpt SUB      (repeatable) RCPT addresses containing SUB get
                          "550 5.1.1 mailbox unavailable"
+  --stall-after-data L   comma-separated 1-based DATA numbers: read the whole
+                         message, record it in --dropped, then never reply (the
+                         connection stays open until the client goes away)
+  --pipelining           announce PIPELINING (RFC 2920) in the EHLO reply; commands
+                         are read and answered in order either way
+  --record-content       add "content" (the message as received, dot-unstuffed,
+                         decoded as UTF-8) to every --record line
 
 DATA numbering ("seq") counts every message that reached end of DATA, whatever
 its fate; --drop-after-data takes precedence over --defer-every for the same seq.
@@ -102,6 +110,7 @@ class State:
         self.greeted_421 = 0
         self.data_seq = 0
         self.drop_set = set(args.drop_after_data)
+        self.stall_set = set(args.stall_after_data)
         self.record = JsonLines(args.record)
         self.dropped = JsonLines(args.dropped)
 
@@ -134,6 +143,20 @@ class Handler:
     def __init__(self, state):
         self.state = state
 
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        # With this hook aiosmtpd leaves remembering the name to us.
+        session.host_name = hostname
+        if self.state.args.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        # Commands that arrived with MAIL, before its reply was sent: the client pipelines.
+        envelope.pipelined = bool(getattr(server._reader, "_buffer", b""))
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         for sub in self.state.args.reject_rcpt:
             if sub in address:
@@ -153,7 +176,10 @@ class Handler:
             "mail_from": envelope.mail_from or "",
             "size": len(content),
             "seq": seq,
+            "pipelined": getattr(envelope, "pipelined", False),
         }
+        if st.args.record_content:
+            rec["content"] = content.decode("utf-8", "replace")
         if seq in st.drop_set:
             st.dropped.write(rec)
             # Cut the connection without a reply. connection_lost() cancels this
@@ -163,6 +189,10 @@ class Handler:
                 transport.abort()
             await asyncio.Event().wait()
             return "421 unreachable"  # pragma: no cover
+        if seq in st.stall_set:
+            st.dropped.write(rec)
+            # No reply, ever: the client's outcome stays unknown until it gives up or dies.
+            await asyncio.Event().wait()
         k = st.args.defer_every
         if k and seq % k == 0:
             return DEFERRED
@@ -290,7 +320,10 @@ def parse_args(argv):
     p.add_argument("--greet-421", type=int, default=0, metavar="N")
     p.add_argument("--defer-every", type=int, default=0, metavar="K")
     p.add_argument("--drop-after-data", type=parse_seq_list, default=[], metavar="LIST")
+    p.add_argument("--stall-after-data", type=parse_seq_list, default=[], metavar="LIST")
     p.add_argument("--reject-rcpt", action="append", default=[], metavar="SUBSTRING")
+    p.add_argument("--pipelining", action="store_true")
+    p.add_argument("--record-content", action="store_true")
     a = p.parse_args(argv)
     try:
         if not ipaddress.ip_address(a.host).is_loopback:
