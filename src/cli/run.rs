@@ -20,21 +20,26 @@ pub fn run(config_path: &Path, _args: Args) -> anyhow::Result<ExitCode> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Stop requests are taken from here on, before the start-up (migrations, loading every
+        // plan) that can take seconds: a SIGTERM during it ends the daemon cleanly once it is
+        // up (exit 0) instead of killing it mid-migration by the signal's default action.
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
         let app = Application::build(config, Arc::new(SystemClock)).await?;
         app.serve_http().await?;
         app.watch_files()?;
         let reloader = app.clone();
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let mut hup = signal(SignalKind::hangup())?;
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 tracing::info!("SIGHUP: reloading plans, playbooks and templates");
                 reloader.reload("SIGHUP").await;
             }
         });
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         app.run_until_stopped(async move {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = int.recv() => {}
                 _ = term.recv() => {}
             }
         })

@@ -25,8 +25,13 @@ use tokio::sync::{Notify, watch};
 
 /// Longest sleep between ticks.
 pub const MAX_SLEEP: Duration = Duration::from_secs(60);
-/// How long a claim is held before another worker may take the row over.
-pub const LEASE_SECS: i64 = 60;
+/// How long a lease (a claim, or a send in progress) lasts unless renewed. A live sender renews
+/// its leases every [`RENEW_LEASES_EVERY`], so only a stopped one's run out: its rows are taken
+/// over at most this long (plus a second) after it stopped, within a minute as promised.
+pub const LEASE_SECS: i64 = 45;
+/// How often a delivering daemon renews its leases: a third of [`LEASE_SECS`], so two renewals
+/// in a row may fail (a busy database) before a live sender's lease could end.
+pub const RENEW_LEASES_EVERY: Duration = Duration::from_secs(15);
 /// Re-materialise at least this often even when nothing changed (the window moves).
 pub const REMATERIALIZE_EVERY: TimeDelta = TimeDelta::minutes(10);
 /// How often old outbox rows and Maildir files are purged.
@@ -119,12 +124,6 @@ impl Daemon {
             crate::config::Delivery::Smtp(s) => s.timeout + Duration::from_secs(5),
             crate::config::Delivery::Maildir { .. } => Duration::from_secs(10),
         }
-    }
-
-    /// The lease a row gets when its send starts: longer than the send can take (the transport
-    /// timeout), so no other instance takes it over mid-send, however long it waited in its batch.
-    pub fn send_lease_secs(&self) -> i64 {
-        (self.shutdown_grace().as_secs() as i64 + 25).max(LEASE_SECS)
     }
 
     pub fn current(&self) -> Arc<Snapshot> {

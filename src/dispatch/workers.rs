@@ -128,7 +128,19 @@ pub async fn deliver_batch(
         .map(|_| tokio::spawn(worker(daemon.clone(), snap.clone(), shared.clone(), tx.clone(), stop.clone())))
         .collect();
     drop(tx);
-    let committed = committer(daemon, rx, &shared.live).await;
+    // Leases are renewed for as long as this batch is delivered (a long batch, a slow server).
+    let renew = async {
+        loop {
+            tokio::time::sleep(super::RENEW_LEASES_EVERY).await;
+            if let Err(e) = daemon.store.renew_leases(&daemon.instance, super::LEASE_SECS).await {
+                tracing::warn!(error = %e, "could not renew this daemon's leases; will try again");
+            }
+        }
+    };
+    let committed = tokio::select! {
+        committed = committer(daemon, rx, &shared.live) => committed,
+        never = renew => never,
+    };
     for w in workers {
         if let Err(e) = w.await {
             tracing::error!(error = %e, "a delivery worker ended abnormally; its row stays claimed and is taken over after its lease");
@@ -162,8 +174,7 @@ async fn committer(daemon: &Daemon, mut rx: mpsc::Receiver<Pending>, live: &Atom
             .collect();
         let starts: Vec<(i64, i64)> = group.iter().flat_map(|p| p.start.iter().copied()).collect();
         let c0 = std::time::Instant::now();
-        let res =
-            daemon.store.finish_batch(&outcomes, &starts, secs(daemon.clock.now()), daemon.send_lease_secs()).await;
+        let res = daemon.store.finish_batch(&outcomes, &starts, secs(daemon.clock.now()), super::LEASE_SECS).await;
         if res.is_ok() {
             daemon.monitor.committed(outcomes.len() + starts.len(), c0.elapsed());
         }

@@ -47,6 +47,23 @@ fn fill_depth(found: Vec<(String, i64)>) -> Vec<(String, i64)> {
 macro_rules! upkeep {
     ($store:ty, p1 = $p1:literal, p2 = $p2:literal, greatest = $max:literal, db_now = $now:literal) => {
         impl $store {
+            async fn renew_leases(&self, owner: &str, lease_secs: i64) -> anyhow::Result<u64> {
+                Ok(sqlx::query(concat!(
+                    "UPDATE outbox SET lease_until = ",
+                    $now,
+                    " + ",
+                    $p2,
+                    " WHERE lease_owner = ",
+                    $p1,
+                    " AND state IN ('claimed', 'sending')"
+                ))
+                .bind(owner)
+                .bind(lease_secs)
+                .execute(&self.pool)
+                .await?
+                .rows_affected())
+            }
+
             async fn lease_expires_in(&self) -> anyhow::Result<Option<i64>> {
                 Ok(sqlx::query_scalar::<_, Option<i64>>(concat!(
                     "SELECT MIN(lease_until) - ",
@@ -126,6 +143,17 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.ping().await,
             Store::Postgres(s) => s.ping().await,
+        }
+    }
+
+    /// Extends every lease `owner` holds (`claimed` and `sending` rows) to `lease_secs` from now
+    /// on the database clock; returns the rows renewed. The dispatcher calls it while it
+    /// delivers, so leases can stay short (a stopped sender's rows are taken over soon) and
+    /// still never end under a live sender, however long its batch or a send takes.
+    pub async fn renew_leases(&self, owner: &str, lease_secs: i64) -> anyhow::Result<u64> {
+        match self {
+            Store::Sqlite(s) => s.renew_leases(owner, lease_secs).await,
+            Store::Postgres(s) => s.renew_leases(owner, lease_secs).await,
         }
     }
 

@@ -147,6 +147,7 @@ both_engines!(
     store: recover_expired_leases_by_delivery_policy,
     store: a_start_renews_the_lease_for_the_whole_send,
     store: lease_expires_in_counts_down_to_the_earliest_held_lease,
+    store: renew_leases_extends_only_the_owners_open_rows,
     store: unreported_and_mark_reported,
     store: next_due_is_the_earliest_open_instant,
     store: get_and_set_value,
@@ -505,6 +506,30 @@ async fn lease_expires_in_counts_down_to_the_earliest_held_lease(store: Store) {
     store.finish(short[0].id, short[0].fence, &accepted("250"), T).await.unwrap();
     store.finish(long[0].id, long[0].fence, &accepted("250"), T).await.unwrap();
     assert_eq!(store.lease_expires_in().await.unwrap(), None);
+}
+
+async fn renew_leases_extends_only_the_owners_open_rows(store: Store) {
+    let items = vec![item("a", T - 30, T + 3600), item("b", T - 20, T + 3600), item("c", T - 10, T + 3600)];
+    store.materialize(&items, T).await.unwrap();
+    // Leases of -1 s: ended already, by the database clock.
+    let mine = store.claim(T, 2, "node-a", -1).await.unwrap();
+    assert_eq!(keys(&mine), ["a", "b"]);
+    store.finish_batch(&[], &[(mine[1].id, mine[1].fence)], T, -1).await.unwrap();
+    let theirs = store.claim(T, 1, "node-b", -1).await.unwrap();
+    // The live owner renews: its claimed and its sending row keep their owner; the other
+    // owner's row is taken over.
+    assert_eq!(store.renew_leases("node-a", 45).await.unwrap(), 2);
+    assert_eq!(store.recover_expired_leases().await.unwrap(), Recovered { released: 1, retried: 0, unknown: 0 });
+    assert_eq!(row(&store, "c").await.state, "pending");
+    assert_eq!((row(&store, "a").await.state.as_str(), row(&store, "b").await.state.as_str()), ("claimed", "sending"));
+    let in_secs = store.lease_expires_in().await.unwrap().unwrap();
+    assert!((44..=45).contains(&in_secs), "{in_secs}");
+    // The renewed rows are still the owner's to finish; finished rows are not renewed.
+    for c in &mine {
+        assert!(store.finish(c.id, c.fence, &accepted("250"), T).await.unwrap());
+    }
+    assert!(!store.finish(theirs[0].id, theirs[0].fence, &accepted("250"), T).await.unwrap());
+    assert_eq!(store.renew_leases("node-a", 45).await.unwrap(), 0);
 }
 
 async fn recover_expired_leases_by_delivery_policy(store: Store) {
