@@ -128,19 +128,7 @@ pub async fn deliver_batch(
         .map(|_| tokio::spawn(worker(daemon.clone(), snap.clone(), shared.clone(), tx.clone(), stop.clone())))
         .collect();
     drop(tx);
-    // Leases are renewed for as long as this batch is delivered (a long batch, a slow server).
-    let renew = async {
-        loop {
-            tokio::time::sleep(super::RENEW_LEASES_EVERY).await;
-            if let Err(e) = daemon.store.renew_leases(&daemon.instance, super::LEASE_SECS).await {
-                tracing::warn!(error = %e, "could not renew this daemon's leases; will try again");
-            }
-        }
-    };
-    let committed = tokio::select! {
-        committed = committer(daemon, rx, &shared.live) => committed,
-        never = renew => never,
-    };
+    let committed = committer(daemon, rx, &shared.live).await;
     for w in workers {
         if let Err(e) = w.await {
             tracing::error!(error = %e, "a delivery worker ended abnormally; its row stays claimed and is taken over after its lease");
@@ -156,10 +144,25 @@ pub async fn deliver_batch(
     Ok(*shared.report.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
-/// Records outcomes and starts in groups until every worker has hung up.
+/// Records outcomes and starts in groups until every worker has hung up. Also renews this
+/// daemon's leases every [`super::RENEW_LEASES_EVERY`] while the batch lasts (a long batch, a
+/// slow server): here, so the renewal never runs beside a group commit on the same rows (on
+/// PostgreSQL two such statements could deadlock, and a failed group commit costs a resend).
 async fn committer(daemon: &Daemon, mut rx: mpsc::Receiver<Pending>, live: &AtomicUsize) -> anyhow::Result<()> {
     let mut group: Vec<Pending> = Vec::with_capacity(MAX_GROUP);
-    while let Some(first) = rx.recv().await {
+    let mut renew_at = tokio::time::Instant::now() + super::RENEW_LEASES_EVERY;
+    loop {
+        let first = tokio::select! {
+            p = rx.recv() => p,
+            _ = tokio::time::sleep_until(renew_at) => {
+                renew_at = tokio::time::Instant::now() + super::RENEW_LEASES_EVERY;
+                if let Err(e) = daemon.store.renew_leases(&daemon.instance, super::LEASE_SECS).await {
+                    tracing::warn!(error = %e, "could not renew this daemon's leases; will try again");
+                }
+                continue;
+            }
+        };
+        let Some(first) = first else { break };
         group.push(first);
         let until = tokio::time::Instant::now() + GATHER;
         while group.len() < MAX_GROUP && group.len() < live.load(Ordering::SeqCst) {
