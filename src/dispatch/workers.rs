@@ -23,7 +23,7 @@
 //!   under at_most_once).
 //!
 //! Starting the next row early takes a commit off the path between two messages of a session:
-//! `DATA` overlaps the commit, and only the content waits for it (+15 % messages per second on
+//! `DATA` overlaps the commit, and only the content waits for it (+9–15 % messages per second on
 //! the 4-session dispatch benchmark, together with SMTP PIPELINING; BENCHMARKS.md).
 
 use super::deliver::{self, Delivery, Prepared};
@@ -50,7 +50,7 @@ struct Pending {
 /// Bit `i` set: `start[i]` is now `sending`.
 type Verdict = Result<u8, ()>;
 
-/// Whether `id` (at position `i` of its request's `start`) was started, by a verdict.
+/// Whether the row at position `i` of a request's `start` is now `sending`, by its verdict.
 fn started(verdict: Verdict, i: usize) -> bool {
     verdict.is_ok_and(|bits| bits & (1 << i) != 0)
 }
