@@ -20,7 +20,9 @@
 //!   is at_least_once and is resent, which for it is the first delivery. An at_most_once row is
 //!   never started early, so it is reported `unknown` only if its content may have gone out;
 //! - a crashed batch's untouched rows are still `claimed` (never attempted, safe to send even
-//!   under at_most_once).
+//!   under at_most_once);
+//! - a group commit that fails loses the outcomes it carried: those rows stay `sending` and are
+//!   taken over when their lease ends, like a crash's (one may have been accepted: a resend).
 //!
 //! Starting the next row early takes a commit off the path between two messages of a session:
 //! `DATA` overlaps the commit, and only the content waits for it (+9–15 % messages per second on
