@@ -130,7 +130,6 @@ impl SmtpMailer {
         gate: Gate,
         body_sent: &AtomicBool,
     ) -> Result<lettre::transport::smtp::response::Response, TxError> {
-        let mut go = std::pin::pin!(go);
         let envelope = message.envelope();
         let bytes = message.formatted();
         let mut params = Vec::new();
@@ -164,18 +163,19 @@ impl SmtpMailer {
                 conn.command(Data).await?;
             }
         }
-        if gate == Gate::Data && !go.as_mut().await {
-            // Nothing was delivered; RSET keeps the session usable for the next message.
-            conn.command(Rset).await?;
-            return Err(TxError::Withdrawn);
-        }
-        if !data_now {
+        if data_now {
+            if !go.await {
+                // Mid-DATA nothing can be reset: the caller drops the connection without the
+                // final dot, so the server discards what it has (RFC 5321 §4.1.1.4).
+                return Err(TxError::Abandoned);
+            }
+        } else {
+            if !go.await {
+                // Nothing was delivered; RSET keeps the session usable for the next message.
+                conn.command(Rset).await?;
+                return Err(TxError::Withdrawn);
+            }
             conn.command(Data).await?;
-        }
-        if gate == Gate::Content && !go.as_mut().await {
-            // Mid-DATA nothing can be reset: the caller drops the connection without the final
-            // dot, so the server discards what it has (RFC 5321 §4.1.1.4).
-            return Err(TxError::Abandoned);
         }
         body_sent.store(true, Ordering::SeqCst);
         // Content and final dot in one write (lettre writes them separately): one segment

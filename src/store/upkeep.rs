@@ -1,6 +1,8 @@
-//! Operations queries on the outbox, for both engines: a liveness ping (`/readyz`), the backlog
-//! (`/metrics`, `status`) and retention (deleting old finished rows). Kept apart from the
-//! delivery path in `sqlite.rs`/`postgres.rs`; same semantics on both engines, same test suite.
+//! Queries written once for both engines (only placeholders and the database clock differ):
+//! a liveness ping (`/readyz`), the backlog (`/metrics`, `status`), retention (deleting old
+//! finished rows), and lease upkeep (renewal while delivering, the next lease end for the
+//! loop's sleep). The claim/finish path stays in `sqlite.rs`/`postgres.rs`; same semantics on
+//! both engines, same test suite.
 //!
 //! Retention only ever deletes rows that are finished (`accepted`, `failed`, `missed`,
 //! `suppressed`, `unknown`), already reported to ops where that applies, and whose deadline
