@@ -12,7 +12,7 @@
 
 use contactplan::app::Application;
 use contactplan::clock::ManualClock;
-use contactplan::config::Config;
+use contactplan::config::{Config, Environment};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -65,25 +65,25 @@ async fn contactplan(port: u16, sessions: u32, n: usize, plans: &Path, database_
     );
     let path = dir.path().join("contactplan.toml");
     std::fs::write(&path, config_text).expect("config");
-    let mut config = Config::load(&path).expect("config");
+    let mut config = Config::load(&path, &Environment::default()).expect("config");
     if database_url != "sqlite" {
         config.database_url = database_url.to_string();
     }
     // The occasion is 2027-06-01 09:00 Berlin (07:00 UTC). Materialise first, then time
     // the dispatch of everything due.
     let clock = ManualClock::new(chrono::DateTime::parse_from_rfc3339("2027-06-01T06:00:00Z").expect("t").into());
-    let app = Application::build(config, Arc::new(clock.clone())).await.expect("build");
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    let m = app.daemon.tick(&rx).await.expect("materialise");
+    let app = Application::build(config, Arc::new(clock.clone()), Default::default()).await.expect("build");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let m = app.scheduler().tick(&stop).await.expect("materialise");
     assert_eq!(m.materialized as usize, n);
     clock.set(chrono::DateTime::parse_from_rfc3339("2027-06-01T07:00:00Z").expect("t").into());
     let start = Instant::now();
-    // On a runtime worker thread, as in the daemon (`Daemon::run` is a spawned task).
-    let daemon = app.daemon.clone();
-    let r = tokio::spawn(async move { daemon.tick(&rx).await }).await.expect("join").expect("dispatch");
+    // On a runtime worker thread, as in the daemon (`Scheduler::run` is a spawned task).
+    let scheduler = app.scheduler().clone();
+    let r = tokio::spawn(async move { scheduler.tick(&stop).await }).await.expect("join").expect("dispatch");
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(r.accepted as usize, n, "{r:?}");
-    let (commits, took, rows) = app.daemon.monitor.commits();
+    let (commits, took, rows) = app.metrics().commits();
     let commits_line = format!(
         "{commits} commits, {:.1} rows each, {:.0} µs each",
         rows as f64 / commits.max(1) as f64,

@@ -12,7 +12,7 @@ mod support;
 
 use contactplan::app::Application;
 use contactplan::clock::ManualClock;
-use contactplan::config::Config;
+use contactplan::config::{Config, Environment};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,16 +32,16 @@ fn main() {
     );
     let path = dir.path().join("contactplan.toml");
     std::fs::write(&path, config_text).expect("config");
-    let config = Config::load(&path).expect("config");
+    let config = Config::load(&path, &Environment::default()).expect("config");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let clock = ManualClock::new(chrono::DateTime::parse_from_rfc3339("2027-01-01T00:00:00Z").expect("t").into());
-    let app = rt.block_on(Application::build(config, Arc::new(clock))).expect("build");
+    let app = rt.block_on(Application::build(config, Arc::new(clock), Default::default())).expect("build");
     let before = support::peak_rss_kib();
     let cpu = support::cpu_seconds();
     let start = Instant::now();
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    let daemon = app.daemon.clone();
-    let report = rt.block_on(async move { daemon.tick(&rx).await }).expect("tick");
+    let scheduler = app.scheduler().clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let report = rt.block_on(async move { scheduler.tick(&stop).await }).expect("tick");
     println!(
         "materialise {n} customers × {days} days: {} rows in {:.2} s ({:.2} s CPU); peak RSS {:.0} MB before the pass, {:.0} MB after",
         report.materialized,

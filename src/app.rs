@@ -1,158 +1,320 @@
-//! Wiring: config → templates → plans → store → mailer → daemon. `main` only parses the CLI;
-//! tests build the same `Application` with an injected clock and their own mailer.
+//! Wiring, in the zero-to-production style: `Application::build` connects the store, loads
+//! what is served, and builds the services; `run_until_stopped` runs them until shutdown.
+//! `main` only parses the CLI; tests build the same `Application` with an injected clock,
+//! their own mailer and an empty [`Edge`].
+//!
+//! Services, each stopped by one [`CancellationToken`] and awaited through one
+//! [`TaskTracker`] (mini-redis style: shutdown passed in, every task stopped and awaited):
+//! - the scheduler (`dispatch`): materialise, claim, deliver, report;
+//! - the reloader (`reload`): SIGHUP, file changes and [`Application::reload`];
+//! - the file watcher (`watch`): inotify on plans, playbooks and templates;
+//! - the HTTP listener (`http`): probes, metrics, status;
+//! - retention (`retention`): hourly purge of old finished rows and Maildir files.
 
 use crate::clock::SharedClock;
-use crate::config::Config;
-use crate::diagnostics::Diagnostic;
-use crate::dispatch::{Daemon, Snapshot};
-use crate::mail::Mailer;
-use crate::plan::{self, Loaded};
-use crate::reload;
-use crate::render::Renderer;
+use crate::config::{Config, Environment, Secrets};
+use crate::dispatch::{self, Scheduler};
+use crate::health::{Health, PlanHealth};
+use crate::mail::{Mailer, Transport};
+use crate::metrics::Metrics;
+use crate::reload::Reloader;
+use crate::retention::Retention;
 use crate::store::Store;
+use crate::systemd::Systemd;
+use crate::workspace::{self, Served, Snapshot};
 use std::future::Future;
-use std::sync::Arc;
-use tokio::sync::watch;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// Templates and plans as loaded from the configured directories, with every problem found.
-pub struct Workspace {
-    pub renderer: Renderer,
-    pub loaded: Loaded,
+/// What the process's surroundings provide, read once at the edge (the CLI) and passed in:
+/// nothing below reads the environment, credentials or `/proc` itself.
+#[derive(Debug, Clone, Default)]
+pub struct Edge {
+    /// SMTP password and API token.
+    pub secrets: Secrets,
+    /// systemd notifications (disabled outside systemd and in tests).
+    pub systemd: Systemd,
+    /// The host's name, part of this daemon's lease owner id (`host-pid-start`).
+    pub hostname: String,
 }
 
-impl Workspace {
-    /// Loads templates then plans; never fails — problems are in `diagnostics()`.
-    pub fn load(config: &Config, progress: &(dyn Fn() + Sync)) -> Workspace {
-        Self::load_keeping(config, None, progress).0
-    }
-
-    /// [`Workspace::load`] for a reload: broken templates and playbooks keep their version from
-    /// `previous`. Also returns those files. (Plans: see `reload`.)
-    pub fn load_keeping(
-        config: &Config,
-        previous: Option<&Snapshot>,
-        progress: &(dyn Fn() + Sync),
-    ) -> (Workspace, Vec<std::path::PathBuf>) {
-        let (renderer, template_diags, mut kept) =
-            Renderer::load_keeping(&config.templates_dir, previous.map(|p| &p.renderer));
-        let mut loaded = plan::load_keeping(
-            &plan::Sources {
-                plans_dir: &config.plans_dir,
-                playbooks_dir: &config.playbooks_dir,
-                templates: renderer.catalog(),
-                default_timezone: config.default_timezone,
-                default_calendar: &config.calendar,
-            },
-            previous.map(|p| &p.playbooks),
-            progress,
-        );
-        let mut diags = template_diags;
-        diags.append(&mut loaded.diagnostics);
-        loaded.diagnostics = diags;
-        kept.append(&mut loaded.kept_playbooks);
-        (Workspace { renderer, loaded }, kept)
-    }
-
-    pub fn diagnostics(&self) -> &[Diagnostic] {
-        &self.loaded.diagnostics
+impl Edge {
+    /// Reads the secrets (environment, systemd credentials, password file), the systemd
+    /// notification settings and the host name.
+    ///
+    /// # Errors
+    /// A secret that is present but empty or unreadable (one diagnostic each).
+    pub fn from_process(config: &Config, env: &Environment) -> Result<Edge, Vec<crate::diagnostics::Diagnostic>> {
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "host".into());
+        Ok(Edge { secrets: Secrets::resolve(config, env)?, systemd: Systemd::from_environment(env), hostname })
     }
 }
 
-/// A daemon ready to run. Cloning shares the daemon (e.g. for a SIGHUP handler).
-#[derive(Clone)]
+/// Which services [`Application::start`] runs. The reloader always runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Services {
+    pub scheduler: bool,
+    pub http: bool,
+    pub watcher: bool,
+    pub retention: bool,
+}
+
+impl Services {
+    /// Everything: what `contactplan run` starts.
+    pub const ALL: Services = Services { scheduler: true, http: true, watcher: true, retention: true };
+    /// Only the reloader (tests add what they need).
+    pub const NONE: Services = Services { scheduler: false, http: false, watcher: false, retention: false };
+}
+
+/// A daemon ready to run.
 pub struct Application {
-    pub daemon: Arc<Daemon>,
-    /// Serialises reloads (SIGHUP and the file watcher may fire together).
-    reloading: Arc<std::sync::Mutex<()>>,
+    config: Arc<Config>,
+    clock: SharedClock,
+    store: Store,
+    served: Arc<Served>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    scheduler: Arc<Scheduler>,
+    reloader: Arc<Reloader>,
+    api_token: Option<secrecy::SecretString>,
+    /// Where reload requests go (SIGHUP, the watcher); [`Application::reload_requests`].
+    reload_tx: crate::reload::Requests,
+    /// Taken by the reloader service when it starts.
+    reload_rx: Mutex<Option<mpsc::Receiver<String>>>,
+}
+
+/// Running services; [`Running::stop`] stops and awaits them all.
+pub struct Running {
+    stop: CancellationToken,
+    tracker: TaskTracker,
+    health: Arc<Health>,
+    grace: Duration,
+    http_addr: Option<SocketAddr>,
 }
 
 impl Application {
     /// Builds with the configured transport.
-    pub async fn build(config: Config, clock: SharedClock) -> anyhow::Result<Application> {
-        let mailer = Mailer::from_config(&config.delivery)?;
-        Self::build_with(config, clock, mailer).await
+    ///
+    /// # Errors
+    /// The database cannot be opened or migrated, or the transport cannot be set up.
+    pub async fn build(config: Config, clock: SharedClock, edge: Edge) -> anyhow::Result<Application> {
+        let mailer = Mailer::new(&config.delivery, edge.secrets.smtp_password.as_ref())?;
+        Self::build_with(config, clock, edge, mailer).await
     }
 
-    /// Builds with a given transport (tests, preview).
-    pub async fn build_with(config: Config, clock: SharedClock, mailer: Mailer) -> anyhow::Result<Application> {
+    /// Builds with a given transport (tests, benchmarks).
+    ///
+    /// # Errors
+    /// The database cannot be opened or migrated.
+    pub async fn build_with(
+        config: Config,
+        clock: SharedClock,
+        edge: Edge,
+        mailer: Mailer,
+    ) -> anyhow::Result<Application> {
         let store = Store::connect(&config.database_url).await?;
-        let loaded = reload::load(&config, None, clock.now());
-        report(&loaded.diagnostics);
-        tracing::info!(customers = loaded.health.customers, errors = loaded.health.problems.len(), "plans loaded");
-        let daemon = Daemon::new(store, mailer, clock, config, loaded.snapshot);
-        daemon.monitor.reloaded(loaded.health);
-        Ok(Application { daemon: Arc::new(daemon), reloading: Arc::default() })
-    }
-
-    /// Re-reads plans, playbooks and templates, validates everything, and serves the result;
-    /// broken files keep their last good version (see `reload`). Tells systemd
-    /// `RELOADING=1` … `READY=1`.
-    pub async fn reload(&self, cause: &str) {
-        let app = self.clone();
-        let cause = cause.to_string();
-        let done = tokio::task::spawn_blocking(move || {
-            let _one_at_a_time = app.reloading.lock().unwrap_or_else(|p| p.into_inner());
-            let daemon = &app.daemon;
-            daemon.monitor.notifier.reloading(&format!("reloading plans ({cause})"));
-            let loaded = reload::load(&daemon.config, Some(&daemon.current()), daemon.clock.now());
-            report(&loaded.diagnostics);
-            tracing::info!(%cause, customers = loaded.health.customers, errors = loaded.health.problems.len(), "plans reloaded");
-            daemon.replace(loaded.snapshot);
-            daemon.monitor.reloaded(loaded.health);
-            daemon.monitor.notifier.ready(&daemon.monitor.status_line());
+        let loaded = workspace::load_serving(&config, None);
+        crate::reload::report(&loaded.diagnostics);
+        let plan_health = PlanHealth::new(
+            loaded.snapshot.plans.len(),
+            &loaded.diagnostics,
+            &|f| loaded.kept.contains(f),
+            clock.now(),
+        );
+        tracing::info!(customers = plan_health.customers, errors = plan_health.problems.len(), "plans loaded");
+        let health = Arc::new(Health::new(edge.systemd));
+        let metrics = Arc::new(Metrics::new());
+        metrics.reloaded(plan_health.customers, plan_health.problems.len());
+        health.reloaded(plan_health);
+        let served = Arc::new(Served::new(loaded.snapshot));
+        let config = Arc::new(config);
+        let instance = format!("{}-{}-{}", edge.hostname, std::process::id(), clock.now().timestamp_millis());
+        let scheduler = Arc::new(Scheduler::new(dispatch::Parts {
+            store: store.clone(),
+            mailer,
+            clock: clock.clone(),
+            served: served.clone(),
+            settings: dispatch::Settings::from_config(&config),
+            instance,
+            metrics: metrics.clone(),
+            health: health.clone(),
+        }));
+        let reloader = Arc::new(Reloader {
+            config: config.clone(),
+            served: served.clone(),
+            health: health.clone(),
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+            one_at_a_time: Mutex::new(()),
+        });
+        let (reload_tx, reload_rx) = mpsc::channel(4);
+        Ok(Application {
+            config,
+            clock,
+            store,
+            served,
+            health,
+            metrics,
+            scheduler,
+            reloader,
+            api_token: edge.secrets.api_token,
+            reload_tx,
+            reload_rx: Mutex::new(Some(reload_rx)),
         })
-        .await;
-        if let Err(e) = done {
-            tracing::error!(error = %e, "reload panicked; the previous plans stay in force");
+    }
+
+    /// The scheduler (tests drive single ticks with it).
+    pub fn scheduler(&self) -> &Arc<Scheduler> {
+        &self.scheduler
+    }
+
+    /// The outbox.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The plans and templates being served.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.served.current()
+    }
+
+    /// Re-reads plans, playbooks and templates now (see `reload`).
+    pub async fn reload(&self, cause: &str) {
+        self.reloader.reload(cause).await;
+    }
+
+    /// Where to ask for a reload (SIGHUP handler); served while the reloader service runs.
+    pub fn reload_requests(&self) -> crate::reload::Requests {
+        self.reload_tx.clone()
+    }
+
+    /// Starts `which` services (the reloader always, once per application). With the
+    /// scheduler, the daemon is ready from then on (`/readyz`, systemd `READY=1`).
+    ///
+    /// # Errors
+    /// The HTTP listener cannot bind, or the file watcher cannot be set up; nothing is left
+    /// running then.
+    pub async fn start(&self, which: Services) -> anyhow::Result<Running> {
+        let stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let running = |http_addr| Running {
+            stop: stop.clone(),
+            tracker: tracker.clone(),
+            health: self.health.clone(),
+            grace: self.scheduler.shutdown_grace(),
+            http_addr,
+        };
+        // Set up everything that can fail before spawning anything.
+        let http = match (which.http, self.config.http_bind) {
+            (true, Some(addr)) => Some(crate::http::bind(addr).await?),
+            _ => None,
+        };
+        let http_addr = http.as_ref().map(|l| l.local_addr()).transpose()?;
+        let watcher = if which.watcher {
+            let dirs = crate::watch::Dirs {
+                plans: self.config.plans_dir.clone(),
+                playbooks: self.config.playbooks_dir.clone(),
+                templates: self.config.templates_dir.clone(),
+            };
+            Some(crate::watch::Watcher::start(&dirs, self.reload_tx.clone())?)
+        } else {
+            None
+        };
+        if let Some(rx) = self.reload_rx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            tracker.spawn(self.reloader.clone().run(rx, stop.clone()));
         }
-    }
-
-    /// Starts the HTTP listener (`/healthz`, `/readyz`, `/metrics`, `/status`) when
-    /// `http_bind` is set; returns the bound address.
-    pub async fn serve_http(&self) -> anyhow::Result<Option<std::net::SocketAddr>> {
-        match self.daemon.config.http_bind {
-            None => Ok(None),
-            Some(addr) => Ok(Some(crate::http::serve(self.daemon.clone(), addr).await?)),
+        if let Some(listener) = http {
+            let router = crate::http::ops_router(crate::http::Ops {
+                store: self.store.clone(),
+                clock: self.clock.clone(),
+                health: self.health.clone(),
+                metrics: self.metrics.clone(),
+                api_token: self.api_token.clone(),
+                instance: self.scheduler.instance().into(),
+            });
+            tracker.spawn(crate::http::serve(listener, router, stop.clone(), tracker.clone()));
         }
+        if let Some(w) = watcher {
+            tracker.spawn(w.run(stop.clone()));
+        }
+        if which.retention {
+            let retention = Retention {
+                store: self.store.clone(),
+                clock: self.clock.clone(),
+                policy: self.config.retention,
+                maildir: match &self.config.delivery {
+                    Transport::Maildir { path } => Some(path.clone()),
+                    Transport::Smtp(_) => None,
+                },
+            };
+            tracker.spawn(retention.run(stop.clone()));
+        }
+        if which.scheduler {
+            tracker.spawn(self.scheduler.clone().run(stop.clone()));
+            // Migrations ran and plans are loaded (in `build`); the loop runs from now on.
+            self.health.set_ready(true);
+            self.health.systemd().ready(&self.health.status_line());
+        }
+        Ok(running(http_addr))
     }
 
-    /// Watches the plan, playbook and template directories and reloads on change.
-    pub fn watch_files(&self) -> anyhow::Result<()> {
-        crate::watch::spawn(self.clone())
-    }
-
-    /// Runs until `shutdown` completes, then finishes the message in flight and returns.
-    /// Tells systemd `READY=1` first (migrations ran and plans are loaded by now).
+    /// Runs every service until `shutdown` completes, then stops them: the scheduler finishes
+    /// the messages in flight (bounded by the SMTP timeout), the rest stop at once.
+    ///
+    /// # Errors
+    /// A service could not start (see [`Application::start`]).
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let (tx, rx) = watch::channel(false);
-        let daemon = self.daemon.clone();
-        daemon.monitor.set_ready(true);
-        daemon.monitor.notifier.ready(&daemon.monitor.status_line());
-        let worker = tokio::spawn(async move { daemon.run(rx).await });
+        let running = self.start(Services::ALL).await?;
         shutdown.await;
         tracing::info!("shutdown requested: finishing the messages in flight, releasing the rest");
-        self.daemon.monitor.set_ready(false);
-        self.daemon.monitor.notifier.stopping("finishing the messages in flight");
-        let _ = tx.send(true);
-        // In-flight sends are bounded by the SMTP timeout; past this bound we exit anyway, and a
-        // row left `sending` is taken over by the next start (resent with its Message-ID, or
-        // reported for at_most_once).
-        let grace = self.daemon.shutdown_grace();
-        match tokio::time::timeout(grace, worker).await {
-            Ok(joined) => joined?,
-            Err(_) => tracing::warn!(?grace, "shutdown grace exceeded; exiting with sends in flight"),
-        }
+        running.stop().await;
         Ok(())
     }
 }
 
-/// Logs plan problems (the daemon keeps serving the valid plans).
-fn report(diags: &[Diagnostic]) {
-    for d in diags {
-        if d.is_error() {
-            tracing::error!(location = %d.location(), problem = %d.message, "plan problem; until it is fixed the file's last good version stays in force (none on a first load)");
-        } else {
-            tracing::warn!(location = %d.location(), problem = %d.message, "plan warning");
+impl Running {
+    /// The HTTP listener's bound address, when it runs.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// Stops every service and waits for them (at most the shutdown grace: in-flight sends are
+    /// bounded by the SMTP timeout; a row left `sending` past it is taken over by the next start,
+    /// resent with its Message-ID or reported for at_most_once). Returns whether all stopped.
+    pub async fn stop(self) -> bool {
+        self.health.set_ready(false);
+        self.health.systemd().stopping("finishing the messages in flight");
+        self.stop.cancel();
+        self.tracker.close();
+        match tokio::time::timeout(self.grace, self.tracker.wait()).await {
+            Ok(()) => true,
+            Err(_) => {
+                tracing::warn!(grace = ?self.grace, "shutdown grace exceeded; exiting with sends in flight");
+                false
+            }
         }
+    }
+
+    /// Tasks still running (0 once [`Running::stop`] returned true).
+    pub fn tasks(&self) -> usize {
+        self.tracker.len()
     }
 }

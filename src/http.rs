@@ -1,103 +1,152 @@
-//! The HTTP listener (hyper, HTTP/1.1, GET only), on `http_bind` (default 127.0.0.1:9754):
+//! The HTTP listener (axum on hyper, HTTP/1.1), on `http_bind` (default 127.0.0.1:9754). The
+//! ops router:
 //! - `/healthz`: 200 while the process serves requests.
 //! - `/readyz`: 200 when plans are loaded, the database answers and the last tick finished
 //!   successfully within the last 3 minutes; else 503 with the reasons.
-//! - `/metrics`: Prometheus text format (counters from the monitor, gauges from the database).
+//! - `/metrics`: Prometheus text format 0.0.4 (counters from `metrics`, gauges from the
+//!   database at scrape time).
 //! - `/status`: the `Status` as JSON (what `contactplan status` shows).
 //!
 //! With an API token (`CONTACTPLAN_API_TOKEN` or the credential `api-token`), `/metrics` and
-//! `/status` need `Authorization: Bearer <token>`; the probes stay open.
+//! `/status` need `Authorization: Bearer <token>` (compared in constant time); the probes stay
+//! open.
 //!
-//! **Architecture Invariant:** the listener only reads: it never changes the outbox or plans.
+//! A service: [`serve`] accepts until its stop token is cancelled, then stops accepting and
+//! lets each open connection finish its request (hyper's graceful shutdown); connection tasks
+//! run on the caller's task tracker, so shutdown awaits them.
+//!
+//! **Architecture Invariant:** the ops router only reads: it never changes the outbox or plans.
 
-use crate::dispatch::Daemon;
-use crate::monitor::Gauges;
-use crate::store::secs;
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Method, Request, Response, StatusCode, header};
+use crate::clock::SharedClock;
+use crate::health::{self, Health};
+use crate::metrics::{Gauges, Metrics};
+use crate::store::{Store, secs};
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing;
+use secrecy::{ExposeSecret, SecretString};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// Binds `addr` and serves in a background task; returns the bound address (port 0 picks one).
-pub async fn serve(daemon: Arc<Daemon>, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on http_bind {addr}: {e}"))?;
-    let bound = listener.local_addr()?;
-    tracing::info!(addr = %bound, "HTTP listener: /healthz /readyz /metrics /status");
-    tokio::spawn(async move {
-        loop {
-            let stream = match listener.accept().await {
+/// What the ops router reads.
+#[derive(Clone)]
+pub struct Ops {
+    pub store: Store,
+    pub clock: SharedClock,
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+    /// Bearer token for `/metrics` and `/status`; `None`: open.
+    pub api_token: Option<SecretString>,
+    /// The daemon's lease owner id, for `/status`.
+    pub instance: Arc<str>,
+}
+
+/// The ops router: probes, metrics and status.
+pub fn ops_router(ops: Ops) -> Router {
+    let guarded = Router::new()
+        .route("/metrics", routing::get(metrics))
+        .route("/status", routing::get(status))
+        .route_layer(middleware::from_fn_with_state(ops.clone(), require_token));
+    Router::new()
+        .route("/healthz", routing::get(healthz))
+        .route("/readyz", routing::get(readyz))
+        .merge(guarded)
+        .fallback(not_found)
+        .with_state(ops)
+}
+
+/// Binds `addr` (port 0 picks one).
+///
+/// # Errors
+/// The address is in use or not allowed.
+pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on http_bind {addr}: {e}"))
+}
+
+/// Serves `router` on `listener` until `stop` is cancelled; connections run on `tracker`.
+pub async fn serve(listener: tokio::net::TcpListener, router: Router, stop: CancellationToken, tracker: TaskTracker) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "HTTP listener: /healthz /readyz /metrics /status");
+    }
+    let service = hyper_util::service::TowerToHyperService::new(router);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     tracing::warn!(error = %e, "HTTP accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => continue,
+                        _ = stop.cancelled() => break,
+                    }
+                }
+            },
+            _ = stop.cancelled() => break,
+        };
+        let (service, stop) = (service.clone(), stop.clone());
+        tracker.spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
                 }
             };
-            let daemon = daemon.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let daemon = daemon.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handle(&daemon, req).await) }
-                });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await {
-                    tracing::debug!(error = %e, "HTTP connection ended with an error");
-                }
-            });
-        }
-    });
-    Ok(bound)
-}
-
-fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = status;
-    if let Ok(v) = header::HeaderValue::from_str(content_type) {
-        r.headers_mut().insert(header::CONTENT_TYPE, v);
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
     }
-    r
+    // Dropping the listener here closes the socket: nothing is accepted after stop.
 }
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
-async fn handle<B>(daemon: &Daemon, req: Request<B>) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return respond(StatusCode::METHOD_NOT_ALLOWED, TEXT, "only GET\n");
-    }
-    let path = req.uri().path();
-    if matches!(path, "/metrics" | "/status") && !authorized(daemon, &req) {
-        let mut r = respond(StatusCode::UNAUTHORIZED, TEXT, "bearer token required\n");
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-        return r;
-    }
-    match path {
-        "/healthz" => respond(StatusCode::OK, TEXT, "ok\n"),
-        "/readyz" => {
-            let reasons = crate::status::not_ready(daemon).await;
-            if reasons.is_empty() {
-                respond(StatusCode::OK, TEXT, "ready\n")
-            } else {
-                respond(StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("not ready: {}\n", reasons.join("; ")))
-            }
-        }
-        "/metrics" => {
-            respond(StatusCode::OK, crate::metrics::CONTENT_TYPE, daemon.monitor.render(&gauges(daemon).await))
-        }
-        "/status" => match serde_json::to_vec_pretty(&crate::status::of_daemon(daemon).await) {
-            Ok(json) => respond(StatusCode::OK, "application/json", json),
-            Err(e) => respond(StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{e}\n")),
-        },
-        _ => respond(StatusCode::NOT_FOUND, TEXT, "not found: try /healthz /readyz /metrics /status\n"),
+async fn healthz() -> Response {
+    ([(header::CONTENT_TYPE, TEXT)], "ok\n").into_response()
+}
+
+async fn readyz(State(ops): State<Ops>) -> Response {
+    let reasons = health::not_ready(&ops.health, &ops.store).await;
+    if reasons.is_empty() {
+        ([(header::CONTENT_TYPE, TEXT)], "ready\n").into_response()
+    } else {
+        let body = format!("not ready: {}\n", reasons.join("; "));
+        (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, TEXT)], body).into_response()
     }
 }
 
+async fn metrics(State(ops): State<Ops>) -> Response {
+    let text = ops.metrics.encode(ops.health.is_ready(), &gauges(&ops).await);
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response()
+}
+
+async fn status(State(ops): State<Ops>) -> Response {
+    let status = health::of_daemon(&ops.health, &ops.store, secs(ops.clock.now()), &ops.instance).await;
+    match serde_json::to_vec_pretty(&status) {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, TEXT)], format!("{e}\n")).into_response(),
+    }
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, TEXT)], "not found: try /healthz /readyz /metrics /status\n")
+        .into_response()
+}
+
 /// Database gauges for one scrape; `database_up = false` when it does not answer in time.
-async fn gauges(daemon: &Daemon) -> Gauges {
-    let now = secs(daemon.clock.now());
-    match tokio::time::timeout(crate::status::DB_TIMEOUT, daemon.store.backlog(now)).await {
+async fn gauges(ops: &Ops) -> Gauges {
+    let now = secs(ops.clock.now());
+    match tokio::time::timeout(health::DB_TIMEOUT, ops.store.backlog(now)).await {
         Ok(Ok(b)) => Gauges {
             database_up: true,
             depth: b.depth,
@@ -107,33 +156,44 @@ async fn gauges(daemon: &Daemon) -> Gauges {
     }
 }
 
-/// No token configured, or the request presents it (compared in constant time).
-fn authorized<B>(daemon: &Daemon, req: &Request<B>) -> bool {
-    let Some(token) = &daemon.config.api_token else { return true };
-    let presented = req
-        .headers()
+/// Lets the request through when no token is configured or it presents the token.
+async fn require_token(State(ops): State<Ops>, request: Request, next: Next) -> Response {
+    if authorized(ops.api_token.as_ref(), request.headers()) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer"), (header::CONTENT_TYPE, TEXT)],
+        "bearer token required\n",
+    )
+        .into_response()
+}
+
+/// No token configured, or `Authorization: Bearer <token>` presents it (constant time).
+fn authorized(token: Option<&SecretString>, headers: &axum::http::HeaderMap) -> bool {
+    let Some(token) = token else { return true };
+    let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    constant_time_eq(presented.as_bytes(), token.0.as_bytes())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    presented.as_bytes().ct_eq(token.expose_secret().as_bytes()).into()
 }
 
 /// A GET to the daemon's listener (for `contactplan status`); returns status code and body.
+///
+/// # Errors
+/// The connection or the HTTP exchange failed.
 pub async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> anyhow::Result<(u16, String)> {
     use http_body_util::BodyExt;
     let stream = tokio::net::TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let mut req = Request::builder().uri(path).header(header::HOST, addr.to_string());
+    let mut req = hyper::Request::builder().uri(path).header(header::HOST, addr.to_string());
     if let Some(t) = token {
         req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }
-    let resp = sender.send_request(req.body(http_body_util::Empty::<Bytes>::new())?).await?;
+    let resp = sender.send_request(req.body(http_body_util::Empty::<bytes::Bytes>::new())?).await?;
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await?.to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
@@ -141,10 +201,21 @@ pub async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> anyhow::R
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn token_comparison() {
-        assert!(super::constant_time_eq(b"abc", b"abc"));
-        assert!(!super::constant_time_eq(b"abc", b"abd"));
-        assert!(!super::constant_time_eq(b"abc", b"abcd"));
+        let token = SecretString::from("abc");
+        let headers = |v: &str| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert(header::AUTHORIZATION, v.parse().unwrap());
+            h
+        };
+        assert!(authorized(Some(&token), &headers("Bearer abc")));
+        assert!(!authorized(Some(&token), &headers("Bearer abd")));
+        assert!(!authorized(Some(&token), &headers("Bearer abcd")));
+        assert!(!authorized(Some(&token), &headers("abc")));
+        assert!(!authorized(Some(&token), &axum::http::HeaderMap::new()));
+        assert!(authorized(None, &axum::http::HeaderMap::new()));
     }
 }

@@ -1,6 +1,6 @@
 use clap::Parser;
 
-/// mimalloc: plan loading is allocation-heavy (≈15 % of its time went to glibc malloc/free).
+/// mimalloc: plan loading is allocation-heavy (BENCHMARKS.md has the share glibc malloc took).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,13 +1,23 @@
-//! Prometheus text exposition format 0.0.4, written by hand: `# HELP`, `# TYPE`, one sample
-//! per line, label values escaped (`\\`, `\"`, `\n`), histograms as cumulative `_bucket{le=…}`
-//! plus `_sum` and `_count`. Pure: it formats what it is given and reads nothing itself.
-//! (Tests check the output with an independent parser, `prometheus-parse`.)
+//! The daemon's counters and gauges for `/metrics`, kept in a `prometheus-client` registry
+//! (one per daemon, so several daemons in one process, as in tests, never share counters) and
+//! written in the Prometheus text format 0.0.4. Metric names and labels are a documented,
+//! stable interface (README, "Health, metrics and status"). Counters are per process and start
+//! at 0. Gauges about the outbox are read from the store by the caller at scrape time
+//! ([`Gauges`]) and left out when the database does not answer.
 
-use std::fmt::Write;
+use crate::mail::FailureClass;
+use crate::store::Outcome;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// The content type Prometheus expects for this format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The content type of the Prometheus text format 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds (seconds) of the latency histograms: an outbox commit on a local disk takes a
 /// fraction of a millisecond, loopback relays answer in milliseconds, remote ones in up to the
@@ -15,167 +25,277 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub const LATENCY_BUCKETS: [f64; 16] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
-/// A latency histogram with [`LATENCY_BUCKETS`].
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Histogram {
-    /// Observations per bucket (not cumulative; the last slot is above the largest bound).
-    counts: [u64; LATENCY_BUCKETS.len() + 1],
-    /// Sum of observations in seconds.
-    sum: f64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    /// The rule's `on` (`birthday`, `every`, …).
+    kind: String,
 }
 
-impl Histogram {
-    pub fn observe(&mut self, d: Duration) {
-        let s = d.as_secs_f64();
-        let i = LATENCY_BUCKETS.iter().position(|b| s <= *b).unwrap_or(LATENCY_BUCKETS.len());
-        self.counts[i] += 1;
-        self.sum += s;
-    }
-
-    pub fn count(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-
-    /// Sum of observations in seconds.
-    pub fn sum(&self) -> f64 {
-        self.sum
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabel {
+    /// `transient`, `permanent` or `unknown`.
+    class: &'static str,
 }
 
-/// Builds an exposition; each metric family is written once with its help and type.
-#[derive(Default)]
-pub struct Exposition {
-    /// The text so far.
-    out: String,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    /// `ok` or `partial`.
+    result: &'static str,
 }
 
-impl Exposition {
-    pub fn new() -> Self {
-        Self::default()
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    /// An open outbox state: `pending`, `retry`, `claimed`, `sending`.
+    state: String,
+}
 
-    fn header(&mut self, name: &str, kind: &str, help: &str) {
-        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
-        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    }
+/// How a (re)load of plans, playbooks and templates ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// Every file valid.
+    Ok,
+    /// Some files broken: their last good version (or nothing, on first load) stays in force.
+    Partial,
+}
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{k}=\"{}\"", escape_label(v));
-            }
-            self.out.push('}');
-        }
-        let _ = writeln!(self.out, " {}", number(value));
-    }
-
-    /// A counter family: `name` should end in `_total`.
-    pub fn counter<'a>(
-        &mut self,
-        name: &str,
-        help: &str,
-        samples: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, u64)>,
-    ) {
-        self.header(name, "counter", help);
-        for (labels, v) in samples {
-            self.sample(name, &labels, v as f64);
+impl ReloadResult {
+    /// The `result` label value.
+    pub fn code(self) -> &'static str {
+        match self {
+            ReloadResult::Ok => "ok",
+            ReloadResult::Partial => "partial",
         }
     }
+}
 
-    /// A gauge family.
-    pub fn gauge<'a>(
-        &mut self,
-        name: &str,
-        help: &str,
-        samples: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, f64)>,
-    ) {
-        self.header(name, "gauge", help);
-        for (labels, v) in samples {
-            self.sample(name, &labels, v);
+/// Gauges read from the store at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// Whether the database answered in time (the other gauges are left out when not).
+    pub database_up: bool,
+    /// Open state → rows.
+    pub depth: Vec<(String, i64)>,
+    /// Now minus the due time of the oldest open row that is due, in seconds; 0 when none is.
+    pub oldest_due_age_secs: i64,
+}
+
+/// Per-kind outcome counters, in the order of [`OCCASION_FAMILIES`].
+const DUE: usize = 0;
+const SENT: usize = 1;
+const FAILED: usize = 2;
+const DEFERRED: usize = 3;
+const SUPPRESSED: usize = 4;
+const MISSED: usize = 5;
+const UNKNOWN: usize = 6;
+
+/// `contactplan_occasions_<name>_total{kind}`: name and help.
+const OCCASION_FAMILIES: [(&str, &str); 7] = [
+    ("due", "Outbox rows that came due and were claimed for the first time, by occasion kind."),
+    ("sent", "Messages accepted by the transport, by occasion kind."),
+    ("failed", "Messages that failed permanently, by occasion kind."),
+    ("deferred", "Send attempts that failed transiently and will be retried, by occasion kind."),
+    ("suppressed", "Rows no longer wanted (customer, rule or contact removed), by occasion kind."),
+    ("missed", "Rows whose deadline passed before they could be sent, by occasion kind."),
+    ("unknown", "At-most-once sends whose outcome cannot be known (not resent), by occasion kind."),
+];
+
+/// The daemon's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    occasions: [Family<KindLabel, Counter>; 7],
+    /// Kinds that have their per-kind counters.
+    kinds_seen: std::sync::Mutex<std::collections::HashSet<String>>,
+    send_latency: Histogram,
+    commit_latency: Histogram,
+    commit_rows: Counter,
+    /// Group commits and their total time in nanoseconds (for benchmarks; the histogram holds
+    /// the same for scrapes).
+    commits: (AtomicU64, AtomicU64),
+    smtp_errors: Family<ClassLabel, Counter>,
+    reloads: Family<ResultLabel, Counter>,
+    plan_errors: Gauge,
+    customers: Gauge,
+    ready: Gauge,
+    database_up: Gauge,
+    outbox_depth: Family<StateLabel, Gauge>,
+    oldest_due_age: Family<Vec<(String, String)>, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric registered (and every fixed label value at 0).
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let occasions: [Family<KindLabel, Counter>; 7] = Default::default();
+        for ((name, help), family) in OCCASION_FAMILIES.iter().zip(&occasions) {
+            registry.register(format!("contactplan_occasions_{name}"), *help, family.clone());
         }
-    }
-
-    /// A histogram family without labels.
-    pub fn histogram(&mut self, name: &str, help: &str, h: &Histogram) {
-        self.header(name, "histogram", help);
-        let mut cumulative = 0;
-        for (bound, n) in LATENCY_BUCKETS.iter().zip(h.counts) {
-            cumulative += n;
-            self.sample(&format!("{name}_bucket"), &[("le", &number(*bound))], cumulative as f64);
-        }
-        self.sample(&format!("{name}_bucket"), &[("le", "+Inf")], h.count() as f64);
-        self.sample(&format!("{name}_sum"), &[], h.sum);
-        self.sample(&format!("{name}_count"), &[], h.count() as f64);
-    }
-
-    pub fn finish(self) -> String {
-        self.out
-    }
-}
-
-fn escape_label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-/// Go-style float formatting as Prometheus writes it: integers without a fraction.
-fn number(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
-    } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn output_parses_with_an_independent_parser() {
-        let mut h = Histogram::default();
-        h.observe(Duration::from_millis(3));
-        h.observe(Duration::from_millis(40));
-        h.observe(Duration::from_secs(120));
-        let mut e = Exposition::new();
-        e.counter(
-            "x_sent_total",
-            "Sent.\nSecond line with \\ backslash",
-            [(vec![("kind", "birth\"day\\\n")], 3), (vec![("kind", "every")], 0)],
+        let latency = || Histogram::new(LATENCY_BUCKETS);
+        let m = Metrics {
+            occasions,
+            kinds_seen: Default::default(),
+            send_latency: latency(),
+            commit_latency: latency(),
+            commit_rows: Counter::default(),
+            commits: (AtomicU64::new(0), AtomicU64::new(0)),
+            smtp_errors: Family::default(),
+            reloads: Family::default(),
+            plan_errors: Gauge::default(),
+            customers: Gauge::default(),
+            ready: Gauge::default(),
+            database_up: Gauge::default(),
+            outbox_depth: Family::default(),
+            oldest_due_age: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "contactplan_send_duration_seconds",
+            "Time spent in the transport per message (SMTP transaction or Maildir write).",
+            m.send_latency.clone(),
         );
-        e.gauge("x_depth", "Depth.", [(vec![], 1.5)]);
-        e.histogram("x_latency_seconds", "Latency.", &h);
-        let text = e.finish();
-        let lines = text.lines().map(|l| Ok(l.to_string()));
-        let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
-        let sent: Vec<_> = scrape.samples.iter().filter(|s| s.metric == "x_sent_total").collect();
-        assert_eq!(sent.len(), 2);
-        // prometheus-parse hands label values back as written (escaped): the quote, backslash and
-        // newline were escaped, so the sample still parsed as one line with two labels intact.
-        assert_eq!(sent[0].labels.get("kind"), Some(r#"birth\"day\\\n"#));
-        assert!(matches!(sent[0].value, prometheus_parse::Value::Counter(v) if v == 3.0));
-        let hist = scrape.samples.iter().find(|s| s.metric == "x_latency_seconds").unwrap();
-        let prometheus_parse::Value::Histogram(buckets) = &hist.value else { panic!("{:?}", hist.value) };
-        let at = |le: f64| buckets.iter().find(|b| b.less_than == le).map(|b| b.count);
-        assert_eq!(at(0.005), Some(1.0));
-        assert_eq!(at(0.05), Some(2.0));
-        assert_eq!(at(60.0), Some(2.0));
-        assert_eq!(at(f64::INFINITY), Some(3.0));
-        assert!(text.contains("x_latency_seconds_count 3\n"), "{text}");
+        registry.register(
+            "contactplan_outbox_commit_duration_seconds",
+            "Time per group commit of delivery outcomes and starts (one per SMTP round of all sessions).",
+            m.commit_latency.clone(),
+        );
+        registry.register(
+            "contactplan_outbox_commit_rows",
+            "Rows recorded by group commits (divided by the commit count: the average group size).",
+            m.commit_rows.clone(),
+        );
+        registry.register(
+            "contactplan_smtp_errors",
+            "Transport failures by class: transient (retried), permanent, unknown (outcome not known).",
+            m.smtp_errors.clone(),
+        );
+        for class in ["transient", "permanent", "unknown"] {
+            let _ = m.smtp_errors.get_or_create_owned(&ClassLabel { class });
+        }
+        registry.register(
+            "contactplan_plan_reloads",
+            "Loads of plans, playbooks and templates by result: ok, or partial (broken files keep their last good version).",
+            m.reloads.clone(),
+        );
+        for r in [ReloadResult::Ok, ReloadResult::Partial] {
+            let _ = m.reloads.get_or_create_owned(&ResultLabel { result: r.code() });
+        }
+        registry.register("contactplan_plan_errors", "Error diagnostics of the last reload.", m.plan_errors.clone());
+        registry.register("contactplan_customers", "Customers served.", m.customers.clone());
+        registry.register("contactplan_ready", "1 when migrations ran and plans are loaded.", m.ready.clone());
+        registry.register(
+            "contactplan_database_up",
+            "1 when the database answered this scrape.",
+            m.database_up.clone(),
+        );
+        registry.register(
+            "contactplan_outbox_depth",
+            "Open outbox rows by state (pending, retry, claimed, sending).",
+            m.outbox_depth.clone(),
+        );
+        registry.register(
+            "contactplan_oldest_due_age_seconds",
+            "Age of the oldest open row that is due (0 when nothing is due).",
+            m.oldest_due_age.clone(),
+        );
+        Metrics { registry, ..m }
     }
 
-    #[test]
-    fn numbers_are_formatted_like_prometheus() {
-        assert_eq!(number(3.0), "3");
-        assert_eq!(number(0.25), "0.25");
-        assert_eq!(number(f64::INFINITY), "+Inf");
+    /// The counter of `kind` in one per-kind family. A kind seen for the first time gets all
+    /// seven families (at 0), so a scrape shows a kind's counters together.
+    fn kind(&self, family: usize, kind: &str) -> Counter {
+        let label = KindLabel { kind: kind.to_string() };
+        let mut seen = self.kinds_seen.lock().unwrap_or_else(|p| p.into_inner());
+        if !seen.contains(kind) {
+            seen.insert(kind.to_string());
+            for f in &self.occasions {
+                let _ = f.get_or_create_owned(&label);
+            }
+        }
+        drop(seen);
+        self.occasions[family].get_or_create_owned(&label)
+    }
+
+    /// A row claimed for the first time.
+    pub fn due(&self, kind: &str) {
+        self.kind(DUE, kind).inc();
+    }
+
+    /// Rows that became `missed`.
+    pub fn missed(&self, kind: &str, n: u64) {
+        if n > 0 {
+            self.kind(MISSED, kind).inc_by(n);
+        }
+    }
+
+    /// The outcome of one delivery; `latency` is the transport time when the transport was
+    /// used, `failure` its error class.
+    pub fn delivered(&self, kind: &str, outcome: &Outcome, latency: Option<Duration>, failure: Option<FailureClass>) {
+        let family = match outcome {
+            Outcome::Accepted { .. } => SENT,
+            Outcome::Retry { .. } => DEFERRED,
+            Outcome::Failed { .. } => FAILED,
+            Outcome::Suppressed { .. } => SUPPRESSED,
+            Outcome::Unknown { .. } => UNKNOWN,
+        };
+        self.kind(family, kind).inc();
+        if let Some(l) = latency {
+            self.send_latency.observe(l.as_secs_f64());
+        }
+        if let Some(class) = failure {
+            self.transport_error(class);
+        }
+    }
+
+    /// A transport failure (a delivery's, or the ops report's).
+    pub fn transport_error(&self, class: FailureClass) {
+        if class != FailureClass::Withdrawn {
+            self.smtp_errors.get_or_create(&ClassLabel { class: class.code() }).inc();
+        }
+    }
+
+    /// One group commit of `rows` outcomes and starts that took `took`.
+    pub fn committed(&self, rows: usize, took: Duration) {
+        self.commit_latency.observe(took.as_secs_f64());
+        self.commit_rows.inc_by(rows as u64);
+        self.commits.0.fetch_add(1, Ordering::Relaxed);
+        self.commits.1.fetch_add(took.as_nanos().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+    }
+
+    /// Group commits so far: how many, their total time, and the rows they recorded.
+    pub fn commits(&self) -> (u64, Duration, u64) {
+        let nanos = self.commits.1.load(Ordering::Relaxed);
+        (self.commits.0.load(Ordering::Relaxed), Duration::from_nanos(nanos), self.commit_rows.get())
+    }
+
+    /// A finished (re)load: serving `customers`, with `errors` error diagnostics.
+    pub fn reloaded(&self, customers: usize, errors: usize) {
+        let result = if errors == 0 { ReloadResult::Ok } else { ReloadResult::Partial };
+        self.reloads.get_or_create(&ResultLabel { result: result.code() }).inc();
+        self.plan_errors.set(errors as i64);
+        self.customers.set(customers as i64);
+    }
+
+    /// The `/metrics` text, with `ready` and the store's `gauges` of this scrape.
+    pub fn encode(&self, ready: bool, gauges: &Gauges) -> String {
+        self.ready.set(i64::from(ready));
+        self.database_up.set(i64::from(gauges.database_up));
+        self.outbox_depth.clear();
+        self.oldest_due_age.clear();
+        if gauges.database_up {
+            for (state, n) in &gauges.depth {
+                self.outbox_depth.get_or_create(&StateLabel { state: state.clone() }).set(*n);
+            }
+            self.oldest_due_age.get_or_create(&Vec::new()).set(gauges.oldest_due_age_secs);
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
     }
 }

@@ -1,75 +1,83 @@
-//! Loading what the daemon serves, at start and on every reload (SIGHUP or a change in the
-//! watched directories). Everything is read and validated first; then the new state is swapped
-//! in whole. A broken file never takes down what it replaced: a broken template variant or
-//! playbook keeps its last good version (see `Renderer::load_keeping`, `plan::load_keeping`),
-//! and a broken plan file keeps the customer(s) it last defined validly — unless another file
-//! now defines that customer id. Every problem is still reported (log, `/metrics`, `status`).
-//! On the first load there is no last good version: a broken plan is left out.
+//! The reload service: loads what the daemon serves again (plans, playbooks, templates) on
+//! request — SIGHUP, a change in the watched directories, or a direct call — and swaps it in
+//! whole ([`Served::replace`]). Everything is read and validated first; a broken file keeps its
+//! last good version (see `workspace::load_serving`). Every problem is still reported: the
+//! log, `/metrics`, `status`. One reload at a time, on a blocking thread, between systemd's
+//! `RELOADING=1` and `READY=1`.
 
-use crate::app::Workspace;
+use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::diagnostics::Diagnostic;
-use crate::dispatch::Snapshot;
-use crate::monitor::{PlanHealth, problems};
-use crate::plan::Plans;
-use chrono::{DateTime, Utc};
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use crate::health::{Health, PlanHealth};
+use crate::metrics::Metrics;
+use crate::workspace::{self, Served};
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-/// A loaded state, ready to be served.
-pub struct Loaded {
-    pub snapshot: Snapshot,
-    /// Every problem found (errors and warnings).
-    pub diagnostics: Vec<Diagnostic>,
-    /// What `status` and `/metrics` show about this load.
-    pub health: PlanHealth,
+/// Asks the reload service for a reload; the string says why (for the log).
+pub type Requests = mpsc::Sender<String>;
+
+/// Loads and swaps what the daemon serves.
+pub struct Reloader {
+    pub config: Arc<Config>,
+    pub served: Arc<Served>,
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+    pub clock: SharedClock,
+    /// Serialises reloads (SIGHUP and the file watcher may fire together).
+    pub one_at_a_time: Mutex<()>,
 }
 
-/// Loads templates, playbooks and plans; with `previous`, broken files keep its versions.
-pub fn load(config: &Config, previous: Option<&Snapshot>, now: DateTime<Utc>) -> Loaded {
-    let (ws, mut kept) = Workspace::load_keeping(config, previous, &|| {});
-    let Workspace { renderer, loaded } = ws;
-    let plans = match previous {
-        Some(p) => {
-            let (plans, mut kept_plans) = keep_last_good_plans(loaded.plans, &loaded.diagnostics, &p.plans);
-            kept.append(&mut kept_plans);
-            plans
+impl Reloader {
+    /// Re-reads plans, playbooks and templates, validates everything, and serves the result.
+    pub async fn reload(self: &Arc<Self>, cause: &str) {
+        let this = self.clone();
+        let cause = cause.to_string();
+        let done = tokio::task::spawn_blocking(move || {
+            let _one = this.one_at_a_time.lock().unwrap_or_else(|p| p.into_inner());
+            let systemd = this.health.systemd();
+            systemd.reloading(&format!("reloading plans ({cause})"));
+            let loaded = workspace::load_serving(&this.config, Some(&this.served.current()));
+            report(&loaded.diagnostics);
+            let health = PlanHealth::new(
+                loaded.snapshot.plans.len(),
+                &loaded.diagnostics,
+                &|f| loaded.kept.contains(f),
+                this.clock.now(),
+            );
+            tracing::info!(%cause, customers = health.customers, errors = health.problems.len(), "plans reloaded");
+            this.metrics.reloaded(health.customers, health.problems.len());
+            this.health.reloaded(health);
+            this.served.replace(loaded.snapshot);
+            systemd.ready(&this.health.status_line());
+        })
+        .await;
+        if let Err(e) = done {
+            tracing::error!(error = %e, "reload panicked; the previous plans stay in force");
         }
-        None => loaded.plans,
-    };
-    let kept: HashSet<PathBuf> = kept.into_iter().collect();
-    let health = PlanHealth {
-        customers: plans.len(),
-        problems: problems(&loaded.diagnostics, &|f: &Path| kept.contains(f)),
-        loaded_at: Some(now),
-    };
-    Loaded {
-        snapshot: Snapshot { plans, renderer, playbooks: loaded.playbooks, revision: 0 },
-        diagnostics: loaded.diagnostics,
-        health,
+    }
+
+    /// Serves reload requests until `stop`.
+    pub async fn run(self: Arc<Self>, mut requests: mpsc::Receiver<String>, stop: CancellationToken) {
+        loop {
+            let cause = tokio::select! {
+                r = requests.recv() => match r { Some(c) => c, None => return },
+                _ = stop.cancelled() => return,
+            };
+            tracing::info!(%cause, "reloading plans, playbooks and templates");
+            self.reload(&cause).await;
+        }
     }
 }
 
-/// `fresh` plus, for each plan file with an error that now yields no customer, the customers
-/// `previous` loaded from that file (when their ids are still free). Returns those files.
-pub fn keep_last_good_plans(fresh: Plans, diags: &[Diagnostic], previous: &Plans) -> (Plans, Vec<PathBuf>) {
-    let serving: HashSet<&Path> = fresh.customers.iter().map(|c| &*c.source).collect();
-    let broken: HashSet<&Path> =
-        diags.iter().filter(|d| d.is_error()).map(|d| d.file.as_path()).filter(|f| !serving.contains(f)).collect();
-    if broken.is_empty() {
-        return (fresh, Vec::new());
+/// Logs plan problems (the daemon keeps serving the valid plans).
+pub fn report(diags: &[Diagnostic]) {
+    for d in diags {
+        if d.is_error() {
+            tracing::error!(location = %d.location(), problem = %d.message, "plan problem; until it is fixed the file's last good version stays in force (none on a first load)");
+        } else {
+            tracing::warn!(location = %d.location(), problem = %d.message, "plan warning");
+        }
     }
-    let kept: Vec<_> = previous
-        .customers
-        .iter()
-        .filter(|c| broken.contains(&*c.source) && fresh.get(&c.id).is_none())
-        .cloned()
-        .collect();
-    let files: Vec<PathBuf> = kept.iter().map(|c| c.source.to_path_buf()).collect();
-    if kept.is_empty() {
-        return (fresh, files);
-    }
-    let mut customers = fresh.customers;
-    customers.extend(kept);
-    (Plans::new(customers), files)
 }

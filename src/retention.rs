@@ -1,15 +1,20 @@
 //! Bounded growth: the daemon deletes finished outbox rows older than `[retention]
 //! outbox_days` (see `store::upkeep` for exactly which rows) and, when `maildir_days` is set,
-//! delivered Maildir files older than that. Runs hourly from the daemon loop.
+//! delivered Maildir files older than that. A service of its own, hourly, beside the
+//! scheduler (`app.rs` wires it).
 //!
 //! **Architecture Invariant:** retention never touches open rows (pending, retry, claimed,
 //! sending), unreported failed/missed/unknown rows, or the Maildir's `tmp/` (writes in flight).
 
-use crate::config::Delivery;
-use crate::dispatch::Daemon;
-use crate::store::secs;
+use crate::clock::SharedClock;
+use crate::store::{Store, secs};
 use chrono::{DateTime, Utc};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How often old outbox rows and Maildir files are purged (the first pass runs at start).
+pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 /// What one pass deleted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -20,20 +25,50 @@ pub struct Purged {
     pub files: u64,
 }
 
-pub async fn run(daemon: &Daemon) -> anyhow::Result<Purged> {
-    let now = daemon.clock.now();
-    let rows = daemon.store.purge_finished(secs(now - daemon.config.retention.outbox)).await?;
-    let files = match (&daemon.config.delivery, daemon.config.retention.maildir) {
-        (Delivery::Maildir { path }, Some(keep)) => {
-            let (root, cutoff) = (path.clone(), now - keep);
-            tokio::task::spawn_blocking(move || purge_maildir(&root, cutoff)).await??
+/// The retention service.
+pub struct Retention {
+    pub store: Store,
+    pub clock: SharedClock,
+    /// How long finished rows and Maildir files are kept.
+    pub policy: crate::config::Retention,
+    /// The Maildir root, when delivery writes to one.
+    pub maildir: Option<PathBuf>,
+}
+
+impl Retention {
+    /// One pass.
+    ///
+    /// # Errors
+    /// A store or file-system error; the pass is simply tried again next time.
+    pub async fn run_once(&self) -> anyhow::Result<Purged> {
+        let now = self.clock.now();
+        let rows = self.store.purge_finished(secs(now - self.policy.outbox)).await?;
+        let files = match (&self.maildir, self.policy.maildir) {
+            (Some(path), Some(keep)) => {
+                let (root, cutoff) = (path.clone(), now - keep);
+                tokio::task::spawn_blocking(move || purge_maildir(&root, cutoff)).await??
+            }
+            _ => 0,
+        };
+        if rows + files > 0 {
+            tracing::info!(rows, files, "retention: deleted old finished outbox rows and Maildir files");
         }
-        _ => 0,
-    };
-    if rows + files > 0 {
-        tracing::info!(rows, files, "retention: deleted old finished outbox rows and Maildir files");
+        Ok(Purged { rows, files })
     }
-    Ok(Purged { rows, files })
+
+    /// A pass now and every [`RETENTION_EVERY`] until `stop`; failures are logged and retried
+    /// next time (retention never blocks sending).
+    pub async fn run(self, stop: CancellationToken) {
+        loop {
+            if let Err(e) = self.run_once().await {
+                tracing::warn!(error = %e, "retention failed; will try again in an hour");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(RETENTION_EVERY) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
 }
 
 /// Deletes files in `new/` and `cur/` last modified before `cutoff`; returns how many.

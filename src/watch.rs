@@ -5,53 +5,84 @@
 //! quiet for [`DEBOUNCE`] (or [`MAX_DELAY`] after the first event, so constant writing cannot
 //! starve it). Reads (`Access` events, which the reload itself causes) never trigger one.
 
-use crate::app::Application;
-use notify::{EventKind, RecursiveMode, Watcher};
-use std::path::Path;
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// Quiet time before a reload.
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
 /// Longest wait after the first event.
 pub const MAX_DELAY: Duration = Duration::from_secs(2);
 
-/// Starts watching; the watcher lives in the spawned task for the rest of the process.
-pub fn spawn(app: Application) -> anyhow::Result<()> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-        Ok(event) if relevant(&event) => {
-            let _ = tx.send(());
+/// The directories ops edit: plans, playbooks (each flat) and templates (a tree).
+pub struct Dirs {
+    pub plans: PathBuf,
+    pub playbooks: PathBuf,
+    pub templates: PathBuf,
+}
+
+/// Watches for changes and asks for reloads; stops (and drops its inotify watches) on `stop`.
+pub struct Watcher {
+    /// Keeps the inotify watches alive.
+    watcher: RecommendedWatcher,
+    events: mpsc::UnboundedReceiver<()>,
+    reload: crate::reload::Requests,
+}
+
+impl Watcher {
+    /// Puts the watches on `dirs`; a missing directory is logged and skipped.
+    ///
+    /// # Errors
+    /// inotify could not be set up, or a directory could not be watched.
+    pub fn start(dirs: &Dirs, reload: crate::reload::Requests) -> anyhow::Result<Watcher> {
+        let (tx, events) = mpsc::unbounded_channel::<()>();
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            Ok(event) if relevant(&event) => {
+                let _ = tx.send(());
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "file watcher error; SIGHUP still reloads"),
+        })?;
+        for (dir, mode) in [
+            (&dirs.plans, RecursiveMode::NonRecursive),
+            (&dirs.playbooks, RecursiveMode::NonRecursive),
+            (&dirs.templates, RecursiveMode::Recursive),
+        ] {
+            if !dir.is_dir() {
+                tracing::warn!(dir = %dir.display(), "not watching a missing directory; create it and send SIGHUP");
+                continue;
+            }
+            watcher.watch(dir, mode).map_err(|e| anyhow::anyhow!("cannot watch {}: {e}", dir.display()))?;
         }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "file watcher error; SIGHUP still reloads"),
-    })?;
-    let config = &app.daemon.config;
-    for (dir, mode) in [
-        (&config.plans_dir, RecursiveMode::NonRecursive),
-        (&config.playbooks_dir, RecursiveMode::NonRecursive),
-        (&config.templates_dir, RecursiveMode::Recursive),
-    ] {
-        if !dir.is_dir() {
-            tracing::warn!(dir = %dir.display(), "not watching a missing directory; create it and send SIGHUP");
-            continue;
-        }
-        watcher.watch(dir, mode).map_err(|e| anyhow::anyhow!("cannot watch {}: {e}", dir.display()))?;
+        Ok(Watcher { watcher, events, reload })
     }
-    tokio::spawn(async move {
-        let _keep_alive = watcher;
-        while rx.recv().await.is_some() {
+
+    /// Debounces events into reload requests until `stop`.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let _keep_alive = &self.watcher;
+        loop {
+            tokio::select! {
+                e = self.events.recv() => if e.is_none() { return },
+                _ = stop.cancelled() => return,
+            }
             let first = Instant::now();
             loop {
-                match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
-                    Ok(Some(())) if first.elapsed() < MAX_DELAY => continue,
-                    Ok(None) => return,
-                    _ => break,
+                tokio::select! {
+                    e = tokio::time::timeout(DEBOUNCE, self.events.recv()) => match e {
+                        Ok(Some(())) if first.elapsed() < MAX_DELAY => continue,
+                        Ok(None) => return,
+                        _ => break,
+                    },
+                    _ = stop.cancelled() => return,
                 }
             }
-            app.reload("files changed").await;
+            if self.reload.send("files changed".to_string()).await.is_err() {
+                return;
+            }
         }
-    });
-    Ok(())
+    }
 }
 
 /// A change (create, write, rename, delete) to a file ops may edit; not a read, and not an

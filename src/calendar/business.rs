@@ -7,8 +7,8 @@
 //! sets a key wins; lists replace, they do not merge (`blackout = []` clears an inherited list).
 //! Nothing is closed unless one of the levels configures it.
 
+use super::date::MonthDay;
 use super::holidays::Region;
-use crate::plan::MonthDay;
 use chrono::{Datelike, NaiveDate, NaiveTime, TimeDelta, Timelike, Weekday};
 use std::sync::Arc;
 

@@ -7,7 +7,7 @@
 //! * Date-only occasions are civil dates in the recipient's zone; they never pass through UTC.
 
 use super::Adjustment;
-use crate::plan::{LeapDay, MonthDay};
+use super::date::{LeapDay, MonthDay};
 use chrono::{DateTime, Datelike, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 

@@ -6,10 +6,12 @@ mod adjustment;
 pub mod business;
 mod civil;
 mod crontab;
+mod date;
 pub mod holidays;
 
 pub use adjustment::Adjustment;
 pub use business::{Calendar, OnClosed, Settings};
 pub use civil::{Resolved, anniversary, end_of_local_day, observe, resolve_local};
 pub use crontab::Crontab;
+pub use date::{LeapDay, MonthDay};
 pub use holidays::Region;

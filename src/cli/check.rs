@@ -17,8 +17,9 @@ pub struct Args {
 use super::TextOrJson as Format;
 
 pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
-    let config = match super::load_config(config_path) {
-        Ok(c) => c,
+    // The secrets too, so an empty credential or an unreadable password file shows here.
+    let (config, _edge) = match super::load_config_and_edge(config_path) {
+        Ok(found) => found,
         Err(code) => return Ok(code),
     };
     let ws = super::load_workspace(&config);

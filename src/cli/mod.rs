@@ -80,14 +80,26 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
-/// Loads the config or prints its problems.
+/// Prints problems of the config file (or its secrets) and gives the exit code for them.
+fn config_problems(diags: Vec<crate::diagnostics::Diagnostic>) -> ExitCode {
+    for d in diags {
+        eprint!("{d}");
+    }
+    ExitCode::from(2)
+}
+
+/// Loads the config (with the process environment's overrides) or prints its problems.
 fn load_config(path: &std::path::Path) -> Result<crate::config::Config, ExitCode> {
-    crate::config::Config::load(path).map_err(|diags| {
-        for d in diags {
-            eprint!("{d}");
-        }
-        ExitCode::from(2)
-    })
+    crate::config::Config::load(path, &crate::config::Environment::from_process()).map_err(config_problems)
+}
+
+/// Loads the config and everything else the process's surroundings provide (secrets, systemd,
+/// host name), or prints their problems.
+fn load_config_and_edge(path: &std::path::Path) -> Result<(crate::config::Config, crate::app::Edge), ExitCode> {
+    let env = crate::config::Environment::from_process();
+    let config = crate::config::Config::load(path, &env).map_err(config_problems)?;
+    let edge = crate::app::Edge::from_process(&config, &env).map_err(config_problems)?;
+    Ok((config, edge))
 }
 
 /// A progress bar on a terminal; hidden when stderr is piped.
@@ -104,10 +116,10 @@ fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
 }
 
 /// Loads templates and plans with a progress bar; returns the workspace.
-fn load_workspace(config: &crate::config::Config) -> crate::app::Workspace {
+fn load_workspace(config: &crate::config::Config) -> crate::workspace::Workspace {
     let files = crate::plan::toml_files(&config.plans_dir).map_or(0, |f| f.len() as u64);
     let bar = progress(files, "loading plans");
-    let ws = crate::app::Workspace::load(config, &|| bar.inc(1));
+    let ws = crate::workspace::Workspace::load(config, &|| bar.inc(1));
     bar.finish_and_clear();
     ws
 }
@@ -117,21 +129,21 @@ fn parse_date(s: &str) -> Result<chrono::NaiveDate, String> {
     chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| format!("`{s}` is not a date; write YYYY-MM-DD"))
 }
 
-/// The customer and one of its rules, or the error message (with the rule names it has) and
-/// exit code 1.
+/// The customer and one of its rules (`--occasion NAME` names a rule), or the error message
+/// (with the rule names it has) and exit code 1.
 fn customer_rule<'a>(
     plans: &'a crate::plan::Plans,
     customer: &str,
-    occasion: &str,
+    rule: &str,
 ) -> Result<(&'a crate::plan::Customer, &'a crate::plan::Rule), ExitCode> {
     let Some(c) = plans.get(customer) else {
         eprintln!("error: no valid plan for customer `{customer}` (run `contactplan check`)");
         return Err(ExitCode::from(1));
     };
-    let Some(rule) = c.rule(occasion) else {
+    let Some(found) = c.rule(rule) else {
         let names: Vec<&str> = c.rules.iter().map(|r| &*r.name).collect();
-        eprintln!("error: customer `{}` has no occasion `{occasion}`; it has: {}", c.id, names.join(", "));
+        eprintln!("error: customer `{}` has no occasion `{rule}`; it has: {}", c.id, names.join(", "));
         return Err(ExitCode::from(1));
     };
-    Ok((c, rule))
+    Ok((c, found))
 }

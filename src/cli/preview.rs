@@ -49,14 +49,22 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("error: occasion `{}` of `{}` does not occur within 4 years of {day}", rule.name, customer.id);
         return Ok(ExitCode::from(1));
     };
-    let rendered = ws.renderer.render(&Input::from(o), &config.sender)?;
+    let rendered = ws.renderer.render(&Input::from(o), config.sender.for_templates())?;
     let key = o.key();
-    let message_id = crate::mail::message_id(&key, &config.sender.email);
+    let message_id = crate::mail::message_id(&key, config.sender.email.domain());
     let to_name = match o.recipient {
         occasion::Recipient::Contact(c) => Some(&*c.name),
         occasion::Recipient::Owner => None,
     };
-    let message = crate::mail::build(&rendered, &config.sender, o.email(), to_name, &message_id, o.due.utc)?;
+    let message = crate::mail::build(&crate::mail::Outgoing {
+        from: config.sender.party(),
+        to: crate::mail::Party { name: to_name, address: o.email().as_str() },
+        subject: &rendered.subject,
+        text: &rendered.text,
+        html: &rendered.html,
+        message_id: &message_id,
+        date: o.due.utc,
+    })?;
     if args.raw {
         use std::io::Write;
         std::io::stdout().write_all(&message.formatted())?;

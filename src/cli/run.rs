@@ -14,27 +14,27 @@ use std::sync::Arc;
 pub struct Args {}
 
 pub fn run(config_path: &Path, _args: Args) -> anyhow::Result<ExitCode> {
-    let config = match super::load_config(config_path) {
-        Ok(c) => c,
-        Err(code) => return Ok(code),
-    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         use tokio::signal::unix::{SignalKind, signal};
-        // Stop requests are taken from here on, before the start-up (migrations, loading every
-        // plan) that can take seconds: a SIGTERM during it ends the daemon cleanly once it is
-        // up (exit 0) instead of killing it mid-migration by the signal's default action.
+        // Every signal the daemon handles is taken from here on, before the start-up
+        // (migrations, loading every plan) that can take seconds: a SIGTERM during it ends the
+        // daemon cleanly once it is up (exit 0), and a SIGHUP waits for the start-up and then
+        // reloads, instead of killing the process by the signal's default action.
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
-        let app = Application::build(config, Arc::new(SystemClock)).await?;
-        app.serve_http().await?;
-        app.watch_files()?;
-        let reloader = app.clone();
         let mut hup = signal(SignalKind::hangup())?;
-        tokio::spawn(async move {
+        let (config, edge) = match super::load_config_and_edge(config_path) {
+            Ok(found) => found,
+            Err(code) => return Ok(code),
+        };
+        let app = Application::build(config, Arc::new(SystemClock), edge).await?;
+        let reloads = app.reload_requests();
+        let forward_hup = tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                tracing::info!("SIGHUP: reloading plans, playbooks and templates");
-                reloader.reload("SIGHUP").await;
+                if reloads.send("SIGHUP".to_string()).await.is_err() {
+                    break;
+                }
             }
         });
         app.run_until_stopped(async move {
@@ -44,7 +44,7 @@ pub fn run(config_path: &Path, _args: Args) -> anyhow::Result<ExitCode> {
             }
         })
         .await?;
-        Ok::<_, anyhow::Error>(())
-    })?;
-    Ok(ExitCode::SUCCESS)
+        forward_hup.abort();
+        Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
+    })
 }

@@ -1,7 +1,7 @@
 //! `contactplan status`: asks the running daemon (`GET /status` on `http_bind`); when it does
 //! not answer, reads the outbox from the database directly and says so.
 
-use crate::status::Status;
+use crate::health::Status;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -20,15 +20,15 @@ pub struct Args {
 use super::TextOrJson as Format;
 
 pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
-    let config = match super::load_config(config_path) {
-        Ok(c) => c,
+    let (config, edge) = match super::load_config_and_edge(config_path) {
+        Ok(found) => found,
         Err(code) => return Ok(code),
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (status, note) = runtime.block_on(async {
         let note = match config.http_bind {
             Some(addr) => {
-                let token = config.api_token.as_ref().map(|t| t.0.as_str());
+                let token = edge.secrets.api_token.as_ref().map(secrecy::ExposeSecret::expose_secret);
                 let asked = crate::http::get(addr, "/status", token);
                 match tokio::time::timeout(std::time::Duration::from_secs(5), asked).await {
                     Ok(Ok((200, body))) => {
@@ -42,7 +42,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             None => "http_bind is off".into(),
         };
         let store = crate::store::Store::open_existing(&config.database_url).await?;
-        let mut s = crate::status::outbox(&store, chrono::Utc::now().timestamp()).await?;
+        let mut s = crate::health::outbox(&store, chrono::Utc::now().timestamp()).await?;
         s.not_ready.push(note.clone());
         Ok::<_, anyhow::Error>((s, format!("the database ({note})")))
     })?;
@@ -107,7 +107,7 @@ fn text(s: &Status, source: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::monitor::{PlanHealth, PlanProblem, SmtpErrorInfo};
+    use crate::health::{PlanHealth, PlanProblem, SmtpErrorInfo};
     use crate::store::{Backlog, NextDue};
 
     #[test]

@@ -17,8 +17,9 @@ pub const MAX_ATTEMPTS: i64 = 25;
 /// Exponential backoff with deterministic jitter: 30 s, 60 s, 120 s … capped at 1 h, ±20 %.
 pub fn backoff(key: &str, attempts: i64) -> TimeDelta {
     let base = 30i64.saturating_mul(1i64 << attempts.clamp(1, 8).saturating_sub(1)).min(3600);
-    let h =
-        key.bytes().fold(attempts as u64 ^ 0xcbf29ce484222325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+    let mut h = crate::hash::Fnv1a::seeded(attempts as u64);
+    h.feed(key.as_bytes());
+    let h = h.0;
     let jitter = (h % 41) as i64 - 20; // −20 … +20 percent
     TimeDelta::seconds(base + base * jitter / 100)
 }
@@ -89,7 +90,7 @@ pub fn prepare(row: &Claimed, plans: &Plans, renderer: &Renderer, sender: &Sende
         Recipient::Owner => &customer.owner,
     };
     let domain = to.domain().to_string();
-    let rendered = match renderer.render(&input, sender) {
+    let rendered = match renderer.render(&input, sender.for_templates()) {
         Ok(r) => r,
         Err(e) => return done(Outcome::Failed { reason: e.to_string() }, domain),
     };
@@ -97,7 +98,16 @@ pub fn prepare(row: &Claimed, plans: &Plans, renderer: &Renderer, sender: &Sende
         Recipient::Contact(c) => Some(&*c.name),
         Recipient::Owner => None,
     };
-    match crate::mail::build(&rendered, sender, to, to_name, &row.message_id, now) {
+    let outgoing = crate::mail::Outgoing {
+        from: sender.party(),
+        to: crate::mail::Party { name: to_name, address: to.as_str() },
+        subject: &rendered.subject,
+        text: &rendered.text,
+        html: &rendered.html,
+        message_id: &row.message_id,
+        date: now,
+    };
+    match crate::mail::build(&outgoing) {
         Ok(message) => Prepared::Message { message, domain },
         Err(e) => done(Outcome::Failed { reason: e.to_string() }, domain),
     }

@@ -23,7 +23,7 @@ pub const MAX_LOOKBACK_DAYS: i64 = 31;
 pub fn new_item(o: &Occurrence, state: &'static str, reason: Option<String>, sender: &crate::plan::Email) -> NewItem {
     let key = o.key();
     NewItem {
-        message_id: crate::mail::message_id(&key, sender),
+        message_id: crate::mail::message_id(&key, sender.domain()),
         delivery: o.rule.delivery.code(),
         key,
         customer: o.customer.id.to_string(),

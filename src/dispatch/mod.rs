@@ -1,8 +1,11 @@
-//! The daemon loop: materialise occasions, expire stale ones, claim what is due, deliver,
-//! record — then sleep until the next due time, a wake-up (reload), or shutdown.
+//! The scheduler: materialise occasions, expire stale ones, claim what is due, deliver,
+//! record — then sleep until the next due time, a reload, or shutdown.
 //!
 //! The loop never sleeps longer than [`MAX_SLEEP`]: tokio timers are monotonic and stop during
 //! suspend, so it re-reads the clock at least once a minute and aims at stored due times.
+//! It owns only what it needs (store, mailer, clock, the served snapshot, its settings) and
+//! reports to `health` and `metrics`; the other services (reload, file watcher, HTTP,
+//! retention) run beside it, wired in `app.rs`.
 
 mod deliver;
 mod materialize;
@@ -13,54 +16,22 @@ pub use deliver::{MAX_ATTEMPTS, backoff};
 pub use materialize::{CUSTOMERS_PER_PASS_STEP, WATERMARK, new_item};
 
 use crate::clock::SharedClock;
-use crate::config::Config;
+use crate::config::{Config, Sender};
+use crate::health::Health;
 use crate::mail::Mailer;
-use crate::plan::Plans;
-use crate::render::Renderer;
+use crate::metrics::Metrics;
+use crate::plan::Email;
 use crate::store::{Store, secs};
+use crate::workspace::{Served, Snapshot};
 use chrono::{DateTime, TimeDelta, Utc};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
 
 /// Longest sleep between ticks.
 pub const MAX_SLEEP: Duration = Duration::from_secs(60);
-/// How long a lease (a claim, or a send in progress) lasts unless renewed. A live sender renews
-/// its leases every [`RENEW_LEASES_EVERY`], so only a stopped one's run out: its rows are taken
-/// over at most this long (plus a second) after it stopped, within a minute as promised.
-pub const LEASE_SECS: i64 = 45;
-/// How often a delivering daemon renews its leases: a third of [`LEASE_SECS`], so two renewals
-/// in a row may fail (a busy database) before a live sender's lease could end.
-pub const RENEW_LEASES_EVERY: Duration = Duration::from_secs(15);
 /// Re-materialise at least this often even when nothing changed (the window moves).
 pub const REMATERIALIZE_EVERY: TimeDelta = TimeDelta::minutes(10);
-/// How often old outbox rows and Maildir files are purged.
-pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);
-
-/// What the daemon currently serves: valid plans and compiled templates, swapped whole.
-pub struct Snapshot {
-    pub plans: Plans,
-    pub renderer: Renderer,
-    /// The playbooks the plans were validated against: the last good versions a reload falls
-    /// back to when a playbook file breaks.
-    pub playbooks: std::collections::HashMap<String, crate::plan::Playbook>,
-    /// Bumped on every reload so the next tick re-materialises.
-    pub revision: u64,
-}
-
-impl std::ops::AddAssign for TickReport {
-    fn add_assign(&mut self, o: TickReport) {
-        self.materialized += o.materialized;
-        self.missed += o.missed;
-        self.accepted += o.accepted;
-        self.retried += o.retried;
-        self.failed += o.failed;
-        self.suppressed += o.suppressed;
-        self.recovered += o.recovered;
-        self.unknown += o.unknown;
-        self.reported += o.reported;
-    }
-}
 
 /// Counters of one tick, for logs and tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -78,70 +49,153 @@ pub struct TickReport {
     pub reported: u64,
 }
 
-pub struct Daemon {
-    /// The durable outbox.
-    pub store: Store,
-    /// Where messages go.
-    pub mailer: Mailer,
-    /// The only source of "now".
-    pub clock: SharedClock,
-    /// Paths, sender, horizon, batch size.
-    pub config: Config,
-    /// Current plans and templates; a reload replaces the `Arc`.
-    pub snapshot: RwLock<Arc<Snapshot>>,
-    /// Identifies this process in leases.
-    pub instance: String,
-    /// Wakes the loop early (reload, tests advancing the clock).
-    pub wake: Arc<Notify>,
-    /// Counters, readiness and the systemd watchdog (pinged from this loop's progress).
-    pub monitor: Arc<crate::monitor::Monitor>,
-    /// When retention last ran (monotonic; it runs at most every [`RETENTION_EVERY`]).
-    last_retention: std::sync::Mutex<Option<std::time::Instant>>,
-    /// Revision and clock time of the last materialisation pass.
-    last_materialized: std::sync::Mutex<Option<(u64, DateTime<Utc>)>>,
+impl std::ops::AddAssign for TickReport {
+    fn add_assign(&mut self, o: TickReport) {
+        self.materialized += o.materialized;
+        self.missed += o.missed;
+        self.accepted += o.accepted;
+        self.retried += o.retried;
+        self.failed += o.failed;
+        self.suppressed += o.suppressed;
+        self.recovered += o.recovered;
+        self.unknown += o.unknown;
+        self.reported += o.reported;
+    }
 }
 
-impl Daemon {
-    pub fn new(store: Store, mailer: Mailer, clock: SharedClock, config: Config, snapshot: Snapshot) -> Daemon {
-        let instance = format!("{}-{}-{}", hostname(), std::process::id(), clock.now().timestamp_millis());
-        Daemon {
-            store,
-            mailer,
-            clock,
-            config,
-            snapshot: RwLock::new(Arc::new(snapshot)),
-            instance,
-            wake: Arc::new(Notify::new()),
-            monitor: Arc::new(crate::monitor::Monitor::new(crate::notify::Notifier::from_env())),
-            last_retention: std::sync::Mutex::new(None),
-            last_materialized: std::sync::Mutex::new(None),
-        }
-    }
-
+/// What the scheduler takes from the daemon config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How far ahead occasions are written into the outbox.
+    pub horizon: TimeDelta,
+    /// Largest number of rows claimed in one batch.
+    pub batch_size: u32,
+    /// The From: of every message.
+    pub sender: Sender,
+    /// Where failed, missed and unknown-outcome reports go; `None`: the log is the report.
+    pub ops_email: Option<Email>,
+    /// How long a claim or a send in progress stays locked without renewal (on the database
+    /// clock); renewed every [`Settings::lease_renewal`] while this daemon delivers.
+    pub lease: Duration,
+    /// How often leases are renewed (a third of `lease`).
+    pub lease_renewal: Duration,
     /// How long shutdown waits for sends in flight: the SMTP timeout plus a margin.
-    pub fn shutdown_grace(&self) -> Duration {
-        match &self.config.delivery {
-            crate::config::Delivery::Smtp(s) => s.timeout + Duration::from_secs(5),
-            crate::config::Delivery::Maildir { .. } => Duration::from_secs(10),
+    pub shutdown_grace: Duration,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> Settings {
+        Settings {
+            horizon: config.horizon,
+            batch_size: config.batch_size,
+            sender: config.sender.clone(),
+            ops_email: config.ops_email.clone(),
+            lease: config.lease,
+            lease_renewal: config.lease_renewal(),
+            shutdown_grace: match &config.delivery {
+                crate::mail::Transport::Smtp(s) => s.timeout + Duration::from_secs(5),
+                crate::mail::Transport::Maildir { .. } => Duration::from_secs(10),
+            },
         }
     }
 
-    pub fn current(&self) -> Arc<Snapshot> {
-        self.snapshot.read().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The lease in whole seconds, as the store takes it.
+    fn lease_secs(&self) -> i64 {
+        self.lease.as_secs() as i64
+    }
+}
+
+/// The dispatch loop and everything it owns.
+pub struct Scheduler {
+    /// The durable outbox.
+    store: Store,
+    /// Where messages go.
+    mailer: Mailer,
+    /// The only source of "now".
+    clock: SharedClock,
+    /// Current plans and templates (a reload swaps them).
+    served: Arc<Served>,
+    settings: Settings,
+    /// Identifies this process in leases (`host-pid-start`).
+    instance: String,
+    metrics: Arc<Metrics>,
+    /// Readiness, last tick and the systemd watchdog (pinged from this loop's progress).
+    health: Arc<Health>,
+    /// Revision and clock time of the last materialisation pass.
+    last_materialized: Mutex<Option<(u64, DateTime<Utc>)>>,
+    /// Wakes the loop before its sleep ends ([`Scheduler::wake`]).
+    wake: tokio::sync::Notify,
+}
+
+/// What a [`Scheduler`] is built from.
+pub struct Parts {
+    pub store: Store,
+    pub mailer: Mailer,
+    pub clock: SharedClock,
+    pub served: Arc<Served>,
+    pub settings: Settings,
+    pub instance: String,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+}
+
+impl Scheduler {
+    pub fn new(p: Parts) -> Scheduler {
+        Scheduler {
+            store: p.store,
+            mailer: p.mailer,
+            clock: p.clock,
+            served: p.served,
+            settings: p.settings,
+            instance: p.instance,
+            metrics: p.metrics,
+            health: p.health,
+            last_materialized: Mutex::new(None),
+            wake: tokio::sync::Notify::new(),
+        }
     }
 
-    /// Serves new plans/templates from the next tick on.
-    pub fn replace(&self, mut snapshot: Snapshot) {
-        let mut guard = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
-        snapshot.revision = guard.revision + 1;
-        *guard = Arc::new(snapshot);
-        drop(guard);
+    /// Ends the loop's current sleep: the next tick runs now (e.g. after the database is back).
+    pub fn wake(&self) {
         self.wake.notify_one();
     }
 
+    /// This daemon's lease owner id.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// How long shutdown waits for the messages in flight.
+    pub fn shutdown_grace(&self) -> Duration {
+        self.settings.shutdown_grace
+    }
+
+    /// Records one delivery outcome in the metrics and health (a sign of progress for the
+    /// watchdog too).
+    fn record(&self, row: &crate::store::Claimed, d: &deliver::Delivery, at: DateTime<Utc>) {
+        self.metrics.delivered(&row.kind, &d.outcome, d.latency, d.failure);
+        if let Some(class) = d.failure {
+            let detail = match &d.outcome {
+                crate::store::Outcome::Retry { reason, .. }
+                | crate::store::Outcome::Failed { reason }
+                | crate::store::Outcome::Unknown { reason } => reason.as_str(),
+                _ => "",
+            };
+            self.health.transport_error(class, detail, at);
+        }
+        self.health.beat();
+    }
+
+    fn current(&self) -> Arc<Snapshot> {
+        self.served.current()
+    }
+
     /// One pass: recover, materialise, expire, send everything due. Stops claiming when
-    /// `stop` turns true; a message already being sent is finished first.
-    pub async fn tick(self: &Arc<Self>, stop: &watch::Receiver<bool>) -> anyhow::Result<TickReport> {
+    /// `stop` is cancelled; a message already being sent is finished first.
+    ///
+    /// # Errors
+    /// A store error (the loop logs it, reports it in `/readyz` and tries again).
+    pub async fn tick(self: &Arc<Self>, stop: &CancellationToken) -> anyhow::Result<TickReport> {
         let mut report = TickReport::default();
         let now = self.clock.now();
         let snap = self.current();
@@ -162,13 +216,13 @@ impl Daemon {
             last.is_none_or(|(rev, at)| rev != snap.revision || now - at >= REMATERIALIZE_EVERY || now < at)
         };
         if due_for_pass {
-            let m =
-                materialize::run(&self.store, &snap.plans, now, self.config.horizon, &self.config.sender.email).await?;
+            let m = materialize::run(&self.store, &snap.plans, now, self.settings.horizon, &self.settings.sender.email)
+                .await?;
             *self.last_materialized.lock().unwrap_or_else(|p| p.into_inner()) = Some((snap.revision, now));
             report.materialized = m.inserted;
             report.missed += m.missed;
             for kind in &m.missed_kinds {
-                self.monitor.missed(kind, 1);
+                self.metrics.missed(kind, 1);
             }
             if m.inserted + m.missed > 0 {
                 tracing::info!(new = m.inserted, missed = m.missed, "materialised occasions into the outbox");
@@ -177,21 +231,24 @@ impl Daemon {
 
         for row in self.store.expire(secs(now)).await? {
             report.missed += 1;
-            self.monitor.missed(&row.kind, 1);
+            self.metrics.missed(&row.kind, 1);
             tracing::warn!(key = %row.key, kind = %row.kind, "missed: deadline passed before it could be sent");
         }
 
-        while !*stop.borrow() {
+        while !stop.is_cancelled() {
             let now = self.clock.now();
-            let batch = self.store.claim(secs(now), self.config.batch_size, &self.instance, LEASE_SECS).await?;
+            let batch = self
+                .store
+                .claim(secs(now), self.settings.batch_size, &self.instance, self.settings.lease_secs())
+                .await?;
             if batch.is_empty() {
                 break;
             }
-            self.monitor.beat();
+            self.health.beat();
             // The fence counts claims and never goes back (unlike attempts, which a release
             // undoes): fence 1 is the row's first claim, so "due" counts each occasion once.
             for row in batch.iter().filter(|r| r.fence == 1) {
-                self.monitor.due(&row.kind);
+                self.metrics.due(&row.kind);
             }
             report += workers::deliver_batch(self, &snap, batch, stop).await?;
         }
@@ -221,52 +278,29 @@ impl Daemon {
         due.min(lease)
     }
 
-    /// Runs retention when [`RETENTION_EVERY`] has passed; failures are logged and retried
-    /// next time (retention never blocks sending).
-    async fn retention_if_due(&self) {
-        let due = self
-            .last_retention
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_none_or(|t| t.elapsed() >= RETENTION_EVERY);
-        if !due {
-            return;
-        }
-        *self.last_retention.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
-        if let Err(e) = crate::retention::run(self).await {
-            tracing::warn!(error = %e, "retention failed; will try again in an hour");
-        }
-    }
-
-    /// The loop; returns when `stop` turns true.
-    pub async fn run(self: &Arc<Self>, mut stop: watch::Receiver<bool>) {
+    /// The loop; returns when `stop` is cancelled (after finishing the messages in flight).
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         tracing::info!(instance = %self.instance, transport = %self.mailer.describe(), "daemon running");
-        loop {
-            if *stop.borrow() {
-                break;
-            }
+        let changed = self.served.changed().clone();
+        while !stop.is_cancelled() {
             // The watchdog is pinged from here and from delivery progress, never from a timer
             // of its own: a loop stuck anywhere stops pinging and systemd restarts it.
-            self.monitor.beat();
+            self.health.beat();
             let started = self.clock.now();
             let result = self.tick(&stop).await;
             if let Err(e) = &result {
                 tracing::error!(error = %e, "tick failed; retrying shortly");
             }
-            self.monitor.tick_finished(started, result.err().map(|e| format!("{e:#}")));
-            self.monitor.notifier.status(&self.monitor.status_line());
-            self.retention_if_due().await;
-            let pause = self.sleep_for().await.min(self.monitor.max_sleep(MAX_SLEEP));
+            self.health.tick_finished(started, result.err().map(|e| format!("{e:#}")));
+            self.health.systemd().status(&self.health.status_line());
+            let pause = self.sleep_for().await.min(self.health.max_sleep(MAX_SLEEP));
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
+                _ = changed.notified() => {}
                 _ = self.wake.notified() => {}
-                _ = stop.changed() => {}
+                _ = stop.cancelled() => {}
             }
         }
         tracing::info!("daemon stopped");
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "host".into())
 }

@@ -3,7 +3,7 @@
 //! A row counts as reported only after the digest was accepted, so a report is never lost.
 //! Without an ops address, the log line is the report.
 
-use super::Daemon;
+use super::Scheduler;
 use crate::store::{Row, secs};
 use lettre::Message;
 use lettre::message::{Mailbox, header::ContentType};
@@ -11,17 +11,18 @@ use lettre::message::{Mailbox, header::ContentType};
 /// Rows per digest.
 const DIGEST_ROWS: i64 = 200;
 
-pub async fn report(daemon: &Daemon) -> anyhow::Result<u64> {
+pub async fn report(daemon: &Scheduler) -> anyhow::Result<u64> {
     let rows = daemon.store.unreported(DIGEST_ROWS).await?;
     if rows.is_empty() {
         return Ok(0);
     }
     let now = daemon.clock.now();
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    if let Some(ops) = &daemon.config.ops_email {
+    if let Some(ops) = &daemon.settings.ops_email {
         let message = digest(daemon, ops, &rows, now)?;
         if let Err(e) = daemon.mailer.send(&message).await {
-            daemon.monitor.transport_error(e.class, &e.detail, now);
+            daemon.metrics.transport_error(e.class);
+            daemon.health.transport_error(e.class, &e.detail, now);
             tracing::error!(error = %e, rows = rows.len(), "could not email the ops report; will try again next tick");
             return Ok(0);
         }
@@ -32,12 +33,12 @@ pub async fn report(daemon: &Daemon) -> anyhow::Result<u64> {
 }
 
 fn digest(
-    daemon: &Daemon,
+    daemon: &Scheduler,
     ops: &crate::plan::Email,
     rows: &[Row],
     now: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<Message> {
-    let sender = &daemon.config.sender;
+    let sender = &daemon.settings.sender;
     let mut body = format!(
         "contactplan on {} needs your attention: {} occasion(s) were not delivered as planned.\n\n",
         daemon.instance,
@@ -62,7 +63,7 @@ fn digest(
         .from(Mailbox::new(Some(sender.name.clone()), sender.email.as_str().parse()?))
         .to(ops.as_str().parse()?)
         .subject(format!("contactplan: {} occasion(s) need attention", rows.len()))
-        .message_id(Some(crate::mail::message_id(&format!("ops-report/{first}-{last}"), &sender.email)))
+        .message_id(Some(crate::mail::message_id(&format!("ops-report/{first}-{last}"), sender.email.domain())))
         .date(now.into())
         .header(ContentType::TEXT_PLAIN)
         .body(body)?)

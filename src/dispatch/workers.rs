@@ -2,9 +2,9 @@
 //! and SMTP use both cores) take rows from a shared queue. A committer groups their requests into
 //! one statement: it waits (at most [`GATHER`]) until every live session has sent its request.
 //! Commits are serialised and each session waits for its own, so one commit for all sessions
-//! beats several in a row: on the dispatch benchmark it halved the commits and cut context
-//! switches by 43 % and CPU by 7 % at the same throughput. Commit time and group size are
-//! exported as metrics (`contactplan_outbox_commit_*`).
+//! beats several in a row (fewer commits, context switches and CPU at the same throughput:
+//! BENCHMARKS.md). Commit time and group size are exported as metrics
+//! (`contactplan_outbox_commit_*`).
 //!
 //! Each request records the worker's last outcome and moves rows from `claimed` to `sending`:
 //! the row the worker sends now (unless an earlier commit started it) and, when it is
@@ -25,18 +25,20 @@
 //!   taken over when their lease ends, like a crash's (one may have been accepted: a resend).
 //!
 //! Starting the next row early takes a commit off the path between two messages of a session:
-//! `DATA` overlaps the commit, and only the content waits for it (+9–15 % messages per second on
-//! the 4-session dispatch benchmark, together with SMTP PIPELINING; BENCHMARKS.md).
+//! `DATA` overlaps the commit, and only the content waits for it (measured with SMTP
+//! PIPELINING on the dispatch benchmark: BENCHMARKS.md).
 
 use super::deliver::{self, Delivery, Prepared};
-use super::{Daemon, Snapshot, TickReport};
+use super::{Scheduler, TickReport};
 use crate::mail::Gate;
 use crate::store::{Claimed, Outcome, secs};
 use crate::telemetry::redact_addresses as redact;
+use crate::workspace::Snapshot;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 /// One worker's commit request: its last outcome and/or the rows it wants to move to `sending`.
 struct Pending {
@@ -114,10 +116,10 @@ impl Shared {
 }
 
 pub async fn deliver_batch(
-    daemon: &Arc<Daemon>,
+    daemon: &Arc<Scheduler>,
     snap: &Arc<Snapshot>,
     batch: Vec<Claimed>,
-    stop: &watch::Receiver<bool>,
+    stop: &CancellationToken,
 ) -> anyhow::Result<TickReport> {
     let sessions = daemon.mailer.sessions().max(1);
     let shared = Arc::new(Shared {
@@ -147,18 +149,19 @@ pub async fn deliver_batch(
 }
 
 /// Records outcomes and starts in groups until every worker has hung up. Also renews this
-/// daemon's leases every [`super::RENEW_LEASES_EVERY`] while the batch lasts (a long batch, a
+/// daemon's leases every [`super::Settings::lease_renewal`] while the batch lasts (a long batch, a
 /// slow server): here, so the renewal never runs beside a group commit on the same rows (on
 /// PostgreSQL two such statements could deadlock, and a failed group commit costs a resend).
-async fn committer(daemon: &Daemon, mut rx: mpsc::Receiver<Pending>, live: &AtomicUsize) -> anyhow::Result<()> {
+async fn committer(daemon: &Scheduler, mut rx: mpsc::Receiver<Pending>, live: &AtomicUsize) -> anyhow::Result<()> {
     let mut group: Vec<Pending> = Vec::with_capacity(MAX_GROUP);
-    let mut renew_at = tokio::time::Instant::now() + super::RENEW_LEASES_EVERY;
+    let renew_every = daemon.settings.lease_renewal;
+    let mut renew_at = tokio::time::Instant::now() + renew_every;
     loop {
         let first = tokio::select! {
             p = rx.recv() => p,
             _ = tokio::time::sleep_until(renew_at) => {
-                renew_at = tokio::time::Instant::now() + super::RENEW_LEASES_EVERY;
-                if let Err(e) = daemon.store.renew_leases(&daemon.instance, super::LEASE_SECS).await {
+                renew_at = tokio::time::Instant::now() + renew_every;
+                if let Err(e) = daemon.store.renew_leases(&daemon.instance, daemon.settings.lease_secs()).await {
                     tracing::warn!(error = %e, "could not renew this daemon's leases; will try again");
                 }
                 continue;
@@ -179,9 +182,10 @@ async fn committer(daemon: &Daemon, mut rx: mpsc::Receiver<Pending>, live: &Atom
             .collect();
         let starts: Vec<(i64, i64)> = group.iter().flat_map(|p| p.start.iter().copied()).collect();
         let c0 = std::time::Instant::now();
-        let res = daemon.store.finish_batch(&outcomes, &starts, secs(daemon.clock.now()), super::LEASE_SECS).await;
+        let res =
+            daemon.store.finish_batch(&outcomes, &starts, secs(daemon.clock.now()), daemon.settings.lease_secs()).await;
         if res.is_ok() {
-            daemon.monitor.committed(outcomes.len() + starts.len(), c0.elapsed());
+            daemon.metrics.committed(outcomes.len() + starts.len(), c0.elapsed());
         }
         match res {
             Ok(r) => {
@@ -205,11 +209,11 @@ async fn committer(daemon: &Daemon, mut rx: mpsc::Receiver<Pending>, live: &Atom
 /// One SMTP session's loop: ask for a commit (last outcome + next start), send the next row
 /// gated on that commit, repeat.
 async fn worker(
-    daemon: Arc<Daemon>,
+    daemon: Arc<Scheduler>,
     snap: Arc<Snapshot>,
     shared: Arc<Shared>,
     tx: mpsc::Sender<Pending>,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     // Counted out however the worker ends (a panic too), so no group waits for it again.
     let _live = Live(&shared.live);
@@ -229,17 +233,17 @@ impl Drop for Live<'_> {
 }
 
 async fn work(
-    daemon: &Daemon,
+    daemon: &Scheduler,
     snap: &Snapshot,
     shared: &Shared,
     tx: mpsc::Sender<Pending>,
-    stop: &watch::Receiver<bool>,
+    stop: &CancellationToken,
 ) {
     let mut finished: Option<(Claimed, Delivery)> = None;
     // The row an earlier commit already moved to `sending` for this session (at_least_once).
     let mut ahead: Option<Claimed> = None;
     loop {
-        let stopping = *stop.borrow();
+        let stopping = stop.is_cancelled();
         let early = ahead.is_some();
         let row = ahead.take().or_else(|| if stopping { None } else { shared.pop() });
         if finished.is_none() && row.is_none() {
@@ -269,7 +273,7 @@ async fn work(
             break;
         };
         let now = daemon.clock.now();
-        let delivery = match deliver::prepare(&row, &snap.plans, &snap.renderer, &daemon.config.sender, now) {
+        let delivery = match deliver::prepare(&row, &snap.plans, &snap.renderer, &daemon.settings.sender, now) {
             Prepared::Done(d) => d,
             Prepared::Message { message, domain } => {
                 // A row started early may issue `DATA` at once; its content still waits for this
@@ -300,7 +304,7 @@ async fn work(
         }
         if early || started(verdict, 0) {
             log(&row, &delivery, &mut shared.report.lock().unwrap_or_else(|p| p.into_inner()));
-            daemon.monitor.delivered(&row.kind, &delivery.outcome, delivery.latency, delivery.failure, now);
+            daemon.record(&row, &delivery, now);
             finished = Some((row, delivery));
         } else {
             tracing::warn!(key = %row.key, "claim lost before sending (lease expired?); skipped");

@@ -3,9 +3,11 @@
 
 mod maildir;
 mod message;
+mod settings;
 mod smtp;
 
-pub use message::{BuildError, build, message_id};
+pub use message::{BuildError, Outgoing, Party, build, message_id};
+pub use settings::{SmtpSettings, TlsMode, Transport};
 
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +30,18 @@ pub enum FailureClass {
     /// The caller withdrew the message (its go-ahead said no) before any content went out:
     /// nothing was delivered, and the connection stays usable.
     Withdrawn,
+}
+
+impl FailureClass {
+    /// The class as metrics and `status` name it.
+    pub fn code(self) -> &'static str {
+        match self {
+            FailureClass::Transient => "transient",
+            FailureClass::Permanent => "permanent",
+            FailureClass::Unknown => "unknown",
+            FailureClass::Withdrawn => "withdrawn",
+        }
+    }
 }
 
 /// A failed send with the server's words.
@@ -71,10 +85,15 @@ pub enum Mailer {
 }
 
 impl Mailer {
-    pub fn from_config(delivery: &crate::config::Delivery) -> anyhow::Result<Mailer> {
-        Ok(match delivery {
-            crate::config::Delivery::Maildir { path } => Mailer::Maildir(maildir::MaildirMailer::new(path.clone())?),
-            crate::config::Delivery::Smtp(s) => Mailer::Smtp(Box::new(smtp::SmtpMailer::new(s)?)),
+    /// The transport for `transport`; `password` is the SMTP AUTH password, if any.
+    ///
+    /// # Errors
+    /// A Maildir that cannot be created, or TLS parameters that cannot be built (an unreadable
+    /// or invalid `ca_file`).
+    pub fn new(transport: &Transport, password: Option<&secrecy::SecretString>) -> anyhow::Result<Mailer> {
+        Ok(match transport {
+            Transport::Maildir { path } => Mailer::Maildir(maildir::MaildirMailer::new(path.clone())?),
+            Transport::Smtp(s) => Mailer::Smtp(Box::new(smtp::SmtpMailer::new(s, password.cloned())?)),
         })
     }
 

@@ -1,6 +1,6 @@
 //! SMTP with lettre's async connection on sockets we open ourselves, so `TCP_NODELAY` is set.
-//! lettre 0.11.23 never sets it, and each message then waits for the peer's delayed ACK:
-//! 23 msg/s per connection against smtp-sink, versus thousands with it set.
+//! lettre 0.11.23 never sets it, and each message then waits for the peer's delayed ACK
+//! (tens of messages per second per connection instead of thousands: BENCHMARKS.md).
 //! STARTTLS, implicit TLS and AUTH work on this path. Every send is bounded by a timeout
 //! (lettre's own covers only connecting). Idle connections are kept for reuse. A connection
 //! that saw an error is dropped.
@@ -11,8 +11,9 @@
 //! (RFC 1047), so the outcome is `Unknown`.
 
 use super::{Accepted, FailureClass, Gate, SendError};
-use crate::config::{SmtpSettings, TlsMode};
+use super::{SmtpSettings, TlsMode};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use secrecy::{ExposeSecret, SecretString};
 // `AsyncNetworkStream` is public but deprecated ("not meant to be made public"); it is the
 // only way to run lettre's TLS upgrade on a socket we opened (implicit TLS with NODELAY).
 #[allow(deprecated)]
@@ -31,6 +32,8 @@ use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 pub struct SmtpMailer {
     /// Where and how to connect.
     settings: SmtpSettings,
+    /// The AUTH password (with `settings.username`).
+    password: Option<SecretString>,
     /// TLS parameters (server name, trusted roots), built once.
     tls: Option<TlsParameters>,
     /// Our EHLO name.
@@ -42,7 +45,7 @@ pub struct SmtpMailer {
 }
 
 impl SmtpMailer {
-    pub fn new(s: &SmtpSettings) -> anyhow::Result<Self> {
+    pub fn new(s: &SmtpSettings, password: Option<SecretString>) -> anyhow::Result<Self> {
         let tls = match s.tls {
             TlsMode::None => None,
             TlsMode::Starttls | TlsMode::Tls => {
@@ -60,6 +63,7 @@ impl SmtpMailer {
         let hello = ClientId::default();
         Ok(Self {
             settings: s.clone(),
+            password,
             tls,
             hello,
             idle: Mutex::new(Vec::new()),
@@ -113,8 +117,9 @@ impl SmtpMailer {
         let pipelining = ehlo.message().any(|line| {
             line.split_whitespace().next().is_some_and(|keyword| keyword.eq_ignore_ascii_case("PIPELINING"))
         });
-        if let (Some(user), Some(pass)) = (&s.username, &s.password) {
-            conn.auth(&[Mechanism::Plain, Mechanism::Login], &Credentials::new(user.clone(), pass.clone())).await?;
+        if let (Some(user), Some(pass)) = (&s.username, &self.password) {
+            let credentials = Credentials::new(user.clone(), pass.expose_secret().to_string());
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials).await?;
         }
         Ok(Session { conn, pipelining })
     }

@@ -8,17 +8,20 @@
 //! closed day (`on_closed`) → send time in the window → DST → per-recipient jitter →
 //! deadline. Each step that moves the time appends an [`Adjustment`].
 
+mod agenda;
 mod dated;
 mod every;
+mod key;
 mod timing;
 
 use crate::calendar::Adjustment;
-use crate::plan::{Action, Contact, Customer, Email, Plans, Rule, Target, Trigger};
+use crate::plan::{Action, Contact, Customer, Email, Rule, Target, Trigger};
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeDelta, Timelike, Utc};
 use chrono_tz::Tz;
-use rayon::prelude::*;
 
+pub use agenda::{AGENDA_SLICE, agenda, agenda_each, collect};
 pub use every::MAX_FIRES_PER_RULE;
+pub(crate) use key::Key;
 
 /// Who receives the message.
 #[derive(Debug, Clone, Copy)]
@@ -96,83 +99,6 @@ pub struct Occurrence<'a> {
     /// Every policy that moved it from the nominal time, in the order applied (boxed: exactly
     /// as long as needed, since a year of agenda holds millions of these).
     pub adjustments: Box<[Adjustment]>,
-}
-
-/// The outbox key `customer/rule/recipient/nominal`, written without allocating (the jitter
-/// hashes it).
-struct Key<'a> {
-    /// First part: the customer id.
-    customer: &'a Customer,
-    /// Second part: the rule name.
-    rule: &'a Rule,
-    /// Third part: `contact:<id>` or `owner:<about>`.
-    recipient: Recipient<'a>,
-    /// The contact an owner task is about.
-    about: Option<&'a Contact>,
-    /// Last part: the nominal date or wall time.
-    nominal: Nominal,
-}
-
-impl std::fmt::Display for Key<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}/", self.customer.id, self.rule.name)?;
-        match self.recipient {
-            Recipient::Contact(c) => write!(f, "contact:{}", c.id)?,
-            Recipient::Owner => write!(f, "owner:{}", self.about.map_or("customer", |c| &c.id))?,
-        }
-        write!(f, "/{}", self.nominal)
-    }
-}
-
-impl Key<'_> {
-    /// FNV-1a (64 bit) of the key text, fed from the parts (the same value as hashing
-    /// `to_string()`, several times faster than going through `Display`).
-    fn hash(&self) -> u64 {
-        let mut h = timing::Fnv::default();
-        h.feed(self.customer.id.as_bytes());
-        h.feed(b"/");
-        h.feed(self.rule.name.as_bytes());
-        match self.recipient {
-            Recipient::Contact(c) => {
-                h.feed(b"/contact:");
-                h.feed(c.id.as_bytes());
-            }
-            Recipient::Owner => {
-                h.feed(b"/owner:");
-                h.feed(self.about.map_or("customer", |c| &c.id).as_bytes());
-            }
-        }
-        h.feed(b"/");
-        let (date, time) = match self.nominal {
-            Nominal::Date(d) => (d, None),
-            Nominal::Wall(t) => (t.date(), Some((t.hour(), t.minute()))),
-        };
-        if !(0..=9999).contains(&date.year()) {
-            use std::fmt::Write;
-            let _ = write!(h, "{}", self.nominal);
-            return h.0;
-        }
-        let digits = |n: u32, width: usize, out: &mut [u8]| {
-            let mut n = n;
-            for i in (0..width).rev() {
-                out[i] = b'0' + (n % 10) as u8;
-                n /= 10;
-            }
-        };
-        let mut buf = *b"0000-00-00T00:00";
-        digits(date.year() as u32, 4, &mut buf[0..4]);
-        digits(date.month(), 2, &mut buf[5..7]);
-        digits(date.day(), 2, &mut buf[8..10]);
-        match time {
-            None => h.feed(&buf[..10]),
-            Some((hh, mm)) => {
-                digits(hh, 2, &mut buf[11..13]);
-                digits(mm, 2, &mut buf[14..16]);
-                h.feed(&buf);
-            }
-        }
-        h.0
-    }
 }
 
 impl<'a> Occurrence<'a> {
@@ -391,90 +317,4 @@ pub fn explain<'a>(
         Explained::Skipped(s) => (s.date, None, s.about.map(|c| c.id.clone())),
     });
     out
-}
-
-/// Customers per parallel work item.
-const CUSTOMERS_PER_CHUNK: usize = 256;
-
-/// Fills `chunks` (one vector per chunk of customers, reused between calls so a long agenda
-/// does not return memory to the system and fault it back in every slice) with the
-/// occurrences of `customers` in `[from, to)`, computed in parallel.
-fn fill_chunks<'a>(
-    customers: &'a [Customer],
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    chunks: &mut Vec<Vec<Occurrence<'a>>>,
-) {
-    chunks.resize_with(customers.len().div_ceil(CUSTOMERS_PER_CHUNK), Vec::new);
-    chunks.par_iter_mut().zip(customers.par_chunks(CUSTOMERS_PER_CHUNK)).for_each(|(v, chunk)| {
-        v.clear();
-        for c in chunk {
-            for_customer(c, from, to, v);
-        }
-    });
-}
-
-/// All occurrences of `customers` in `[from, to)`, in no particular order (the outbox does
-/// not need one). What the daemon materialises, a slice of customers at a time.
-pub fn collect(customers: &[Customer], from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Occurrence<'_>> {
-    let mut chunks = Vec::new();
-    fill_chunks(customers, from, to, &mut chunks);
-    chunks.concat()
-}
-
-/// Agenda order: due instant, then customer (the slice is sorted by id), rule (plan order),
-/// contact (plan order), recipient and nominal time. Deterministic without building keys.
-fn agenda_order(a: &Occurrence, b: &Occurrence) -> std::cmp::Ordering {
-    let rule_pos = |o: &Occurrence| o.customer.rules.iter().position(|r| std::ptr::eq(&**r, o.rule));
-    let about = |o: &Occurrence| o.about.map(|c| c as *const Contact);
-    let owner = |o: &Occurrence| matches!(o.recipient, Recipient::Owner);
-    a.due
-        .utc
-        .cmp(&b.due.utc)
-        .then_with(|| (a.customer as *const Customer).cmp(&(b.customer as *const Customer)))
-        .then_with(|| rule_pos(a).cmp(&rule_pos(b)))
-        .then_with(|| about(a).cmp(&about(b)))
-        .then_with(|| owner(a).cmp(&owner(b)))
-        .then_with(|| a.nominal.cmp(&b.nominal))
-}
-
-/// How much of the window `agenda_each` computes at once: memory holds one slice's
-/// occurrences, not the whole window's (100,000 customers × a year would be millions).
-pub const AGENDA_SLICE: TimeDelta = TimeDelta::days(92);
-
-/// Calls `visit` with the occurrences of `customers` due in `[from, to)`, in agenda order,
-/// one slice of [`AGENDA_SLICE`] at a time. `customers` must be one slice sorted by id (as
-/// `Plans::customers` is) for the order to follow customer ids.
-pub fn agenda_each<'a, E>(
-    customers: &'a [Customer],
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    mut visit: impl FnMut(&[&Occurrence<'a>]) -> Result<(), E>,
-) -> Result<(), E> {
-    let mut start = from;
-    let mut chunks = Vec::new();
-    while start < to {
-        let end = (start + AGENDA_SLICE).min(to);
-        fill_chunks(customers, start, end, &mut chunks);
-        // Sort references keyed by due time (compared without touching the occurrences, which
-        // are large and scattered); only equal times look further.
-        let mut keyed: Vec<(DateTime<Utc>, &Occurrence<'a>)> = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
-        keyed.extend(chunks.iter().flatten().map(|o| (o.due.utc, o)));
-        keyed.par_sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| agenda_order(a.1, b.1)));
-        let refs: Vec<&Occurrence<'a>> = keyed.into_iter().map(|(_, o)| o).collect();
-        visit(&refs)?;
-        start = end;
-    }
-    Ok(())
-}
-
-/// All occurrences of all customers in `[from, to)`, in agenda order. For small windows; the
-/// CLI streams with [`agenda_each`].
-pub fn agenda(plans: &Plans, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Occurrence<'_>> {
-    let mut all = Vec::new();
-    let _ = agenda_each::<()>(&plans.customers, from, to, |slice| {
-        all.extend(slice.iter().map(|o| (*o).clone()));
-        Ok(())
-    });
-    all
 }

@@ -13,30 +13,6 @@ use crate::calendar::{Adjustment, Calendar, Resolved, resolve_local};
 use chrono::{DateTime, NaiveDate, NaiveTime, TimeDelta, Timelike, Utc};
 use chrono_tz::Tz;
 
-/// FNV-1a (64 bit) over everything fed or written to it.
-pub struct Fnv(pub u64);
-
-impl Default for Fnv {
-    fn default() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv {
-    pub fn feed(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-}
-
-impl std::fmt::Write for Fnv {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.feed(s.as_bytes());
-        Ok(())
-    }
-}
-
 fn time_of(secs: u32) -> NaiveTime {
     NaiveTime::from_num_seconds_from_midnight_opt(secs.min(86_399), 0).unwrap_or(NaiveTime::MIN)
 }
@@ -106,19 +82,6 @@ pub fn jitter(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fnv_is_the_published_function() {
-        // Test vectors of FNV-1a 64 (Fowler/Noll/Vo reference).
-        let fnv = |s: &str| {
-            let mut h = Fnv::default();
-            h.feed(s.as_bytes());
-            h.0
-        };
-        assert_eq!(fnv(""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv("a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv("foobar"), 0x8594_4171_f739_67e8);
-    }
 
     #[test]
     fn clamp_keeps_the_spread_inside_the_window() {

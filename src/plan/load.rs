@@ -71,13 +71,13 @@ pub fn playbooks(
     crontabs: &CrontabCache,
     diags: &mut Vec<Diagnostic>,
 ) -> (HashMap<String, Playbook>, Vec<String>, usize) {
-    let (good, broken, count, _) = playbooks_keeping(dir, templates, crontabs, None, diags);
+    let (good, broken, count, _) = playbooks_with_last_good(dir, templates, crontabs, None, diags);
     (good, broken, count)
 }
 
 /// [`playbooks`], where a broken file whose name is in `previous` keeps that last good
 /// version (its errors are still reported); also returns those files.
-pub fn playbooks_keeping(
+pub fn playbooks_with_last_good(
     dir: &Path,
     templates: &TemplateCatalog,
     crontabs: &CrontabCache,
@@ -203,20 +203,25 @@ pub fn plan_text(file: &Path, text: &str, ctx: &Context) -> (Option<Customer>, V
 
 /// Loads everything. `progress` is called once per plan file (from worker threads).
 pub fn load(sources: &Sources, progress: &(dyn Fn() + Sync)) -> Loaded {
-    load_keeping(sources, None, progress)
+    load_with_last_good(sources, None, progress)
 }
 
 /// [`load`] for a reload: a broken playbook keeps its version from `previous_playbooks`.
 /// (Plans keep their last good version one level up, where the served plans are known.)
-pub fn load_keeping(
+pub fn load_with_last_good(
     sources: &Sources,
     previous_playbooks: Option<&HashMap<String, Playbook>>,
     progress: &(dyn Fn() + Sync),
 ) -> Loaded {
     let mut diagnostics = Vec::new();
     let crontabs = CrontabCache::default();
-    let (playbooks, broken, playbook_files, kept_playbooks) =
-        playbooks_keeping(sources.playbooks_dir, sources.templates, &crontabs, previous_playbooks, &mut diagnostics);
+    let (playbooks, broken, playbook_files, kept_playbooks) = playbooks_with_last_good(
+        sources.playbooks_dir,
+        sources.templates,
+        &crontabs,
+        previous_playbooks,
+        &mut diagnostics,
+    );
     let files = match toml_files(sources.plans_dir) {
         Ok(f) => f,
         Err(e) => {

@@ -5,6 +5,8 @@ use chrono::{NaiveDate, NaiveTime};
 use chrono_tz::Tz;
 use std::sync::Arc;
 
+pub use crate::calendar::{LeapDay, MonthDay};
+
 /// A syntactically valid email address (one `@`, a dotted domain, no spaces or controls).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Email(Box<str>);
@@ -125,14 +127,6 @@ impl Phase {
     }
 }
 
-/// A month-day, optionally with the year (birthdays are often known without the year).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct MonthDay {
-    pub month: u32,
-    pub day: u32,
-    pub year: Option<i32>,
-}
-
 /// A contact person at the customer.
 #[derive(Debug, Clone)]
 pub struct Contact {
@@ -200,18 +194,6 @@ pub enum Target {
     Contacts,
     Primary,
     Owner,
-}
-
-/// How a Feb 29 date is observed in common years.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum LeapDay {
-    /// On Feb 28 (the default).
-    #[default]
-    Feb28,
-    /// On Mar 1.
-    Mar1,
-    /// Only in leap years.
-    LeapOnly,
 }
 
 /// Lead time before the occasion.

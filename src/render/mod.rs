@@ -6,7 +6,6 @@ pub mod salutation;
 
 pub use catalog::{PARTS, TemplateCatalog};
 
-use crate::config::Sender;
 use crate::diagnostics::Diagnostic;
 use crate::occasion::{Occurrence, Recipient};
 use crate::plan::{Action, Contact, Customer, Rule};
@@ -37,6 +36,15 @@ impl<'a> From<&Occurrence<'a>> for Input<'a> {
             years: o.years,
         }
     }
+}
+
+/// Who signs: the daemon's sender identity, as templates see it (`sender.{name,email}`).
+#[derive(Debug, Clone, Copy)]
+pub struct Sender<'a> {
+    /// Display name, e.g. "Beispiel GmbH".
+    pub name: &'a str,
+    /// The From: address.
+    pub email: &'a str,
 }
 
 /// A rendered message body, before MIME.
@@ -87,7 +95,7 @@ impl Renderer {
     /// Reads and compiles every template; syntax errors come back as diagnostics and the
     /// broken variant is left out.
     pub fn load(dir: &Path) -> (Renderer, Vec<Diagnostic>) {
-        let (renderer, diags, _) = Self::load_keeping(dir, None);
+        let (renderer, diags, _) = Self::load_with_last_good(dir, None);
         (renderer, diags)
     }
 
@@ -95,7 +103,7 @@ impl Renderer {
     /// last good version from `previous` (all three parts, so a message never mixes versions;
     /// the error is still reported). Also returns the broken files whose last good version is
     /// served.
-    pub fn load_keeping(dir: &Path, previous: Option<&Renderer>) -> (Renderer, Vec<Diagnostic>, Vec<PathBuf>) {
+    pub fn load_with_last_good(dir: &Path, previous: Option<&Renderer>) -> (Renderer, Vec<Diagnostic>, Vec<PathBuf>) {
         let (catalog, mut diags) = TemplateCatalog::scan(dir);
         let mut env = Environment::new();
         env.set_auto_escape_callback(|name| {
@@ -147,7 +155,7 @@ impl Renderer {
     }
 
     /// Renders one message.
-    pub fn render(&self, input: &Input, sender: &Sender) -> Result<Rendered, RenderError> {
+    pub fn render(&self, input: &Input, sender: Sender) -> Result<Rendered, RenderError> {
         let customer = input.customer;
         let (language, tone, salutation) = match input.recipient {
             Recipient::Contact(c) if input.rule.action == Action::Email => {
@@ -190,7 +198,7 @@ impl Renderer {
                 date => salutation::date(input.occasion_date, language),
                 years => input.years,
             },
-            sender => context! { name => &sender.name, email => sender.email.as_str() },
+            sender => context! { name => sender.name, email => sender.email },
             owner => context! { email => customer.owner.as_str() },
         };
         let render = |part: &str| -> Result<String, RenderError> {

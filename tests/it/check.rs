@@ -3,11 +3,12 @@
 use crate::helpers::utc;
 use contactplan::app::Application;
 use contactplan::clock::ManualClock;
-use contactplan::config::Config;
+use contactplan::config::{Config, Environment};
 use contactplan::mail::{Mailer, MemoryMailer};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 fn contactplan(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_contactplan"))
@@ -69,15 +70,17 @@ fn check_json_lists_problems_for_scripts() {
 async fn the_daemon_keeps_serving_valid_plans_next_to_broken_ones() {
     let dir = tempfile::tempdir().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut config = Config::load(&root.join("tests/fixtures/broken/contactplan.toml")).unwrap();
+    let mut config =
+        Config::load(&root.join("tests/fixtures/broken/contactplan.toml"), &Environment::default()).unwrap();
     config.database_url = format!("sqlite://{}", dir.path().join("outbox.db").display());
     let memory = MemoryMailer::default();
     // 1980-05-17 birthday, Europe/Berlin, 09:00 CEST = 07:00 UTC.
     let clock = ManualClock::new(utc("2027-05-17T07:00:00Z"));
-    let app = Application::build_with(config, Arc::new(clock), Mailer::Memory(memory.clone())).await.unwrap();
-    assert_eq!(app.daemon.current().plans.len(), 1);
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    let report = app.daemon.tick(&rx).await.unwrap();
+    let app = Application::build_with(config, Arc::new(clock), Default::default(), Mailer::Memory(memory.clone()))
+        .await
+        .unwrap();
+    assert_eq!(app.current().plans.len(), 1);
+    let report = app.scheduler().tick(&CancellationToken::new()).await.unwrap();
     assert_eq!(report.accepted, 1);
     let sent = memory.sent.lock().unwrap();
     let text = String::from_utf8_lossy(&sent[0]);

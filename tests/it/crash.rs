@@ -35,6 +35,10 @@ pub(crate) fn daytime_zone() -> (&'static str, chrono::NaiveDate) {
         .unwrap()
 }
 
+/// The lease these tests run with (`[delivery] lease_secs`; the default is 45 s): short, so a
+/// killed daemon's rows are taken over within seconds and no test waits out a production lease.
+const LEASE_SECS: u64 = 4;
+
 /// Writes config + `n` plans; returns the config path.
 fn setup(dir: &Path, n: usize, peer: &Peer, delivery_policy: &str, connections: u32) -> std::path::PathBuf {
     let (zone, today) = daytime_zone();
@@ -46,7 +50,7 @@ fn setup(dir: &Path, n: usize, peer: &Peer, delivery_policy: &str, connections: 
         std::fs::write(dir.join("plans").join(format!("c{i:05}.toml")), plan).unwrap();
     }
     let config = format!(
-        "database_url = \"sqlite://outbox.db\"\nhttp_bind = \"127.0.0.1:0\"\ntemplates = \"{}\"\nbatch_size = 100\n[sender]\nemail = \"team@example.com\"\nname = \"Team\"\n[ops]\nemail = \"ops@example.com\"\n[delivery]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout_secs = 10\nconnections = {connections}\n",
+        "database_url = \"sqlite://outbox.db\"\nhttp_bind = \"127.0.0.1:0\"\ntemplates = \"{}\"\nbatch_size = 100\n[sender]\nemail = \"team@example.com\"\nname = \"Team\"\n[ops]\nemail = \"ops@example.com\"\n[delivery]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout_secs = 10\nconnections = {connections}\nlease_secs = {LEASE_SECS}\n",
         crate::helpers::templates_dir().display(),
         peer.port
     );
@@ -146,7 +150,7 @@ fn crash_run(policy: &str) -> (usize, HashMap<String, usize>, u32, tempfile::Tem
     );
     assert!(kills_while_sending >= KILLS / 2, "the kills must land during delivery to test anything");
     // A clean run finishes the rest; rows the killed processes held are taken over when their
-    // lease (45 s, database clock) ends.
+    // lease ([`LEASE_SECS`], database clock) ends.
     let mut child = daemon_ready(&config);
     let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -283,18 +287,21 @@ fn kill_while_a_reply_is_outstanding(
     seen.sort();
     assert_eq!(seen, at_kill, "{policy}");
 
-    // The restart takes the killed process's rows over once their lease (45 s, renewed only
-    // while their sender lives) has ended: it wakes up for that, rather than a whole idle sleep
-    // (60 s) later. Within a minute of the restart, as the daemon promises.
+    // The restart takes the killed process's rows over once their lease (renewed only while
+    // their sender lives) has ended: it wakes up for that, rather than a whole idle sleep
+    // (60 s) later, and it does not wait for the SMTP timeout (60 s here) either.
     let mut child = daemon(&config, None);
     let restarted = Instant::now();
     let done = |s: &HashMap<String, String>| s.values().all(|st| ["accepted", "unknown"].contains(&st.as_str()));
-    let finished = wait_until(Duration::from_secs(150), || done(&states()));
+    let finished = wait_until(Duration::from_secs(60), || done(&states()));
     let took = restarted.elapsed();
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     assert!(wait_until(Duration::from_secs(30), || child.try_wait().ok().flatten().is_some()), "SIGTERM stops it");
-    assert!(finished, "all settled within 150 s: {:?}", states());
-    assert!(took < Duration::from_secs(60), "taken over {took:?} after the restart (lease: 45 s)");
+    assert!(finished, "all settled within 60 s: {:?}", states());
+    assert!(
+        took < Duration::from_secs(LEASE_SECS + 8),
+        "taken over {took:?} after the restart (lease: {LEASE_SECS} s, SMTP timeout: 60 s)"
+    );
     (stalled, states(), accepted(&peer))
 }
 
@@ -323,8 +330,8 @@ fn a_kill_mid_send_leaves_the_next_at_most_once_row_claimed_and_it_is_still_sent
 }
 
 /// A send that outlasts the lease (the peer never answers; the SMTP timeout is the default
-/// 60 s, the lease 45 s) keeps its lease while its sender lives: another instance finds
-/// nothing to take over, so the message is not sent twice at once.
+/// 60 s, the lease a few seconds) keeps its lease while its sender lives: another instance
+/// finds nothing to take over, so the message is not sent twice at once.
 #[test]
 fn a_live_sender_keeps_its_lease_through_a_send_longer_than_the_lease() {
     let peer = Peer::start(PeerOptions { stall_after_data: vec![1], ..PeerOptions::default() });
@@ -334,7 +341,8 @@ fn a_live_sender_keeps_its_lease_through_a_send_longer_than_the_lease() {
     std::fs::write(&config, text.replace("timeout_secs = 10\n", "")).unwrap();
     let mut child = daemon(&config, None);
     assert!(wait_until(Duration::from_secs(30), || peer.dropped().len() == 1), "the message reached the peer");
-    std::thread::sleep(Duration::from_secs(50));
+    // Twice the lease: without renewal it would have ended by now.
+    std::thread::sleep(Duration::from_secs(2 * LEASE_SECS));
     let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (recovered, rows, lease) = rt.block_on(async {

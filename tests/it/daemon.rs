@@ -23,7 +23,7 @@ async fn birthday_email_arrives_once_on_the_local_day() {
     assert_eq!(m.from, "team@example.com");
     let key = "harbor/birthday/contact:jane/2027-03-14";
     let sender = contactplan::plan::Email::parse("team@example.com").unwrap();
-    assert_eq!(m.header("Message-ID"), contactplan::mail::message_id(key, &sender));
+    assert_eq!(m.header("Message-ID"), contactplan::mail::message_id(key, sender.domain()));
     assert!(m.header("To").contains("Jane Smith"));
     assert!(m.header("Subject").to_lowercase().contains("birthday"), "{}", m.header("Subject"));
     assert!(m.parsed().ctype.mimetype == "multipart/alternative");
@@ -87,7 +87,7 @@ async fn transient_smtp_failure_is_retried_and_then_accepted() {
     app.smtp.reply_next(451, "4.7.1 greylisted, try again later");
     let first = app.tick_at("2027-03-14T13:00:00Z").await;
     assert_eq!((first.accepted, first.retried), (0, 1));
-    let rows = app.app.daemon.store.rows(Some("retry"), 10).await.unwrap();
+    let rows = app.app.store().rows(Some("retry"), 10).await.unwrap();
     assert!(
         rows[0].reason.as_deref().unwrap_or_default().contains("greylisted"),
         "the server's reply is recorded: {:?}",
@@ -105,8 +105,8 @@ async fn permanent_smtp_failure_is_recorded_with_the_reply() {
     let app = spawn_app(&[("harbor", &plan)], &[], utc("2027-03-14T12:00:00Z"), Delivery::Smtp).await;
     app.smtp.refuse("jane.smith@harbor.example");
     let r = app.tick_at("2027-03-14T13:00:00Z").await;
-    assert_eq!(r.failed, 1, "{r:?} {:?}", app.app.daemon.store.rows(None, 10).await.unwrap());
-    let rows = app.app.daemon.store.rows(Some("failed"), 10).await.unwrap();
+    assert_eq!(r.failed, 1, "{r:?} {:?}", app.app.store().rows(None, 10).await.unwrap());
+    let rows = app.app.store().rows(Some("failed"), 10).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert!(rows[0].reason.as_deref().unwrap_or_default().contains("mailbox unavailable"), "{:?}", rows[0].reason);
     assert_eq!(app.tick_at("2027-03-14T14:00:00Z").await, TickReport::default(), "no resend after a permanent failure");

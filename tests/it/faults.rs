@@ -59,7 +59,7 @@ async fn transient_faults_end_accepted_permanent_ones_failed_nothing_lost() {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
     let states = app.states().await;
-    let failed = app.app.daemon.store.rows(Some("failed"), 100).await.unwrap();
+    let failed = app.app.store().rows(Some("failed"), 100).await.unwrap();
     let reasons: Vec<_> = failed.iter().map(|r| (r.key.clone(), r.attempts, r.reason.clone())).collect();
     assert_eq!(
         states,
@@ -68,10 +68,10 @@ async fn transient_faults_end_accepted_permanent_ones_failed_nothing_lost() {
     );
     // Every accepted row's Message-ID is at the server (recorded or dropped-after-DATA then resent).
     let at_server: HashSet<String> = peer.records().into_iter().chain(peer.dropped()).map(|r| r.message_id).collect();
-    for row in app.app.daemon.store.rows(Some("accepted"), 100).await.unwrap() {
+    for row in app.app.store().rows(Some("accepted"), 100).await.unwrap() {
         assert!(at_server.contains(&row.message_id), "{} never reached the server", row.key);
     }
-    for row in app.app.daemon.store.rows(Some("failed"), 100).await.unwrap() {
+    for row in app.app.store().rows(Some("failed"), 100).await.unwrap() {
         assert!(row.reason.as_deref().unwrap_or_default().contains("mailbox unavailable"), "{:?}", row.reason);
     }
     // Cut-after-DATA customer messages were resent with the same Message-ID (at_least_once).
@@ -84,14 +84,14 @@ async fn transient_faults_end_accepted_permanent_ones_failed_nothing_lost() {
         assert!(peer.records().iter().any(|r| &r.message_id == id), "dropped {id} was resent and recorded");
     }
     for _ in 0..10 {
-        if app.app.daemon.store.unreported(10).await.unwrap().is_empty() {
+        if app.app.store().unreported(10).await.unwrap().is_empty() {
             break;
         }
         t += chrono::TimeDelta::minutes(10);
         app.clock.set(t);
         app.tick().await;
     }
-    assert!(app.app.daemon.store.unreported(10).await.unwrap().is_empty(), "every failed row reported to ops");
+    assert!(app.app.store().unreported(10).await.unwrap().is_empty(), "every failed row reported to ops");
     assert!(peer.records().iter().any(|r| r.rcpt == ["ops@example.com"]), "an ops report was accepted");
 }
 
@@ -105,7 +105,7 @@ async fn at_most_once_marks_a_cut_after_data_unknown_and_tells_ops() {
     let app = spawn_app(&[("c0", &plan)], &[], utc("2027-03-14T13:00:00Z"), smtp(&peer, "tls = \"none\"")).await;
     let r = app.tick().await;
     assert_eq!((r.unknown, r.accepted, r.reported), (1, 0, 1));
-    let rows = app.app.daemon.store.rows(Some("unknown"), 10).await.unwrap();
+    let rows = app.app.store().rows(Some("unknown"), 10).await.unwrap();
     assert_eq!(rows.len(), 1);
     // Not resent later; ops got the report.
     app.tick_at("2027-03-14T14:00:00Z").await;
@@ -146,7 +146,7 @@ async fn a_wrong_password_is_a_failure_with_the_reply_not_a_silent_drop() {
     let app = spawn_app(&[("c0", &owned[0].1)], &[], utc("2027-03-14T13:00:00Z"), smtp(&peer, &extra)).await;
     let r = app.tick().await;
     assert_eq!(r.failed, 1, "{r:?}");
-    let row = &app.app.daemon.store.rows(Some("failed"), 1).await.unwrap()[0];
+    let row = &app.app.store().rows(Some("failed"), 1).await.unwrap()[0];
     assert!(row.reason.as_deref().unwrap_or_default().contains("535"), "{:?}", row.reason);
 }
 
@@ -198,19 +198,18 @@ async fn a_withdrawn_message_is_never_delivered_and_the_session_goes_on() {
 
 /// A one-session mailer for `peer` (plain text, 5 s timeout).
 fn mailer_for(peer: &Peer) -> contactplan::mail::Mailer {
-    use contactplan::config::{SmtpSettings, TlsMode};
+    use contactplan::mail::{SmtpSettings, TlsMode};
     let settings = SmtpSettings {
         host: "127.0.0.1".into(),
         port: peer.port,
         tls: TlsMode::None,
         username: None,
-        password: None,
         timeout: std::time::Duration::from_secs(5),
         connections: 1,
         ca_file: None,
         tls_name: None,
     };
-    contactplan::mail::Mailer::from_config(&contactplan::config::Delivery::Smtp(settings)).unwrap()
+    contactplan::mail::Mailer::new(&contactplan::mail::Transport::Smtp(settings), None).unwrap()
 }
 
 /// A message whose body has lines that start with a dot (which SMTP must double on the wire).

@@ -2,16 +2,16 @@
 //! SMTP (TCP on 127.0.0.1) to an in-process server that records every message.
 
 use chrono::{DateTime, Utc};
-use contactplan::app::Application;
+use contactplan::app::{Application, Edge};
 use contactplan::clock::ManualClock;
-use contactplan::config::Config;
+use contactplan::config::{Config, Environment, Secrets};
 use contactplan::dispatch::TickReport;
 use mailin_embedded::{Handler, Response, Server};
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// One message as the SMTP server received it.
 #[derive(Debug, Clone)]
@@ -175,17 +175,16 @@ pub async fn spawn_app(
     );
     let config_path = dir.path().join("contactplan.toml");
     std::fs::write(&config_path, config_text).unwrap();
-    let config = Config::load(&config_path).unwrap();
+    let config = Config::load(&config_path, &Environment::default()).unwrap();
     let clock = ManualClock::new(now);
-    let app = Application::build(config.clone(), Arc::new(clock.clone())).await.unwrap();
+    let app = Application::build(config.clone(), Arc::new(clock.clone()), edge(&config)).await.unwrap();
     TestApp { app, clock, smtp, dir, config }
 }
 
 impl TestApp {
     /// One daemon pass, exactly as the loop runs it.
     pub async fn tick(&self) -> TickReport {
-        let (_tx, rx) = watch::channel(false);
-        self.app.daemon.tick(&rx).await.unwrap()
+        self.app.scheduler().tick(&CancellationToken::new()).await.unwrap()
     }
 
     pub async fn tick_at(&self, now: &str) -> TickReport {
@@ -195,13 +194,20 @@ impl TestApp {
 
     /// Drops the daemon and builds a new one on the same database and files.
     pub async fn restart(&mut self) {
-        let app = Application::build(self.config.clone(), Arc::new(self.clock.clone())).await.unwrap();
+        let app =
+            Application::build(self.config.clone(), Arc::new(self.clock.clone()), edge(&self.config)).await.unwrap();
         self.app = app;
     }
 
     pub async fn states(&self) -> Vec<(String, i64)> {
-        self.app.daemon.store.counts().await.unwrap()
+        self.app.store().counts().await.unwrap()
     }
+}
+
+/// What a test daemon gets from its surroundings: the secrets its config names (a password
+/// file), nothing from the test process's environment, no systemd.
+pub fn edge(config: &Config) -> Edge {
+    Edge { secrets: Secrets::resolve(config, &Environment::default()).unwrap(), ..Edge::default() }
 }
 
 pub fn utc(s: &str) -> DateTime<Utc> {

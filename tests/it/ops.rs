@@ -4,12 +4,14 @@
 
 use crate::helpers::{TestSmtp, utc};
 use contactplan::app::Application;
+use contactplan::app::Services;
 use contactplan::clock::ManualClock;
-use contactplan::config::Config;
+use contactplan::config::{Config, Environment};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// A daemon in a temp dir with its own copy of the templates (tests edit them).
 pub struct OpsApp {
@@ -53,9 +55,9 @@ impl OpsApp {
             smtp.addr.port()
         );
         std::fs::write(root.join("contactplan.toml"), config).unwrap();
-        let config = Config::load(&root.join("contactplan.toml")).unwrap();
+        let config = Config::load(&root.join("contactplan.toml"), &Environment::default()).unwrap();
         let clock = ManualClock::new(utc("2027-03-10T12:00:00Z"));
-        let app = Application::build(config, Arc::new(clock.clone())).await.unwrap();
+        let app = Application::build(config, Arc::new(clock.clone()), Default::default()).await.unwrap();
         OpsApp { app, clock, smtp, dir }
     }
 
@@ -65,7 +67,7 @@ impl OpsApp {
 
     /// The email of a served customer's primary contact.
     pub fn served_email(&self, customer: &str) -> Option<String> {
-        let snap = self.app.daemon.current();
+        let snap = self.app.current();
         snap.plans.get(customer).map(|c| c.primary_contact().email.to_string())
     }
 }
@@ -92,21 +94,21 @@ async fn a_reload_with_one_broken_plan_keeps_its_last_good_version_and_applies_t
         .unwrap();
     std::fs::write(t.path("plans/b.toml"), plan("b", "pat@b-v2.example", "")).unwrap();
     std::fs::write(t.path("plans/c.toml"), plan("c", "not-an-address", "")).unwrap();
-    let revision = t.app.daemon.current().revision;
+    let revision = t.app.current().revision;
     t.app.reload("test").await;
 
-    let snap = t.app.daemon.current();
+    let snap = t.app.current();
     assert_eq!(snap.revision, revision + 1);
     assert_eq!(t.served_email("a").as_deref(), Some("pat@a-v1.example"), "a: last good version in force");
     assert_eq!(t.served_email("b").as_deref(), Some("pat@b-v2.example"), "b: the new version applies");
     assert_eq!(t.served_email("c"), None, "c: never valid, not served");
-    let health = t.app.daemon.monitor.plans();
+    let health = t.app.health().plans();
     assert_eq!(health.customers, 2);
     let a = health.problems.iter().find(|p| p.location.contains("a.toml")).expect("a's problem is reported");
     assert!(a.last_good_in_force && a.message.contains("Mars/Olympus"), "{a:?}");
     let c = health.problems.iter().find(|p| p.location.contains("c.toml")).expect("c's problem is reported");
     assert!(!c.last_good_in_force, "{c:?}");
-    let metrics = t.app.daemon.monitor.render(&Default::default());
+    let metrics = t.app.metrics().encode(false, &Default::default());
     assert!(metrics.contains("contactplan_plan_reloads_total{result=\"partial\"} 1"), "{metrics}");
     assert!(metrics.contains("contactplan_plan_errors 2"), "{metrics}");
 
@@ -121,14 +123,13 @@ async fn a_reload_with_one_broken_plan_keeps_its_last_good_version_and_applies_t
     std::fs::write(t.path("plans/a.toml"), plan("a", "pat@a-v3.example", "")).unwrap();
     t.app.reload("test").await;
     assert_eq!(t.served_email("a").as_deref(), Some("pat@a-v3.example"));
-    let health = t.app.daemon.monitor.plans();
+    let health = t.app.health().plans();
     assert_eq!(health.problems.len(), 1, "{health:?}");
 }
 
 async fn tick_at(t: &OpsApp, now: &str) -> contactplan::dispatch::TickReport {
     t.clock.set(utc(now));
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    t.app.daemon.tick(&rx).await.unwrap()
+    t.app.scheduler().tick(&CancellationToken::new()).await.unwrap()
 }
 
 const PLAYBOOK: &str =
@@ -146,7 +147,7 @@ async fn broken_templates_and_playbooks_keep_their_last_good_version() {
     std::fs::write(t.path("playbooks/standard.toml"), format!("{PLAYBOOK}surprise = 1\n")).unwrap();
     t.app.reload("test").await;
 
-    let health = t.app.daemon.monitor.plans();
+    let health = t.app.health().plans();
     assert_eq!(health.problems.len(), 2, "{health:?}");
     assert!(health.problems.iter().all(|p| p.last_good_in_force), "{health:?}");
     assert!(health.problems.iter().any(|p| p.location.contains("subject.txt.j2")));
@@ -162,7 +163,7 @@ async fn broken_templates_and_playbooks_keep_their_last_good_version() {
 #[tokio::test(flavor = "multi_thread")]
 async fn saving_a_plan_by_rename_triggers_a_reload() {
     let t = OpsApp::start(&[("a", &plan("a", "pat@a-v1.example", ""))], &[], None).await;
-    t.app.watch_files().unwrap();
+    let watching = t.app.start(Services { watcher: true, ..Services::NONE }).await.unwrap();
     // What editors do: write a temp file next to it, then rename it over the original.
     let tmp = t.path("plans/.a.toml.swp");
     std::fs::write(&tmp, plan("a", "pat@a-v2.example", "")).unwrap();
@@ -172,16 +173,17 @@ async fn saving_a_plan_by_rename_triggers_a_reload() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(t.served_email("a").as_deref(), Some("pat@a-v2.example"), "the rename-save was picked up");
-    let revision = t.app.daemon.current().revision;
+    let revision = t.app.current().revision;
     assert_eq!(revision, 1, "one debounced reload for the write + rename");
 
     // A new file in the template tree (recursive watch) also reloads.
     std::fs::write(t.path("templates/birthday/en-formal/subject.txt.j2"), "Happy birthday, v2").unwrap();
     let start = Instant::now();
-    while t.app.daemon.current().revision == revision && start.elapsed() < Duration::from_secs(10) {
+    while t.app.current().revision == revision && start.elapsed() < Duration::from_secs(10) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(t.app.daemon.current().revision > revision, "a template change reloads");
+    assert!(t.app.current().revision > revision, "a template change reloads");
+    assert!(watching.stop().await, "the watcher and reloader stop");
 }
 
 /// A TCP forwarder to PostgreSQL that can be cut (the database becomes unreachable) or
@@ -275,15 +277,13 @@ async fn readyz_turns_unready_when_the_database_is_unreachable() {
     let proxy = Proxy::start("127.0.0.1:5432").await;
     let url = proxy.url(&db);
     let t = OpsApp::start(&[("a", &plan("a", "pat@a.example", ""))], &[], Some(&url)).await;
-    let addr = t.app.serve_http().await.unwrap().unwrap();
+    let serving = t.app.start(Services { http: true, ..Services::NONE }).await.unwrap();
+    let addr = serving.http_addr().unwrap();
     assert_eq!(http_get(addr, "/healthz").await, (200, "ok\n".to_string()));
     let (code, body) = http_get(addr, "/readyz").await;
     assert_eq!(code, 503, "not ready before the loop runs: {body}");
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(t.app.clone().run_until_stopped(async move {
-        let _ = stop_rx.await;
-    }));
+    let running = t.app.start(Services { scheduler: true, ..Services::NONE }).await.unwrap();
     let ready = || async {
         let start = Instant::now();
         loop {
@@ -305,10 +305,10 @@ async fn readyz_turns_unready_when_the_database_is_unreachable() {
     assert!(metrics.contains("contactplan_database_up 0"), "{metrics}");
 
     proxy.restore();
-    t.app.daemon.wake.notify_one(); // the next tick succeeds again
+    t.app.scheduler().wake(); // the next tick succeeds again
     assert_eq!(ready().await.0, 200, "ready again once the database is back");
-    stop_tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), run).await.unwrap().unwrap().unwrap();
+    assert!(running.stop().await, "the scheduler stops");
+    assert!(serving.stop().await, "the listener stops");
 }
 
 fn sample(scrape: &prometheus_parse::Scrape, metric: &str, label: Option<(&str, &str)>) -> Option<f64> {
@@ -335,7 +335,8 @@ async fn scrape(addr: std::net::SocketAddr) -> prometheus_parse::Scrape {
 async fn metrics_parse_as_prometheus_text_and_count_sent_emails() {
     let t = OpsApp::start(&[("a", &plan("a", "pat@a.example", "")), ("b", &plan("b", "pat@b.example", ""))], &[], None)
         .await;
-    let addr = t.app.serve_http().await.unwrap().unwrap();
+    let serving = t.app.start(Services { http: true, ..Services::NONE }).await.unwrap();
+    let addr = serving.http_addr().unwrap();
     let before = scrape(addr).await;
     assert_eq!(sample(&before, "contactplan_occasions_sent_total", Some(("kind", "birthday"))), None);
     assert_eq!(sample(&before, "contactplan_customers", None), Some(2.0));
@@ -374,7 +375,7 @@ async fn metrics_parse_as_prometheus_text_and_count_sent_emails() {
     assert_eq!(sample(&last, "contactplan_occasions_sent_total", birthday), Some(2.0));
     assert_eq!(sample(&last, "contactplan_occasions_due_total", birthday), Some(2.0), "a retry is not due again");
     assert_eq!(t.smtp.messages().len(), 2);
-    let status = t.app.daemon.monitor.last_smtp_error().expect("the 451 is remembered");
+    let status = t.app.health().last_smtp_error().expect("the 451 is remembered");
     assert!(status.detail.contains("451") && status.class == "transient", "{status:?}");
 }
 
@@ -382,7 +383,8 @@ async fn metrics_parse_as_prometheus_text_and_count_sent_emails() {
 async fn metrics_count_permanent_failures_and_missed_occasions() {
     let t = OpsApp::start(&[("a", &plan("a", "pat@a.example", "")), ("b", &plan("b", "pat@b.example", ""))], &[], None)
         .await;
-    let addr = t.app.serve_http().await.unwrap().unwrap();
+    let serving = t.app.start(Services { http: true, ..Services::NONE }).await.unwrap();
+    let addr = serving.http_addr().unwrap();
     t.smtp.refuse("pat@a.example");
     tick_at(&t, "2027-03-10T12:00:00Z").await;
     let r = tick_at(&t, "2027-03-11T08:00:00Z").await;
@@ -398,7 +400,7 @@ async fn metrics_count_permanent_failures_and_missed_occasions() {
     assert_eq!(sample(&m, "contactplan_occasions_failed_total", birthday), Some(1.0));
     assert_eq!(sample(&m, "contactplan_smtp_errors_total", Some(("class", "permanent"))), Some(1.0));
     assert_eq!(sample(&m, "contactplan_occasions_missed_total", birthday), Some(r.missed as f64));
-    let err = t.app.daemon.monitor.last_smtp_error().unwrap();
+    let err = t.app.health().last_smtp_error().unwrap();
     assert_eq!(err.class, "permanent");
     assert!(err.detail.contains("550"), "{err:?}");
 }
@@ -438,6 +440,6 @@ async fn a_refusal_quoting_the_recipient_is_logged_with_its_domain_only() {
     assert!(text.contains("<…@a.example>: Recipient address rejected"), "{text}");
     assert!(!text.contains("pat.private"), "address in the log: {text}");
     // The outbox keeps the server's reply as it was sent (ops need it).
-    let failed = t.app.daemon.monitor.last_smtp_error().unwrap();
+    let failed = t.app.health().last_smtp_error().unwrap();
     assert!(failed.detail.contains("pat.private@a.example"), "{failed:?}");
 }

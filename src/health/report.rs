@@ -1,10 +1,9 @@
-//! The daemon's status as `/readyz`, `/status` and `contactplan status` report it. From the
+//! The daemon's status report, as `/readyz`, `/status` and `contactplan status` give it. From the
 //! running daemon: readiness, last tick, plan problems, last SMTP error, plus the outbox as the
 //! database sees it. From the database alone (daemon unreachable): only the outbox part.
 
-use crate::dispatch::Daemon;
-use crate::monitor::{PlanHealth, SmtpErrorInfo, TickInfo};
-use crate::store::{Backlog, Store, secs};
+use super::{Health, PlanHealth, SmtpErrorInfo, TickInfo};
+use crate::store::{Backlog, Store};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -33,15 +32,15 @@ pub struct Status {
 }
 
 /// Readiness: the reasons the daemon is not ready (empty: ready).
-pub async fn not_ready(daemon: &Daemon) -> Vec<String> {
+pub async fn not_ready(health: &Health, store: &Store) -> Vec<String> {
     let mut reasons = Vec::new();
-    if !daemon.monitor.is_ready() {
+    if !health.is_ready() {
         reasons.push("starting or stopping".to_string());
     }
-    if let Err(why) = ping(&daemon.store).await {
+    if let Err(why) = ping(store).await {
         reasons.push(why);
     }
-    if let Err(why) = daemon.monitor.tick_health() {
+    if let Err(why) = health.tick_health() {
         reasons.push(why);
     }
     reasons
@@ -56,17 +55,18 @@ pub async fn ping(store: &Store) -> Result<(), String> {
     }
 }
 
-/// The full status from inside the daemon.
-pub async fn of_daemon(daemon: &Daemon) -> Status {
-    let not_ready = not_ready(daemon).await;
-    let mut s = outbox(&daemon.store, secs(daemon.clock.now())).await.unwrap_or_default();
+/// The full status from inside the daemon; `now` is the daemon clock's, `instance` the
+/// daemon's lease owner id.
+pub async fn of_daemon(health: &Health, store: &Store, now: i64, instance: &str) -> Status {
+    let not_ready = not_ready(health, store).await;
+    let mut s = outbox(store, now).await.unwrap_or_default();
     s.source = "daemon".into();
     s.ready = not_ready.is_empty();
     s.not_ready = not_ready;
-    s.instance = Some(daemon.instance.clone());
-    s.last_tick = daemon.monitor.last_tick();
-    s.plans = Some(daemon.monitor.plans());
-    s.last_smtp_error = daemon.monitor.last_smtp_error();
+    s.instance = Some(instance.to_string());
+    s.last_tick = health.last_tick();
+    s.plans = Some(health.plans());
+    s.last_smtp_error = health.last_smtp_error();
     s
 }
 

@@ -1,0 +1,210 @@
+//! The daemon configuration file (`config/contactplan.toml`): where plans, templates and the
+//! database live, how mail leaves, and defaults. Relative paths resolve against the directory
+//! of the config file, so the same file works from any working directory.
+//!
+//! Three steps, so that only the edges touch the process's surroundings:
+//! - [`Config::parse`] is pure: text in, a `Config` or every problem out (`parse.rs`);
+//! - [`Config::load`] reads the file and applies the environment's overrides
+//!   ([`Environment`], read once by the CLI);
+//! - [`Secrets::resolve`] reads the secrets (SMTP password, API token) from the
+//!   environment, systemd credentials or a file (`secrets.rs`).
+
+mod env;
+mod parse;
+mod secrets;
+
+pub use env::Environment;
+pub use secrets::Secrets;
+
+use crate::diagnostics::Diagnostic;
+use crate::mail::Transport;
+use crate::plan::Email;
+use chrono_tz::Tz;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The validated configuration (no secrets: see [`Secrets`]).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from, for messages.
+    pub path: PathBuf,
+    /// `sqlite://…` or `postgres://…`; the URL alone selects the store engine.
+    pub database_url: String,
+    /// One TOML file per customer.
+    pub plans_dir: PathBuf,
+    /// Shared rule sets referenced by `playbook = "…"`.
+    pub playbooks_dir: PathBuf,
+    /// One folder per template, one sub-folder per language/tone variant.
+    pub templates_dir: PathBuf,
+    /// Zone for customers and contacts that name none.
+    pub default_timezone: Tz,
+    /// How far ahead occasions are written into the outbox.
+    pub horizon: chrono::TimeDelta,
+    /// The From: of every message.
+    pub sender: Sender,
+    /// Where messages go.
+    pub delivery: Transport,
+    /// `[delivery] password_file`: where the SMTP password is read from when neither the
+    /// environment nor a systemd credential provides it (see [`Secrets::resolve`]).
+    pub smtp_password_file: Option<PathBuf>,
+    /// How long a claim or a send in progress stays locked without renewal (`[delivery]
+    /// lease_secs`, default 45 s). A delivering daemon renews its leases every third of it,
+    /// so only a stopped daemon's leases run out and another daemon takes its rows over.
+    pub lease: Duration,
+    /// Where the HTTP listener binds (health, metrics, status); `None` (`http_bind = "off"`)
+    /// disables it.
+    pub http_bind: Option<std::net::SocketAddr>,
+    /// How long finished outbox rows and delivered Maildir files are kept.
+    pub retention: Retention,
+    /// Largest number of outbox items claimed in one batch.
+    pub batch_size: u32,
+    /// Where failed, missed and unknown-outcome reports go (a digest email); `None`: log only.
+    pub ops_email: Option<Email>,
+    /// `[calendar]`: business-calendar and send-window defaults under every customer's keys.
+    pub calendar: crate::calendar::Settings,
+}
+
+/// Bounded growth: finished outbox rows and Maildir files older than this are deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Finished rows (accepted, failed, missed, suppressed, unknown) whose deadline and last
+    /// change are older than this are deleted (failed/missed/unknown only once reported).
+    pub outbox: chrono::TimeDelta,
+    /// Files in the Maildir's `new/` and `cur/` older than this are deleted; `None` keeps them
+    /// (the Maildir usually belongs to whoever reads it).
+    pub maildir: Option<chrono::TimeDelta>,
+}
+
+/// The default address of the HTTP listener.
+pub const DEFAULT_HTTP_BIND: &str = "127.0.0.1:9754";
+/// The default lease length in seconds (`[delivery] lease_secs`).
+pub const DEFAULT_LEASE_SECS: u64 = 45;
+
+/// The From: identity.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    /// Address in From: and the domain of Message-IDs.
+    pub email: Email,
+    /// Display name in From: and the signature of templates.
+    pub name: String,
+}
+
+impl Sender {
+    /// The sender as templates see it.
+    pub fn for_templates(&self) -> crate::render::Sender<'_> {
+        crate::render::Sender { name: &self.name, email: self.email.as_str() }
+    }
+
+    /// The `From:` of every message.
+    pub fn party(&self) -> crate::mail::Party<'_> {
+        crate::mail::Party { name: Some(&self.name), address: self.email.as_str() }
+    }
+}
+
+/// Environment variables the daemon reads (through [`Environment`], at the edge).
+pub const ENV_DATABASE_URL: &str = "CONTACTPLAN_DATABASE_URL";
+pub const ENV_SMTP_PASSWORD: &str = "CONTACTPLAN_SMTP_PASSWORD";
+pub const ENV_API_TOKEN: &str = "CONTACTPLAN_API_TOKEN";
+
+impl Config {
+    /// Reads and validates the config file, then applies `env`'s overrides
+    /// (`CONTACTPLAN_DATABASE_URL` replaces `database_url`). Every problem is returned at once.
+    ///
+    /// # Errors
+    /// An unreadable file, or every problem [`Config::parse`] finds.
+    pub fn load(path: &Path, env: &Environment) -> Result<Config, Vec<Diagnostic>> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![
+                Diagnostic::whole_file(path, format!("cannot read the config file: {e}"))
+                    .hint("pass --config FILE or create config/contactplan.toml"),
+            ]
+        })?;
+        let mut config = Self::parse(path, &text)?;
+        if let Some(url) = env.get(ENV_DATABASE_URL).filter(|u| !u.is_empty()) {
+            config.database_url = url.to_string();
+        }
+        Ok(config)
+    }
+
+    /// Validates config text; `path` names the file in messages and anchors relative paths.
+    /// Pure: reads no file, no environment and no credential.
+    ///
+    /// # Errors
+    /// Every problem found (TOML syntax, unknown keys, bad values), each with its position.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
+        parse::parse(path, text)
+    }
+
+    /// How often a delivering daemon renews its leases: a third of [`Config::lease`], so two
+    /// renewals in a row may fail (a busy database) before a live sender's lease could end.
+    pub fn lease_renewal(&self) -> Duration {
+        self.lease / 3
+    }
+}
+
+/// Collapses `.` and `..` lexically, so messages show `templates/x`, not `config/../templates/x`.
+pub fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir) => {}
+                _ => out.push(".."),
+            },
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() { PathBuf::from(".") } else { out }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_normalised_lexically() {
+        assert_eq!(normalize(Path::new("tests/fixtures/broken/../../../templates")), PathBuf::from("templates"));
+        assert_eq!(normalize(Path::new("config/../../x")), PathBuf::from("../x"));
+        assert_eq!(normalize(Path::new("/etc/../var/lib")), PathBuf::from("/var/lib"));
+        assert_eq!(normalize(Path::new("./a/./b")), PathBuf::from("a/b"));
+    }
+
+    const MINIMAL: &str =
+        "[sender]\nemail = \"team@example.com\"\nname = \"x\"\n[delivery]\nkind = \"maildir\"\npath = \"m\"\n";
+
+    #[test]
+    fn http_bind_and_retention_have_safe_defaults_and_are_validated() {
+        let c = Config::parse(Path::new("c.toml"), MINIMAL).unwrap();
+        assert_eq!(c.http_bind, Some("127.0.0.1:9754".parse().unwrap()), "loopback by default");
+        assert_eq!(c.retention, Retention { outbox: chrono::TimeDelta::days(400), maildir: None });
+
+        let text = format!("http_bind = \"off\"\n[retention]\noutbox_days = 30\nmaildir_days = 7\n{MINIMAL}");
+        let c = Config::parse(Path::new("c.toml"), &text).unwrap();
+        assert_eq!(c.http_bind, None);
+        assert_eq!(c.retention.maildir, Some(chrono::TimeDelta::days(7)));
+
+        let text = format!("http_bind = \"localhost\"\n[retention]\noutbox_days = 0\n{MINIMAL}");
+        let errs = Config::parse(Path::new("c.toml"), &text).unwrap_err();
+        let msgs: Vec<String> = errs.iter().map(|d| format!("{}:{}", d.line, d.message)).collect();
+        assert_eq!(
+            msgs,
+            ["1:http_bind `localhost` is not an address:port", "3:retention.outbox_days must be between 1 and 36500"]
+        );
+    }
+
+    #[test]
+    fn config_problems_are_all_reported() {
+        let text = "timezone = \"Mars/Olympus\"\nhorizon_days = 0\n[sender]\nemail = \"nope\"\nname = \"x\"\n[delivery]\nkind = \"maildir\"\npath = \"m\"\n";
+        let errs = Config::parse(Path::new("c.toml"), text).unwrap_err();
+        let msgs: Vec<String> = errs.iter().map(|d| format!("{}:{}", d.line, d.message)).collect();
+        assert_eq!(msgs.len(), 3, "{msgs:?}");
+        assert!(msgs[0].starts_with("1:unknown time zone"));
+        assert!(msgs.iter().any(|m| m.starts_with("4:") && m.contains("not a valid email")));
+        assert!(msgs.iter().any(|m| m.starts_with("2:horizon_days")));
+    }
+}

@@ -1,0 +1,53 @@
+//! How mail leaves: the transport and, for SMTP, how the relay is reached. Built by the daemon
+//! config (`config`), consumed by [`super::Mailer::new`]. Secrets are not part of it: the SMTP
+//! password comes separately, as a [`secrecy::SecretString`].
+
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The mail transport.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// Write each message as an .eml file into a Maildir (`tmp/` → `new/`).
+    Maildir {
+        /// The Maildir root; `tmp/`, `new/` and `cur/` are created below it.
+        path: PathBuf,
+    },
+    /// Send over SMTP.
+    Smtp(SmtpSettings),
+}
+
+/// How the SMTP relay is reached (everything but the password).
+#[derive(Debug, Clone)]
+pub struct SmtpSettings {
+    /// Host name or address of the relay.
+    pub host: String,
+    /// TCP port; 587 for STARTTLS, 465 for implicit TLS, 25 for plain.
+    pub port: u16,
+    /// Transport security.
+    pub tls: TlsMode,
+    /// Login name, when the relay wants AUTH (the password is passed to `Mailer::new`).
+    pub username: Option<String>,
+    /// Bound on one whole SMTP transaction (lettre's own timeout covers connecting only).
+    pub timeout: Duration,
+    /// Parallel SMTP sessions.
+    pub connections: u32,
+    /// Extra trusted CA certificate (PEM), e.g. a private relay's own CA.
+    pub ca_file: Option<PathBuf>,
+    /// Name to verify in the server certificate, when it differs from `host` (e.g. connecting
+    /// to 127.0.0.1 with a certificate for `localhost`).
+    pub tls_name: Option<String>,
+}
+
+/// SMTP transport security.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plain text (only sensible on loopback).
+    None,
+    /// Upgrade with STARTTLS (RFC 3207); refuse to send if the server does not offer it.
+    Starttls,
+    /// Implicit TLS from the first byte (port 465, RFC 8314).
+    Tls,
+}
