@@ -2,11 +2,10 @@
 //! valid customers plus every problem found. A broken file never hides the good ones.
 
 use super::fast_parse;
-use super::model::{Customer, Plans};
+use super::model::{Customer, Plans, Templates};
 use super::raw::{RawPlan, RawPlaybook};
 use super::validate::{self, Context, CrontabCache, Playbook, Src};
 use crate::diagnostics::Diagnostic;
-use crate::render::TemplateCatalog;
 use chrono_tz::Tz;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -16,7 +15,7 @@ use std::path::{Path, PathBuf};
 pub struct Sources<'a> {
     pub plans_dir: &'a Path,
     pub playbooks_dir: &'a Path,
-    pub templates: &'a TemplateCatalog,
+    pub templates: &'a dyn Templates,
     pub default_timezone: Tz,
     /// The daemon's `[calendar]` defaults (`Settings::default()`: nothing closed, no window).
     pub default_calendar: &'a crate::calendar::Settings,
@@ -67,7 +66,7 @@ fn dir_error(dir: &Path, e: &std::io::Error) -> Diagnostic {
 /// Loads playbooks: valid ones by name (file stem), and the names of broken ones.
 pub fn playbooks(
     dir: &Path,
-    templates: &TemplateCatalog,
+    templates: &dyn Templates,
     crontabs: &CrontabCache,
     diags: &mut Vec<Diagnostic>,
 ) -> (HashMap<String, Playbook>, Vec<String>, usize) {
@@ -79,7 +78,7 @@ pub fn playbooks(
 /// version (its errors are still reported); also returns those files.
 pub fn playbooks_with_last_good(
     dir: &Path,
-    templates: &TemplateCatalog,
+    templates: &dyn Templates,
     crontabs: &CrontabCache,
     previous: Option<&HashMap<String, Playbook>>,
     diags: &mut Vec<Diagnostic>,

@@ -1,5 +1,6 @@
 //! Contact plans: the model ops describe in TOML, and loading it with precise diagnostics.
 
+mod entries;
 mod fast_parse;
 mod load;
 mod model;

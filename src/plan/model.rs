@@ -332,3 +332,18 @@ impl Plans {
         self.customers.is_empty()
     }
 }
+
+/// What plan validation needs to know about templates: which exist (for `template = "…"`),
+/// and whether one has a variant for a recipient's language and tone. Implemented by the
+/// render catalogue (`render::TemplateCatalog`, which owns the fallback policy); plan knows
+/// nothing else about rendering.
+pub trait Templates: Sync {
+    /// The templates directory, for hints.
+    fn dir(&self) -> &std::path::Path;
+    /// Whether a template folder of that name exists.
+    fn has_template(&self, name: &str) -> bool;
+    /// Every template name, sorted.
+    fn names(&self) -> Vec<&str>;
+    /// Whether `name` can render for this language and tone (`None`: tone-neutral, tasks).
+    fn has_variant(&self, name: &str, language: Language, tone: Option<Tone>) -> bool;
+}

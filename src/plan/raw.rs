@@ -1,6 +1,6 @@
 //! The TOML shape ops write, exactly as written (with spans). Unknown keys are errors.
 
-use super::fast_parse::raw_table;
+use super::entries::raw_table;
 use serde::Deserialize;
 use serde_spanned::Spanned;
 

@@ -4,7 +4,6 @@ use super::model::*;
 use super::raw::*;
 use crate::calendar::Crontab;
 use crate::diagnostics::Diagnostic;
-use crate::render::TemplateCatalog;
 use chrono::{NaiveDate, NaiveTime};
 use chrono_tz::Tz;
 use serde_spanned::Spanned;
@@ -18,7 +17,7 @@ pub struct Context<'a> {
     pub playbooks: &'a HashMap<String, Playbook>,
     /// Playbooks that exist but have errors (plans using them are held back).
     pub broken: &'a [String],
-    pub templates: &'a TemplateCatalog,
+    pub templates: &'a dyn Templates,
     /// Zone for customers and contacts that name none.
     pub default_tz: Tz,
     /// The daemon's `[calendar]` defaults, under every customer's own calendar keys.
@@ -864,7 +863,7 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
 }
 
 /// Every rule must have a template variant for the language and tone of each recipient.
-fn check_template_variants(src: &mut Src, raw: &RawPlan, customer: &Customer, templates: &TemplateCatalog) {
+fn check_template_variants(src: &mut Src, raw: &RawPlan, customer: &Customer, templates: &dyn Templates) {
     // Few distinct (template, language, tone) combinations per plan: resolve each once.
     let mut seen: Vec<(&str, Language, Option<Tone>)> = Vec::new();
     for rule in customer.rules.iter() {
@@ -879,7 +878,7 @@ fn check_template_variants(src: &mut Src, raw: &RawPlan, customer: &Customer, te
                 continue;
             }
             seen.push(combo);
-            if templates.resolve(&rule.template, lang, tone).is_none() {
+            if !templates.has_variant(&rule.template, lang, tone) {
                 let wanted = match tone {
                     Some(t) => format!("{}-{}", lang.code(), t.code()),
                     None => lang.code().to_string(),

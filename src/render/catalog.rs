@@ -102,3 +102,18 @@ impl TemplateCatalog {
         self.templates.iter().flat_map(|(n, vs)| vs.iter().map(move |v| (n.as_str(), v.as_str())))
     }
 }
+
+impl crate::plan::Templates for TemplateCatalog {
+    fn dir(&self) -> &Path {
+        TemplateCatalog::dir(self)
+    }
+    fn has_template(&self, name: &str) -> bool {
+        TemplateCatalog::has_template(self, name)
+    }
+    fn names(&self) -> Vec<&str> {
+        TemplateCatalog::names(self)
+    }
+    fn has_variant(&self, name: &str, language: Language, tone: Option<Tone>) -> bool {
+        self.resolve(name, language, tone).is_some()
+    }
+}

@@ -1,6 +1,7 @@
 //! The one integration test binary: drives the real daemon code (store, renderer, SMTP over
 //! TCP) with an injected clock. Modules by capability; shared set-up in `helpers`.
 
+mod architecture;
 mod calendar;
 mod check;
 mod crash;
