@@ -102,6 +102,18 @@
 //! duplicate depends on the order `read_dir` lists the plans directory (it differs between
 //! ext4 and tmpfs), so the snapshot shows both names as `acme-?.toml` and the test checks
 //! that both files are named.
+//!
+//! Several problems in one run, and what hides what today (pinned as it is, not as it should be):
+//!
+//! | fixture | what it shows |
+//! |---|---|
+//! | `several-problems-in-one-plan` | time zone, weekend, phase, contact email and a rule's `at`: five errors from one plan |
+//! | `several-problems-in-one-config` | time zone, sender email, horizon and delivery kind: four errors from one config |
+//! | `hidden-by-unknown-key` | an unknown key (any TOML or serde error) is the only error of its file; the bad email and time zone are not reported |
+//! | `hidden-rule-completeness` | a bad value in a rule hides that it is incomplete (no `cron`); no `on` hides no `template` |
+//! | `hidden-template-variant` | missing template variants are only checked once the rest of the plan is valid |
+//! | `hidden-by-config-error` | a config error stops `check` (exit 2) before any plan is read |
+//! | `hidden-by-enabled-false` | `enabled = false` skips the other keys of its entry: a bad `at` there is accepted silently |
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
