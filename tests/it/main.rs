@@ -8,6 +8,7 @@ mod crash;
 mod crontab;
 mod daemon;
 mod delivery;
+mod diagnostics;
 mod faults;
 mod helpers;
 mod ops;
