@@ -12,7 +12,9 @@
 //! in folds).
 
 use chrono::{NaiveDateTime, TimeZone, Utc};
+use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// A parsed crontab expression.
 #[derive(Debug)]
@@ -142,6 +144,26 @@ impl Crontab {
 
     pub fn as_str(&self) -> &str {
         &self.source
+    }
+}
+
+/// Interns parsed crontab expressions: 100,000 plans with the same `cron` share one
+/// [`Crontab`] instead of holding 100,000 copies. Thread-safe (plans load in parallel).
+#[derive(Default)]
+pub struct CrontabCache(std::sync::Mutex<HashMap<Box<str>, Arc<Crontab>>>);
+
+impl CrontabCache {
+    /// The parsed expression, parsed once per distinct text.
+    ///
+    /// # Errors
+    /// The expression is not valid 5-field crontab (the reason in words).
+    pub fn parse(&self, expr: &str) -> Result<Arc<Crontab>, String> {
+        if let Some(c) = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(expr) {
+            return Ok(c.clone());
+        }
+        let parsed = Arc::new(Crontab::parse(expr)?);
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(expr.into(), parsed.clone());
+        Ok(parsed)
     }
 }
 

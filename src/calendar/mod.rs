@@ -12,6 +12,6 @@ pub mod holidays;
 pub use adjustment::Adjustment;
 pub use business::{Calendar, OnClosed, Settings};
 pub use civil::{Resolved, anniversary, end_of_local_day, observe, resolve_local};
-pub use crontab::Crontab;
+pub use crontab::{Crontab, CrontabCache};
 pub use date::{LeapDay, MonthDay};
 pub use holidays::Region;

@@ -60,7 +60,7 @@ pub fn item(o: &Occurrence) -> Item {
         timezone: o.zone.name().to_string(),
         customer: o.customer.id.to_string(),
         occasion: o.rule.name.to_string(),
-        kind: o.rule.trigger.kind(),
+        kind: o.rule.trigger.kind().code(),
         action: match o.rule.action {
             Action::Email => "email",
             Action::Task => "task",

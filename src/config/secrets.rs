@@ -38,7 +38,7 @@ impl Secrets {
         };
         let api_token = take(
             from_env(env, ENV_API_TOKEN).and_then(|t| t.map_or_else(|| credential(env, "api-token"), |t| Ok(Some(t)))),
-            "put the token into the credential (or unset it to leave /metrics and /status open on loopback)",
+            "check CONTACTPLAN_API_TOKEN or the unit's LoadCredential=api-token; an empty token is refused, not taken as \"no token\"",
         );
         let smtp_password = take(
             from_env(env, ENV_SMTP_PASSWORD).and_then(|p| match p {

@@ -28,7 +28,7 @@ pub fn new_item(o: &Occurrence, state: &'static str, reason: Option<String>, sen
         key,
         customer: o.customer.id.to_string(),
         rule: o.rule.name.to_string(),
-        kind: o.rule.trigger.kind(),
+        kind: o.rule.trigger.kind().code(),
         action: match o.rule.action {
             Action::Email => "email",
             Action::Task => "task",

@@ -89,7 +89,7 @@ fn yearly<'a, S: Sink<'a>>(
         }
         match observe(md, year, ctx.rule.leap_day) {
             Some((date, leap)) => occasion(ctx, about, date, leap, None, sink),
-            None => leap_skipped(ctx, about, year, ctx.rule.trigger.kind(), sink),
+            None => leap_skipped(ctx, about, year, ctx.rule.trigger.kind().code(), sink),
         }
     }
 }

@@ -4,7 +4,8 @@
 use super::fast_parse;
 use super::model::{Customer, Plans, Templates};
 use super::raw::{RawPlan, RawPlaybook};
-use super::validate::{self, Context, CrontabCache, Playbook, Src};
+use super::validate::{self, Context, Playbook, Src};
+use crate::calendar::CrontabCache;
 use crate::diagnostics::Diagnostic;
 use chrono_tz::Tz;
 use rayon::prelude::*;

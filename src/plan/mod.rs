@@ -7,9 +7,10 @@ mod model;
 mod raw;
 mod validate;
 
+pub use crate::calendar::CrontabCache;
 pub use load::{
     Loaded, Sources, load, load_with_last_good, plan_file, plan_text, playbook_text, playbooks, toml_files,
 };
 pub use model::*;
 pub use raw::RawCalendar;
-pub use validate::{Context, CrontabCache, KINDS, Playbook, calendar_table};
+pub use validate::{Context, Playbook, calendar_table};

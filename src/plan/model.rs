@@ -168,15 +168,62 @@ pub enum Trigger {
 }
 
 impl Trigger {
-    pub fn kind(&self) -> &'static str {
+    /// The rule's `on`.
+    pub fn kind(&self) -> TriggerKind {
         match self {
-            Trigger::Birthday => "birthday",
-            Trigger::Anniversary { .. } => "anniversary",
-            Trigger::Orders { .. } => "orders",
-            Trigger::Handover => "handover",
-            Trigger::Every { .. } => "every",
-            Trigger::Date(_) => "date",
+            Trigger::Birthday => TriggerKind::Birthday,
+            Trigger::Anniversary { .. } => TriggerKind::Anniversary,
+            Trigger::Orders { .. } => TriggerKind::Orders,
+            Trigger::Handover => TriggerKind::Handover,
+            Trigger::Every { .. } => TriggerKind::Every,
+            Trigger::Date(_) => TriggerKind::Date,
         }
+    }
+}
+
+/// What a rule's `on` names: the kind of its [`Trigger`], without the trigger's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TriggerKind {
+    Birthday,
+    Anniversary,
+    Orders,
+    Handover,
+    Every,
+    Date,
+}
+
+impl TriggerKind {
+    /// Every kind, in the order the README lists them.
+    pub const ALL: [TriggerKind; 6] = [
+        TriggerKind::Birthday,
+        TriggerKind::Anniversary,
+        TriggerKind::Orders,
+        TriggerKind::Handover,
+        TriggerKind::Every,
+        TriggerKind::Date,
+    ];
+
+    /// The kind `on = "…"` names, if any.
+    pub fn parse(s: &str) -> Option<TriggerKind> {
+        Self::ALL.into_iter().find(|k| k.code() == s)
+    }
+
+    /// The word in plans (`on = "birthday"`), outbox rows and metrics labels.
+    pub fn code(self) -> &'static str {
+        match self {
+            TriggerKind::Birthday => "birthday",
+            TriggerKind::Anniversary => "anniversary",
+            TriggerKind::Orders => "orders",
+            TriggerKind::Handover => "handover",
+            TriggerKind::Every => "every",
+            TriggerKind::Date => "date",
+        }
+    }
+}
+
+impl std::fmt::Display for TriggerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
     }
 }
 

@@ -194,7 +194,7 @@ impl Renderer {
             },
             occasion => context! {
                 name => &*input.rule.name,
-                kind => input.rule.trigger.kind(),
+                kind => input.rule.trigger.kind().code(),
                 date => salutation::date(input.occasion_date, language),
                 years => input.years,
             },

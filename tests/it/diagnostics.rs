@@ -15,88 +15,91 @@
 //!
 //! | # | site | message | fixture |
 //! |---|---|---|---|
-//! | 1 | plan/validate.rs `toml_error`, syntax | invalid basic string … | `plan-toml-syntax` |
-//! | 2 | plan/validate.rs `toml_error`, unknown key | unknown field `e-mail`, expected one of … | `plan-unknown-field`, `playbook-toml-error` |
-//! | 3 | plan/validate.rs `toml_error`, missing key | missing field `phase` | `plan-missing-field` |
-//! | 4 | plan/validate.rs `toml_error`, wrong type | invalid type: string "yes", expected a boolean | `plan-invalid-type` |
-//! | 5 | plan/validate.rs `parse_tz` | unknown time zone | `plan-timezone` |
-//! | 6 | plan/validate.rs `parse_email` | … is not a valid email address: … | `plan-owner-email`, `plan-contact-email` |
-//! | 7 | plan/validate.rs `parse_language` | unknown language | `plan-language` |
-//! | 8 | plan/validate.rs `parse_id` | invalid customer id / occasion name | `plan-customer-id`, `rule-name` |
-//! | 9 | plan/validate.rs `parse_date`, string | … is not a valid birthday / date | `plan-birthday`, `rule-date` |
-//! | 10 | plan/validate.rs `parse_date`, other value | … is not a valid relationship start date | `plan-since-not-a-date` |
-//! | 11 | plan/validate.rs `parse_time` | … is not a local time of day | `rule-at` |
-//! | 12 | plan/validate.rs `parse_lead` | … is not a lead time | `rule-before` |
-//! | 13 | plan/validate.rs `calendar_settings`, `region` (3 levels) | unknown region | `calendar-customer-region`, `calendar-rule-region`, `calendar-config-region` |
-//! | 14 | plan/validate.rs `calendar_settings`, `weekend` item (3 levels) | … is not a day of the week | `calendar-customer-weekend`, `calendar-rule-weekend`, `calendar-config-weekend` |
-//! | 15 | plan/validate.rs `calendar_settings`, `weekend` list (3 levels) | every day of the week is closed … | `calendar-customer-weekend-every-day`, `calendar-rule-weekend-every-day`, `calendar-config-weekend-every-day` |
-//! | 16 | plan/validate.rs `calendar_settings`, `closed` item (3 levels) | … is not a date (YYYY-MM-DD) or a yearly day | `calendar-customer-closed`, `calendar-rule-closed`, `calendar-config-closed` |
-//! | 17 | plan/validate.rs `calendar_settings`, `blackout` item (3 levels) | period … mixes a yearly day … | `calendar-customer-blackout`, `calendar-rule-blackout`, `calendar-config-blackout` |
-//! | 18 | plan/validate.rs `calendar_settings`, `on_closed` (3 levels) | unknown on_closed policy | `calendar-customer-on-closed`, `calendar-rule-on-closed`, `calendar-config-on-closed` |
-//! | 19 | plan/validate.rs `calendar_settings`, `window` (3 levels) | send window … must start before it ends | `calendar-customer-window`, `calendar-rule-window`, `calendar-config-window` |
-//! | 20 | plan/validate.rs `calendar_settings`, `jitter` (3 levels) | … is not a jitter spread | `calendar-customer-jitter`, `calendar-rule-jitter`, `calendar-config-jitter` |
-//! | 21 | plan/validate.rs `parse_duration` | … is not a duration | `rule-deadline` |
-//! | 22 | plan/validate.rs `build_rule`, `on` | unknown occasion kind | `rule-kind` |
-//! | 23 | plan/validate.rs `build_rule`, `years` | years must list positive whole years | `rule-years` |
-//! | 24 | plan/validate.rs `build_rule`, `every_years` | every_years must be at least 1 | `rule-every-years` |
-//! | 25 | plan/validate.rs `build_rule`, `counts` | counts must list positive order counts | `rule-counts` |
-//! | 26 | plan/validate.rs `build_rule`, `cron` | invalid cron expression … | `rule-cron` (and in a playbook: `plan-playbook-has-errors`) |
-//! | 27 | plan/validate.rs `build_rule`, `send` | unknown send action | `rule-send` |
-//! | 28 | plan/validate.rs `build_rule`, `to` | unknown recipient | `rule-to` |
-//! | 29 | plan/validate.rs `build_rule`, `template` | unknown template | `rule-template` |
-//! | 30 | plan/validate.rs `build_rule`, `leap_day` | unknown leap_day policy | `rule-leap-day` |
-//! | 31 | plan/validate.rs `build_rule`, `delivery` | unknown delivery policy | `rule-delivery` |
-//! | 32 | plan/validate.rs `build_rule`, completeness | occasion … has no `on` | `rule-no-on` |
-//! | 33 | plan/validate.rs `build_rule`, completeness | occasion … has no `template` | `rule-no-template` |
-//! | 34 | plan/validate.rs `build_rule`, `misplaced` | … `cron` applies only to `on = "every"` rules | `rule-misplaced-key` |
-//! | 35 | plan/validate.rs `build_rule`, birthday | birthday rules concern contacts | `rule-birthday-to-owner` |
-//! | 36 | plan/validate.rs `build_rule`, anniversary | … needs `years` or `every_years` | `rule-anniversary-needs-years` |
-//! | 37 | plan/validate.rs `build_rule`, orders | … needs `counts` | `rule-orders-needs-counts` |
-//! | 38 | plan/validate.rs `build_rule`, every | … needs `cron` | `rule-every-needs-cron` |
-//! | 39 | plan/validate.rs `build_rule`, date | … needs `date` | `rule-date-needs-date` |
-//! | 40 | plan/validate.rs `build_rule`, warning | `before` has no effect on `on = "every"` rules | `rule-before-on-every` |
-//! | 41 | plan/validate.rs `playbook` | `enabled` belongs in a plan's override … | `playbook-enabled` |
-//! | 42 | plan/validate.rs `playbook` | occasion … is defined twice | `playbook-duplicate-rule` |
-//! | 43 | plan/validate.rs `plan` | customer name is empty | `plan-customer-name-empty` |
-//! | 44 | plan/validate.rs `plan` | unknown phase | `plan-phase` |
-//! | 45 | plan/validate.rs `plan` | contact id … is used twice | `plan-contact-id-twice` |
-//! | 46 | plan/validate.rs `plan` | unknown gender | `plan-gender` |
-//! | 47 | plan/validate.rs `plan` | unknown tone | `plan-tone` |
-//! | 48 | plan/validate.rs `plan` | contact name is empty | `plan-contact-name-empty` |
-//! | 49 | plan/validate.rs `plan` | no contact is marked `primary = true` | `plan-no-primary` |
-//! | 50 | plan/validate.rs `plan` | a second contact is marked `primary = true` | `plan-two-primary` |
-//! | 51 | plan/validate.rs `plan` | playbook … has errors | `plan-playbook-has-errors` |
-//! | 52 | plan/validate.rs `plan` | unknown playbook | `plan-unknown-playbook` |
-//! | 53 | plan/validate.rs `plan` | occasion … is defined twice in this plan | `plan-occasion-twice` |
-//! | 54 | plan/validate.rs `plan` | `enabled = false` for …, which the playbook does not define | `plan-disable-unknown-rule` |
-//! | 55 | plan/validate.rs `check_template_variants` | template … has no variant … | `template-variant-missing`, `template-variant-missing-task` |
+//! | 1 | plan/validate/mod.rs `toml_error`, syntax | invalid basic string … | `plan-toml-syntax` |
+//! | 2 | plan/validate/mod.rs `toml_error`, unknown key | unknown field `e-mail`, expected one of … | `plan-unknown-field`, `playbook-toml-error` |
+//! | 3 | plan/validate/mod.rs `toml_error`, missing key | missing field `phase` | `plan-missing-field` |
+//! | 4 | plan/validate/mod.rs `toml_error`, wrong type | invalid type: string "yes", expected a boolean | `plan-invalid-type` |
+//! | 5 | plan/validate/scalars.rs `parse_tz` | unknown time zone | `plan-timezone` |
+//! | 6 | plan/validate/scalars.rs `parse_email` | … is not a valid email address: … | `plan-owner-email`, `plan-contact-email` |
+//! | 7 | plan/validate/scalars.rs `parse_language` | unknown language | `plan-language` |
+//! | 8 | plan/validate/scalars.rs `parse_id` | invalid customer id / occasion name | `plan-customer-id`, `rule-name` |
+//! | 9 | plan/validate/scalars.rs `parse_date`, string | … is not a valid birthday / date | `plan-birthday`, `rule-date` |
+//! | 10 | plan/validate/scalars.rs `parse_date`, other value | … is not a valid relationship start date | `plan-since-not-a-date` |
+//! | 11 | plan/validate/scalars.rs `parse_time` | … is not a local time of day | `rule-at` |
+//! | 12 | plan/validate/scalars.rs `parse_lead` | … is not a lead time | `rule-before` |
+//! | 13 | plan/validate/scalars.rs `calendar_settings`, `region` (3 levels) | unknown region | `calendar-customer-region`, `calendar-rule-region`, `calendar-config-region` |
+//! | 14 | plan/validate/scalars.rs `calendar_settings`, `weekend` item (3 levels) | … is not a day of the week | `calendar-customer-weekend`, `calendar-rule-weekend`, `calendar-config-weekend` |
+//! | 15 | plan/validate/scalars.rs `calendar_settings`, `weekend` list (3 levels) | every day of the week is closed … | `calendar-customer-weekend-every-day`, `calendar-rule-weekend-every-day`, `calendar-config-weekend-every-day` |
+//! | 16 | plan/validate/scalars.rs `calendar_settings`, `closed` item (3 levels) | … is not a date (YYYY-MM-DD) or a yearly day | `calendar-customer-closed`, `calendar-rule-closed`, `calendar-config-closed` |
+//! | 17 | plan/validate/scalars.rs `calendar_settings`, `blackout` item (3 levels) | period … mixes a yearly day … | `calendar-customer-blackout`, `calendar-rule-blackout`, `calendar-config-blackout` |
+//! | 18 | plan/validate/scalars.rs `calendar_settings`, `on_closed` (3 levels) | unknown on_closed policy | `calendar-customer-on-closed`, `calendar-rule-on-closed`, `calendar-config-on-closed` |
+//! | 19 | plan/validate/scalars.rs `calendar_settings`, `window` (3 levels) | send window … must start before it ends | `calendar-customer-window`, `calendar-rule-window`, `calendar-config-window` |
+//! | 20 | plan/validate/scalars.rs `calendar_settings`, `jitter` (3 levels) | … is not a jitter spread | `calendar-customer-jitter`, `calendar-rule-jitter`, `calendar-config-jitter` |
+//! | 21 | plan/validate/scalars.rs `parse_duration` | … is not a duration | `rule-deadline` |
+//! | 22 | plan/validate/rule.rs `apply_keys`, `on` | unknown occasion kind | `rule-kind` |
+//! | 23 | plan/validate/rule.rs `apply_keys`, `years` | years must list positive whole years | `rule-years` |
+//! | 24 | plan/validate/rule.rs `apply_keys`, `every_years` | every_years must be at least 1 | `rule-every-years` |
+//! | 25 | plan/validate/rule.rs `apply_keys`, `counts` | counts must list positive order counts | `rule-counts` |
+//! | 26 | plan/validate/rule.rs `apply_keys`, `cron` | invalid cron expression … | `rule-cron` (and in a playbook: `plan-playbook-has-errors`) |
+//! | 27 | plan/validate/rule.rs `apply_keys`, `send` | unknown send action | `rule-send` |
+//! | 28 | plan/validate/rule.rs `apply_keys`, `to` | unknown recipient | `rule-to` |
+//! | 29 | plan/validate/rule.rs `apply_keys`, `template` | unknown template | `rule-template` |
+//! | 30 | plan/validate/rule.rs `apply_keys`, `leap_day` | unknown leap_day policy | `rule-leap-day` |
+//! | 31 | plan/validate/rule.rs `apply_keys`, `delivery` | unknown delivery policy | `rule-delivery` |
+//! | 32 | plan/validate/rule.rs `complete` | occasion … has no `on` | `rule-no-on` |
+//! | 33 | plan/validate/rule.rs `complete` | occasion … has no `template` | `rule-no-template` |
+//! | 34 | plan/validate/rule.rs `complete`, misplaced | … `cron` applies only to `on = "every"` rules | `rule-misplaced-key` |
+//! | 35 | plan/validate/rule.rs `complete`, birthday | birthday rules concern contacts | `rule-birthday-to-owner` |
+//! | 36 | plan/validate/rule.rs `complete`, anniversary | … needs `years` or `every_years` | `rule-anniversary-needs-years` |
+//! | 37 | plan/validate/rule.rs `complete`, orders | … needs `counts` | `rule-orders-needs-counts` |
+//! | 38 | plan/validate/rule.rs `complete`, every | … needs `cron` | `rule-every-needs-cron` |
+//! | 39 | plan/validate/rule.rs `complete`, date | … needs `date` | `rule-date-needs-date` |
+//! | 40 | plan/validate/rule.rs `complete`, warning | `before` has no effect on `on = "every"` rules | `rule-before-on-every` |
+//! | 41 | plan/validate/rule.rs `playbook` | `enabled` belongs in a plan's override … | `playbook-enabled` |
+//! | 42 | plan/validate/rule.rs `playbook` | occasion … is defined twice | `playbook-duplicate-rule` |
+//! | 43 | plan/validate/customer.rs `plan` | customer name is empty | `plan-customer-name-empty` |
+//! | 44 | plan/validate/customer.rs `plan` | unknown phase | `plan-phase` |
+//! | 45 | plan/validate/customer.rs `plan` | contact id … is used twice | `plan-contact-id-twice` |
+//! | 46 | plan/validate/customer.rs `plan` | unknown gender | `plan-gender` |
+//! | 47 | plan/validate/customer.rs `plan` | unknown tone | `plan-tone` |
+//! | 48 | plan/validate/customer.rs `plan` | contact name is empty | `plan-contact-name-empty` |
+//! | 49 | plan/validate/customer.rs `plan` | no contact is marked `primary = true` | `plan-no-primary` |
+//! | 50 | plan/validate/customer.rs `plan` | a second contact is marked `primary = true` | `plan-two-primary` |
+//! | 51 | plan/validate/customer.rs `plan` | playbook … has errors | `plan-playbook-has-errors` |
+//! | 52 | plan/validate/customer.rs `plan` | unknown playbook | `plan-unknown-playbook` |
+//! | 53 | plan/validate/customer.rs `plan` | occasion … is defined twice in this plan | `plan-occasion-twice` |
+//! | 54 | plan/validate/customer.rs `plan` | `enabled = false` for …, which the playbook does not define | `plan-disable-unknown-rule` |
+//! | 55 | plan/validate/customer.rs `check_template_variants` | template … has no variant … | `template-variant-missing`, `template-variant-missing-task` |
 //! | 56 | plan/load.rs `dir_error`, plans | cannot read directory | `plans-dir-missing` |
 //! | 57 | plan/load.rs `dir_error`, playbooks | cannot read directory | `playbooks-dir-not-a-dir` |
-//! | 58 | plan/load.rs `playbooks_keeping` | cannot read playbook | `playbook-not-utf8` |
+//! | 58 | plan/load.rs `playbooks_with_last_good` | cannot read playbook | `playbook-not-utf8` |
 //! | 59 | plan/load.rs `plan_file` | cannot read plan | `plan-not-utf8` |
-//! | 60 | plan/load.rs `load_keeping` | customer id … is also used by … | `duplicate-customer-id` (\*) |
+//! | 60 | plan/load.rs `load_with_last_good` | customer id … is also used by … | `duplicate-customer-id` (\*) |
 //! | 61 | render/catalog.rs `scan` | cannot read templates directory | `templates-dir-missing` |
 //! | 62 | render/catalog.rs `scan` | template variant is missing … | `template-variant-incomplete` |
 //! | 63 | render/mod.rs `compile` | cannot read template | `template-not-utf8` |
 //! | 64 | render/mod.rs `compile` | template syntax error | `template-syntax` |
-//! | 65 | config.rs `Config::load` | cannot read the config file | `config-missing` |
-//! | 66 | config.rs `Config::parse`, TOML | unknown field / missing field … | `config-unknown-key`, `config-missing-sender` |
-//! | 67 | config.rs `Config::parse` | unknown time zone | `config-timezone` |
-//! | 68 | config.rs `Config::parse`, `email` (sender, ops) | … is not a valid email address | `config-sender-email` |
-//! | 69 | config.rs `Config::parse` | horizon_days must be between 1 and 366 | `config-horizon-days` |
-//! | 70 | config.rs `Config::parse` | batch_size must be between 1 and 10000 | `config-batch-size` |
-//! | 71 | config.rs `Config::parse` | http_bind … is not an address:port | `config-http-bind` |
-//! | 72 | config.rs `Config::parse`, `days` | retention.outbox_days must be between … | `config-retention` |
-//! | 73 | config.rs `Config::parse`, `credential` | cannot read credential …/api-token | `config-api-token-credential` |
-//! | 74 | config.rs `Config::parse`, `resolve_database_url` | database_url … is neither sqlite:// nor postgres:// | `config-database-url` |
-//! | 75 | config.rs `Config::delivery` | SMTP settings given for a maildir delivery | `config-maildir-with-smtp-keys` |
-//! | 76 | config.rs `Config::delivery` | maildir delivery needs `path` | `config-maildir-no-path` |
-//! | 77 | config.rs `Config::delivery` | `path` applies to maildir delivery only | `config-smtp-with-path` |
-//! | 78 | config.rs `Config::delivery` | smtp delivery needs `host` | `config-smtp-no-host` |
-//! | 79 | config.rs `Config::delivery`, `read_password` | cannot read password file / credential | `config-smtp-password-file`, `config-smtp-password-credential` |
-//! | 80 | config.rs `Config::delivery` | delivery.connections must be between 1 and 64 | `config-smtp-connections` |
-//! | 81 | config.rs `Config::delivery` | delivery.timeout_secs must be positive | `config-smtp-timeout` |
-//! | 82 | config.rs `Config::delivery` | unknown delivery kind | `config-delivery-kind` |
+//! | 65 | config/mod.rs `Config::load` | cannot read the config file | `config-missing` |
+//! | 66 | config/parse.rs `parse`, TOML | unknown field / missing field … | `config-unknown-key`, `config-missing-sender` |
+//! | 67 | config/parse.rs `parse` | unknown time zone | `config-timezone` |
+//! | 68 | config/parse.rs `parse`, `email` (sender, ops) | … is not a valid email address | `config-sender-email` |
+//! | 69 | config/parse.rs `parse` | horizon_days must be between 1 and 366 | `config-horizon-days` |
+//! | 70 | config/parse.rs `parse` | batch_size must be between 1 and 10000 | `config-batch-size` |
+//! | 71 | config/parse.rs `parse` | http_bind … is not an address:port | `config-http-bind` |
+//! | 72 | config/parse.rs `parse`, `days` | retention.outbox_days must be between … | `config-retention` |
+//! | 73 | config/secrets.rs `Secrets::resolve`, `credential` | cannot read the credential `api-token` … | `config-api-token-credential` |
+//! | 73b | config/secrets.rs `read_secret` | the credential `api-token` … is empty | `config-api-token-empty` |
+//! | 73c | config/secrets.rs `from_env` | the environment variable … is set but empty | `config-smtp-password-env-empty` |
+//! | 74 | config/parse.rs `parse`, `resolve_database_url` | database_url … is neither sqlite:// nor postgres:// | `config-database-url` |
+//! | 75 | config/parse.rs `delivery` | SMTP settings given for a maildir delivery | `config-maildir-with-smtp-keys` |
+//! | 76 | config/parse.rs `delivery` | maildir delivery needs `path` | `config-maildir-no-path` |
+//! | 77 | config/parse.rs `delivery` | `path` applies to maildir delivery only | `config-smtp-with-path` |
+//! | 78 | config/parse.rs `delivery` | smtp delivery needs `host` | `config-smtp-no-host` |
+//! | 79 | config/secrets.rs `Secrets::resolve`, SMTP password | cannot read the password file / credential | `config-smtp-password-file`, `config-smtp-password-credential` |
+//! | 80 | config/parse.rs `delivery` | delivery.connections must be between 1 and 64 | `config-smtp-connections` |
+//! | 81 | config/parse.rs `delivery` | delivery.timeout_secs must be positive | `config-smtp-timeout` |
+//! | 82 | config/parse.rs `delivery` | unknown delivery kind | `config-delivery-kind` |
+//! | 83 | config/parse.rs `lease` | delivery.lease_secs must be between 3 and 3600 | `config-lease-secs` |
 //!
 //! Every site is reachable through `check`. (\*) Which of the two files is reported as the
 //! duplicate depends on the order `read_dir` lists the plans directory (it differs between
@@ -197,6 +200,14 @@ fn run(case: &str) -> String {
         "template-not-utf8" => save_as_latin1(&root.join("templates/greeting/en/body.txt.j2")),
         "config-api-token-credential" => credential(&mut cmd, "api-token"),
         "config-smtp-password-credential" => credential(&mut cmd, "smtp-password"),
+        "config-api-token-empty" => {
+            std::fs::create_dir_all(root.join("credentials")).unwrap();
+            std::fs::write(root.join("credentials/api-token"), "\n").unwrap();
+            cmd.env("CREDENTIALS_DIRECTORY", root.join("credentials"));
+        }
+        "config-smtp-password-env-empty" => {
+            cmd.env("CONTACTPLAN_SMTP_PASSWORD", "");
+        }
         _ => {}
     }
     let out = cmd.arg("check").arg("--config").arg(&config).current_dir(root).output().unwrap();

@@ -1,0 +1,251 @@
+//! A whole plan into a [`Customer`]: the `[customer]` table, its contacts (exactly one
+//! primary), the playbook's rules merged with the plan's own, and whether every rule has a
+//! template variant for each recipient's language and tone.
+
+use super::rule::build_rule;
+use super::scalars::{calendar_settings, parse_date, parse_email, parse_id, parse_language, parse_tz};
+use super::{Context, Src, present_and_valid};
+use crate::plan::model::{Action, Contact, Customer, Gender, Language, Phase, Rule, Target, Templates, Tone};
+use crate::plan::raw::RawPlan;
+use chrono::NaiveDate;
+use std::sync::Arc;
+
+/// Validates one customer plan. `playbooks` holds the valid playbooks by name; `broken`
+/// names playbooks that exist but have errors.
+pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
+    let (playbooks, broken, templates, default_tz) = (ctx.playbooks, ctx.broken, ctx.templates, ctx.default_tz);
+    let c = raw.customer.get_ref();
+    parse_id(src, &c.id, "customer id");
+    if c.name.get_ref().trim().is_empty() {
+        src.error(&c.name, "customer name is empty", "write the company name as it should appear in emails");
+    }
+    let since = parse_date(src, &c.since, "relationship start date `since`", false)
+        .and_then(|md| NaiveDate::from_ymd_opt(md.year?, md.month, md.day));
+    let owner = parse_email(src, &c.owner);
+    let timezone = match &c.timezone {
+        Some(tz) => parse_tz(src, tz),
+        None => Some(default_tz),
+    };
+    let language = parse_language(src, &c.language);
+    let calendar = calendar_settings(src, c.calendar_keys()).over(ctx.default_calendar);
+    let phase = Phase::parse(c.phase.get_ref());
+    if phase.is_none() {
+        src.error(
+            &c.phase,
+            format!("unknown phase `{}`", c.phase.get_ref()),
+            "use \"initiation\", \"growth\", \"maturity\" or \"degeneration\"",
+        );
+    }
+
+    // Contacts.
+    let mut contacts: Vec<Option<Contact>> = Vec::with_capacity(raw.contacts.len());
+    let mut primaries = Vec::new();
+    for rc in &raw.contacts {
+        let rc_span = rc.span();
+        let rc = rc.get_ref();
+        let id_ok = parse_id(src, &rc.id, "contact id");
+        if id_ok && contacts.iter().flatten().any(|x| *x.id == **rc.id.get_ref()) {
+            src.error(
+                &rc.id,
+                format!("contact id `{}` is used twice", rc.id.get_ref()),
+                "give each contact a unique id",
+            );
+        }
+        let email = parse_email(src, &rc.email);
+        let gender = match rc.gender.as_ref().map(|g| g.get_ref().as_str()) {
+            None | Some("other") | Some("diverse") => Some(Gender::None),
+            Some("female") => Some(Gender::Female),
+            Some("male") => Some(Gender::Male),
+            Some(other) => {
+                if let Some(g) = &rc.gender {
+                    src.error(
+                        g,
+                        format!("unknown gender `{other}`"),
+                        "use \"female\", \"male\" or \"other\" (or leave it out for a neutral salutation)",
+                    );
+                }
+                None
+            }
+        };
+        let birthday = rc.birthday.as_ref().and_then(|b| parse_date(src, b, "birthday", true));
+        let tone = Tone::parse(rc.tone.get_ref());
+        if tone.is_none() {
+            src.error(
+                &rc.tone,
+                format!("unknown tone `{}`", rc.tone.get_ref()),
+                "use \"formal\" (Sie) or \"informal\" (du)",
+            );
+        }
+        let language = rc.language.as_ref().map(|l| parse_language(src, l));
+        let tz = rc.timezone.as_ref().map(|t| parse_tz(src, t));
+        if let Some(flag) = rc.primary.as_ref().filter(|p| *p.get_ref()) {
+            primaries.push((contacts.len(), rc_span.clone(), flag.span()));
+        }
+        if rc.name.get_ref().trim().is_empty() {
+            src.error(&rc.name, "contact name is empty", "write the person's full name, e.g. \"Anna Müller\"");
+        }
+        let built = (|| {
+            Some(Contact {
+                id: id_ok.then(|| rc.id.get_ref().as_str().into())?,
+                name: rc.name.get_ref().trim().into(),
+                title: rc.title.as_deref().map(|t| t.trim().into()),
+                gender: gender?,
+                email: email?,
+                birthday,
+                tone: tone?,
+                language: present_and_valid(language)?,
+                timezone: present_and_valid(tz)?,
+            })
+        })();
+        // `None` entries keep indices aligned with the file; they always come with an error.
+        contacts.push(built);
+    }
+    let primary = match primaries.as_slice() {
+        [(i, _, _)] => Some(*i),
+        [] => {
+            src.error(
+                &raw.customer,
+                "no contact is marked `primary = true`",
+                "mark exactly one [[contact]] with primary = true",
+            );
+            None
+        }
+        [_, rest @ ..] => {
+            for (_, _, flag) in rest {
+                src.error_span(
+                    flag.clone(),
+                    "a second contact is marked `primary = true`",
+                    "exactly one contact may be primary; remove primary = true from all but one",
+                );
+            }
+            None
+        }
+    };
+
+    // Rules: the playbook's, then the plan's own (overriding or disabling by name).
+    let mut rules: Vec<Arc<Rule>> = Vec::new();
+    let mut shared: Option<Arc<[Arc<Rule>]>> = None;
+    if let Some(pb) = &c.playbook {
+        match playbooks.get(pb.get_ref()) {
+            Some(p) => {
+                rules = p.rules.to_vec();
+                shared = Some(p.rules.clone());
+            }
+            None if broken.contains(pb.get_ref()) => {
+                src.error(
+                    pb,
+                    format!("playbook `{}` has errors", pb.get_ref()),
+                    "fix the playbook (see its errors); this plan is not applied until then",
+                );
+            }
+            None => {
+                let mut names: Vec<&String> = playbooks.keys().collect();
+                names.sort();
+                src.error(
+                    pb,
+                    format!("unknown playbook `{}`", pb.get_ref()),
+                    format!(
+                        "playbooks are files in the playbooks directory; known: {}",
+                        names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    let mut own: Vec<&str> = Vec::new();
+    for r in &raw.occasions {
+        let name = r.get_ref().name.get_ref().as_str();
+        if own.contains(&name) {
+            src.error(
+                &r.get_ref().name,
+                format!("occasion `{name}` is defined twice in this plan"),
+                "merge the two entries",
+            );
+            continue;
+        }
+        own.push(name);
+        shared = None;
+        let pos = rules.iter().position(|x| &*x.name == name);
+        let enabled = r.get_ref().enabled.as_ref().is_none_or(|e| *e.get_ref());
+        if !enabled {
+            match pos {
+                Some(i) => {
+                    rules.remove(i);
+                }
+                None => src.error(
+                    &r.get_ref().name,
+                    format!("`enabled = false` for `{name}`, which the playbook does not define"),
+                    "name a rule of the customer's playbook, or remove the entry",
+                ),
+            }
+            continue;
+        }
+        if let Some(rule) = build_rule(src, r, pos.map(|i| &*rules[i]), ctx) {
+            match pos {
+                Some(i) => rules[i] = Arc::new(rule),
+                None => rules.push(Arc::new(rule)),
+            }
+        }
+    }
+
+    if !src.ok() {
+        return None;
+    }
+    let (since, owner, timezone, language, phase, primary) = (since?, owner?, timezone?, language?, phase?, primary?);
+    let customer = Customer {
+        id: c.id.get_ref().as_str().into(),
+        name: c.name.get_ref().trim().into(),
+        since,
+        owner,
+        timezone,
+        language,
+        phase,
+        contacts: contacts.into_iter().collect::<Option<Box<[Contact]>>>()?,
+        primary,
+        rules: shared.unwrap_or_else(|| rules.into()),
+        source: Arc::from(src.path),
+        calendar,
+    };
+    check_template_variants(src, raw, &customer, templates);
+    src.ok().then_some(customer)
+}
+
+/// Every rule must have a template variant for the language and tone of each recipient.
+fn check_template_variants(src: &mut Src, raw: &RawPlan, customer: &Customer, templates: &dyn Templates) {
+    // Few distinct (template, language, tone) combinations per plan: resolve each once.
+    let mut seen: Vec<(&str, Language, Option<Tone>)> = Vec::new();
+    for rule in customer.rules.iter() {
+        for (i, contact) in customer.contacts.iter().enumerate() {
+            let (lang, tone) = match rule.action {
+                Action::Task => (customer.language, None),
+                Action::Email if rule.target == Target::Owner => (customer.language, None),
+                Action::Email => (customer.language_of(Some(contact)), Some(contact.tone)),
+            };
+            let combo = (&*rule.template, lang, tone);
+            if seen.contains(&combo) {
+                continue;
+            }
+            seen.push(combo);
+            if !templates.has_variant(&rule.template, lang, tone) {
+                let wanted = match tone {
+                    Some(t) => format!("{}-{}", lang.code(), t.code()),
+                    None => lang.code().to_string(),
+                };
+                let span = raw.contacts.get(i).map_or(raw.customer.span(), |c| c.get_ref().tone.span());
+                src.error_span(
+                    span,
+                    format!(
+                        "template `{}` has no variant `{wanted}` (needed by occasion `{}` for contact `{}`)",
+                        rule.template, rule.name, contact.id
+                    ),
+                    format!(
+                        "add {}/{}/{wanted}/ (or /{}/) with subject.txt.j2, body.txt.j2 and body.html.j2",
+                        templates.dir().display(),
+                        rule.template,
+                        lang.code()
+                    ),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! One `[[occasion]]` entry into a [`Rule`]: every key parsed and reported on its own
+//! (`apply_keys`), then completeness and consistency at the rule's name (`complete`). A plan
+//! may override a playbook rule field by field, so a rule is built over a base. Playbooks are
+//! lists of such rules.
+
+use super::scalars::{calendar_settings, parse_date, parse_duration, parse_id, parse_lead, parse_time};
+use super::{Context, Src};
+use crate::calendar::{Crontab, LeapDay, MonthDay};
+use crate::diagnostics::Diagnostic;
+use crate::plan::model::{Action, DeliveryPolicy, Lead, Rule, Target, Trigger, TriggerKind};
+use crate::plan::raw::{RawPlaybook, RawRule};
+use chrono::NaiveTime;
+use serde_spanned::Spanned;
+use std::sync::Arc;
+
+/// A rule under construction: from scratch (playbook, new plan rule) or from a playbook rule
+/// that a plan overrides field by field.
+#[derive(Default, Clone)]
+struct RuleBuilder {
+    kind: Option<TriggerKind>,
+    years: Option<Box<[u32]>>,
+    every_years: Option<u32>,
+    counts: Option<Box<[u64]>>,
+    cron: Option<Arc<Crontab>>,
+    date: Option<MonthDay>,
+    action: Option<Action>,
+    target: Option<Target>,
+    template: Option<Box<str>>,
+    at: Option<NaiveTime>,
+    before: Option<Lead>,
+    leap_day: Option<LeapDay>,
+    delivery: Option<DeliveryPolicy>,
+    deadline: Option<Option<chrono::TimeDelta>>,
+    calendar: crate::calendar::Settings,
+}
+
+impl RuleBuilder {
+    fn from_rule(r: &Rule) -> Self {
+        let mut b = RuleBuilder {
+            kind: Some(r.trigger.kind()),
+            action: Some(r.action),
+            target: Some(r.target),
+            template: Some(r.template.clone()),
+            at: Some(r.at),
+            before: Some(r.before),
+            leap_day: Some(r.leap_day),
+            delivery: Some(r.delivery),
+            deadline: Some(r.deadline),
+            calendar: r.calendar.clone(),
+            ..Default::default()
+        };
+        match &r.trigger {
+            Trigger::Anniversary { years, every_years } => {
+                b.years = Some(years.clone());
+                b.every_years = *every_years;
+            }
+            Trigger::Orders { counts } => b.counts = Some(counts.clone()),
+            Trigger::Every { cron } => b.cron = Some(cron.clone()),
+            Trigger::Date(d) => b.date = Some(*d),
+            Trigger::Birthday | Trigger::Handover => {}
+        }
+        b
+    }
+}
+
+/// `birthday, anniversary, …`: the kinds `on` takes, for hints.
+fn kinds() -> String {
+    TriggerKind::ALL.map(TriggerKind::code).join(", ")
+}
+
+/// Applies the fields present in `raw` over `base` (a playbook rule a plan overrides, or
+/// nothing) and builds the rule; `None` if anything was wrong (every problem is reported).
+pub(super) fn build_rule(src: &mut Src, raw: &Spanned<RawRule>, base: Option<&Rule>, ctx: &Context) -> Option<Rule> {
+    let before_errors = src.diags.len();
+    let mut b = base.map(RuleBuilder::from_rule).unwrap_or_default();
+    let name_ok = apply_keys(src, raw.get_ref(), &mut b, ctx);
+    if src.diags.len() > before_errors || !name_ok {
+        return None;
+    }
+    complete(src, raw.get_ref(), b)
+}
+
+/// Parses every key `r` sets into `b`, reporting each bad value; returns whether the name is
+/// valid.
+fn apply_keys(src: &mut Src, r: &RawRule, b: &mut RuleBuilder, ctx: &Context) -> bool {
+    let templates = ctx.templates;
+    let name_ok = parse_id(src, &r.name, "occasion name");
+    if let Some(on) = &r.on {
+        match TriggerKind::parse(on.get_ref()) {
+            Some(k) => b.kind = Some(k),
+            None => {
+                src.error(on, format!("unknown occasion kind `{}`", on.get_ref()), format!("use one of: {}", kinds()))
+            }
+        }
+    }
+    if let Some(y) = &r.years {
+        if y.get_ref().is_empty() || y.get_ref().contains(&0) {
+            src.error(y, "years must list positive whole years", "e.g. years = [1, 5, 10, 25]");
+        } else {
+            let mut v = y.get_ref().clone();
+            v.sort_unstable();
+            v.dedup();
+            b.years = Some(v.into());
+        }
+    }
+    if let Some(n) = &r.every_years {
+        if *n.get_ref() == 0 {
+            src.error(n, "every_years must be at least 1", "e.g. every_years = 5");
+        } else {
+            b.every_years = Some(*n.get_ref());
+        }
+    }
+    if let Some(c) = &r.counts {
+        if c.get_ref().is_empty() || c.get_ref().contains(&0) {
+            src.error(c, "counts must list positive order counts", "e.g. counts = [10, 100, 1000]");
+        } else {
+            let mut v = c.get_ref().clone();
+            v.sort_unstable();
+            v.dedup();
+            b.counts = Some(v.into());
+        }
+    }
+    if let Some(c) = &r.cron {
+        match ctx.crontabs.parse(c.get_ref()) {
+            Ok(cron) => b.cron = Some(cron),
+            Err(why) => src.error(
+                c,
+                format!("invalid cron expression `{}`: {why}", c.get_ref()),
+                "write 5 crontab fields: minute hour day-of-month month day-of-week, e.g. \"0 9 * * MON\"",
+            ),
+        }
+    }
+    if let Some(d) = &r.date
+        && let Some(md) = parse_date(src, d, "date", true)
+    {
+        b.date = Some(md);
+    }
+    if let Some(s) = &r.send {
+        match s.get_ref().as_str() {
+            "email" => b.action = Some(Action::Email),
+            "task" => b.action = Some(Action::Task),
+            other => src.error(
+                s,
+                format!("unknown send action `{other}`"),
+                "use \"email\" (to the recipients) or \"task\" (a reminder to the salesperson)",
+            ),
+        }
+    }
+    if let Some(t) = &r.to {
+        match t.get_ref().as_str() {
+            "contacts" => b.target = Some(Target::Contacts),
+            "primary" => b.target = Some(Target::Primary),
+            "owner" => b.target = Some(Target::Owner),
+            other => src.error(t, format!("unknown recipient `{other}`"), "use \"contacts\", \"primary\" or \"owner\""),
+        }
+    }
+    if let Some(t) = &r.template {
+        if templates.has_template(t.get_ref()) {
+            b.template = Some(t.get_ref().as_str().into());
+        } else {
+            src.error(
+                t,
+                format!("unknown template `{}`", t.get_ref()),
+                format!(
+                    "create {}/{}/<variant>/ or use one of: {}",
+                    templates.dir().display(),
+                    t.get_ref(),
+                    templates.names().join(", ")
+                ),
+            );
+        }
+    }
+    if let Some(a) = &r.at
+        && let Some(t) = parse_time(src, a)
+    {
+        b.at = Some(t);
+    }
+    if let Some(l) = &r.before
+        && let Some(l) = parse_lead(src, l)
+    {
+        b.before = Some(l);
+    }
+    if let Some(l) = &r.leap_day {
+        match l.get_ref().as_str() {
+            "feb28" => b.leap_day = Some(LeapDay::Feb28),
+            "mar1" => b.leap_day = Some(LeapDay::Mar1),
+            "leap_only" => b.leap_day = Some(LeapDay::LeapOnly),
+            other => src.error(
+                l,
+                format!("unknown leap_day policy `{other}`"),
+                "use \"feb28\" (default), \"mar1\" or \"leap_only\"",
+            ),
+        }
+    }
+    if let Some(d) = &r.delivery {
+        match d.get_ref().as_str() {
+            "at_least_once" => b.delivery = Some(DeliveryPolicy::AtLeastOnce),
+            "at_most_once" => b.delivery = Some(DeliveryPolicy::AtMostOnce),
+            other => src.error(
+                d,
+                format!("unknown delivery policy `{other}`"),
+                "use \"at_least_once\" (resend when the outcome is unknown; default) or \"at_most_once\" (never resend; ops are told)",
+            ),
+        }
+    }
+    if let Some(d) = &r.deadline
+        && let Some(dur) = parse_duration(src, d)
+    {
+        b.deadline = Some(Some(dur));
+    }
+    // Calendar keys override the base rule's key by key.
+    b.calendar = calendar_settings(src, r.calendar_keys()).over(&b.calendar);
+    name_ok
+}
+
+/// Completeness and consistency of a rule whose keys all parsed, reported at the rule's name;
+/// then the rule.
+fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder) -> Option<Rule> {
+    let before_errors = src.diags.len();
+    let at = r.name.span();
+    let Some(kind) = b.kind else {
+        src.error_span(
+            at,
+            format!("occasion `{}` has no `on`", r.name.get_ref()),
+            format!("add on = \"…\" ({})", kinds()),
+        );
+        return None;
+    };
+    let Some(template) = b.template.clone() else {
+        src.error_span(
+            at,
+            format!("occasion `{}` has no `template`", r.name.get_ref()),
+            "add template = \"<folder under templates/>\"",
+        );
+        return None;
+    };
+    let misplaced = |present: bool, field: &str, owner: &str| {
+        present.then(|| format!("`{field}` applies only to `on = \"{owner}\"` rules"))
+    };
+    let problems = [
+        misplaced(
+            kind != TriggerKind::Anniversary && (b.years.is_some() || b.every_years.is_some()),
+            "years/every_years",
+            "anniversary",
+        ),
+        misplaced(kind != TriggerKind::Orders && b.counts.is_some(), "counts", "orders"),
+        misplaced(kind != TriggerKind::Every && b.cron.is_some(), "cron", "every"),
+        misplaced(kind != TriggerKind::Date && b.date.is_some(), "date", "date"),
+    ];
+    for p in problems.into_iter().flatten() {
+        src.error_span(at.clone(), format!("occasion `{}`: {p}", r.name.get_ref()), "remove the key or change `on`");
+    }
+    let action = b.action.unwrap_or(Action::Email);
+    let default_target = match kind {
+        TriggerKind::Birthday => Target::Contacts,
+        TriggerKind::Every | TriggerKind::Orders | TriggerKind::Handover if action == Action::Task => Target::Owner,
+        _ => Target::Primary,
+    };
+    let target = b.target.unwrap_or(default_target);
+    let trigger = match kind {
+        TriggerKind::Birthday => {
+            if target == Target::Owner {
+                src.error_span(
+                    at.clone(),
+                    format!("occasion `{}`: birthday rules concern contacts", r.name.get_ref()),
+                    "use to = \"contacts\" or \"primary\"; with send = \"task\" the salesperson gets the reminder",
+                );
+            }
+            Trigger::Birthday
+        }
+        TriggerKind::Anniversary => {
+            if b.years.is_none() && b.every_years.is_none() {
+                src.error_span(
+                    at.clone(),
+                    format!("occasion `{}` needs `years` or `every_years`", r.name.get_ref()),
+                    "e.g. years = [1, 5, 10, 25]",
+                );
+            }
+            Trigger::Anniversary { years: b.years.clone().unwrap_or_default(), every_years: b.every_years }
+        }
+        TriggerKind::Orders => match b.counts.clone() {
+            Some(counts) => Trigger::Orders { counts },
+            None => {
+                src.error_span(
+                    at.clone(),
+                    format!("occasion `{}` needs `counts`", r.name.get_ref()),
+                    "e.g. counts = [10, 100, 1000]",
+                );
+                return None;
+            }
+        },
+        TriggerKind::Handover => Trigger::Handover,
+        TriggerKind::Every => match b.cron.clone() {
+            Some(cron) => Trigger::Every { cron },
+            None => {
+                src.error_span(
+                    at.clone(),
+                    format!("occasion `{}` needs `cron`", r.name.get_ref()),
+                    "e.g. cron = \"0 9 * * MON\"",
+                );
+                return None;
+            }
+        },
+        TriggerKind::Date => match b.date {
+            Some(d) => Trigger::Date(d),
+            None => {
+                src.error_span(
+                    at.clone(),
+                    format!("occasion `{}` needs `date`", r.name.get_ref()),
+                    "e.g. date = \"--12-01\" (yearly) or date = 2026-12-01 (once)",
+                );
+                return None;
+            }
+        },
+    };
+    if src.diags.len() > before_errors {
+        return None;
+    }
+    // A lead time means nothing to a crontab (say so rather than ignore it silently).
+    if kind == TriggerKind::Every
+        && let Some(b) = &r.before
+    {
+        let d = Diagnostic::at(src.path, src.text, Some(b.span()), "`before` has no effect on `on = \"every\"` rules")
+            .hint("remove it, or write the crontab for the earlier time")
+            .warning();
+        src.diags.push(d);
+    }
+    Some(Rule {
+        name: r.name.get_ref().as_str().into(),
+        trigger,
+        action,
+        target,
+        template,
+        at: b.at.unwrap_or(NaiveTime::from_hms_opt(9, 0, 0).unwrap_or_default()),
+        before: b.before.unwrap_or_default(),
+        leap_day: b.leap_day.unwrap_or_default(),
+        delivery: b.delivery.unwrap_or_default(),
+        deadline: b.deadline.flatten(),
+        calendar: b.calendar,
+    })
+}
+
+/// Validates a playbook file into its rules (in file order).
+pub fn playbook(src: &mut Src, raw: &RawPlaybook, ctx: &Context) -> Vec<Arc<Rule>> {
+    let mut rules: Vec<Arc<Rule>> = Vec::new();
+    for r in &raw.occasions {
+        if let Some(en) = &r.get_ref().enabled {
+            src.error(
+                en,
+                "`enabled` belongs in a plan's override of a playbook rule",
+                "remove it here; a playbook rule is enabled",
+            );
+        }
+        if rules.iter().any(|x| *x.name == **r.get_ref().name.get_ref()) {
+            src.error(
+                &r.get_ref().name,
+                format!("occasion `{}` is defined twice", r.get_ref().name.get_ref()),
+                "give each occasion a unique name",
+            );
+            continue;
+        }
+        if let Some(rule) = build_rule(src, r, None, ctx) {
+            rules.push(Arc::new(rule));
+        }
+    }
+    rules
+}
+
+/// A loaded playbook.
+#[derive(Debug, Clone)]
+pub struct Playbook {
+    pub rules: Arc<[Arc<Rule>]>,
+}
