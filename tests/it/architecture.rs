@@ -172,7 +172,7 @@ fn expand(rest: &str) -> Vec<Vec<String>> {
                 _ => {}
             }
         }
-        return split_top(&inner[..end]).into_iter().flat_map(|item| expand(item)).collect();
+        return split_top(&inner[..end]).into_iter().flat_map(expand).collect();
     }
     let ident: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
     if ident.is_empty() || ident == "self" {
