@@ -299,7 +299,7 @@ impl Running {
     /// Stops every service and waits for them (at most the shutdown grace: in-flight sends are
     /// bounded by the SMTP timeout; a row left `sending` past it is taken over by the next start,
     /// resent with its Message-ID or reported for at_most_once). Returns whether all stopped.
-    pub async fn stop(self) -> bool {
+    pub async fn stop(&self) -> bool {
         self.health.set_ready(false);
         self.health.systemd().stopping("finishing the messages in flight");
         self.stop.cancel();

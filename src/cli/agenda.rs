@@ -40,6 +40,7 @@ pub struct Item {
     pub local_date: String,
     pub timezone: String,
     pub customer: String,
+    /// The rule's name (the JSON field keeps its documented name).
     pub occasion: String,
     pub kind: &'static str,
     pub action: &'static str,

@@ -25,8 +25,8 @@ pub struct Args {
     #[arg(long)]
     customer: String,
     /// Occasion (rule) name.
-    #[arg(long)]
-    occasion: String,
+    #[arg(long = "occasion")]
+    rule: String,
     /// Year to explain (sends in that local year); default: the current year.
     #[arg(long, value_parser = clap::value_parser!(i32).range(1900..=9999))]
     year: Option<i32>,
@@ -44,7 +44,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let ws = super::load_workspace(&config);
-    let (customer, rule) = match super::customer_rule(&ws.loaded.plans, &args.customer, &args.occasion) {
+    let (customer, rule) = match super::customer_rule(&ws.loaded.plans, &args.customer, &args.rule) {
         Ok(found) => found,
         Err(code) => return Ok(code),
     };

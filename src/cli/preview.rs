@@ -16,8 +16,8 @@ pub struct Args {
     #[arg(long)]
     customer: String,
     /// Occasion (rule) name.
-    #[arg(long)]
-    occasion: String,
+    #[arg(long = "occasion")]
+    rule: String,
     /// Look for the first occurrence on or after this date (YYYY-MM-DD); default: today.
     #[arg(long, value_parser = super::parse_date)]
     date: Option<NaiveDate>,
@@ -35,7 +35,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let ws = super::load_workspace(&config);
-    let (customer, rule) = match super::customer_rule(&ws.loaded.plans, &args.customer, &args.occasion) {
+    let (customer, rule) = match super::customer_rule(&ws.loaded.plans, &args.customer, &args.rule) {
         Ok(found) => found,
         Err(code) => return Ok(code),
     };

@@ -323,7 +323,7 @@ fn log(row: &Claimed, d: &Delivery, report: &mut TickReport) {
     match &d.outcome {
         Outcome::Accepted { .. } => {
             report.accepted += 1;
-            tracing::info!(customer = %row.customer, occasion = %row.rule, domain = %d.domain, message_id = %row.message_id, "sent");
+            tracing::info!(customer = %row.customer, rule = %row.rule, domain = %d.domain, message_id = %row.message_id, "sent");
         }
         Outcome::Retry { reason, .. } => {
             report.retried += 1;

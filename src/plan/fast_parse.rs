@@ -22,7 +22,8 @@ enum Table {
     Root,
     Customer,
     Contact,
-    Occasion,
+    /// `[[occasion]]`: a rule.
+    Rule,
 }
 
 /// Reads a plan in the usual layout; `None` means "use the `toml` crate" (see the module docs).
@@ -31,7 +32,7 @@ pub fn plan(text: &str) -> Option<RawPlan> {
     // (header span, entries) per table, in file order.
     let mut customer: Option<(Range<usize>, Vec<Entry>)> = None;
     let mut contacts: Vec<(Range<usize>, Vec<Entry>)> = Vec::new();
-    let mut occasions: Vec<(Range<usize>, Vec<Entry>)> = Vec::new();
+    let mut rules: Vec<(Range<usize>, Vec<Entry>)> = Vec::new();
     let mut current = Table::Root;
     while p.pos < p.b.len() {
         p.skip_ws();
@@ -51,8 +52,8 @@ pub fn plan(text: &str) -> Option<RawPlan> {
                         Table::Contact
                     }
                     ("occasion", true) => {
-                        occasions.push((span, Vec::with_capacity(4)));
-                        Table::Occasion
+                        rules.push((span, Vec::with_capacity(4)));
+                        Table::Rule
                     }
                     _ => return None,
                 };
@@ -64,7 +65,7 @@ pub fn plan(text: &str) -> Option<RawPlan> {
                     Table::Root => return None,
                     Table::Customer => customer.as_mut().map(|c| &mut c.1)?,
                     Table::Contact => contacts.last_mut().map(|c| &mut c.1)?,
-                    Table::Occasion => occasions.last_mut().map(|c| &mut c.1)?,
+                    Table::Rule => rules.last_mut().map(|c| &mut c.1)?,
                 };
                 table.push(entry);
             }
@@ -77,7 +78,7 @@ pub fn plan(text: &str) -> Option<RawPlan> {
     Some(RawPlan {
         customer: Spanned::new(customer_span, FromEntries::from_entries(&customer)?),
         contacts: build(contacts)?,
-        occasions: build(occasions)?,
+        rules: build(rules)?,
     })
 }
 

@@ -11,8 +11,9 @@ pub struct RawPlan {
     pub customer: Spanned<RawCustomer>,
     #[serde(default, rename = "contact")]
     pub contacts: Vec<Spanned<RawContact>>,
+    /// The `[[occasion]]` entries (the TOML key is a stable interface; in code they are rules).
     #[serde(default, rename = "occasion")]
-    pub occasions: Vec<Spanned<RawRule>>,
+    pub rules: Vec<Spanned<RawRule>>,
 }
 
 raw_table! {
@@ -61,8 +62,9 @@ pub struct RawPlaybook {
     /// For humans reading the file; accepted so ops can document a playbook in place.
     #[allow(dead_code)]
     pub description: Option<String>,
+    /// The `[[occasion]]` entries (the TOML key is a stable interface; in code they are rules).
     #[serde(default, rename = "occasion")]
-    pub occasions: Vec<Spanned<RawRule>>,
+    pub rules: Vec<Spanned<RawRule>>,
 }
 
 raw_table! {

@@ -443,3 +443,38 @@ async fn a_refusal_quoting_the_recipient_is_logged_with_its_domain_only() {
     let failed = t.app.health().last_smtp_error().unwrap();
     assert!(failed.detail.contains("pat.private@a.example"), "{failed:?}");
 }
+
+/// Shutdown stops every service and awaits it: afterwards no task is left, nothing accepts on
+/// the HTTP port (an idle keep-alive connection a client left open does not hold it up), the
+/// file watcher no longer reloads and the scheduler no longer sends.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_shutdown_every_service_has_stopped_and_nothing_listens() {
+    let t = OpsApp::start(&[("a", &plan("a", "pat@a.example", ""))], &[], None).await;
+    let running = t.app.start(Services::ALL).await.unwrap();
+    let addr = running.http_addr().unwrap();
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert_eq!(http_get(addr, "/healthz").await.0, 200);
+    assert!(running.tasks() >= 5, "scheduler, reloader, watcher, listener, retention: {}", running.tasks());
+
+    let stopped = tokio::time::timeout(Duration::from_secs(10), running.stop()).await.expect("stop returns");
+    assert!(stopped, "every service ended within the grace");
+    assert_eq!(running.tasks(), 0, "no task is left");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "nothing accepts on {addr} any more");
+    let mut buf = [0u8; 16];
+    use tokio::io::AsyncReadExt;
+    let read = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await.expect("the idle one is closed");
+    assert!(matches!(read, Ok(0) | Err(_)), "closed by the server: {read:?}");
+
+    // The watcher is gone: a saved plan is not picked up.
+    let revision = t.app.current().revision;
+    std::fs::write(t.path("plans/a.toml"), plan("a", "pat@a-v2.example", "")).unwrap();
+    tokio::time::sleep(crate::ops::WATCH_SETTLE).await;
+    assert_eq!(t.app.current().revision, revision, "no reload after shutdown");
+    // The scheduler is gone: a due birthday is not sent.
+    t.clock.set(utc("2027-03-11T08:00:00Z"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(t.smtp.messages().is_empty(), "nothing sent after shutdown");
+}
+
+/// Longer than the watcher's debounce (300 ms) and its longest delay (2 s).
+pub(crate) const WATCH_SETTLE: Duration = Duration::from_millis(2500);

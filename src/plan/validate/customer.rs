@@ -153,7 +153,7 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
         }
     }
     let mut own: Vec<&str> = Vec::new();
-    for r in &raw.occasions {
+    for r in &raw.rules {
         let name = r.get_ref().name.get_ref().as_str();
         if own.contains(&name) {
             src.error(

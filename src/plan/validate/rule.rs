@@ -343,7 +343,7 @@ fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder) -> Option<Rule> {
 /// Validates a playbook file into its rules (in file order).
 pub fn playbook(src: &mut Src, raw: &RawPlaybook, ctx: &Context) -> Vec<Arc<Rule>> {
     let mut rules: Vec<Arc<Rule>> = Vec::new();
-    for r in &raw.occasions {
+    for r in &raw.rules {
         if let Some(en) = &r.get_ref().enabled {
             src.error(
                 en,
