@@ -13,6 +13,7 @@ struct Fixture {
     renderer: Renderer,
     playbooks: HashMap<String, plan::Playbook>,
     crontabs: CrontabCache,
+    calendar: contactplan::calendar::Settings,
 }
 
 fn fixture() -> &'static Fixture {
@@ -24,7 +25,7 @@ fn fixture() -> &'static Fixture {
         let mut diags = Vec::new();
         let (playbooks, _, _) =
             plan::playbooks(&root.join("config/playbooks"), renderer.catalog(), &crontabs, &mut diags);
-        Fixture { renderer, playbooks, crontabs }
+        Fixture { renderer, playbooks, crontabs, calendar: Default::default() }
     })
 }
 
@@ -36,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
         broken: &[],
         templates: f.renderer.catalog(),
         default_tz: chrono_tz::UTC,
+        default_calendar: &f.calendar,
         crontabs: &f.crontabs,
     };
     let (customer, diags) = plan::plan_text(Path::new("fuzz.toml"), text, &ctx);
@@ -47,6 +49,6 @@ fuzz_target!(|data: &[u8]| {
         // A valid plan must also compute occasions without panicking.
         let plans = plan::Plans::new(vec![c]);
         let from = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default();
-        let _ = contactplan::occasion::collect(&plans, from, from + chrono::TimeDelta::days(3));
+        let _ = contactplan::occasion::collect(&plans.customers, from, from + chrono::TimeDelta::days(3));
     }
 });

@@ -18,11 +18,13 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let empty = HashMap::new();
     let crontabs = CrontabCache::default();
+    let calendar = contactplan::calendar::Settings::default();
     let ctx = Context {
         playbooks: &empty,
         broken: &[],
         templates: renderer().catalog(),
         default_tz: chrono_tz::UTC,
+        default_calendar: &calendar,
         crontabs: &crontabs,
     };
     let (_, diags) = plan::playbook_text(Path::new("fuzz.toml"), text, &ctx);

@@ -4,9 +4,8 @@
 //! HTML body. Must never panic (errors are fine: they become diagnostics or render errors).
 #![no_main]
 
-use contactplan::config::Sender;
 use contactplan::occasion::Recipient;
-use contactplan::plan::{self, Context, CrontabCache, Email};
+use contactplan::plan::{self, Context, CrontabCache};
 use contactplan::render::{Input, Renderer};
 use libfuzzer_sys::fuzz_target;
 use std::collections::HashMap;
@@ -39,7 +38,6 @@ template = "fuzz"
 struct Fixture {
     dir: tempfile::TempDir,
     customer: plan::Customer,
-    sender: Sender,
 }
 
 fn fixture() -> &'static Fixture {
@@ -54,17 +52,18 @@ fn fixture() -> &'static Fixture {
         let (renderer, _) = Renderer::load(dir.path());
         let empty = HashMap::new();
         let crontabs = CrontabCache::default();
+        let calendar = contactplan::calendar::Settings::default();
         let ctx = Context {
             playbooks: &empty,
             broken: &[],
             templates: renderer.catalog(),
             default_tz: chrono_tz::UTC,
+            default_calendar: &calendar,
             crontabs: &crontabs,
         };
         let (customer, diags) = plan::plan_text(Path::new("acme.toml"), PLAN, &ctx);
         let customer = customer.unwrap_or_else(|| panic!("fixture plan is valid: {diags:?}"));
-        let sender = Sender { email: Email::parse("team@example.com").expect("valid"), name: "Team \"Ω\"".into() };
-        Fixture { dir, customer, sender }
+        Fixture { dir, customer }
     })
 }
 
@@ -90,15 +89,17 @@ fuzz_target!(|data: &[u8]| {
         occasion_date: chrono::NaiveDate::from_ymd_opt(2028, 2, 29).unwrap_or_default(),
         years: Some(48),
     };
-    if let Ok(rendered) = renderer.render(&input, &f.sender) {
+    let sender = contactplan::render::Sender { name: "Team \"Ω\"", email: "team@example.com" };
+    if let Ok(rendered) = renderer.render(&input, sender) {
         // What the daemon does next with a rendered message.
-        let _ = contactplan::mail::build(
-            &rendered,
-            &f.sender,
-            &contact.email,
-            Some(&contact.name),
-            "<fuzz@example.com>",
-            chrono::Utc::now(),
-        );
+        let _ = contactplan::mail::build(&contactplan::mail::Outgoing {
+            from: contactplan::mail::Party { name: Some(sender.name), address: sender.email },
+            to: contactplan::mail::Party { name: Some(&contact.name), address: contact.email.as_str() },
+            subject: &rendered.subject,
+            text: &rendered.text,
+            html: &rendered.html,
+            message_id: "<fuzz@example.com>",
+            date: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default(),
+        });
     }
 });
