@@ -53,6 +53,8 @@ pub enum TextOrJson {
     Json,
 }
 
+/// The commands. clap shows each variant's doc comment as the command's summary, so each one
+/// repeats its `Args` doc comment word for word.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate the configuration, templates, playbooks and every plan; print all problems.
