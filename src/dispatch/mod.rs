@@ -44,7 +44,8 @@ pub struct TickReport {
     pub accepted: u64,
     /// Sends that failed transiently and were put back as `retry`.
     pub retried: u64,
-    /// Sends that failed permanently (or gave up after [`MAX_ATTEMPTS`]).
+    /// Rows that failed permanently: a 5xx reply, [`MAX_ATTEMPTS`] reached, or a message that
+    /// could not be built.
     pub failed: u64,
     /// Rows suppressed because their customer, rule or contact is gone.
     pub suppressed: u64,

@@ -120,7 +120,7 @@ pub enum Gender {
     Female,
     /// "Herr", "Mr".
     Male,
-    /// Not given, or `other`: a neutral salutation by full name.
+    /// Not given, `other` or `diverse`: a neutral salutation.
     None,
 }
 

@@ -124,7 +124,8 @@ pub struct Row {
     pub due_utc: i64,
     /// Why the row is in its state (failure, deadline, removal), if recorded.
     pub reason: Option<String>,
-    /// The last SMTP reply recorded (the acceptance, or a server's error reply), if any.
+    /// The server's reply when it accepted the message (`accepted` rows); a failure's reply is in
+    /// `reason`.
     pub smtp_reply: Option<String>,
     /// Message-ID the row is (or was) sent with.
     pub message_id: String,
@@ -355,7 +356,8 @@ impl Store {
     /// database clock). The earliest due rows are taken and returned in due order (`due_utc`,
     /// then `id`), whatever order the engine's `UPDATE … RETURNING` produced.
     /// `now` (Unix seconds, UTC) decides what is due: `pending` or `retry` rows with
-    /// `due_utc <= now < deadline_utc` and no later `next_attempt_utc`. `lease_secs` is in seconds.
+    /// `due_utc <= now < deadline_utc` whose `next_attempt_utc`, if set, is not after `now`.
+    /// `lease_secs` is in seconds.
     /// Each claimed row's fence and attempts go up by one.
     ///
     /// # Errors
