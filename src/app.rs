@@ -59,9 +59,14 @@ impl Edge {
 /// Which services [`Application::start`] runs. The reloader always runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Services {
+    /// The dispatch loop ([`crate::dispatch::Scheduler::run`]).
     pub scheduler: bool,
+    /// The HTTP listener on `http_bind` (`/healthz`, `/readyz`, `/metrics`, `/status`), unless `off`.
     pub http: bool,
+    /// The inotify watcher on the plan, playbook and template directories (reloads on change).
     pub watcher: bool,
+    /// Hourly retention: purges old finished outbox rows (and old Maildir files when
+    /// `maildir_days` is set).
     pub retention: bool,
 }
 
@@ -179,14 +184,17 @@ impl Application {
         &self.store
     }
 
+    /// Readiness, the last tick and plan problems; the systemd notifier.
     pub fn health(&self) -> &Arc<Health> {
         &self.health
     }
 
+    /// The counters and histograms `/metrics` shows.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 
+    /// The daemon config it was built from.
     pub fn config(&self) -> &Config {
         &self.config
     }

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 /// A source of "now". Logic never calls `Utc::now()` itself.
 pub trait Clock: Send + Sync + 'static {
+    /// The current instant, in UTC.
     fn now(&self) -> DateTime<Utc>;
 }
 
@@ -26,10 +27,12 @@ pub struct ManualClock {
 }
 
 impl ManualClock {
+    /// A clock standing at `start` (UTC) until [`ManualClock::set`] moves it.
     pub fn new(start: DateTime<Utc>) -> Self {
         Self { now: Arc::new(Mutex::new(start)) }
     }
 
+    /// Moves the clock to `to` (UTC), forwards or backwards; every clone sees it.
     pub fn set(&self, to: DateTime<Utc>) {
         *self.now.lock().unwrap_or_else(|p| p.into_inner()) = to;
     }

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Makes `check` fail; what it is in (a plan, a playbook, a template variant) is not
+    /// served, or its last good version is.
     Error,
+    /// Reported only; the file is served as it is (e.g. a key that crontab rules ignore).
     Warning,
 }
 
@@ -75,16 +78,19 @@ impl Diagnostic {
         }
     }
 
+    /// Adds how to fix it.
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
     }
 
+    /// Makes it a warning.
     pub fn warning(mut self) -> Self {
         self.severity = Severity::Warning;
         self
     }
 
+    /// Whether it is an error.
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }

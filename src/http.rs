@@ -37,9 +37,13 @@ use tokio_util::task::TaskTracker;
 /// What the ops router reads.
 #[derive(Clone)]
 pub struct Ops {
+    /// The outbox, for the backlog (`/metrics`, `/status`) and the ping (`/readyz`).
     pub store: Store,
+    /// "Now", for ages and readiness.
     pub clock: SharedClock,
+    /// Readiness, the last tick, plan problems and the last SMTP error.
     pub health: Arc<Health>,
+    /// The counters and histograms `/metrics` writes.
     pub metrics: Arc<Metrics>,
     /// Bearer token for `/metrics` and `/status`; `None`: open.
     pub api_token: Option<SecretString>,

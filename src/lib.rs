@@ -1,5 +1,8 @@
 //! contactplan: keeps B2B customer relationships warm. See ARCHITECTURE.md for the map.
 
+#![warn(missing_docs)]
+#![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
+
 pub mod app;
 pub mod calendar;
 pub mod cli;

@@ -20,10 +20,15 @@ pub type Requests = mpsc::Sender<String>;
 
 /// Loads and swaps what the daemon serves.
 pub struct Reloader {
+    /// The daemon config: where plans, playbooks and templates live.
     pub config: Arc<Config>,
+    /// What is served; a reload swaps it.
     pub served: Arc<Served>,
+    /// Plan problems for `/readyz` and `status`, and the systemd `RELOADING=1`/`READY=1` notices.
     pub health: Arc<Health>,
+    /// Reload results and plan problems for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// "Now", for the time of the last reload.
     pub clock: SharedClock,
     /// Serialises reloads (SIGHUP and the file watcher may fire together).
     pub one_at_a_time: Mutex<()>,

@@ -27,7 +27,9 @@ pub struct Purged {
 
 /// The retention service.
 pub struct Retention {
+    /// The outbox to purge.
     pub store: Store,
+    /// "Now" for the cut-offs.
     pub clock: SharedClock,
     /// How long finished rows and Maildir files are kept.
     pub policy: crate::config::Retention,
@@ -72,6 +74,13 @@ impl Retention {
 }
 
 /// Deletes files in `new/` and `cur/` last modified before `cutoff`; returns how many.
+///
+/// `cutoff` is compared with each file's modification time; `tmp/` is never touched and a
+/// missing `new/` or `cur/` counts as empty.
+///
+/// # Errors
+/// A directory or file that cannot be read, inspected or removed; the pass stops there (files
+/// deleted before it stay deleted).
 pub fn purge_maildir(root: &Path, cutoff: DateTime<Utc>) -> std::io::Result<u64> {
     let cutoff = std::time::SystemTime::from(cutoff);
     let mut deleted = 0;

@@ -13,6 +13,9 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+/// Installs the global `tracing` subscriber: journald when stderr is the journal, else stderr
+/// as text or, with `json`, one JSON object per event. The level comes from `RUST_LOG` (default
+/// `info`). A second call does nothing (the first subscriber stays).
 pub fn init(json: bool) {
     let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     if stderr_is_journal() {

@@ -18,8 +18,11 @@ pub const MAX_DELAY: Duration = Duration::from_secs(2);
 
 /// The directories ops edit: plans, playbooks (each flat) and templates (a tree).
 pub struct Dirs {
+    /// The plan directory (`plans`).
     pub plans: PathBuf,
+    /// The playbook directory (`playbooks`).
     pub playbooks: PathBuf,
+    /// The template directory (`templates`), watched recursively.
     pub templates: PathBuf,
 }
 

@@ -20,7 +20,9 @@ use tokio::sync::Notify;
 
 /// Templates and plans as loaded from the configured directories, with every problem found.
 pub struct Workspace {
+    /// The compiled templates.
     pub renderer: Renderer,
+    /// The valid plans, counts and every diagnostic (templates' first, then playbooks' and plans').
     pub loaded: plan::Loaded,
 }
 
@@ -58,6 +60,7 @@ impl Workspace {
         (Workspace { renderer, loaded }, kept)
     }
 
+    /// Every problem found, errors and warnings (templates first, then plans by file and line).
     pub fn diagnostics(&self) -> &[Diagnostic] {
         &self.loaded.diagnostics
     }
@@ -65,7 +68,9 @@ impl Workspace {
 
 /// What the daemon currently serves: valid plans and compiled templates, swapped whole.
 pub struct Snapshot {
+    /// The valid customers served.
     pub plans: Plans,
+    /// The compiled templates served.
     pub renderer: Renderer,
     /// The playbooks the plans were validated against: the last good versions a reload falls
     /// back to when a playbook file breaks.
@@ -76,6 +81,7 @@ pub struct Snapshot {
 
 /// A load ready to be served.
 pub struct Serving {
+    /// The plans, templates and playbooks to serve (revision 0 until [`Served::replace`] numbers it).
     pub snapshot: Snapshot,
     /// Every problem found (errors and warnings).
     pub diagnostics: Vec<Diagnostic>,
@@ -134,6 +140,7 @@ pub struct Served {
 }
 
 impl Served {
+    /// Serves `snapshot` (its revision as given).
     pub fn new(snapshot: Snapshot) -> Served {
         Served { current: RwLock::new(Arc::new(snapshot)), changed: Arc::new(Notify::new()) }
     }

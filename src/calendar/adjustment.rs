@@ -10,27 +10,73 @@ use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Adjustment {
     /// The local time fell into a DST gap and was moved to the end of the gap.
-    DstGap { nominal: NaiveDateTime, shifted_to: NaiveDateTime },
+    DstGap {
+        /// The local wall time that does not exist.
+        nominal: NaiveDateTime,
+        /// The first local wall time after the gap (the send time).
+        shifted_to: NaiveDateTime,
+    },
     /// The local time happened twice; the earlier instant was used.
-    DstFold { local: NaiveDateTime },
+    DstFold {
+        /// The ambiguous local wall time.
+        local: NaiveDateTime,
+    },
     /// A Feb 29 date observed on another day in a common year.
-    LeapDay { nominal: String, observed: NaiveDate, policy: &'static str },
+    LeapDay {
+        /// The date that does not exist, `YYYY-02-29`.
+        nominal: String,
+        /// The local date it was observed on (Feb 28 or Mar 1).
+        observed: NaiveDate,
+        /// The rule's `leap_day` (`feb28`, `mar1`).
+        policy: &'static str,
+    },
     /// Sent this many calendar days before the occasion (`before = "14d"`).
-    LeadTime { days: u32, occasion_date: NaiveDate },
+    LeadTime {
+        /// Calendar days before the occasion.
+        days: u32,
+        /// The local date of the occasion itself.
+        occasion_date: NaiveDate,
+    },
     /// Sent this many open days before the occasion (`before = "3 business days"`); the closed
     /// days that were not counted are listed.
     BusinessLeadTime {
+        /// Open days before the occasion.
         business_days: u32,
+        /// The local date of the occasion itself.
         occasion_date: NaiveDate,
+        /// The local send date this gives.
         send_date: NaiveDate,
+        /// Runs of closed days passed over between the two dates.
         not_counted: Vec<ClosedSpan>,
     },
     /// The send day was closed and the send moved to an open day (`on_closed`).
-    Closed { policy: &'static str, from: NaiveDate, to: NaiveDate, closed: Vec<ClosedSpan> },
+    Closed {
+        /// The rule's `on_closed` (`after`, `before`).
+        policy: &'static str,
+        /// The closed local send date.
+        from: NaiveDate,
+        /// The open local date it moved to.
+        to: NaiveDate,
+        /// The runs of closed days passed over, with the reason for each.
+        closed: Vec<ClosedSpan>,
+    },
     /// The send time lay outside the send window and was moved into it (same local day).
-    WindowClamp { from: NaiveTime, to: NaiveTime, window: String },
+    WindowClamp {
+        /// The local time before the clamp (the rule's `at`).
+        from: NaiveTime,
+        /// The local time after it.
+        to: NaiveTime,
+        /// The window, as written (`08:00-18:00`).
+        window: String,
+    },
     /// The per-recipient offset inside the send window (a hash of the outbox key).
-    Jitter { seconds: u32, spread: u32 },
+    Jitter {
+        /// The offset added to the base send time, in seconds (`0 ≤ seconds < spread`).
+        seconds: u32,
+        /// The spread actually used, in seconds: the configured `jitter` shortened to stay in
+        /// the window, on the local day and before the default deadline.
+        spread: u32,
+    },
 }
 
 impl std::fmt::Display for Adjustment {

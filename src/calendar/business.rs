@@ -26,6 +26,9 @@ const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
 impl Weekdays {
     /// `["sat", "sun"]`; names are case-insensitive, full English names also work.
+    ///
+    /// # Errors
+    /// A name that is not a day of the week, or all seven days (nothing could ever be sent).
     pub fn parse<'s>(names: impl IntoIterator<Item = &'s str>) -> Result<Weekdays, String> {
         let mut bits = 0u8;
         for n in names {
@@ -42,10 +45,12 @@ impl Weekdays {
         Ok(Weekdays(bits))
     }
 
+    /// Whether `d` is closed.
     pub fn contains(self, d: Weekday) -> bool {
         self.0 & (1 << d.num_days_from_monday()) != 0
     }
 
+    /// Whether no weekday is closed.
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
@@ -76,6 +81,9 @@ fn full_day_name(short: &str) -> &'static str {
 
 /// A closure date: yearly (`--12-24`) or once (`2026-12-24`). Parsed from `YYYY-MM-DD` or
 /// `--MM-DD`.
+///
+/// # Errors
+/// Anything else, or a day that does not exist (`--02-30`; `--02-29` is allowed).
 pub fn parse_day(s: &str) -> Result<MonthDay, String> {
     let s = s.trim();
     let bad = || format!("`{s}` is not a date (YYYY-MM-DD) or a yearly day (--MM-DD)");
@@ -112,6 +120,11 @@ pub struct Blackout {
 }
 
 impl Blackout {
+    /// Parses `FIRST..LAST`, each end `YYYY-MM-DD` or `--MM-DD`.
+    ///
+    /// # Errors
+    /// No `..`, an end that is not a date, a yearly end mixed with a dated one, or a dated period
+    /// that ends before it starts.
     pub fn parse(s: &str) -> Result<Blackout, String> {
         let (a, b) = s
             .split_once("..")
@@ -131,6 +144,7 @@ impl Blackout {
         }
     }
 
+    /// Whether the local date `date` lies in the period (both ends included).
     pub fn contains(&self, date: NaiveDate) -> bool {
         let md = (date.month(), date.day());
         let (s, e) = ((self.start.month, self.start.day), (self.end.month, self.end.day));
@@ -167,6 +181,10 @@ pub enum OnClosed {
 }
 
 impl OnClosed {
+    /// Parses `before`, `after`, `skip` or `ignore`.
+    ///
+    /// # Errors
+    /// Any other word.
     pub fn parse(s: &str) -> Result<OnClosed, String> {
         match s {
             "before" => Ok(OnClosed::Before),
@@ -177,6 +195,7 @@ impl OnClosed {
         }
     }
 
+    /// The word in configs and adjustments.
     pub fn code(self) -> &'static str {
         match self {
             OnClosed::Before => "before",
@@ -198,6 +217,10 @@ pub struct Window {
 }
 
 impl Window {
+    /// Parses `"HH:MM-HH:MM"`.
+    ///
+    /// # Errors
+    /// A malformed time, or a start not before the end (no windows across midnight).
     pub fn parse(s: &str) -> Result<Window, String> {
         let bad = || format!("`{s}` is not a send window; write \"HH:MM-HH:MM\" such as \"08:00-18:00\"");
         let (a, b) = s.trim().split_once('-').ok_or_else(bad)?;
@@ -217,6 +240,7 @@ impl Window {
         Ok(Window { start, end })
     }
 
+    /// Whether `secs` (seconds after local midnight) lies in the window, both ends included.
     pub fn contains(&self, secs: u32) -> bool {
         self.start <= secs && secs <= self.end
     }
@@ -230,6 +254,9 @@ impl std::fmt::Display for Window {
 }
 
 /// `"15m"`, `"2h"`, `"90s"`, `"0m"`: the jitter spread in seconds (at most 12 hours).
+///
+/// # Errors
+/// No number, a unit other than seconds, minutes or hours, or more than 12 hours.
 pub fn parse_jitter(s: &str) -> Result<u32, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -249,13 +276,20 @@ pub fn parse_jitter(s: &str) -> Result<u32, String> {
 
 /// Hints shown with a parse error, one per key.
 pub mod hints {
+    /// For `region`.
     pub const REGION: &str = "use \"DE\", a German state such as \"DE-BY\" (DE-BW … DE-TH), a local variant (DE-BY-CATHOLIC, DE-SN-CATHOLIC, DE-TH-CATHOLIC, DE-BY-AUGSBURG) or \"none\"";
+    /// For `weekend`.
     pub const WEEKEND: &str = "list closed weekdays such as [\"sat\", \"sun\"] (or [] for none)";
+    /// For `closed`.
     pub const CLOSED: &str = "list dates such as [2026-12-24, \"--12-31\"] (a date once, \"--MM-DD\" every year)";
+    /// For `blackout`.
     pub const BLACKOUT: &str =
         "list periods such as [\"--12-20..--01-06\", \"2026-08-01..2026-08-15\"] (both ends included)";
+    /// For `on_closed`.
     pub const ON_CLOSED: &str = "use \"after\" (first open day after; default), \"before\" (last open day before), \"skip\" or \"ignore\" (send anyway)";
+    /// For `window`.
     pub const WINDOW: &str = "write local hours such as \"08:00-18:00\" (start before end; \"24:00\" allowed as end)";
+    /// For `jitter`.
     pub const JITTER: &str = "write a spread such as \"15m\", \"2h\" or \"0m\" (at most 12h)";
 }
 
@@ -292,6 +326,7 @@ impl Settings {
         }
     }
 
+    /// Whether no key is set.
     pub fn is_empty(&self) -> bool {
         *self == Settings::default()
     }
@@ -390,6 +425,9 @@ pub enum Direction {
 }
 
 impl<'a> Calendar<'a> {
+    /// The rule's settings over the customer's (which already include the daemon's); an unset key
+    /// everywhere means: no region, no weekend, no closure dates or blackouts, `after`, no window,
+    /// no jitter.
     pub fn new(rule: &'a Settings, customer: &'a Settings) -> Calendar<'a> {
         Calendar {
             region: rule.region.or(customer.region).unwrap_or(Region::None),
@@ -423,6 +461,7 @@ impl<'a> Calendar<'a> {
         self.weekend.contains(wd).then_some(Closure::Weekend(wd))
     }
 
+    /// Whether `date` (a local date) is open; every day is open when nothing can be closed.
     pub fn is_open(&self, date: NaiveDate) -> bool {
         !self.has_closures() || self.closure(date).is_none()
     }

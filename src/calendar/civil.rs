@@ -14,8 +14,11 @@ use chrono_tz::Tz;
 /// A local wall time resolved to an instant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
+    /// The instant, in UTC.
     pub utc: DateTime<Utc>,
+    /// The same instant as local time in the zone, with its offset.
     pub local: DateTime<Tz>,
+    /// The DST gap or fold step, if the wall time needed one.
     pub adjustment: Option<Adjustment>,
 }
 

@@ -98,6 +98,12 @@ fn list(values: &[u32], full: usize) -> String {
 
 impl Crontab {
     /// Parses `minute hour day-of-month month day-of-week`.
+    ///
+    /// Sunday is 0 or 7; names, ranges and steps work (POSIX/Vixie cron syntax, see the README).
+    ///
+    /// # Errors
+    /// Not five fields, a field out of range or malformed, or an expression that never matches a
+    /// real date (such as 30 February).
     pub fn parse(expr: &str) -> Result<Crontab, String> {
         let fields: Vec<&str> = expr.split_whitespace().collect();
         let [minute, hour, dom, month, dow] = fields.as_slice() else {
@@ -142,6 +148,7 @@ impl Crontab {
         self.schedules.iter().filter_map(|s| s.after(&start).next()).min().map(|t| t.naive_utc())
     }
 
+    /// The expression as written (trimmed).
     pub fn as_str(&self) -> &str {
         &self.source
     }

@@ -43,21 +43,37 @@ pub enum Region {
 /// The 16 German states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
+    /// Baden-Württemberg.
     BW,
+    /// Bayern (Bavaria).
     BY,
+    /// Berlin.
     BE,
+    /// Brandenburg.
     BB,
+    /// Bremen.
     HB,
+    /// Hamburg.
     HH,
+    /// Hessen (Hesse).
     HE,
+    /// Mecklenburg-Vorpommern.
     MV,
+    /// Niedersachsen (Lower Saxony).
     NI,
+    /// Nordrhein-Westfalen (North Rhine-Westphalia).
     NW,
+    /// Rheinland-Pfalz (Rhineland-Palatinate).
     RP,
+    /// Saarland.
     SL,
+    /// Sachsen (Saxony).
     SN,
+    /// Sachsen-Anhalt (Saxony-Anhalt).
     ST,
+    /// Schleswig-Holstein.
     SH,
+    /// Thüringen (Thuringia).
     TH,
 }
 
@@ -99,6 +115,10 @@ impl Region {
     }
 
     /// Parses a code such as `DE-BY` (case-insensitive).
+    ///
+    /// # Errors
+    /// A code that names no region (`DE`, `DE-XX` for the 16 states, the four local variants, or
+    /// `none`).
     pub fn parse(s: &str) -> Result<Region, String> {
         let up = s.trim().to_ascii_uppercase();
         if up == "NONE" {

@@ -22,6 +22,7 @@ use std::process::ExitCode;
 #[command(
     after_help = "Examples:\n  contactplan check\n  contactplan agenda --days 14\n  contactplan preview --customer acme --occasion birthday\n  contactplan explain --customer acme --occasion birthday --year 2027\n  contactplan run --config /etc/contactplan/contactplan.toml\n  contactplan status"
 )]
+/// The parsed command line: global options and one command.
 pub struct Cli {
     /// The daemon configuration file.
     #[arg(long, global = true, env = "CONTACTPLAN_CONFIG", default_value = "config/contactplan.toml")]
@@ -29,32 +30,49 @@ pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// The command to run.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// `--log-format`: how logs go to stderr when stderr is not the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
+    /// Human-readable lines
     Text,
+    /// One JSON object per event
     Json,
 }
 
 /// `--format` of commands that print either for people or for scripts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TextOrJson {
+    /// For people
     Text,
+    /// For scripts (JSON)
     Json,
 }
 
+/// The commands. clap shows each variant's doc comment as the command's summary, so each one
+/// repeats its `Args` doc comment word for word.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Validate the configuration, templates, playbooks and every plan; print all problems.
     Check(check::Args),
+    /// Show what will be sent or assigned, when (local time and UTC), to whom and by which rule.
     Agenda(agenda::Args),
+    /// Print the email (headers, text and HTML parts) that one occasion would produce.
     Preview(preview::Args),
+    /// Explain, step by step, when each occurrence of one occasion is sent and why.
     Explain(explain::Args),
+    /// Run the daemon: apply migrations, load plans, fill the outbox and send what is due.
     Run(run::Args),
+    /// Show whether the daemon is ready, its last tick, the outbox, the next due item, plan
+    /// problems and the last SMTP error.
     Status(status::Args),
+    /// Print the man page (roff) on stdout.
     Man(docs::ManArgs),
+    /// Print a shell completion script on stdout.
     Completions(docs::CompletionsArgs),
 }
 

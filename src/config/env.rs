@@ -26,7 +26,9 @@ pub const VARIABLES: [&str; 7] = [
 ];
 
 impl Environment {
-    /// The current process's values of [`VARIABLES`] (those that are set and valid UTF-8).
+    /// The current process's values of the variables the daemon reads (`VARIABLES`: the three
+    /// `CONTACTPLAN_*` ones and systemd's `CREDENTIALS_DIRECTORY`, `NOTIFY_SOCKET`,
+    /// `WATCHDOG_USEC`, `WATCHDOG_PID`), those that are set and valid UTF-8.
     pub fn from_process() -> Environment {
         let vars = VARIABLES.iter().filter_map(|n| std::env::var(n).ok().map(|v| (n.to_string(), v))).collect();
         Environment { vars }

@@ -103,7 +103,9 @@ impl Sender {
 
 /// Environment variables the daemon reads (through [`Environment`], at the edge).
 pub const ENV_DATABASE_URL: &str = "CONTACTPLAN_DATABASE_URL";
+/// The SMTP AUTH password (before the credential `smtp-password` and `password_file`).
 pub const ENV_SMTP_PASSWORD: &str = "CONTACTPLAN_SMTP_PASSWORD";
+/// The token that guards `/metrics` and `/status` (before the credential `api-token`).
 pub const ENV_API_TOKEN: &str = "CONTACTPLAN_API_TOKEN";
 
 impl Config {

@@ -20,6 +20,8 @@ pub const CUSTOMERS_PER_PASS_STEP: usize = 2048;
 /// How far back a pass looks at most, after a long downtime.
 pub const MAX_LOOKBACK_DAYS: i64 = 31;
 
+/// The outbox row for `o`, in `state` (`pending`, or `missed` with a `reason`); its Message-ID
+/// is derived from the key and `sender`'s domain. Instants become Unix seconds (UTC).
 pub fn new_item(o: &Occurrence, state: &'static str, reason: Option<String>, sender: &crate::plan::Email) -> NewItem {
     let key = o.key();
     NewItem {

@@ -36,12 +36,20 @@ pub const REMATERIALIZE_EVERY: TimeDelta = TimeDelta::minutes(10);
 /// Counters of one tick, for logs and tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TickReport {
+    /// Rows newly written into the outbox as `pending`.
     pub materialized: u64,
+    /// Rows that became `missed`: written as missed (due while no daemon ran) or expired.
     pub missed: u64,
+    /// Messages the server (or the Maildir) accepted.
     pub accepted: u64,
+    /// Sends that failed transiently and were put back as `retry`.
     pub retried: u64,
+    /// Rows that failed permanently: a 5xx reply, [`MAX_ATTEMPTS`] reached, or a message that
+    /// could not be built.
     pub failed: u64,
+    /// Rows suppressed because their customer, rule or contact is gone.
     pub suppressed: u64,
+    /// Rows taken over from a sender whose lease expired (released, resent or marked `unknown`).
     pub recovered: u64,
     /// At-most-once rows whose outcome cannot be known.
     pub unknown: u64,
@@ -84,6 +92,8 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// From the daemon config. The shutdown grace is the SMTP timeout plus 5 s (10 s for a
+    /// Maildir).
     pub fn from_config(config: &Config) -> Settings {
         Settings {
             horizon: config.horizon,
@@ -129,17 +139,27 @@ pub struct Scheduler {
 
 /// What a [`Scheduler`] is built from.
 pub struct Parts {
+    /// The outbox.
     pub store: Store,
+    /// Where messages go.
     pub mailer: Mailer,
+    /// The only source of "now".
     pub clock: SharedClock,
+    /// The served plans and templates (a reload swaps them in).
     pub served: Arc<Served>,
+    /// What the loop takes from the config.
     pub settings: Settings,
+    /// This process's lease owner id: hostname, process id and start time in Unix milliseconds
+    /// (`host-pid-millis`), so a restarted daemon never holds its predecessor's leases.
     pub instance: String,
+    /// Counters and histograms for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Readiness, last tick and the systemd watchdog.
     pub health: Arc<Health>,
 }
 
 impl Scheduler {
+    /// Builds the scheduler; nothing runs until [`Scheduler::run`] (or a [`Scheduler::tick`]).
     pub fn new(p: Parts) -> Scheduler {
         Scheduler {
             store: p.store,

@@ -112,6 +112,7 @@ pub struct Health {
 pub const STALE_AFTER: Duration = Duration::from_secs(180);
 
 impl Health {
+    /// Not ready, no tick, no plans; notifies through `systemd`.
     pub fn new(systemd: Systemd) -> Health {
         Health {
             systemd,
@@ -152,10 +153,13 @@ impl Health {
         self.systemd.watchdog().map_or(default, |w| default.min(w / 2))
     }
 
+    /// Marks the daemon ready (the scheduler runs) or not (starting, stopping); `/readyz` and
+    /// `status` report it.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
+    /// Whether [`Health::set_ready`] last said ready.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
@@ -165,11 +169,16 @@ impl Health {
         self.state().last_tick = Some((TickInfo { at, error }, Instant::now()));
     }
 
+    /// The last finished tick: when it started (daemon clock, UTC) and its error, if any.
     pub fn last_tick(&self) -> Option<TickInfo> {
         self.state().last_tick.as_ref().map(|(t, _)| t.clone())
     }
 
     /// Whether the last tick succeeded recently; the reason when not.
+    ///
+    /// # Errors
+    /// The reason, as a sentence: no tick has finished yet, the last one failed (with its error),
+    /// or it finished more than [`STALE_AFTER`] ago (measured on the monotonic clock).
     pub fn tick_health(&self) -> Result<(), String> {
         match &self.state().last_tick {
             None => Err("no tick has finished yet".into()),
@@ -209,10 +218,12 @@ impl Health {
         self.state().plans = plans;
     }
 
+    /// The last (re)load's result: customers served and plan problems.
     pub fn plans(&self) -> PlanHealth {
         self.state().plans.clone()
     }
 
+    /// The most recent transport failure, if any since the start.
     pub fn last_smtp_error(&self) -> Option<SmtpErrorInfo> {
         self.state().last_smtp_error.clone()
     }

@@ -21,6 +21,7 @@ pub struct Status {
     pub not_ready: Vec<String>,
     /// The daemon's instance id (host-pid-start), as used in leases.
     pub instance: Option<String>,
+    /// The last finished tick (daemon only).
     pub last_tick: Option<TickInfo>,
     /// Outbox rows by state (all states present in the database).
     pub outbox: Vec<(String, i64)>,
@@ -28,6 +29,7 @@ pub struct Status {
     pub backlog: Option<Backlog>,
     /// The last (re)load: customers served and problems (with last-good flags).
     pub plans: Option<PlanHealth>,
+    /// The most recent transport failure (daemon only).
     pub last_smtp_error: Option<SmtpErrorInfo>,
 }
 
@@ -47,6 +49,10 @@ pub async fn not_ready(health: &Health, store: &Store) -> Vec<String> {
 }
 
 /// One bounded round trip to the database.
+///
+/// # Errors
+/// The reason as a sentence: the database returned an error, or did not answer within
+/// [`DB_TIMEOUT`].
 pub async fn ping(store: &Store) -> Result<(), String> {
     match tokio::time::timeout(DB_TIMEOUT, store.ping()).await {
         Ok(Ok(())) => Ok(()),
@@ -71,6 +77,10 @@ pub async fn of_daemon(health: &Health, store: &Store, now: i64, instance: &str)
 }
 
 /// The outbox part, read from the database.
+/// `now` is Unix seconds (UTC), for the oldest due row.
+///
+/// # Errors
+/// A database error, or no answer within five times [`DB_TIMEOUT`] (10 s).
 pub async fn outbox(store: &Store, now: i64) -> anyhow::Result<Status> {
     let read = async { Ok::<_, anyhow::Error>((store.counts().await?, store.backlog(now).await?)) };
     let (outbox, backlog) =

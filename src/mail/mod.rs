@@ -48,11 +48,15 @@ impl FailureClass {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{class:?}: {detail}")]
 pub struct SendError {
+    /// How to treat the failure (retry, fail, report as unknown).
     pub class: FailureClass,
+    /// What went wrong, with the server's reply when there was one (may quote the recipient's
+    /// address: log it redacted, see [`crate::telemetry::redact_addresses`]).
     pub detail: String,
 }
 
 impl SendError {
+    /// The error of a send whose go-ahead said no ([`FailureClass::Withdrawn`]).
     pub fn withdrawn() -> SendError {
         SendError { class: FailureClass::Withdrawn, detail: "withdrawn before the content was sent".into() }
     }
@@ -80,7 +84,9 @@ pub struct MemoryMailer {
 pub enum Mailer {
     /// Boxed: it carries TLS parameters and a connection pool, the others a path or a handle.
     Smtp(Box<smtp::SmtpMailer>),
+    /// Files in a Maildir's `new/`, named by Message-ID.
     Maildir(maildir::MaildirMailer),
+    /// In memory (tests, `preview`).
     Memory(MemoryMailer),
 }
 
@@ -98,6 +104,9 @@ impl Mailer {
     }
 
     /// Sends one message; the file name or SMTP reply comes back on success.
+    ///
+    /// # Errors
+    /// As [`Mailer::send_when`] (never `Withdrawn`: the go-ahead is always yes).
     pub async fn send(&self, message: &lettre::Message) -> Result<Accepted, SendError> {
         self.send_when(message, std::future::ready(true), Gate::Data).await
     }
@@ -109,6 +118,12 @@ impl Mailer {
     /// resolves to false, nothing is delivered and the error class is `Withdrawn`. The
     /// dispatcher passes one of its commits as `go`, so the commit overlaps the round trips
     /// instead of preceding them.
+    ///
+    /// # Errors
+    /// A [`SendError`] classified by phase: `Transient` (connection, TLS or AUTH failed, a 4xx
+    /// reply, a timeout before the content went out, a Maildir write that failed), `Permanent` (a
+    /// 5xx reply), `Unknown` (cut or timed out after the content was handed over: the server may
+    /// have the message, RFC 1047), or `Withdrawn` (`go` said no; nothing was delivered).
     pub async fn send_when(
         &self,
         message: &lettre::Message,
@@ -141,6 +156,8 @@ impl Mailer {
         }
     }
 
+    /// The transport for logs (`smtp host:port (tls, N sessions)`, `maildir PATH`, `memory`);
+    /// never a secret.
     pub fn describe(&self) -> String {
         match self {
             Mailer::Smtp(m) => m.describe(),

@@ -59,6 +59,9 @@ pub const AGENDA_SLICE: TimeDelta = TimeDelta::days(92);
 /// Calls `visit` with the occurrences of `customers` due in `[from, to)`, in agenda order,
 /// one slice of [`AGENDA_SLICE`] at a time. `customers` must be one slice sorted by id (as
 /// `Plans::customers` is) for the order to follow customer ids.
+///
+/// # Errors
+/// The first error `visit` returns; no later slice is computed.
 pub fn agenda_each<'a, E>(
     customers: &'a [Customer],
     from: DateTime<Utc>,

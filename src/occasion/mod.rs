@@ -125,6 +125,7 @@ impl<'a> Occurrence<'a> {
         }
     }
 
+    /// The address the message goes to: the contact's, or the salesperson's.
     pub fn email(&self) -> &Email {
         match self.recipient {
             Recipient::Contact(c) => &c.email,
@@ -132,6 +133,7 @@ impl<'a> Occurrence<'a> {
         }
     }
 
+    /// Email to the recipients, or a task for the salesperson.
     pub fn action(&self) -> Action {
         self.rule.action
     }

@@ -14,9 +14,13 @@ use std::path::{Path, PathBuf};
 
 /// Where plans come from, and what they are checked against.
 pub struct Sources<'a> {
+    /// Directory with one `*.toml` plan per customer.
     pub plans_dir: &'a Path,
+    /// Directory with shared rule sets, named by file stem (may be missing when no plan uses one).
     pub playbooks_dir: &'a Path,
+    /// Which templates and variants exist, for `template = "…"` checks.
     pub templates: &'a dyn Templates,
+    /// Zone for customers that name none (the daemon's `timezone`).
     pub default_timezone: Tz,
     /// The daemon's `[calendar]` defaults (`Settings::default()`: nothing closed, no window).
     pub default_calendar: &'a crate::calendar::Settings,
@@ -25,6 +29,7 @@ pub struct Sources<'a> {
 /// The outcome of loading: the valid plans and every problem found.
 #[derive(Debug, Default)]
 pub struct Loaded {
+    /// The valid customers (invalid files are left out and reported).
     pub plans: Plans,
     /// Problems in files, sorted by file then line.
     pub diagnostics: Vec<Diagnostic>,
@@ -39,6 +44,7 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// How many diagnostics are errors (the rest are warnings).
     pub fn error_count(&self) -> usize {
         self.diagnostics.iter().filter(|d| d.is_error()).count()
     }
@@ -46,6 +52,10 @@ impl Loaded {
 
 /// `*.toml` files of a directory in directory order (callers order results by customer id or
 /// file, which is cheaper than sorting 100,000 paths); hidden and editor temp files are skipped.
+///
+/// # Errors
+/// The directory cannot be read (missing, not a directory, no permission). Entries that fail
+/// to read are skipped.
 pub fn toml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir)?;
     let files: Vec<PathBuf> = entries

@@ -12,6 +12,12 @@ pub use crate::calendar::{LeapDay, MonthDay};
 pub struct Email(Box<str>);
 
 impl Email {
+    /// Checks `s` as written (no trimming, no normalisation) and keeps it verbatim.
+    ///
+    /// # Errors
+    /// A sentence for the diagnostic when `s` has no `@` or more than one, a local part that is
+    /// empty or longer than 64 bytes, whitespace, control characters or any of `<>(),;:"[]\`, or a
+    /// domain without a dot or with an empty label or one that starts or ends with `-`.
     pub fn parse(s: &str) -> Result<Email, String> {
         let bad = |why: &str| Err(format!("`{s}` is not a valid email address: {why}"));
         let Some((local, domain)) = s.rsplit_once('@') else { return bad("it has no @") };
@@ -32,6 +38,7 @@ impl Email {
         Ok(Email(s.into()))
     }
 
+    /// The address as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -52,12 +59,16 @@ impl std::fmt::Display for Email {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Language {
+    /// German (`de`).
     De,
+    /// English (`en`).
     En,
 }
 
 impl Language {
+    /// The codes [`Language::parse`] accepts.
     pub const ALL: [&'static str; 2] = ["de", "en"];
+    /// The language for a code (`de`, `en`); `None` for anything else.
     pub fn parse(s: &str) -> Option<Language> {
         match s {
             "de" => Some(Language::De),
@@ -65,6 +76,7 @@ impl Language {
             _ => None,
         }
     }
+    /// The code in plans and template variant names (`de`, `en`).
     pub fn code(self) -> &'static str {
         match self {
             Language::De => "de",
@@ -77,11 +89,14 @@ impl Language {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tone {
+    /// German *Sie*; English title and last name (`formal`).
     Formal,
+    /// German *du*; English first name (`informal`).
     Informal,
 }
 
 impl Tone {
+    /// The tone for `formal` or `informal`; `None` for anything else.
     pub fn parse(s: &str) -> Option<Tone> {
         match s {
             "formal" => Some(Tone::Formal),
@@ -89,6 +104,7 @@ impl Tone {
             _ => None,
         }
     }
+    /// The word in plans and template variant names (`formal`, `informal`).
     pub fn code(self) -> &'static str {
         match self {
             Tone::Formal => "formal",
@@ -100,8 +116,11 @@ impl Tone {
 /// Grammatical gender for the salutation; `None` gives a neutral greeting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Gender {
+    /// "Frau", "Ms".
     Female,
+    /// "Herr", "Mr".
     Male,
+    /// Not given, `other` or `diverse`: a neutral salutation.
     None,
 }
 
@@ -109,13 +128,18 @@ pub enum Gender {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
+    /// `initiation`.
     Initiation,
+    /// `growth`.
     Growth,
+    /// `maturity`.
     Maturity,
+    /// `degeneration`.
     Degeneration,
 }
 
 impl Phase {
+    /// The phase for its word in plans; `None` for anything else.
     pub fn parse(s: &str) -> Option<Phase> {
         match s {
             "initiation" => Some(Phase::Initiation),
@@ -156,13 +180,24 @@ pub enum Trigger {
     /// Each contact's birthday.
     Birthday,
     /// Round dates of `customer.since`: listed years and/or every N years.
-    Anniversary { years: Box<[u32]>, every_years: Option<u32> },
+    Anniversary {
+        /// The anniversaries listed (`years = [1, 5, 10, 25]`), in years since `since` (year 0).
+        years: Box<[u32]>,
+        /// Also every Nth year (`every_years`).
+        every_years: Option<u32>,
+    },
     /// The Nth order; counted from order events (completed by the orders capability).
-    Orders { counts: Box<[u64]> },
+    Orders {
+        /// The order numbers that are occasions (`counts = [10, 100, 1000]`).
+        counts: Box<[u64]>,
+    },
     /// The primary contact changed (completed by the handover capability).
     Handover,
     /// A recurring crontab schedule in the customer's zone.
-    Every { cron: Arc<crate::calendar::Crontab> },
+    Every {
+        /// The schedule, interned per load (rules with one expression share it).
+        cron: Arc<crate::calendar::Crontab>,
+    },
     /// A fixed date: yearly (`--12-01`) or once (`2026-12-01`).
     Date(MonthDay),
 }
@@ -184,11 +219,17 @@ impl Trigger {
 /// What a rule's `on` names: the kind of its [`Trigger`], without the trigger's data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TriggerKind {
+    /// `birthday`.
     Birthday,
+    /// `anniversary`.
     Anniversary,
+    /// `orders`.
     Orders,
+    /// `handover`.
     Handover,
+    /// `every` (crontab).
     Every,
+    /// `date`.
     Date,
 }
 
@@ -231,21 +272,27 @@ impl std::fmt::Display for TriggerKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
+    /// An email to the recipients (`send = "email"`, the default).
     Email,
+    /// A reminder email to the salesperson (`send = "task"`).
     Task,
 }
 
 /// Who the occasion concerns: all contacts, the primary contact, or the salesperson.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Target {
+    /// Every contact of the customer (`to = "contacts"`).
     Contacts,
+    /// The primary contact (`to = "primary"`).
     Primary,
+    /// The salesperson only (`to = "owner"`).
     Owner,
 }
 
 /// Lead time before the occasion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Lead {
+    /// No lead time: sent on the occasion's own day.
     #[default]
     None,
     /// Calendar days.
@@ -265,6 +312,7 @@ pub enum DeliveryPolicy {
 }
 
 impl DeliveryPolicy {
+    /// The word in outbox rows (`at_least_once`, `at_most_once`).
     pub fn code(self) -> &'static str {
         match self {
             DeliveryPolicy::AtLeastOnce => "at_least_once",
@@ -278,15 +326,21 @@ impl DeliveryPolicy {
 pub struct Rule {
     /// Unique per customer; part of outbox keys.
     pub name: Box<str>,
+    /// What the rule reacts to (`on` and its keys).
     pub trigger: Trigger,
+    /// Email to the recipients or a task for the salesperson (`send`).
     pub action: Action,
+    /// Whom the occasion concerns (`to`).
     pub target: Target,
     /// Template folder name under `templates/`.
     pub template: Box<str>,
     /// Local send time.
     pub at: NaiveTime,
+    /// Lead time before the occasion (`before`); crontab rules ignore it.
     pub before: Lead,
+    /// What Feb 29 occasions do in common years (`leap_day`).
     pub leap_day: LeapDay,
+    /// What to do when a send's outcome cannot be known.
     pub delivery: DeliveryPolicy,
     /// How long after its due time an occurrence may still be sent; `None` = the default
     /// (end of the recipient's local day; for `every` rules also the next firing).
@@ -301,14 +355,20 @@ pub struct Rule {
 pub struct Customer {
     /// Stable identifier; part of outbox keys.
     pub id: Box<str>,
+    /// Display name (`customer.name` in templates).
     pub name: Box<str>,
     /// Start of the relationship (year 0 of anniversaries).
     pub since: NaiveDate,
     /// The responsible salesperson; receives tasks.
     pub owner: Email,
+    /// IANA zone (tzdata) for the customer's contacts that name none; the daemon's `timezone` when
+    /// the plan names none.
     pub timezone: Tz,
+    /// Language for contacts that name none.
     pub language: Language,
+    /// Life-cycle phase.
     pub phase: Phase,
+    /// The contacts, in plan order; never empty.
     pub contacts: Box<[Contact]>,
     /// Index into `contacts` of the one primary contact.
     pub primary: usize,
@@ -323,14 +383,18 @@ pub struct Customer {
 }
 
 impl Customer {
+    /// The primary contact. Validation guarantees `primary` indexes `contacts`, so this does not
+    /// panic on a loaded plan.
     pub fn primary_contact(&self) -> &Contact {
         &self.contacts[self.primary]
     }
 
+    /// The contact with this id, if any.
     pub fn contact(&self, id: &str) -> Option<&Contact> {
         self.contacts.iter().find(|c| &*c.id == id)
     }
 
+    /// The effective rule with this name, if any.
     pub fn rule(&self, name: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| &*r.name == name).map(|r| &**r)
     }
@@ -345,6 +409,7 @@ impl Customer {
         crate::calendar::Calendar::new(&rule.calendar, &self.calendar)
     }
 
+    /// Language for a contact: contact → customer.
     pub fn language_of(&self, contact: Option<&Contact>) -> Language {
         contact.and_then(|c| c.language).unwrap_or(self.language)
     }
@@ -353,12 +418,15 @@ impl Customer {
 /// All valid customers, indexed by id.
 #[derive(Debug, Clone, Default)]
 pub struct Plans {
+    /// Valid customers, sorted by id.
     pub customers: Vec<Customer>,
     /// customer id → index in `customers`.
     pub index: std::collections::HashMap<Box<str>, usize>,
 }
 
 impl Plans {
+    /// Indexes `customers` by id, sorting them by id first if needed. Ids must be unique: the loader
+    /// reports and drops duplicates before this (with a duplicate, the index keeps the last one).
     pub fn new(mut customers: Vec<Customer>) -> Plans {
         if !customers.is_sorted_by(|a, b| a.id <= b.id) {
             customers.sort_by(|a, b| a.id.cmp(&b.id));
@@ -367,14 +435,17 @@ impl Plans {
         Plans { customers, index }
     }
 
+    /// The customer with this id, if any.
     pub fn get(&self, id: &str) -> Option<&Customer> {
         self.index.get(id).map(|&i| &self.customers[i])
     }
 
+    /// Number of customers.
     pub fn len(&self) -> usize {
         self.customers.len()
     }
 
+    /// Whether there are no customers.
     pub fn is_empty(&self) -> bool {
         self.customers.is_empty()
     }

@@ -114,6 +114,7 @@ pub struct CalendarKeys<'r> {
 macro_rules! calendar_keys {
     ($($t:ty),*) => {$(
         impl $t {
+            /// The business-calendar keys of this table, borrowed for validation.
             pub fn calendar_keys(&self) -> CalendarKeys<'_> {
                 CalendarKeys {
                     region: self.region.as_ref(),
@@ -134,11 +135,18 @@ calendar_keys!(RawCustomer, RawRule, RawCalendar);
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCalendar {
+    /// `region`: public holidays of a region (`"DE-BY"`, `"none"`).
     pub region: Option<Spanned<String>>,
+    /// `weekend`: weekdays always closed (`["sat", "sun"]`).
     pub weekend: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `closed`: closure dates, a TOML date once or `"--MM-DD"` yearly.
     pub closed: Option<Spanned<Vec<Spanned<toml::Value>>>>,
+    /// `blackout`: closed periods, both ends included (`"--12-20..--01-06"`).
     pub blackout: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `on_closed`: `after`, `before`, `skip` or `ignore`.
     pub on_closed: Option<Spanned<String>>,
+    /// `window`: local send hours, both ends included (`"08:00-18:00"`).
     pub window: Option<Spanned<String>>,
+    /// `jitter`: per-recipient spread (`"15m"`; `s`, `m`, `h`, up to `12h`).
     pub jitter: Option<Spanned<String>>,
 }

@@ -71,14 +71,17 @@ impl TemplateCatalog {
         (TemplateCatalog { dir: dir.to_path_buf(), templates }, diags)
     }
 
+    /// The templates directory that was scanned.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// Whether a template folder of that name has at least one complete variant.
     pub fn has_template(&self, name: &str) -> bool {
         self.templates.contains_key(name)
     }
 
+    /// Every template name with a complete variant, sorted.
     pub fn names(&self) -> Vec<&str> {
         self.templates.keys().map(String::as_str).collect()
     }

@@ -16,12 +16,17 @@ use std::path::{Path, PathBuf};
 /// What a message is about: enough to render it, and nothing about how it is stored.
 #[derive(Debug, Clone, Copy)]
 pub struct Input<'a> {
+    /// The customer the rule belongs to.
     pub customer: &'a Customer,
+    /// The rule: its template, action and kind.
     pub rule: &'a Rule,
     /// The contact the occasion concerns.
     pub about: Option<&'a Contact>,
+    /// Where the message goes (a contact, or the salesperson for tasks).
     pub recipient: Recipient<'a>,
+    /// The civil date of the occasion itself (`occasion.date` in templates).
     pub occasion_date: NaiveDate,
+    /// Years of the relationship (anniversaries only; `occasion.years`).
     pub years: Option<u32>,
 }
 
@@ -50,8 +55,11 @@ pub struct Sender<'a> {
 /// A rendered message body, before MIME.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
+    /// The subject, on one line (whitespace runs collapsed to one space).
     pub subject: String,
+    /// The plain-text body (`body.txt.j2`).
     pub text: String,
+    /// The HTML body (`body.html.j2`, auto-escaped).
     pub html: String,
     /// `<template>/<variant>` used, for the audit trail.
     pub variant: String,
@@ -60,10 +68,22 @@ pub struct Rendered {
 /// Why a message could not be rendered.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
+    /// The template has no variant for the recipient's language (and tone).
     #[error("template `{template}` has no variant for {wanted}")]
-    NoVariant { template: String, wanted: String },
+    NoVariant {
+        /// The template folder name.
+        template: String,
+        /// The variant that was looked for first (`de-formal`, or `de` for tasks).
+        wanted: String,
+    },
+    /// A template failed while rendering.
     #[error("template {name} failed: {source}")]
-    Template { name: String, source: minijinja::Error },
+    Template {
+        /// `<template>/<variant>/<part>`.
+        name: String,
+        /// minijinja's error.
+        source: minijinja::Error,
+    },
 }
 
 /// Reads and compiles one template file; the problem, if any, as a diagnostic.
@@ -150,11 +170,19 @@ impl Renderer {
         (Renderer { env, catalog }, diags, kept)
     }
 
+    /// Which templates and variants are served.
     pub fn catalog(&self) -> &TemplateCatalog {
         &self.catalog
     }
 
     /// Renders one message.
+    /// The variant is `<lang>-<tone>` (else `<lang>`) for an email to a contact, `<lang>` of the
+    /// customer for tasks and emails to the salesperson.
+    ///
+    /// # Errors
+    /// [`RenderError::NoVariant`] when the template has no variant for that language (and tone);
+    /// [`RenderError::Template`] when a template fails at render time (such as an undefined filter
+    /// or a runtime error in an expression).
     pub fn render(&self, input: &Input, sender: Sender) -> Result<Rendered, RenderError> {
         let customer = input.customer;
         let (language, tone, salutation) = match input.recipient {

@@ -25,83 +25,140 @@ pub use upkeep::{Backlog, NextDue};
 /// An occurrence ready to be written into the outbox.
 #[derive(Debug, Clone)]
 pub struct NewItem {
+    /// Outbox key `customer/rule/recipient/nominal` (see [`crate::occasion::Occurrence::key`]); unique, so
+    /// a second insert of one occasion is ignored.
     pub key: String,
+    /// Customer id.
     pub customer: String,
+    /// Rule name (`[[occasion]] name`).
     pub rule: String,
+    /// The rule's `on` (`birthday`, `anniversary`, `orders`, `handover`, `every`, `date`).
     pub kind: &'static str,
+    /// `email` (to the recipient) or `task` (a reminder to the salesperson).
     pub action: &'static str,
+    /// Recipient key, `contact:<id>` or `owner:<contact id | customer>`, not an address: the address
+    /// is looked up in the current plans when the row is sent.
     pub recipient: String,
+    /// Domain of the recipient's address at materialisation, for info-level logs (never the address).
     pub recipient_domain: String,
+    /// The nominal occasion as in the key: `YYYY-MM-DD` (dated rules) or local wall time
+    /// `YYYY-MM-DDTHH:MM` (crontab rules).
     pub nominal: String,
+    /// Civil date of the occasion itself, `YYYY-MM-DD` (differs from the send date with a lead time).
     pub occasion_date: String,
+    /// Years of the relationship (anniversaries only).
     pub years: Option<i64>,
+    /// IANA zone the occurrence was computed in (tzdata name, e.g. `Europe/Berlin`).
     pub timezone: String,
+    /// Send instant, Unix seconds (UTC).
     pub due: i64,
+    /// Deadline, Unix seconds (UTC): the row is not claimed at or after it and then becomes `missed`.
     pub deadline: i64,
+    /// Message-ID derived from the key (`mail::message_id`), the same on every resend.
     pub message_id: String,
     /// `at_least_once` or `at_most_once`: what to do when an outcome is unknown.
     pub delivery: &'static str,
     /// `pending`, or `missed` when it was due while no daemon ran.
     pub state: &'static str,
+    /// Why the row has its state (set for `missed`); `None` for `pending`.
     pub reason: Option<String>,
 }
 
 /// A row claimed for sending; `fence` must be presented to record the outcome.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Claimed {
+    /// Row id (ascending in insertion order).
     pub id: i64,
+    /// Outbox key (see [`NewItem::key`]).
     pub key: String,
+    /// Customer id.
     pub customer: String,
+    /// Rule name.
     pub rule: String,
     /// The rule's `on` (`birthday`, `every`, …), for per-kind metrics.
     pub kind: String,
+    /// Recipient key, `contact:<id>` or `owner:<contact id | customer>` (see [`NewItem::recipient`]).
     pub recipient: String,
+    /// The nominal occasion, `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM` (see [`NewItem::nominal`]).
     pub nominal: String,
+    /// Civil date of the occasion itself, `YYYY-MM-DD`.
     pub occasion_date: String,
+    /// Years of the relationship (anniversaries only).
     pub years: Option<i64>,
+    /// Message-ID to send with (the same on every attempt).
     pub message_id: String,
+    /// Claims so far, this one included (a release gives one back); compared with
+    /// [`crate::dispatch::MAX_ATTEMPTS`].
     pub attempts: i64,
+    /// Fencing token: incremented by every claim; an outcome is recorded only with the current value.
     pub fence: i64,
+    /// Send instant, Unix seconds (UTC).
     pub due_utc: i64,
+    /// Deadline, Unix seconds (UTC).
     pub deadline_utc: i64,
+    /// `at_least_once` or `at_most_once`.
     pub delivery: String,
 }
 
 /// One outbox row as shown to ops.
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct Row {
+    /// Row id.
     pub id: i64,
+    /// Outbox key (see [`NewItem::key`]).
     pub key: String,
+    /// Customer id.
     pub customer: String,
+    /// Rule name.
     pub rule: String,
+    /// The rule's `on`.
     pub kind: String,
+    /// Recipient key, `contact:<id>` or `owner:<contact id | customer>` (not an address).
     pub recipient: String,
+    /// State: `pending`, `claimed`, `sending`, `retry`, `accepted`, `failed`, `missed`, `suppressed`
+    /// or `unknown` (see the module docs).
     pub state: String,
+    /// Claims so far.
     pub attempts: i64,
+    /// Send instant, Unix seconds (UTC).
     pub due_utc: i64,
+    /// Why the row is in its state (failure, deadline, removal), if recorded.
     pub reason: Option<String>,
+    /// The server's reply when it accepted the message (`accepted` rows); a failure's reply is in
+    /// `reason`.
     pub smtp_reply: Option<String>,
+    /// Message-ID the row is (or was) sent with.
     pub message_id: String,
 }
 
 /// The outcome to record for a claimed row.
 #[derive(Debug, Clone)]
 pub enum Outcome {
+    /// The server accepted the message (`accepted`).
     Accepted {
+        /// The server's final reply.
         reply: String,
     },
+    /// A transient failure: tried again later (`retry`).
     Retry {
+        /// Next attempt, Unix seconds (UTC).
         at: i64,
+        /// What failed.
         reason: String,
     },
+    /// A permanent failure, or too many attempts (`failed`, reported to ops).
     Failed {
+        /// What failed (the server's reply, or why the message could not be built).
         reason: String,
     },
+    /// No longer wanted: its customer, rule or contact was removed (`suppressed`).
     Suppressed {
+        /// What was removed.
         reason: String,
     },
     /// At-most-once and the server may or may not have the message: never resent.
     Unknown {
+        /// What happened (reported to ops).
         reason: String,
     },
 }
@@ -140,7 +197,9 @@ pub fn secs(t: DateTime<Utc>) -> i64 {
 /// The store, by engine.
 #[derive(Clone)]
 pub enum Store {
+    /// SQLite (`sqlite://…`).
     Sqlite(SqliteStore),
+    /// PostgreSQL (`postgres://…`, `postgresql://…`).
     Postgres(PgStore),
 }
 
@@ -198,7 +257,9 @@ pub struct Recovered {
 /// Results of one materialisation pass.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Materialized {
+    /// Rows inserted as `pending`.
     pub inserted: u64,
+    /// Rows inserted as `missed` (due while no daemon ran, deadline already passed).
     pub missed: u64,
     /// The kind of each row inserted as `missed` (for per-kind metrics).
     pub missed_kinds: Vec<String>,
@@ -234,6 +295,10 @@ impl Engine {
 impl Store {
     /// Connects by URL and applies migrations: `sqlite://…` (creates the file) or
     /// `postgres://…` / `postgresql://…` (migrations are safe when several daemons start at once).
+    ///
+    /// # Errors
+    /// An unsupported URL scheme, an unreachable or unopenable database (for SQLite also a database
+    /// directory that cannot be created), or a failing migration.
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
         Ok(match Engine::of(url)? {
             Engine::Sqlite => Store::Sqlite(SqliteStore::connect(url).await?),
@@ -244,6 +309,10 @@ impl Store {
     /// Opens an outbox that already exists, for reading (`contactplan status`): creates no
     /// file and runs no migration, so a mistyped path is reported, not answered with a new,
     /// empty outbox.
+    ///
+    /// # Errors
+    /// An unsupported URL scheme, an SQLite file that does not exist, or a database that cannot be
+    /// reached or opened.
     pub async fn open_existing(url: &str) -> anyhow::Result<Store> {
         Ok(match Engine::of(url)? {
             Engine::Sqlite => Store::Sqlite(SqliteStore::open_existing(url).await?),
@@ -252,17 +321,33 @@ impl Store {
     }
 
     /// Writes new occurrences; existing keys are left untouched.
+    /// `now` (Unix seconds, UTC) is stored as the rows' creation time; each item's `state` is kept.
+    /// Returns how many rows were inserted, by state.
+    ///
+    /// # Errors
+    /// A database error. Items are written in chunks, each its own transaction, so chunks before
+    /// the failing one stay written (a later pass adds the rest: inserts are idempotent).
     pub async fn materialize(&self, items: &[NewItem], now: i64) -> anyhow::Result<Materialized> {
         engine!(self, s => s.materialize(items, now).await)
     }
 
     /// Marks open rows whose deadline has passed as missed; returns them for reporting.
+    /// `now` is Unix seconds (UTC); a row whose `deadline_utc <= now` in `pending`, `retry` or
+    /// `claimed` is expired (`sending` rows are left to lease recovery).
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn expire(&self, now: i64) -> anyhow::Result<Vec<Row>> {
         engine!(self, s => s.expire(now).await)
     }
 
     /// Takes over rows whose lease expired (a crashed sender): at-least-once rows go to
     /// `retry`, at-most-once rows to `unknown`.
+    /// "Expired" is judged on the database clock (`lease_until` before the database's now), and
+    /// claimed rows that were never attempted go back to `pending`.
+    ///
+    /// # Errors
+    /// A database error (nothing is changed: one transaction).
     pub async fn recover_expired_leases(&self) -> anyhow::Result<Recovered> {
         engine!(self, s => s.recover_expired_leases().await)
     }
@@ -270,6 +355,13 @@ impl Store {
     /// Claims up to `limit` due rows for `owner`, holding a lease of `lease_secs` (on the
     /// database clock). The earliest due rows are taken and returned in due order (`due_utc`,
     /// then `id`), whatever order the engine's `UPDATE … RETURNING` produced.
+    /// `now` (Unix seconds, UTC) decides what is due: `pending` or `retry` rows with
+    /// `due_utc <= now < deadline_utc` whose `next_attempt_utc`, if set, is not after `now`.
+    /// `lease_secs` is in seconds.
+    /// Each claimed row's fence and attempts go up by one.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn claim(&self, now: i64, limit: u32, owner: &str, lease_secs: i64) -> anyhow::Result<Vec<Claimed>> {
         let mut claimed = engine!(self, s => s.claim(now, limit, owner, lease_secs).await)?;
         claimed.sort_by_key(|c| (c.due_utc, c.id));
@@ -277,6 +369,10 @@ impl Store {
     }
 
     /// Records the outcome of a claim; false when the fence no longer matches (lease lost).
+    /// `now` is Unix seconds (UTC), stored as the row's last change.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn finish(&self, id: i64, fence: i64, outcome: &Outcome, now: i64) -> anyhow::Result<bool> {
         engine!(self, s => s.finish(id, fence, outcome, now).await)
     }
@@ -285,6 +381,11 @@ impl Store {
     /// `sending` (their transactions begin once this returns), renewing their lease to
     /// `send_lease_secs` on the database clock: a row claimed early in a long batch still has a
     /// whole send ahead of it. Fenced throughout.
+    /// `outcomes` are `(id, fence, outcome)` and `start` is `(id, fence)`; `now` is Unix seconds (UTC)
+    /// and `send_lease_secs` is in seconds.
+    ///
+    /// # Errors
+    /// A database error; then nothing of the group was recorded.
     pub async fn finish_batch(
         &self,
         outcomes: &[(i64, i64, Outcome)],
@@ -296,37 +397,70 @@ impl Store {
     }
 
     /// Failed, missed and unknown rows not yet reported to ops (oldest first).
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn unreported(&self, limit: i64) -> anyhow::Result<Vec<Row>> {
         engine!(self, s => s.unreported(limit).await)
     }
 
     /// Marks rows as reported to ops.
+    /// `now` is Unix seconds (UTC), stored as `reported_utc`.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn mark_reported(&self, ids: &[i64], now: i64) -> anyhow::Result<()> {
         engine!(self, s => s.mark_reported(ids, now).await)
     }
 
     /// Gives claimed rows back (shutdown) without counting an attempt.
+    /// Only while `fence` is still the row's; a row in `claimed` or `sending` goes back to `pending`.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn release(&self, id: i64, fence: i64) -> anyhow::Result<()> {
         engine!(self, s => s.release(id, fence).await)
     }
 
     /// The earliest instant something open becomes due.
+    /// Unix seconds (UTC): the smallest of `max(due_utc, next_attempt_utc)` over `pending` and `retry`
+    /// rows; `None` when there are none.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn next_due(&self) -> anyhow::Result<Option<i64>> {
         engine!(self, s => s.next_due().await)
     }
 
+    /// Rows per state, `(state, count)` ordered by state; states without rows are left out.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
         engine!(self, s => s.counts().await)
     }
 
+    /// Up to `limit` rows, ordered by `due_utc` then id, all states or only `state`.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn rows(&self, state: Option<&str>, limit: i64) -> anyhow::Result<Vec<Row>> {
         engine!(self, s => s.rows(state, limit).await)
     }
 
+    /// A value kept in the `daemon_state` table (such as [`crate::dispatch::WATERMARK`]); `None` when
+    /// never set.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn get_value(&self, name: &str) -> anyhow::Result<Option<String>> {
         engine!(self, s => s.get_value(name).await)
     }
 
+    /// Sets (inserts or replaces) a `daemon_state` value.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn set_value(&self, name: &str, value: &str) -> anyhow::Result<()> {
         engine!(self, s => s.set_value(name, value).await)
     }

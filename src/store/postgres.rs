@@ -11,6 +11,8 @@ use sqlx::{ConnectOptions, Connection};
 use std::str::FromStr;
 use std::time::Duration;
 
+/// The PostgreSQL engine behind [`Store::Postgres`](super::Store::Postgres): a pool of up to 8
+/// connections (30 s acquire timeout).
 #[derive(Clone)]
 pub struct PgStore {
     pub(super) pool: PgPool,
@@ -28,6 +30,13 @@ fn is_transient_conflict(e: &sqlx::Error) -> bool {
 }
 
 impl PgStore {
+    /// Connects to `url` and applies the migrations on a connection of their own (under sqlx's
+    /// advisory lock, so daemons starting together migrate once); see
+    /// [`Store::connect`](super::Store::connect).
+    ///
+    /// # Errors
+    /// A malformed URL, a server that cannot be reached or refuses the login, or a failing
+    /// migration.
     pub async fn connect(url: &str) -> anyhow::Result<PgStore> {
         let opts = PgConnectOptions::from_str(url)?;
         // Migrate on a connection of its own, closed afterwards: sqlx holds a session-level
@@ -41,6 +50,11 @@ impl PgStore {
         Ok(PgStore { pool })
     }
 
+    /// Connects for reading (one connection, 10 s acquire timeout) without migrating; see
+    /// [`Store::open_existing`](super::Store::open_existing).
+    ///
+    /// # Errors
+    /// A malformed URL, or a server that cannot be reached or refuses the login.
     pub async fn open_existing(url: &str) -> anyhow::Result<PgStore> {
         let pool = PgPoolOptions::new()
             .max_connections(1)
@@ -50,6 +64,11 @@ impl PgStore {
         Ok(PgStore { pool })
     }
 
+    /// [`Store::materialize`](super::Store::materialize): 1,000 items per `INSERT … SELECT FROM
+    /// UNNEST` statement, retried up to 5 times after a deadlock with another daemon.
+    ///
+    /// # Errors
+    /// A database error, or a deadlock that persists; chunks written before it stay written.
     pub async fn materialize(&self, items: &[NewItem], now: i64) -> anyhow::Result<Materialized> {
         let mut result = Materialized::default();
         for chunk in items.chunks(CHUNK) {
@@ -127,6 +146,10 @@ impl PgStore {
         Ok(result)
     }
 
+    /// [`Store::expire`](super::Store::expire) on PostgreSQL.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn expire(&self, now: i64) -> anyhow::Result<Vec<Row>> {
         Ok(sqlx::query_as::<_, Row>(
             "UPDATE outbox SET state = 'missed', reason = 'deadline passed before it could be sent', updated_utc = $1,
@@ -139,6 +162,10 @@ impl PgStore {
         .await?)
     }
 
+    /// [`Store::recover_expired_leases`](super::Store::recover_expired_leases) on PostgreSQL.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn recover_expired_leases(&self) -> anyhow::Result<Recovered> {
         let mut tx = self.pool.begin().await?;
         // `now()` is the transaction's start on the database clock; leases were set with it.
@@ -171,6 +198,11 @@ impl PgStore {
         Ok(Recovered { released, retried, unknown })
     }
 
+    /// [`Store::claim`](super::Store::claim) on PostgreSQL, with `FOR UPDATE SKIP LOCKED`: concurrent
+    /// daemons never take one row twice.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn claim(&self, now: i64, limit: u32, owner: &str, lease_secs: i64) -> anyhow::Result<Vec<Claimed>> {
         // SKIP LOCKED: rows another instance is claiming right now are passed over, not waited
         // for; the lock re-checks the WHERE clause on the newest row version, so a row claimed
@@ -197,11 +229,20 @@ impl PgStore {
         .await?)
     }
 
+    /// [`Store::finish`](super::Store::finish) on PostgreSQL.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn finish(&self, id: i64, fence: i64, outcome: &Outcome, now: i64) -> anyhow::Result<bool> {
         Ok(self.finish_batch(&[(id, fence, outcome.clone())], &[], now, 0).await?.finished == 1)
     }
 
     /// One statement (one commit) for the whole group: the rows travel as parallel arrays.
+    ///
+    /// [`Store::finish_batch`](super::Store::finish_batch) on PostgreSQL.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn finish_batch(
         &self,
         outcomes: &[(i64, i64, Outcome)],
@@ -244,6 +285,10 @@ impl PgStore {
         Ok(BatchResult::from_updated(updated))
     }
 
+    /// [`Store::unreported`](super::Store::unreported) on PostgreSQL.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn unreported(&self, limit: i64) -> anyhow::Result<Vec<Row>> {
         Ok(sqlx::query_as::<_, Row>(
             "SELECT id, key, customer, rule, kind, recipient, state, attempts, due_utc, reason, smtp_reply, message_id
@@ -254,6 +299,10 @@ impl PgStore {
         .await?)
     }
 
+    /// [`Store::mark_reported`](super::Store::mark_reported) on PostgreSQL.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn mark_reported(&self, ids: &[i64], now: i64) -> anyhow::Result<()> {
         sqlx::query("UPDATE outbox SET reported_utc = $1 WHERE id = ANY($2::bigint[])")
             .bind(now)
@@ -263,6 +312,10 @@ impl PgStore {
         Ok(())
     }
 
+    /// [`Store::release`](super::Store::release) on PostgreSQL.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn release(&self, id: i64, fence: i64) -> anyhow::Result<()> {
         sqlx::query(
             "UPDATE outbox SET state = 'pending', attempts = attempts - 1, lease_owner = NULL, lease_until = NULL
@@ -275,6 +328,10 @@ impl PgStore {
         Ok(())
     }
 
+    /// [`Store::next_due`](super::Store::next_due) on PostgreSQL.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn next_due(&self) -> anyhow::Result<Option<i64>> {
         Ok(sqlx::query_scalar::<_, Option<i64>>(
             "SELECT MIN(GREATEST(due_utc, COALESCE(next_attempt_utc, 0))) FROM outbox WHERE state IN ('pending', 'retry')",
@@ -283,12 +340,20 @@ impl PgStore {
         .await?)
     }
 
+    /// [`Store::counts`](super::Store::counts) on PostgreSQL.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
         Ok(sqlx::query_as::<_, (String, i64)>("SELECT state, COUNT(*) FROM outbox GROUP BY state ORDER BY state")
             .fetch_all(&self.pool)
             .await?)
     }
 
+    /// [`Store::rows`](super::Store::rows) on PostgreSQL.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn rows(&self, state: Option<&str>, limit: i64) -> anyhow::Result<Vec<Row>> {
         Ok(sqlx::query_as::<_, Row>(
             "SELECT id, key, customer, rule, kind, recipient, state, attempts, due_utc, reason, smtp_reply, message_id
@@ -300,6 +365,10 @@ impl PgStore {
         .await?)
     }
 
+    /// [`Store::get_value`](super::Store::get_value) on PostgreSQL.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn get_value(&self, name: &str) -> anyhow::Result<Option<String>> {
         Ok(sqlx::query_scalar::<_, String>("SELECT value FROM daemon_state WHERE name = $1")
             .bind(name)
@@ -307,6 +376,10 @@ impl PgStore {
             .await?)
     }
 
+    /// [`Store::set_value`](super::Store::set_value) on PostgreSQL.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn set_value(&self, name: &str, value: &str) -> anyhow::Result<()> {
         sqlx::query(
             "INSERT INTO daemon_state (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",

@@ -7,6 +7,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use std::str::FromStr;
 use std::time::Duration;
 
+/// The SQLite engine behind [`Store::Sqlite`](super::Store::Sqlite): a pool of up to 4
+/// connections to one database file.
 #[derive(Clone)]
 pub struct SqliteStore {
     /// Connection pool; writers serialise on SQLite's lock, readers run beside them (WAL).
@@ -14,6 +16,12 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// Opens (creating the file and its directory if missing) and migrates the database at
+    /// `url` (`sqlite://path`); see [`Store::connect`](super::Store::connect).
+    ///
+    /// # Errors
+    /// A malformed URL, a directory that cannot be created, a database that cannot be opened, or
+    /// a failing migration.
     pub async fn connect(url: &str) -> anyhow::Result<SqliteStore> {
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -36,6 +44,11 @@ impl SqliteStore {
         Ok(SqliteStore { pool })
     }
 
+    /// Opens an existing database file for reading, without creating or migrating it; see
+    /// [`Store::open_existing`](super::Store::open_existing).
+    ///
+    /// # Errors
+    /// A malformed URL, no file at the path, or a file that cannot be opened.
     pub async fn open_existing(url: &str) -> anyhow::Result<SqliteStore> {
         let opts = SqliteConnectOptions::from_str(url)?.busy_timeout(Duration::from_secs(10));
         let file = opts.get_filename();
@@ -49,6 +62,11 @@ impl SqliteStore {
         Ok(SqliteStore { pool })
     }
 
+    /// [`Store::materialize`](super::Store::materialize): 500 items per `BEGIN IMMEDIATE`
+    /// transaction.
+    ///
+    /// # Errors
+    /// A database error; chunks committed before it stay written.
     pub async fn materialize(&self, items: &[NewItem], now: i64) -> anyhow::Result<Materialized> {
         let mut result = Materialized::default();
         for chunk in items.chunks(500) {
@@ -95,6 +113,10 @@ impl SqliteStore {
         Ok(result)
     }
 
+    /// [`Store::expire`](super::Store::expire) on SQLite.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn expire(&self, now: i64) -> anyhow::Result<Vec<Row>> {
         Ok(sqlx::query_as::<_, Row>(
             "UPDATE outbox SET state = 'missed', reason = 'deadline passed before it could be sent', updated_utc = ?1,
@@ -107,6 +129,10 @@ impl SqliteStore {
         .await?)
     }
 
+    /// [`Store::recover_expired_leases`](super::Store::recover_expired_leases) on SQLite.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn recover_expired_leases(&self) -> anyhow::Result<Recovered> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let released = sqlx::query(
@@ -136,6 +162,10 @@ impl SqliteStore {
         Ok(Recovered { released, retried, unknown })
     }
 
+    /// [`Store::claim`](super::Store::claim) on SQLite.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn claim(&self, now: i64, limit: u32, owner: &str, lease_secs: i64) -> anyhow::Result<Vec<Claimed>> {
         Ok(sqlx::query_as::<_, Claimed>(
             "UPDATE outbox SET state = 'claimed', lease_owner = ?1, lease_until = unixepoch() + ?2, fence = fence + 1,
@@ -154,11 +184,20 @@ impl SqliteStore {
         .await?)
     }
 
+    /// [`Store::finish`](super::Store::finish) on SQLite.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn finish(&self, id: i64, fence: i64, outcome: &Outcome, now: i64) -> anyhow::Result<bool> {
         Ok(self.finish_batch(&[(id, fence, outcome.clone())], &[], now, 0).await?.finished == 1)
     }
 
     /// One statement (one commit) for the whole group: the rows travel as one JSON array.
+    ///
+    /// [`Store::finish_batch`](super::Store::finish_batch) on SQLite.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn finish_batch(
         &self,
         outcomes: &[(i64, i64, Outcome)],
@@ -197,6 +236,10 @@ impl SqliteStore {
         Ok(BatchResult::from_updated(updated))
     }
 
+    /// [`Store::unreported`](super::Store::unreported) on SQLite.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn unreported(&self, limit: i64) -> anyhow::Result<Vec<Row>> {
         Ok(sqlx::query_as::<_, Row>(
             "SELECT id, key, customer, rule, kind, recipient, state, attempts, due_utc, reason, smtp_reply, message_id
@@ -207,6 +250,10 @@ impl SqliteStore {
         .await?)
     }
 
+    /// [`Store::mark_reported`](super::Store::mark_reported) on SQLite.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn mark_reported(&self, ids: &[i64], now: i64) -> anyhow::Result<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for id in ids {
@@ -220,6 +267,10 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// [`Store::release`](super::Store::release) on SQLite.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn release(&self, id: i64, fence: i64) -> anyhow::Result<()> {
         sqlx::query(
             "UPDATE outbox SET state = 'pending', attempts = attempts - 1, lease_owner = NULL, lease_until = NULL
@@ -232,6 +283,10 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// [`Store::next_due`](super::Store::next_due) on SQLite.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn next_due(&self) -> anyhow::Result<Option<i64>> {
         Ok(sqlx::query_scalar::<_, Option<i64>>(
             "SELECT MIN(MAX(due_utc, COALESCE(next_attempt_utc, 0))) FROM outbox WHERE state IN ('pending', 'retry')",
@@ -240,12 +295,20 @@ impl SqliteStore {
         .await?)
     }
 
+    /// [`Store::counts`](super::Store::counts) on SQLite.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
         Ok(sqlx::query_as::<_, (String, i64)>("SELECT state, COUNT(*) FROM outbox GROUP BY state ORDER BY state")
             .fetch_all(&self.pool)
             .await?)
     }
 
+    /// [`Store::rows`](super::Store::rows) on SQLite.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn rows(&self, state: Option<&str>, limit: i64) -> anyhow::Result<Vec<Row>> {
         Ok(sqlx::query_as::<_, Row>(
             "SELECT id, key, customer, rule, kind, recipient, state, attempts, due_utc, reason, smtp_reply, message_id
@@ -257,6 +320,10 @@ impl SqliteStore {
         .await?)
     }
 
+    /// [`Store::get_value`](super::Store::get_value) on SQLite.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn get_value(&self, name: &str) -> anyhow::Result<Option<String>> {
         Ok(sqlx::query_scalar::<_, String>("SELECT value FROM daemon_state WHERE name = ?")
             .bind(name)
@@ -264,6 +331,10 @@ impl SqliteStore {
             .await?)
     }
 
+    /// [`Store::set_value`](super::Store::set_value) on SQLite.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn set_value(&self, name: &str, value: &str) -> anyhow::Result<()> {
         sqlx::query(
             "INSERT INTO daemon_state (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = ?2",

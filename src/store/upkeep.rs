@@ -33,6 +33,7 @@ pub struct Backlog {
     pub depth: Vec<(String, i64)>,
     /// Unix seconds: the due time of the oldest open row that is due at `now`.
     pub oldest_due: Option<i64>,
+    /// The next `pending` or `retry` row to send (earliest of due time and next retry); `None`: none.
     pub next: Option<NextDue>,
 }
 
@@ -141,6 +142,9 @@ upkeep!(PgStore, p1 = "$1", p2 = "$2", greatest = "GREATEST", db_now = "floor(ex
 
 impl Store {
     /// One round trip (`/readyz`).
+    ///
+    /// # Errors
+    /// The database does not answer or the statement fails.
     pub async fn ping(&self) -> anyhow::Result<()> {
         match self {
             Store::Sqlite(s) => s.ping().await,
@@ -152,6 +156,10 @@ impl Store {
     /// on the database clock; returns the rows renewed. The dispatcher calls it while it
     /// delivers, so leases can stay short (a stopped sender's rows are taken over soon) and
     /// still never end under a live sender, however long its batch or a send takes.
+    /// `lease_secs` is in seconds.
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn renew_leases(&self, owner: &str, lease_secs: i64) -> anyhow::Result<u64> {
         match self {
             Store::Sqlite(s) => s.renew_leases(owner, lease_secs).await,
@@ -162,6 +170,9 @@ impl Store {
     /// Seconds, on the database clock (the clock leases run on), until the earliest lease of a
     /// `claimed` or `sending` row ends (negative: ended already); `None` when no lease is held.
     /// A lease is taken over one second after it ends (`lease_until < now`).
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn lease_expires_in(&self) -> anyhow::Result<Option<i64>> {
         match self {
             Store::Sqlite(s) => s.lease_expires_in().await,
@@ -170,6 +181,10 @@ impl Store {
     }
 
     /// Open rows by state, the oldest due one, and the next one to send.
+    /// `now` is Unix seconds (UTC).
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn backlog(&self, now: i64) -> anyhow::Result<Backlog> {
         match self {
             Store::Sqlite(s) => s.backlog(now).await,
@@ -179,6 +194,9 @@ impl Store {
 
     /// Deletes finished rows whose deadline and last change are before `before` (Unix
     /// seconds); failed, missed and unknown rows only once reported. Returns rows deleted.
+    ///
+    /// # Errors
+    /// A database error; chunks of 5,000 rows deleted before it stay deleted.
     pub async fn purge_finished(&self, before: i64) -> anyhow::Result<u64> {
         match self {
             Store::Sqlite(s) => s.purge_finished(before).await,

@@ -27,6 +27,7 @@ pub struct Context<'a> {
     pub playbooks: &'a HashMap<String, Playbook>,
     /// Playbooks that exist but have errors (plans using them are held back).
     pub broken: &'a [String],
+    /// Which templates and variants exist, for `template = "…"` and variant checks.
     pub templates: &'a dyn Templates,
     /// Zone for customers and contacts that name none.
     pub default_tz: Tz,

@@ -369,5 +369,6 @@ pub fn playbook(src: &mut Src, raw: &RawPlaybook, ctx: &Context) -> Vec<Arc<Rule
 /// A loaded playbook.
 #[derive(Debug, Clone)]
 pub struct Playbook {
+    /// Its rules, in file order; customers that override none of them share this list.
     pub rules: Arc<[Arc<Rule>]>,
 }

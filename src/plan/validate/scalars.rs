@@ -212,6 +212,10 @@ pub(super) fn calendar_settings(src: &mut Src, k: CalendarKeys) -> crate::calend
 }
 
 /// Validates the daemon config's `[calendar]` table (`path`/`text` name the config file).
+///
+/// # Errors
+/// Every problem in the table (unknown region or weekday, malformed date, blackout, window or
+/// jitter, unknown `on_closed`), each with its line in `text`.
 pub fn calendar_table(
     path: &Path,
     text: &str,
