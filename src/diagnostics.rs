@@ -46,8 +46,10 @@ impl Diagnostic {
     pub fn at(file: &Path, source: &str, span: Option<Range<usize>>, message: impl Into<String>) -> Self {
         let mut d = Self::whole_file(file, message);
         if let Some(span) = span {
-            let start = span.start.min(source.len());
-            let end = span.end.clamp(start, source.len());
+            // A span that is not on character boundaries (or out of range) is narrowed onto them
+            // rather than trusted: slicing must never panic.
+            let start = floor_char_boundary(source, span.start.min(source.len()));
+            let end = floor_char_boundary(source, span.end.clamp(start, source.len()));
             let line_start = source[..start].rfind('\n').map_or(0, |i| i + 1);
             let line_end = source[start..].find('\n').map_or(source.len(), |i| start + i);
             d.line = source[..start].matches('\n').count() + 1;
@@ -105,6 +107,14 @@ impl Diagnostic {
     }
 }
 
+/// The largest index ≤ `i` that is a character boundary of `s`.
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let label = match self.severity {
@@ -124,5 +134,21 @@ impl fmt::Display for Diagnostic {
             writeln!(f, "{pad} = hint: {hint}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_span_off_character_boundaries_is_narrowed_not_a_panic() {
+        let text = "name = \"Zoë\"\nx = 1\n";
+        // Byte 11 is inside the two-byte "ë".
+        let d = Diagnostic::at(Path::new("p.toml"), text, Some(11..40), "bad");
+        assert_eq!((d.line, d.column), (1, 11));
+        let _ = d.to_string();
+        let d = Diagnostic::at(Path::new("p.toml"), text, Some(100..200), "past the end");
+        let _ = d.to_string();
     }
 }

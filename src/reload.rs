@@ -55,12 +55,13 @@ impl Reloader {
             this.metrics.reloaded(health.customers, health.problems.len());
             this.health.reloaded(health);
             this.served.replace(loaded.snapshot);
-            systemd.ready(&this.health.status_line());
         })
         .await;
         if let Err(e) = done {
             tracing::error!(error = %e, "reload panicked; the previous plans stay in force");
         }
+        // Whatever happened, the reload is over: systemd must not see the service as reloading.
+        self.health.systemd().ready(&self.health.status_line());
     }
 
     /// Serves reload requests until `stop`.

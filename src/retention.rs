@@ -92,10 +92,19 @@ pub fn purge_maildir(root: &Path, cutoff: DateTime<Utc>) -> std::io::Result<u64>
         };
         for entry in entries {
             let entry = entry?;
-            let meta = entry.metadata()?;
+            // The Maildir's reader may move or delete a file while we scan: not an error.
+            let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+            let meta = match entry.metadata() {
+                Ok(m) => m,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(e),
+            };
             if meta.is_file() && meta.modified()? < cutoff {
-                std::fs::remove_file(entry.path())?;
-                deleted += 1;
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => deleted += 1,
+                    Err(e) if gone(&e) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
     }

@@ -256,24 +256,29 @@ pub fn load_with_last_good(
         })
         .collect();
 
+    // A customer id defined by several files: the file whose path sorts first keeps it (the
+    // same whatever order the directory lists them in), the others are reported.
     let mut customers: Vec<Customer> = Vec::with_capacity(results.len());
-    let mut seen: HashMap<Box<str>, PathBuf> = HashMap::with_capacity(results.len());
+    let mut seen: HashMap<Box<str>, usize> = HashMap::with_capacity(results.len());
+    let mut duplicates: Vec<Customer> = Vec::new();
     for (customer, mut diags) in results {
         diagnostics.append(&mut diags);
-        if let Some(c) = customer {
-            if let Some(first) = seen.get(&c.id) {
-                diagnostics.push(
-                    Diagnostic::whole_file(
-                        &c.source,
-                        format!("customer id `{}` is also used by {}", c.id, first.display()),
-                    )
-                    .hint("customer ids must be unique across plan files; this file is ignored until fixed"),
-                );
-                continue;
+        let Some(c) = customer else { continue };
+        match seen.get(&c.id) {
+            Some(&i) if c.source < customers[i].source => duplicates.push(std::mem::replace(&mut customers[i], c)),
+            Some(_) => duplicates.push(c),
+            None => {
+                seen.insert(c.id.clone(), customers.len());
+                customers.push(c);
             }
-            seen.insert(c.id.clone(), c.source.to_path_buf());
-            customers.push(c);
         }
+    }
+    for d in duplicates {
+        let kept = seen.get(&d.id).map(|&i| customers[i].source.display().to_string()).unwrap_or_default();
+        diagnostics.push(
+            Diagnostic::whole_file(&d.source, format!("customer id `{}` is also used by {kept}", d.id))
+                .hint("customer ids must be unique across plan files; this file is ignored until fixed"),
+        );
     }
     diagnostics.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
     Loaded {
