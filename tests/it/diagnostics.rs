@@ -215,8 +215,7 @@ fn run(case: &str) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
     );
-    let text = text.replace(&root.display().to_string(), "[WS]").replace(REPO, "[REPO]");
-    text
+    text.replace(&root.display().to_string(), "[WS]").replace(REPO, "[REPO]")
 }
 
 #[test]
