@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod diagnostics;
 pub mod dispatch;
+pub mod files;
 pub mod hash;
 pub mod health;
 pub mod http;

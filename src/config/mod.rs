@@ -115,11 +115,12 @@ impl Config {
     /// # Errors
     /// An unreadable file, or every problem [`Config::parse`] finds.
     pub fn load(path: &Path, env: &Environment) -> Result<Config, Vec<Diagnostic>> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            vec![
-                Diagnostic::whole_file(path, format!("cannot read the config file: {e}"))
-                    .hint("pass --config FILE or create config/contactplan.toml"),
-            ]
+        let text = crate::files::read_text(path, crate::files::MAX_CONFIG_BYTES).map_err(|e| {
+            let hint = match e {
+                crate::files::FileError::Io(_) => "pass --config FILE or create config/contactplan.toml",
+                _ => e.hint(),
+            };
+            vec![Diagnostic::whole_file(path, format!("cannot read the config file: {e}")).hint(hint)]
         })?;
         let mut config = Self::parse(path, &text)?;
         if let Some(url) = env.get(ENV_DATABASE_URL).filter(|u| !u.is_empty()) {

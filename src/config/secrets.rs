@@ -76,7 +76,8 @@ fn credential(env: &Environment, name: &str) -> Result<Option<SecretString>, Str
 
 /// A secret file's content without its trailing newline; empty (or only whitespace) is an error.
 fn read_secret(file: &Path, what: &str) -> Result<SecretString, String> {
-    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read the {what} {}: {e}", file.display()))?;
+    let text = crate::files::read_text(file, crate::files::MAX_SECRET_BYTES)
+        .map_err(|e| format!("cannot read the {what} {}: {e}", file.display()))?;
     let value = text.trim_end_matches(['\n', '\r']);
     if value.trim().is_empty() {
         return Err(format!("the {what} {} is empty", file.display()));

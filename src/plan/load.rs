@@ -120,10 +120,10 @@ pub fn playbooks_with_last_good(
     };
     for file in files {
         let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
-        let text = match std::fs::read_to_string(&file) {
+        let text = match crate::files::read_text(&file, crate::files::MAX_PLAN_BYTES) {
             Ok(t) => t,
             Err(e) => {
-                diags.push(Diagnostic::whole_file(&file, format!("cannot read playbook: {e}")));
+                diags.push(Diagnostic::whole_file(&file, format!("cannot read playbook: {e}")).hint(e.hint()));
                 fall_back(name, &file, previous, &mut good, &mut kept, &mut broken);
                 continue;
             }
@@ -177,19 +177,10 @@ fn fall_back(
 
 /// Parses and validates one plan file.
 pub fn plan_file(file: &Path, ctx: &Context) -> (Option<Customer>, Vec<Diagnostic>) {
-    match read_text(file) {
+    match crate::files::read_text(file, crate::files::MAX_PLAN_BYTES) {
         Ok(text) => plan_text(file, &text, ctx),
-        Err(e) => (None, vec![Diagnostic::whole_file(file, format!("cannot read plan: {e}"))]),
+        Err(e) => (None, vec![Diagnostic::whole_file(file, format!("cannot read plan: {e}")).hint(e.hint())]),
     }
-}
-
-/// Reads a small UTF-8 file with open + read only (`read_to_string` adds a `statx` per file,
-/// measurable at 100,000 plans).
-fn read_text(file: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut buf = Vec::with_capacity(4096);
-    std::fs::File::open(file)?.read_to_end(&mut buf)?;
-    String::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not UTF-8: {e}")))
 }
 
 /// Validates plan text (the file need not exist; used by fuzzing and tests too).

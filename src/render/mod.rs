@@ -88,9 +88,9 @@ pub enum RenderError {
 
 /// Reads and compiles one template file; the problem, if any, as a diagnostic.
 fn compile(env: &mut Environment<'static>, file: &Path, key: String) -> Option<Diagnostic> {
-    let text = match std::fs::read_to_string(file) {
+    let text = match crate::files::read_text(file, crate::files::MAX_TEMPLATE_BYTES) {
         Ok(t) => t,
-        Err(e) => return Some(Diagnostic::whole_file(file, format!("cannot read template: {e}"))),
+        Err(e) => return Some(Diagnostic::whole_file(file, format!("cannot read template: {e}")).hint(e.hint())),
     };
     let e = env.add_template_owned(key, text.clone()).err()?;
     let message = format!("template syntax error: {}", e.detail().unwrap_or("invalid template"));

@@ -73,7 +73,7 @@
 //! | 56 | plan/load.rs `dir_error`, plans | cannot read directory | `plans-dir-missing` |
 //! | 57 | plan/load.rs `dir_error`, playbooks | cannot read directory | `playbooks-dir-not-a-dir` |
 //! | 58 | plan/load.rs `playbooks_with_last_good` | cannot read playbook | `playbook-not-utf8` |
-//! | 59 | plan/load.rs `plan_file` | cannot read plan | `plan-not-utf8` |
+//! | 59 | plan/load.rs `plan_file` (files.rs `read_text`) | cannot read plan: not UTF-8 / not a regular file / more than the limit | `plan-not-utf8`, `plan-fifo`, `plan-dev-zero`, `plan-too-large` |
 //! | 60 | plan/load.rs `load_with_last_good` | customer id … is also used by … | `duplicate-customer-id` (\*) |
 //! | 61 | render/catalog.rs `scan` | cannot read templates directory | `templates-dir-missing` |
 //! | 62 | render/catalog.rs `scan` | template variant is missing … | `template-variant-incomplete` |
@@ -198,6 +198,25 @@ fn run(case: &str) -> String {
         "template-not-utf8" => save_as_latin1(&root.join("templates/greeting/en/body.txt.j2")),
         "config-api-token-credential" => credential(&mut cmd, "api-token"),
         "config-smtp-password-credential" => credential(&mut cmd, "smtp-password"),
+        "plan-fifo" => {
+            let file = root.join("plans/acme.toml");
+            std::fs::remove_file(&file).unwrap();
+            let status = Command::new("mkfifo").arg(&file).status().unwrap();
+            assert!(status.success(), "mkfifo");
+        }
+        "plan-dev-zero" => {
+            let file = root.join("plans/acme.toml");
+            std::fs::remove_file(&file).unwrap();
+            std::os::unix::fs::symlink("/dev/zero", &file).unwrap();
+        }
+        "plan-too-large" => {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().append(true).open(root.join("plans/acme.toml")).unwrap();
+            let line = format!("# {}\n", "x".repeat(1021));
+            for _ in 0..1024 {
+                f.write_all(line.as_bytes()).unwrap();
+            }
+        }
         "config-api-token-empty" => {
             std::fs::create_dir_all(root.join("credentials")).unwrap();
             std::fs::write(root.join("credentials/api-token"), "\n").unwrap();

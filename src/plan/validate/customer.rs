@@ -8,6 +8,7 @@ use super::{Context, Src, present_and_valid};
 use crate::plan::model::{Action, Contact, Customer, Gender, Language, Phase, Rule, Target, Templates, Tone};
 use crate::plan::raw::RawPlan;
 use chrono::NaiveDate;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// Validates one customer plan. `playbooks` holds the valid playbooks by name; `broken`
@@ -40,11 +41,12 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
     // Contacts.
     let mut contacts: Vec<Option<Contact>> = Vec::with_capacity(raw.contacts.len());
     let mut primaries = Vec::new();
+    let mut contact_ids: HashSet<&str> = HashSet::with_capacity(raw.contacts.len());
     for rc in &raw.contacts {
         let rc_span = rc.span();
         let rc = rc.get_ref();
         let id_ok = parse_id(src, &rc.id, "contact id");
-        if id_ok && contacts.iter().flatten().any(|x| *x.id == **rc.id.get_ref()) {
+        if id_ok && !contact_ids.insert(rc.id.get_ref().as_str()) {
             src.error(
                 &rc.id,
                 format!("contact id `{}` is used twice", rc.id.get_ref()),
@@ -152,10 +154,14 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
             }
         }
     }
-    let mut own: Vec<&str> = Vec::new();
+    // Plan rules override or disable playbook rules by name; lookups by hash and removals as
+    // tombstones, so a plan with thousands of rules is validated in linear time.
+    let playbook_rules: HashMap<&str, usize> = rules.iter().enumerate().map(|(i, r)| (&*r.name, i)).collect();
+    let mut merged: Vec<Option<Arc<Rule>>> = rules.iter().cloned().map(Some).collect();
+    let mut own: HashSet<&str> = HashSet::with_capacity(raw.rules.len());
     for r in &raw.rules {
         let name = r.get_ref().name.get_ref().as_str();
-        if own.contains(&name) {
+        if !own.insert(name) {
             src.error(
                 &r.get_ref().name,
                 format!("occasion `{name}` is defined twice in this plan"),
@@ -163,15 +169,12 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
             );
             continue;
         }
-        own.push(name);
         shared = None;
-        let pos = rules.iter().position(|x| &*x.name == name);
+        let pos = playbook_rules.get(name).copied();
         let enabled = r.get_ref().enabled.as_ref().is_none_or(|e| *e.get_ref());
         if !enabled {
             match pos {
-                Some(i) => {
-                    rules.remove(i);
-                }
+                Some(i) => merged[i] = None,
                 None => src.error(
                     &r.get_ref().name,
                     format!("`enabled = false` for `{name}`, which the playbook does not define"),
@@ -182,11 +185,12 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
         }
         if let Some(rule) = build_rule(src, r, pos.map(|i| &*rules[i]), ctx) {
             match pos {
-                Some(i) => rules[i] = Arc::new(rule),
-                None => rules.push(Arc::new(rule)),
+                Some(i) => merged[i] = Some(Arc::new(rule)),
+                None => merged.push(Some(Arc::new(rule))),
             }
         }
     }
+    let rules: Vec<Arc<Rule>> = merged.into_iter().flatten().collect();
 
     if !src.ok() {
         return None;
@@ -212,40 +216,47 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
 
 /// Every rule must have a template variant for the language and tone of each recipient.
 fn check_template_variants(src: &mut Src, raw: &RawPlan, customer: &Customer, templates: &dyn Templates) {
-    // Few distinct (template, language, tone) combinations per plan: resolve each once.
-    let mut seen: Vec<(&str, Language, Option<Tone>)> = Vec::new();
+    // The distinct (language, tone) of the contacts, each with the first contact that has it
+    // (where a missing variant is reported): at most four, so rules × contacts is never walked.
+    let mut recipients: Vec<(Language, Tone, usize)> = Vec::new();
+    for (i, contact) in customer.contacts.iter().enumerate() {
+        let combo = (customer.language_of(Some(contact)), contact.tone);
+        if !recipients.iter().any(|(l, t, _)| (*l, *t) == combo) {
+            recipients.push((combo.0, combo.1, i));
+        }
+    }
+    let mut checked: HashSet<(&str, Language, Option<Tone>)> = HashSet::new();
     for rule in customer.rules.iter() {
-        for (i, contact) in customer.contacts.iter().enumerate() {
-            let (lang, tone) = match rule.action {
-                Action::Task => (customer.language, None),
-                Action::Email if rule.target == Target::Owner => (customer.language, None),
-                Action::Email => (customer.language_of(Some(contact)), Some(contact.tone)),
-            };
-            let combo = (&*rule.template, lang, tone);
-            if seen.contains(&combo) {
+        let needs: Vec<(Language, Option<Tone>, usize)> = match rule.action {
+            // Tasks and emails to the salesperson: the customer's language, no tone (reported at
+            // the first contact, as before).
+            Action::Task => vec![(customer.language, None, 0)],
+            Action::Email if rule.target == Target::Owner => vec![(customer.language, None, 0)],
+            Action::Email => recipients.iter().map(|&(l, t, i)| (l, Some(t), i)).collect(),
+        };
+        for (lang, tone, i) in needs {
+            if !checked.insert((&*rule.template, lang, tone)) || templates.has_variant(&rule.template, lang, tone) {
                 continue;
             }
-            seen.push(combo);
-            if !templates.has_variant(&rule.template, lang, tone) {
-                let wanted = match tone {
-                    Some(t) => format!("{}-{}", lang.code(), t.code()),
-                    None => lang.code().to_string(),
-                };
-                let span = raw.contacts.get(i).map_or(raw.customer.span(), |c| c.get_ref().tone.span());
-                src.error_span(
-                    span,
-                    format!(
-                        "template `{}` has no variant `{wanted}` (needed by occasion `{}` for contact `{}`)",
-                        rule.template, rule.name, contact.id
-                    ),
-                    format!(
-                        "add {}/{}/{wanted}/ (or /{}/) with subject.txt.j2, body.txt.j2 and body.html.j2",
-                        templates.dir().display(),
-                        rule.template,
-                        lang.code()
-                    ),
-                );
-            }
+            let Some(contact) = customer.contacts.get(i) else { continue };
+            let wanted = match tone {
+                Some(t) => format!("{}-{}", lang.code(), t.code()),
+                None => lang.code().to_string(),
+            };
+            let span = raw.contacts.get(i).map_or(raw.customer.span(), |c| c.get_ref().tone.span());
+            src.error_span(
+                span,
+                format!(
+                    "template `{}` has no variant `{wanted}` (needed by occasion `{}` for contact `{}`)",
+                    rule.template, rule.name, contact.id
+                ),
+                format!(
+                    "add {}/{}/{wanted}/ (or /{}/) with subject.txt.j2, body.txt.j2 and body.html.j2",
+                    templates.dir().display(),
+                    rule.template,
+                    lang.code()
+                ),
+            );
         }
     }
 }

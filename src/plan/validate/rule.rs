@@ -343,6 +343,7 @@ fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder) -> Option<Rule> {
 /// Validates a playbook file into its rules (in file order).
 pub fn playbook(src: &mut Src, raw: &RawPlaybook, ctx: &Context) -> Vec<Arc<Rule>> {
     let mut rules: Vec<Arc<Rule>> = Vec::new();
+    let mut names: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for r in &raw.rules {
         if let Some(en) = &r.get_ref().enabled {
             src.error(
@@ -351,7 +352,7 @@ pub fn playbook(src: &mut Src, raw: &RawPlaybook, ctx: &Context) -> Vec<Arc<Rule
                 "remove it here; a playbook rule is enabled",
             );
         }
-        if rules.iter().any(|x| *x.name == **r.get_ref().name.get_ref()) {
+        if !names.insert(r.get_ref().name.get_ref().as_str()) {
             src.error(
                 &r.get_ref().name,
                 format!("occasion `{}` is defined twice", r.get_ref().name.get_ref()),
