@@ -33,6 +33,13 @@ pub const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// Re-materialise at least this often even when nothing changed (the window moves).
 pub const REMATERIALIZE_EVERY: TimeDelta = TimeDelta::minutes(10);
 
+/// How long the loop waits after `failures` failed ticks in a row: 1 s, 2 s, 4 s … at most 30 s,
+/// so a storage fault (a full disk, a database that is restarting) is retried promptly but
+/// not five times a second.
+pub fn retry_pause(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.clamp(1, 6).saturating_sub(1)).min(Duration::from_secs(30))
+}
+
 /// Counters of one tick, for logs and tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TickReport {
@@ -302,18 +309,30 @@ impl Scheduler {
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         tracing::info!(instance = %self.instance, transport = %self.mailer.describe(), "daemon running");
         let changed = self.served.changed().clone();
+        let mut failures = 0u32;
         while !stop.is_cancelled() {
-            // The watchdog is pinged from here and from delivery progress, never from a timer
-            // of its own: a loop stuck anywhere stops pinging and systemd restarts it.
-            self.health.beat();
             let started = self.clock.now();
             let result = self.tick(&stop).await;
-            if let Err(e) = &result {
-                tracing::error!(error = %e, "tick failed; retrying shortly");
+            match &result {
+                // The watchdog is fed by progress only — a tick that completed, and delivery
+                // outcomes — never by a timer or by the loop merely running: a loop that is stuck
+                // or keeps failing stops pinging, and systemd restarts the daemon.
+                Ok(_) => {
+                    failures = 0;
+                    self.health.beat();
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::error!(error = %e, failures, "tick failed; trying again");
+                }
             }
             self.health.tick_finished(started, result.err().map(|e| format!("{e:#}")));
             self.health.systemd().status(&self.health.status_line());
-            let pause = self.sleep_for().await.min(self.health.max_sleep(MAX_SLEEP));
+            let pause = if failures > 0 {
+                retry_pause(failures)
+            } else {
+                self.sleep_for().await.min(self.health.max_sleep(MAX_SLEEP))
+            };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = changed.notified() => {}

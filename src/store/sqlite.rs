@@ -39,7 +39,19 @@ impl SqliteStore {
         }
         // No ping before each acquire: the database is a local file, and a broken connection
         // fails its statement anyway. The ping was one more thread round trip per commit.
-        let pool = SqlitePoolOptions::new().max_connections(4).test_before_acquire(false).connect_with(opts).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .test_before_acquire(false)
+            // A connection whose transaction could not be ended (a COMMIT or ROLLBACK that failed,
+            // e.g. with "database or disk is full", after which SQLite may have rolled back on its
+            // own) keeps sqlx's transaction depth above zero for good, and every later
+            // `BEGIN IMMEDIATE` on it fails ("attempted to call begin_with at non-zero transaction
+            // depth"). Such a connection is closed instead of reused, so the daemon recovers once
+            // the cause is gone. (Checked here, after the pool's on-release ping has flushed the
+            // rollback of a dropped transaction; an atomic load, no round trip.)
+            .before_acquire(|conn, _| Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) }))
+            .connect_with(opts)
+            .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(SqliteStore { pool })
     }

@@ -1,0 +1,216 @@
+//! Unattended means unbreakable: the real binary against the faults an unlucky operator or a
+//! hostile local user can cause — a full disk, special files in `plans/`, a directory swapped
+//! away during a reload, signals during start-up, an empty secret, slow HTTP clients — and
+//! the recovery afterwards. Each test names the fault it pins.
+
+use crate::crash::{daytime_zone, wait_until};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (bound, then released for the daemon).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A workspace: `n` customers with one `date` occasion due now (local midnight today in a zone
+/// where today has hours left), Maildir delivery into `maildir/`, an HTTP port.
+struct Workspace {
+    dir: tempfile::TempDir,
+    http_port: u16,
+}
+
+impl Workspace {
+    fn new(n: usize, database: &str) -> Workspace {
+        let dir = tempfile::tempdir().unwrap();
+        let (zone, today) = daytime_zone();
+        std::fs::create_dir_all(dir.path().join("plans")).unwrap();
+        for i in 0..n {
+            let plan = format!(
+                "[customer]\nid = \"c{i:04}\"\nname = \"C{i}\"\nsince = 2015-06-01\nowner = \"sales@example.com\"\ntimezone = \"{zone}\"\nlanguage = \"en\"\nphase = \"growth\"\n\n[[contact]]\nid = \"p\"\nname = \"Pat Doe\"\nemail = \"p{i}@example.net\"\ntone = \"formal\"\nprimary = true\n\n[[occasion]]\nname = \"thanks\"\non = \"date\"\ndate = {today}\nat = \"00:00\"\ntemplate = \"anniversary\"\n"
+            );
+            std::fs::write(dir.path().join(format!("plans/c{i:04}.toml")), plan).unwrap();
+        }
+        let templates = dir.path().join("templates");
+        crate::ops::copy_dir(&crate::helpers::templates_dir(), &templates);
+        let http_port = free_port();
+        let config = format!(
+            "database_url = \"{database}\"\nhttp_bind = \"127.0.0.1:{http_port}\"\ntemplates = \"templates\"\n[sender]\nemail = \"team@example.com\"\nname = \"Team\"\n[delivery]\nkind = \"maildir\"\npath = \"maildir\"\n"
+        );
+        std::fs::write(dir.path().join("contactplan.toml"), config).unwrap();
+        Workspace { dir, http_port }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn config(&self) -> PathBuf {
+        self.path("contactplan.toml")
+    }
+
+    /// Messages delivered into the Maildir.
+    fn delivered(&self) -> usize {
+        std::fs::read_dir(self.path("maildir/new")).map_or(0, |d| d.count())
+    }
+
+    fn readyz(&self) -> (u16, String) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", self.http_port).parse().unwrap();
+        rt.block_on(async {
+            match tokio::time::timeout(Duration::from_secs(5), contactplan::http::get(addr, "/readyz", None)).await {
+                Ok(Ok(r)) => r,
+                _ => (0, String::new()),
+            }
+        })
+    }
+}
+
+/// The real daemon with a notify socket of the test's own (every datagram kept, with when it
+/// came) and its log in a file.
+struct Daemon {
+    child: Child,
+    notes: Arc<Mutex<Vec<(Instant, String)>>>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// `wrap`: a command line to run the daemon through (e.g. `unshare …`), ending in the
+    /// binary's path as `{bin}`; empty: the binary itself.
+    fn start(ws: &Workspace, wrap: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let sock_path = ws.path("notify.sock");
+        let _ = std::fs::remove_file(&sock_path);
+        let sock = UnixDatagram::bind(&sock_path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let notes = Arc::new(Mutex::new(Vec::new()));
+        let sink = notes.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match sock.recv(&mut buf) {
+                    Ok(n) => sink.lock().unwrap().push((Instant::now(), String::from_utf8_lossy(&buf[..n]).into_owned())),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                        if Arc::strong_count(&sink) == 1 {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        let bin = env!("CARGO_BIN_EXE_contactplan");
+        let mut cmd = match wrap.split_first() {
+            None => Command::new(bin),
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest.iter().map(|a| a.replace("{bin}", bin)));
+                c
+            }
+        };
+        let log = ws.path("daemon.log");
+        cmd.args(["run", "--config"])
+            .arg(ws.config())
+            .current_dir(ws.dir.path())
+            .env("RUST_LOG", "warn")
+            .env("NOTIFY_SOCKET", &sock_path)
+            .env("WATCHDOG_USEC", "2000000")
+            .env_remove("CONTACTPLAN_DATABASE_URL")
+            .env_remove("CONTACTPLAN_API_TOKEN")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Daemon { child: cmd.spawn().unwrap(), notes, log }
+    }
+
+    fn notes_since(&self, since: Instant) -> Vec<String> {
+        self.notes.lock().unwrap().iter().filter(|(t, _)| *t >= since).map(|(_, m)| m.clone()).collect()
+    }
+
+    fn said(&self, line: &str) -> bool {
+        self.notes.lock().unwrap().iter().any(|(_, m)| m.lines().any(|l| l == line))
+    }
+
+    fn watchdogs_since(&self, since: Instant) -> usize {
+        self.notes_since(since).iter().filter(|m| m.lines().any(|l| l == "WATCHDOG=1")).count()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
+        assert!(ok, "kill {sig}");
+    }
+
+    /// SIGTERM and the exit status (None: still running after 30 s).
+    fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        self.signal("-TERM");
+        let mut status = None;
+        wait_until(Duration::from_secs(30), || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Fault 1: a full disk. SQLite on a 4 MiB tmpfs (a private mount namespace: `unshare
+/// --mount`, so the machine sees nothing of it) that a filler leaves too little room for the
+/// first materialisation: `database or disk is full`. While that lasts, ticks fail, `/readyz`
+/// says why, and the watchdog gets no ping (so systemd would restart a wedged daemon). Once
+/// the filler is removed (from inside the daemon's namespace, with `nsenter`), the next tick
+/// succeeds and every email goes out. (Before the fix the connection kept a transaction depth
+/// of 1 after the failed commit, and every later tick failed with "attempted to call begin_with
+/// at non-zero transaction depth", forever.)
+#[test]
+fn a_full_disk_fails_ticks_visibly_and_the_daemon_recovers_once_space_is_freed() {
+    const N: usize = 300;
+    let ws = Workspace::new(N, "sqlite://db/outbox.db");
+    let db = ws.path("db");
+    std::fs::create_dir_all(&db).unwrap();
+    let script = "mount -t tmpfs -o size=4m tmpfs \"$1\" && head -c 4050000 /dev/zero > \"$1/filler\" && shift && exec \"$@\"";
+    let db_arg = db.display().to_string();
+    let mut d = Daemon::start(&ws, &["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", &db_arg, "{bin}"], &[]);
+    let full = wait_until(Duration::from_secs(30), || d.log().contains("disk is full"));
+    assert!(full, "the disk filled up: {}", d.log());
+    assert_eq!(ws.delivered(), 0, "nothing could be recorded, so nothing was sent");
+    let failing = Instant::now();
+    std::thread::sleep(Duration::from_secs(4));
+    let (code, body) = ws.readyz();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("disk is full"), "/readyz says why: {body}");
+    assert_eq!(d.watchdogs_since(failing), 0, "no watchdog ping while ticks fail: {:?}", d.notes_since(failing));
+    let attempts = d.log().matches("tick failed").count();
+    assert!((2..=6).contains(&attempts), "failing ticks back off (1 s, 2 s, 4 s …), not five a second: {attempts}");
+
+    let freed = Command::new("nsenter")
+        .arg(format!("--mount=/proc/{}/ns/mnt", d.child.id()))
+        .args(["rm", "-f"])
+        .arg(db.join("filler"))
+        .status()
+        .unwrap();
+    assert!(freed.success(), "removed the filler inside the daemon's namespace");
+    let recovered = Instant::now();
+    let all = wait_until(Duration::from_secs(60), || ws.delivered() == N);
+    assert!(all, "every email sent after the space came back: {} of {N}\n{}", ws.delivered(), d.log());
+    assert!(!d.log().contains("non-zero transaction depth"), "{}", d.log());
+    assert!(wait_until(Duration::from_secs(10), || ws.readyz().0 == 200), "ready again: {:?}", ws.readyz());
+    assert!(wait_until(Duration::from_secs(5), || d.watchdogs_since(recovered) > 0), "the watchdog is fed again");
+    assert!(d.stop().is_some_and(|s| s.success()), "SIGTERM stops it: {}", d.log());
+}
