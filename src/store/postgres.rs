@@ -285,6 +285,35 @@ impl PgStore {
         Ok(BatchResult::from_updated(updated))
     }
 
+    /// See [`super::Store::abandon`].
+    pub async fn abandon(&self, rows: &[(i64, i64)], now: i64, retry_at: i64) -> anyhow::Result<Recovered> {
+        if rows.is_empty() {
+            return Ok(Recovered::default());
+        }
+        let states: Vec<String> = sqlx::query_scalar(
+            "UPDATE outbox SET
+                 state = CASE WHEN outbox.state = 'claimed' THEN 'pending'
+                              WHEN outbox.delivery = 'at_least_once' THEN 'retry' ELSE 'unknown' END,
+                 attempts = CASE WHEN outbox.state = 'claimed' THEN outbox.attempts - 1 ELSE outbox.attempts END,
+                 next_attempt_utc = CASE WHEN outbox.state = 'claimed' THEN outbox.next_attempt_utc ELSE $6 END,
+                 reason = CASE WHEN outbox.state = 'claimed' THEN outbox.reason
+                               WHEN outbox.delivery = 'at_least_once' THEN $4 ELSE $5 END,
+                 lease_owner = NULL, lease_until = NULL, updated_utc = $3
+             FROM UNNEST($1::bigint[], $2::bigint[]) AS g(id, fence)
+             WHERE outbox.id = g.id AND outbox.fence = g.fence AND outbox.state IN ('claimed', 'sending')
+             RETURNING outbox.state",
+        )
+        .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+        .bind(now)
+        .bind(super::ABANDONED_RESEND)
+        .bind(super::ABANDONED_UNKNOWN)
+        .bind(retry_at)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Recovered::count(&states))
+    }
+
     /// [`Store::unreported`](super::Store::unreported) on PostgreSQL.
     ///
     /// # Errors

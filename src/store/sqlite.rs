@@ -248,6 +248,35 @@ impl SqliteStore {
         Ok(BatchResult::from_updated(updated))
     }
 
+    /// See [`super::Store::abandon`].
+    pub async fn abandon(&self, rows: &[(i64, i64)], now: i64, retry_at: i64) -> anyhow::Result<Recovered> {
+        if rows.is_empty() {
+            return Ok(Recovered::default());
+        }
+        let states: Vec<String> = sqlx::query_scalar(
+            "WITH g AS (SELECT value ->> 0 AS id, value ->> 1 AS fence FROM json_each(?1))
+             UPDATE outbox SET
+                 state = CASE WHEN outbox.state = 'claimed' THEN 'pending'
+                              WHEN outbox.delivery = 'at_least_once' THEN 'retry' ELSE 'unknown' END,
+                 attempts = CASE WHEN outbox.state = 'claimed' THEN outbox.attempts - 1 ELSE outbox.attempts END,
+                 next_attempt_utc = CASE WHEN outbox.state = 'claimed' THEN outbox.next_attempt_utc ELSE ?5 END,
+                 reason = CASE WHEN outbox.state = 'claimed' THEN outbox.reason
+                               WHEN outbox.delivery = 'at_least_once' THEN ?3 ELSE ?4 END,
+                 lease_owner = NULL, lease_until = NULL, updated_utc = ?2
+             FROM g
+             WHERE outbox.id = g.id AND outbox.fence = g.fence AND outbox.state IN ('claimed', 'sending')
+             RETURNING outbox.state",
+        )
+        .bind(serde_json::to_string(rows)?)
+        .bind(now)
+        .bind(super::ABANDONED_RESEND)
+        .bind(super::ABANDONED_UNKNOWN)
+        .bind(retry_at)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Recovered::count(&states))
+    }
+
     /// [`Store::unreported`](super::Store::unreported) on SQLite.
     ///
     /// # Errors

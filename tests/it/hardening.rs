@@ -5,7 +5,7 @@
 
 use crate::crash::{daytime_zone, wait_until};
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -90,8 +90,12 @@ impl Daemon {
             let mut buf = [0u8; 4096];
             loop {
                 match sock.recv(&mut buf) {
-                    Ok(n) => sink.lock().unwrap().push((Instant::now(), String::from_utf8_lossy(&buf[..n]).into_owned())),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                    Ok(n) => {
+                        sink.lock().unwrap().push((Instant::now(), String::from_utf8_lossy(&buf[..n]).into_owned()))
+                    }
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut =>
+                    {
                         if Arc::strong_count(&sink) == 1 {
                             return;
                         }
@@ -131,6 +135,7 @@ impl Daemon {
         self.notes.lock().unwrap().iter().filter(|(t, _)| *t >= since).map(|(_, m)| m.clone()).collect()
     }
 
+    #[allow(dead_code)]
     fn said(&self, line: &str) -> bool {
         self.notes.lock().unwrap().iter().any(|(_, m)| m.lines().any(|l| l == line))
     }
@@ -184,9 +189,14 @@ fn a_full_disk_fails_ticks_visibly_and_the_daemon_recovers_once_space_is_freed()
     let ws = Workspace::new(N, "sqlite://db/outbox.db");
     let db = ws.path("db");
     std::fs::create_dir_all(&db).unwrap();
-    let script = "mount -t tmpfs -o size=4m tmpfs \"$1\" && head -c 4050000 /dev/zero > \"$1/filler\" && shift && exec \"$@\"";
+    let script =
+        "mount -t tmpfs -o size=4m tmpfs \"$1\" && head -c 4050000 /dev/zero > \"$1/filler\" && shift && exec \"$@\"";
     let db_arg = db.display().to_string();
-    let mut d = Daemon::start(&ws, &["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", &db_arg, "{bin}"], &[]);
+    let mut d = Daemon::start(
+        &ws,
+        &["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", &db_arg, "{bin}"],
+        &[],
+    );
     let full = wait_until(Duration::from_secs(30), || d.log().contains("disk is full"));
     assert!(full, "the disk filled up: {}", d.log());
     assert_eq!(ws.delivered(), 0, "nothing could be recorded, so nothing was sent");
@@ -213,4 +223,41 @@ fn a_full_disk_fails_ticks_visibly_and_the_daemon_recovers_once_space_is_freed()
     assert!(wait_until(Duration::from_secs(10), || ws.readyz().0 == 200), "ready again: {:?}", ws.readyz());
     assert!(wait_until(Duration::from_secs(5), || d.watchdogs_since(recovered) > 0), "the watchdog is fed again");
     assert!(d.stop().is_some_and(|s| s.success()), "SIGTERM stops it: {}", d.log());
+}
+
+/// Fault 8 (and the poison row of the tone issue): a worker that fails on one row — here a
+/// panic while building its message, injected with a failpoint — records that row `failed`
+/// with the reason within the one attempt, tells ops, and goes on: the next row, which the
+/// same session had already moved to `sending` with it (one session, at_least_once), is sent
+/// in the same tick, though it belongs to another customer. Nothing is left `sending`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_row_that_fails_never_strands_the_next_one_and_ends_failed_with_a_reason() {
+    use crate::helpers::{Delivery, JANE, birthday_plan, spawn_app, utc};
+    let poison = birthday_plan("poison-a", "America/New_York", "en", JANE);
+    let victim = birthday_plan("victim-b", "America/New_York", "en", JANE);
+    let app =
+        spawn_app(&[("poison-a", &poison), ("victim-b", &victim)], &[], utc("2027-03-14T12:00:00Z"), Delivery::Smtp)
+            .await;
+    app.tick().await;
+    fail::cfg("dispatch::prepare", "return(poison-a)").unwrap();
+    let r = app.tick_at("2027-03-14T13:00:00Z").await;
+    fail::remove("dispatch::prepare");
+    assert_eq!((r.failed, r.accepted), (1, 1), "{r:?}");
+    let sent = app.smtp.messages();
+    let to_customer: Vec<_> = sent.iter().filter(|m| m.to != ["ops@example.com"]).collect();
+    assert_eq!(to_customer.len(), 1, "the other customer's greeting went out");
+    let failed = app.app.store().rows(Some("failed"), 10).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0].key.starts_with("poison-a/"), "{failed:?}");
+    let reason = failed[0].reason.as_deref().unwrap_or_default();
+    assert!(reason.contains("internal error while building the message") && reason.contains("poison-a"), "{reason}");
+    assert_eq!(failed[0].attempts, 1, "within one attempt");
+    let ops: Vec<_> = sent.iter().filter(|m| m.to == ["ops@example.com"]).collect();
+    assert_eq!(ops.len(), 1, "ops were told");
+    assert!(String::from_utf8_lossy(&ops[0].data).contains(&failed[0].key), "the report names the row");
+    let states = app.states().await;
+    assert!(
+        states.iter().all(|(s, _)| !["sending", "claimed", "pending", "retry"].contains(&s.as_str())),
+        "{states:?}"
+    );
 }
