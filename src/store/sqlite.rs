@@ -249,6 +249,9 @@ impl SqliteStore {
     }
 
     /// See [`super::Store::abandon`].
+    ///
+    /// # Errors
+    /// A database error.
     pub async fn abandon(&self, rows: &[(i64, i64)], now: i64, retry_at: i64) -> anyhow::Result<Recovered> {
         if rows.is_empty() {
             return Ok(Recovered::default());
