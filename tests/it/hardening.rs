@@ -261,3 +261,51 @@ async fn a_row_that_fails_never_strands_the_next_one_and_ends_failed_with_a_reas
         "{states:?}"
     );
 }
+
+/// Fault 5: a directory that is briefly unreadable. A deploy that swaps `plans/` (or
+/// `templates/`, or `playbooks/`) by rename, and a SIGHUP meanwhile: the reload fails for that
+/// source and keeps its last good state in force — every customer is still served, and the
+/// occasions due meanwhile are sent (not `suppressed`, not `failed`) — and it is reported. Once
+/// the directory is back, the next reload reads it again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_directory_swapped_away_during_a_reload_keeps_its_last_good_state() {
+    use crate::ops::{OpsApp, plan};
+    let playbook = "[[occasion]]\nname = \"checkin\"\non = \"every\"\ncron = \"0 10 * * *\"\nsend = \"task\"\ntemplate = \"checkin\"\n";
+    let t = OpsApp::start(
+        &[("a", &plan("a", "pat@a.example", "playbook = \"standard\"")), ("b", &plan("b", "pat@b.example", ""))],
+        &[("standard", playbook)],
+        None,
+    )
+    .await;
+    assert_eq!(t.app.current().plans.len(), 2);
+    t.clock.set(crate::helpers::utc("2027-03-10T12:00:00Z"));
+    t.app.scheduler().tick(&tokio_util::sync::CancellationToken::new()).await.unwrap();
+
+    for dir in ["plans", "templates", "playbooks"] {
+        std::fs::rename(t.path(dir), t.path(&format!("{dir}.old"))).unwrap();
+        t.app.reload("SIGHUP").await;
+        let snap = t.app.current();
+        assert_eq!(snap.plans.len(), 2, "{dir}: both customers still served");
+        assert!(snap.plans.get("a").is_some_and(|a| a.rule("checkin").is_some()), "{dir}: the playbook's rule too");
+        let health = t.app.health().plans();
+        let p = health.problems.iter().find(|p| p.location.ends_with(dir)).unwrap_or_else(|| panic!("{dir}: {health:?}"));
+        assert!(p.last_good_in_force && p.message.contains("last good"), "{dir}: {p:?}");
+        assert_eq!(health.customers, 2, "{dir}");
+        std::fs::rename(t.path(&format!("{dir}.old")), t.path(dir)).unwrap();
+    }
+    // While plans/ was away the templates were kept too, and the reverse: one more swap of all
+    // three at once, then the occasions due meanwhile.
+    for dir in ["plans", "templates", "playbooks"] {
+        std::fs::rename(t.path(dir), t.path(&format!("{dir}.old"))).unwrap();
+    }
+    t.app.reload("SIGHUP").await;
+    // 09:00 UTC: the birthdays (09:00 Berlin) and a's check-in task (10:00 Berlin) are due.
+    t.clock.set(crate::helpers::utc("2027-03-11T09:00:00Z"));
+    let r = t.app.scheduler().tick(&tokio_util::sync::CancellationToken::new()).await.unwrap();
+    assert_eq!((r.accepted, r.suppressed, r.failed), (3, 0, 0), "two birthdays and a's check-in task: {r:?}");
+    for dir in ["plans", "templates", "playbooks"] {
+        std::fs::rename(t.path(&format!("{dir}.old")), t.path(dir)).unwrap();
+    }
+    t.app.reload("SIGHUP").await;
+    assert!(t.app.health().plans().problems.is_empty(), "{:?}", t.app.health().plans());
+}
