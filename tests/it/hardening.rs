@@ -309,3 +309,107 @@ async fn a_directory_swapped_away_during_a_reload_keeps_its_last_good_state() {
     t.app.reload("SIGHUP").await;
     assert!(t.app.health().plans().problems.is_empty(), "{:?}", t.app.health().plans());
 }
+
+/// Whether the process has a handler for signal `signo` (`SigCgt` in /proc: bit `signo - 1`).
+fn catches(pid: u32, signo: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).ok().is_some_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << (signo - 1)) != 0)
+    })
+}
+
+/// Fault 6: a SIGHUP during start-up (migrations, loading every plan) no longer kills the
+/// daemon (exit 129, which systemd's `Restart=on-failure` counts as clean): the handlers are
+/// installed first, and the reload waits for the start-up.
+#[test]
+fn a_sighup_during_start_up_waits_for_it_and_then_reloads() {
+    let ws = Workspace::new(5000, "sqlite://outbox.db");
+    let spawned = Instant::now();
+    let mut d = Daemon::start(&ws, &[], &[]);
+    let pid = d.child.id();
+    // As soon as the daemon takes SIGTERM (15): the first thing it does, before any slow
+    // start-up work. (Before the fix, SIGHUP's handler came only after loading the plans.)
+    while !catches(pid, 15) && spawned.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(catches(pid, 15), "the SIGTERM handler is installed at once");
+    d.signal("-HUP");
+    let hup_at = Instant::now();
+    assert!(!d.said("READY=1"), "the SIGHUP came during the start-up (loading 5,000 plans)");
+    assert!(wait_until(Duration::from_secs(60), || d.said("READY=1")), "started: {}", d.log());
+    eprintln!("SIGHUP {:?} after the spawn; READY after {:?}", hup_at - spawned, spawned.elapsed());
+    assert!(d.child.try_wait().unwrap().is_none(), "still running after the SIGHUP: {}", d.log());
+    let reloaded = wait_until(Duration::from_secs(60), || {
+        d.notes_since(hup_at).iter().any(|m| m.lines().any(|l| l == "RELOADING=1"))
+    });
+    assert!(reloaded, "the SIGHUP was served once the start-up was done: {:?}", d.notes_since(hup_at));
+    assert!(d.stop().is_some_and(|s| s.success()), "SIGTERM ends it cleanly: {}", d.log());
+}
+
+/// Fault 7: an empty `api-token` credential (a file holding only a newline, what
+/// `install -m 0600 /dev/stdin …` makes from an empty stdin) is a start-up error naming the
+/// credential — not an open `/metrics` that looks protected.
+#[test]
+fn an_empty_api_token_credential_stops_the_start_naming_it() {
+    let ws = Workspace::new(1, "sqlite://outbox.db");
+    let creds = ws.path("credentials");
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::write(creds.join("api-token"), "\n").unwrap();
+    let mut d = Daemon::start(&ws, &[], &[("CREDENTIALS_DIRECTORY", creds.to_str().unwrap())]);
+    let mut status = None;
+    assert!(wait_until(Duration::from_secs(20), || {
+        status = d.child.try_wait().unwrap();
+        status.is_some()
+    }));
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{}", d.log());
+    let log = d.log();
+    assert!(log.contains("credential `api-token`") && log.contains("is empty"), "{log}");
+    assert!(!d.said("READY=1"));
+    assert!(std::net::TcpStream::connect(("127.0.0.1", ws.http_port)).is_err(), "nothing listens");
+}
+
+/// Fault 4: a FIFO and a symlink to `/dev/zero` in `plans/`. A reload reads neither (they are
+/// reported as not regular files), finishes (`RELOADING=1` … `READY=1`), keeps the valid plans
+/// and later edits apply; SIGTERM still ends the daemon. (Before, the reload blocked forever on
+/// the FIFO holding the reload lock, and `/dev/zero` grew memory until the OOM killer.)
+#[test]
+fn special_files_in_plans_are_refused_and_never_block_a_reload_or_shutdown() {
+    let ws = Workspace::new(2, "sqlite://outbox.db");
+    let mut d = Daemon::start(&ws, &[], &[]);
+    assert!(wait_until(Duration::from_secs(30), || d.said("READY=1")), "{}", d.log());
+    let fifo = ws.path("plans/zz-fifo.toml");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    std::os::unix::fs::symlink("/dev/zero", ws.path("plans/zz-zero.toml")).unwrap();
+    let hup_at = Instant::now();
+    d.signal("-HUP");
+    let done = wait_until(Duration::from_secs(20), || {
+        let notes = d.notes_since(hup_at);
+        let reloading = notes.iter().position(|m| m.lines().any(|l| l == "RELOADING=1"));
+        reloading.is_some_and(|i| notes[i..].iter().any(|m| m.lines().any(|l| l == "READY=1")))
+    });
+    assert!(done, "the reload finished: {:?}\n{}", d.notes_since(hup_at), d.log());
+    let log = d.log();
+    assert!(log.contains("not a regular file but a FIFO") && log.contains("character device"), "{log}");
+    // A later edit still applies: the reload lock was released.
+    let text = std::fs::read_to_string(ws.path("plans/c0000.toml")).unwrap();
+    std::fs::write(ws.path("plans/c0000.toml"), text.replace("Pat Doe", "Pat Roe")).unwrap();
+    let again = Instant::now();
+    d.signal("-HUP");
+    assert!(
+        wait_until(Duration::from_secs(20), || d.notes_since(again).iter().any(|m| m.lines().any(|l| l == "READY=1"))),
+        "a second reload finished too"
+    );
+    // Memory stayed bounded: /dev/zero was never read (peak resident set well under 200 MB).
+    let peak_kb: u64 = std::fs::read_to_string(format!("/proc/{}/status", d.child.id()))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(peak_kb < 200 * 1024, "peak RSS {peak_kb} kB");
+    let started = Instant::now();
+    assert!(d.stop().is_some_and(|s| s.success()), "{}", d.log());
+    assert!(started.elapsed() < Duration::from_secs(15), "SIGTERM was served at once");
+}
