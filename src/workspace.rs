@@ -34,7 +34,8 @@ fn readable(dir: &Path) -> bool {
 /// A source directory that cannot be read on a reload: its last good state `kept` stays in
 /// force, and that is reported.
 fn unreadable<T>(dir: &Path, kept: T, what: &str) -> (T, Vec<Diagnostic>, Vec<PathBuf>) {
-    let why = std::fs::read_dir(dir).err().map_or_else(|| "it changed while it was read".to_string(), |e| e.to_string());
+    let why =
+        std::fs::read_dir(dir).err().map_or_else(|| "it changed while it was read".to_string(), |e| e.to_string());
     let d = Diagnostic::whole_file(dir, format!("cannot read directory: {why}; the last good {what} stay in force"))
         .hint("check the directory (a deploy that swaps it by rename, permissions); the next reload reads it again");
     (kept, vec![d], vec![dir.to_path_buf()])

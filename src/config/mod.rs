@@ -54,6 +54,8 @@ pub struct Config {
     /// Where the HTTP listener binds (health, metrics, status); `None` (`http_bind = "off"`)
     /// disables it.
     pub http_bind: Option<std::net::SocketAddr>,
+    /// Bounds on HTTP clients: connections at once, header/idle timeout, request sizes.
+    pub http_limits: crate::http::Limits,
     /// How long finished outbox rows and delivered Maildir files are kept.
     pub retention: Retention,
     /// Largest number of outbox items claimed in one batch.

@@ -106,8 +106,11 @@ pub fn playbooks_with_last_good(
         // is a failed reload of the playbooks: every last good playbook stays in force.
         Err(e) if previous.is_some_and(|p| !p.is_empty()) => {
             diags.push(
-                Diagnostic::whole_file(dir, format!("cannot read directory: {e}; the last good playbooks stay in force"))
-                    .hint("check `playbooks` in the config file; the next reload reads it again"),
+                Diagnostic::whole_file(
+                    dir,
+                    format!("cannot read directory: {e}; the last good playbooks stay in force"),
+                )
+                .hint("check `playbooks` in the config file; the next reload reads it again"),
             );
             kept.push(dir.to_path_buf());
             return (previous.cloned().unwrap_or_default(), broken, 0, kept);

@@ -288,7 +288,8 @@ async fn a_directory_swapped_away_during_a_reload_keeps_its_last_good_state() {
         assert_eq!(snap.plans.len(), 2, "{dir}: both customers still served");
         assert!(snap.plans.get("a").is_some_and(|a| a.rule("checkin").is_some()), "{dir}: the playbook's rule too");
         let health = t.app.health().plans();
-        let p = health.problems.iter().find(|p| p.location.ends_with(dir)).unwrap_or_else(|| panic!("{dir}: {health:?}"));
+        let p =
+            health.problems.iter().find(|p| p.location.ends_with(dir)).unwrap_or_else(|| panic!("{dir}: {health:?}"));
         assert!(p.last_good_in_force && p.message.contains("last good"), "{dir}: {p:?}");
         assert_eq!(health.customers, 2, "{dir}");
         std::fs::rename(t.path(&format!("{dir}.old")), t.path(dir)).unwrap();
@@ -412,4 +413,75 @@ fn special_files_in_plans_are_refused_and_never_block_a_reload_or_shutdown() {
     let started = Instant::now();
     assert!(d.stop().is_some_and(|s| s.success()), "{}", d.log());
     assert!(started.elapsed() < Duration::from_secs(15), "SIGTERM was served at once");
+}
+
+/// Open file descriptors of a process.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Fault 2: idle and trickling HTTP clients. 200 connections — half idle, half sending their
+/// request head one byte a second — against a cap of 16: the daemon's file descriptors stay
+/// bounded, `/healthz` keeps answering (a new connection at the cap closes the oldest), a plan
+/// added meanwhile is loaded and its email delivered, and the timeout (2 s here) closes every
+/// idle and trickling connection.
+#[test]
+fn slow_and_idle_http_clients_are_bounded_and_cut_off_while_probes_and_delivery_go_on() {
+    use std::io::{Read, Write};
+    let ws = Workspace::new(1, "sqlite://outbox.db");
+    let config = std::fs::read_to_string(ws.config()).unwrap();
+    std::fs::write(ws.config(), format!("http_max_connections = 16\nhttp_timeout_secs = 2\n{config}")).unwrap();
+    let mut d = Daemon::start(&ws, &[], &[]);
+    assert!(wait_until(Duration::from_secs(30), || d.said("READY=1") && ws.delivered() == 1), "{}", d.log());
+    let pid = d.child.id();
+    let baseline = open_fds(pid);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], ws.http_port));
+
+    let mut idle = Vec::new();
+    let mut trickling = Vec::new();
+    for i in 0..200 {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        if i % 2 == 0 {
+            idle.push(s);
+        } else {
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+            trickling.push(s);
+        }
+    }
+    // A plan added during the flood: the file watcher reloads, its occasion is delivered.
+    let plan = std::fs::read_to_string(ws.path("plans/c0000.toml")).unwrap();
+    std::fs::write(ws.path("plans/c0001.toml"), plan.replace("c0000", "c0001").replace("p0@", "p1@")).unwrap();
+    let start = Instant::now();
+    let mut max_fds = 0;
+    let mut probes = Vec::new();
+    while start.elapsed() < Duration::from_secs(6) {
+        for s in &mut trickling {
+            let _ = s.write_all(b"X");
+        }
+        max_fds = max_fds.max(open_fds(pid));
+        let asked = Instant::now();
+        let (code, _) = ws.readyz();
+        probes.push((code, asked.elapsed()));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(max_fds <= baseline + 16 + 8, "file descriptors stay bounded: {baseline} → at most {max_fds}");
+    assert!(
+        probes.iter().all(|(code, took)| *code == 200 && *took < Duration::from_secs(3)),
+        "every probe answered while the cap was reached: {probes:?}"
+    );
+    assert!(wait_until(Duration::from_secs(20), || ws.delivered() == 2), "delivery went on: {}", d.log());
+    // Every idle and trickling connection was closed by the server (read gives EOF or an error).
+    for s in idle.iter_mut().chain(trickling.iter_mut()) {
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut buf = [0u8; 512];
+        let closed = loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break true,
+                Ok(_) => continue, // a 408/400 before the close is fine
+            }
+        };
+        assert!(closed);
+    }
+    assert!(open_fds(pid) <= baseline + 4, "all released: {} vs {baseline}", open_fds(pid));
+    assert!(d.stop().is_some_and(|s| s.success()), "{}", d.log());
 }
