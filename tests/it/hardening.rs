@@ -485,3 +485,31 @@ fn slow_and_idle_http_clients_are_bounded_and_cut_off_while_probes_and_delivery_
     assert!(open_fds(pid) <= baseline + 4, "all released: {} vs {baseline}", open_fds(pid));
     assert!(d.stop().is_some_and(|s| s.success()), "{}", d.log());
 }
+
+/// CLI output to a closed pipe (`contactplan check | head`) ends quietly: no panic message,
+/// the process ends as Unix filters do (by SIGPIPE), never with a Rust panic's exit 101.
+#[test]
+fn cli_output_to_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["check", "--config", "tests/fixtures/broken/contactplan.toml"],
+        vec!["agenda", "--days", "3660"],
+        vec!["explain", "--customer", "mueller-maschinenbau", "--occasion", "checkin", "--year", "2027"],
+    ] {
+        let err = dir.path().join("stderr");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_contactplan"))
+            .args(&args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("CONTACTPLAN_DATABASE_URL")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader is gone before the first line
+        let status = child.wait().unwrap();
+        let stderr = std::fs::read_to_string(&err).unwrap();
+        assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{args:?}: {stderr}");
+        assert!(status.success() || status.signal() == Some(libc::SIGPIPE), "{args:?}: {status:?}");
+    }
+}
