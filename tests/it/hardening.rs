@@ -513,3 +513,53 @@ fn cli_output_to_a_closed_pipe_ends_quietly() {
         assert!(status.success() || status.signal() == Some(libc::SIGPIPE), "{args:?}: {status:?}");
     }
 }
+
+/// The outbox key is unambiguous: a contact whose id is `customer` gets a task key of its own
+/// (`owner:customer`), distinct from a task about the customer as a whole (`owner`), and its
+/// task is about that contact (before, `owner:customer` was read back as "the whole customer"
+/// and the task lost its contact).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_contact_named_like_a_key_word_keeps_a_key_of_its_own() {
+    use crate::helpers::{Delivery, spawn_app, utc};
+    let plan = r#"[customer]
+id = "acme"
+name = "ACME"
+since = 2015-06-01
+owner = "owner@example.com"
+timezone = "UTC"
+language = "en"
+phase = "growth"
+
+[[contact]]
+id = "customer"
+name = "Cus Tomer"
+email = "cus@acme.example"
+birthday = 1980-03-14
+tone = "formal"
+primary = true
+
+[[occasion]]
+name = "call"
+on = "birthday"
+send = "task"
+to = "contacts"
+template = "occasion_task"
+
+[[occasion]]
+name = "whole"
+on = "date"
+date = "--03-14"
+send = "task"
+to = "owner"
+template = "occasion_task"
+"#;
+    let app = spawn_app(&[("acme", plan)], &[], utc("2027-03-14T08:00:00Z"), Delivery::Smtp).await;
+    let r = app.tick_at("2027-03-14T09:30:00Z").await;
+    assert_eq!(r.accepted, 2, "{r:?}");
+    let rows = app.app.store().rows(Some("accepted"), 10).await.unwrap();
+    let mut keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, ["acme/call/owner:customer/2027-03-14", "acme/whole/owner/2027-03-14"]);
+    let call = app.smtp.messages().into_iter().find(|m| m.parts().0.contains("birthday")).expect("the call task");
+    assert!(call.parts().0.contains("Cus Tomer at ACME"), "the task is about the contact: {}", call.parts().0);
+}

@@ -181,10 +181,56 @@ async fn postgres_parallel_startup_migrates_once() {
         .collect();
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
     let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(&mut conn).await.unwrap();
-    assert_eq!(applied, 1);
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres")).unwrap().count();
+    assert_eq!(applied as usize, files, "each migration applied once");
     conn.close().await.unwrap();
     stores[0].set_value("k", "v").await.unwrap();
     assert_eq!(stores[5].get_value("k").await.unwrap().as_deref(), Some("v"));
+}
+
+/// An outbox an older daemon left (the first migration only) with a task about the customer as
+/// a whole under the old recipient key `owner:customer`: opening it with this version migrates
+/// the row to `owner`, so materialising the same occasion again finds it (no second row, no
+/// second task).
+async fn an_old_whole_customer_task_key_is_migrated(db: &TestDb, old: sqlx::migrate::Migrator) {
+    let first = sqlx::migrate::Migrator { migrations: std::borrow::Cow::Owned(old.migrations[..1].to_vec()), ..old };
+    let old_key = "acme/checkin/owner:customer/2023-11-14T09:00";
+    let insert = "INSERT INTO outbox (key, customer, rule, kind, action, recipient, recipient_domain, nominal,
+                  occasion_date, timezone, due_utc, deadline_utc, message_id, state, created_utc, updated_utc)
+                  VALUES ('acme/checkin/owner:customer/2023-11-14T09:00', 'acme', 'checkin', 'every', 'task',
+                  'owner:customer', 'example.com', '2023-11-14T09:00', '2023-11-14', 'UTC', 1, 2, '<m@x>',
+                  'accepted', 0, 0)";
+    if db.url().starts_with("sqlite") {
+        let opts: sqlx::sqlite::SqliteConnectOptions = db.url().parse().unwrap();
+        let mut conn = sqlx::SqliteConnection::connect_with(&opts.create_if_missing(true)).await.unwrap();
+        first.run(&mut conn).await.unwrap();
+        sqlx::query(insert).execute(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
+        first.run(&mut conn).await.unwrap();
+        sqlx::query(insert).execute(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+    }
+    let store = db.connect().await;
+    let rows = all_rows(&store).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].key.as_str(), rows[0].recipient.as_str()), ("acme/checkin/owner/2023-11-14T09:00", "owner"));
+    assert_ne!(rows[0].key, old_key);
+    let mut again = item("acme/checkin/owner/2023-11-14T09:00", 1, 2);
+    again.recipient = "owner".into();
+    assert_eq!(store.materialize(&[again], 0).await.unwrap().inserted, 0, "the migrated row is found");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_old_whole_customer_task_key_is_migrated_on_sqlite() {
+    an_old_whole_customer_task_key_is_migrated(&TestDb::sqlite().await, sqlx::migrate!("./migrations/sqlite")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_old_whole_customer_task_key_is_migrated_on_postgres() {
+    an_old_whole_customer_task_key_is_migrated(&TestDb::postgres().await, sqlx::migrate!("./migrations/postgres"))
+        .await;
 }
 
 /// A due, pending, at-least-once item.
