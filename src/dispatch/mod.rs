@@ -9,6 +9,7 @@
 
 mod deliver;
 mod materialize;
+mod notice;
 mod ops;
 mod workers;
 
@@ -39,6 +40,15 @@ pub const REMATERIALIZE_EVERY: TimeDelta = TimeDelta::minutes(10);
 pub fn retry_pause(failures: u32) -> Duration {
     Duration::from_secs(1u64 << failures.clamp(1, 6).saturating_sub(1)).min(Duration::from_secs(30))
 }
+
+/// The outbox the daemon opened is gone: its SQLite file was deleted or replaced. The
+/// scheduler then halts (sends nothing, writes nothing) until the file is back or the daemon is
+/// restarted by ops: see [`Scheduler::run`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{0}; sending is halted (nothing is written to the old file); restore the file, or restart the daemon to start over with the new one"
+)]
+pub struct OutboxGone(pub String);
 
 /// Counters of one tick, for logs and tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -223,6 +233,7 @@ impl Scheduler {
     /// # Errors
     /// A store error (the loop logs it, reports it in `/readyz` and tries again).
     pub async fn tick(self: &Arc<Self>, stop: &CancellationToken) -> anyhow::Result<TickReport> {
+        self.store.verify_file().map_err(OutboxGone)?;
         let mut report = TickReport::default();
         let now = self.clock.now();
         let snap = self.current();
@@ -310,6 +321,7 @@ impl Scheduler {
         tracing::info!(instance = %self.instance, transport = %self.mailer.describe(), "daemon running");
         let changed = self.served.changed().clone();
         let mut failures = 0u32;
+        let mut halted_since: Option<std::time::Instant> = None;
         while !stop.is_cancelled() {
             let started = self.clock.now();
             let result = self.tick(&stop).await;
@@ -319,7 +331,25 @@ impl Scheduler {
                 // or keeps failing stops pinging, and systemd restarts the daemon.
                 Ok(_) => {
                     failures = 0;
+                    if halted_since.take().is_some() {
+                        tracing::warn!("the outbox file is back; sending again");
+                    }
                     self.health.beat();
+                }
+                // Halted on purpose, not stuck: a restart would open a different (new, empty)
+                // outbox and send the last day's occasions again, so the watchdog stays fed and
+                // ops decide. Logged at once and then every ten minutes; ops are emailed once.
+                Err(e) if let Some(gone) = e.downcast_ref::<OutboxGone>() => {
+                    self.health.beat();
+                    if halted_since.is_none_or(|t| t.elapsed() >= Duration::from_secs(600)) {
+                        tracing::error!(error = %gone, "the outbox is gone");
+                        if halted_since.is_none() {
+                            let subject =
+                                format!("contactplan on {}: the outbox is gone, sending is halted", self.instance);
+                            notice::send(&self, &subject, &gone.to_string()).await;
+                        }
+                        halted_since = Some(std::time::Instant::now());
+                    }
                 }
                 Err(e) => {
                     failures += 1;
@@ -330,6 +360,8 @@ impl Scheduler {
             self.health.systemd().status(&self.health.status_line());
             let pause = if failures > 0 {
                 retry_pause(failures)
+            } else if halted_since.is_some() {
+                self.health.max_sleep(MAX_SLEEP)
             } else {
                 self.sleep_for().await.min(self.health.max_sleep(MAX_SLEEP))
             };

@@ -335,6 +335,18 @@ impl Store {
         })
     }
 
+    /// Whether the database is still the one the store opened: for SQLite, the file at the
+    /// configured path must be the same file (device and inode); PostgreSQL always is.
+    ///
+    /// # Errors
+    /// The SQLite file was deleted or replaced under the running daemon (the reason in words).
+    pub fn verify_file(&self) -> Result<(), String> {
+        match self {
+            Store::Sqlite(s) => s.verify_file(),
+            Store::Postgres(_) => Ok(()),
+        }
+    }
+
     /// Writes new occurrences; existing keys are left untouched.
     /// `now` (Unix seconds, UTC) is stored as the rows' creation time; each item's `state` is kept.
     /// Returns how many rows were inserted, by state.

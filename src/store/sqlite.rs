@@ -13,9 +13,35 @@ use std::time::Duration;
 pub struct SqliteStore {
     /// Connection pool; writers serialise on SQLite's lock, readers run beside them (WAL).
     pub(super) pool: SqlitePool,
+    /// The database file and its identity (device, inode) when the store opened it; `None` for
+    /// an in-memory database.
+    file: Option<(std::path::PathBuf, u64, u64)>,
+}
+
+/// The file at `path` with its device and inode, if it is one (not `:memory:`).
+fn identity(path: &std::path::Path) -> Option<(std::path::PathBuf, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((path.to_path_buf(), meta.dev(), meta.ino()))
 }
 
 impl SqliteStore {
+    /// Whether the database file is still the one this store opened.
+    ///
+    /// # Errors
+    /// The file was deleted, or replaced by another (a new inode at the path): writing on would
+    /// go to an unlinked file, lost at the next start, which would then send everything again.
+    pub fn verify_file(&self) -> Result<(), String> {
+        let Some((path, dev, ino)) = &self.file else { return Ok(()) };
+        match identity(path) {
+            None => Err(format!("the SQLite outbox {} was deleted while the daemon ran", path.display())),
+            Some((_, d, i)) if (d, i) != (*dev, *ino) => {
+                Err(format!("the SQLite outbox {} was replaced by another file while the daemon ran", path.display()))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Opens (creating the file and its directory if missing) and migrates the database at
     /// `url` (`sqlite://path`); see [`Store::connect`](super::Store::connect).
     ///
@@ -37,6 +63,16 @@ impl SqliteStore {
                     .map_err(|e| anyhow::anyhow!("cannot create database directory {}: {e}", dir.display()))?;
             }
         }
+        // Create the file and migrate on a connection of its own; the pool's connections are
+        // then opened without `create_if_missing`, so a file deleted under a running daemon is
+        // never silently replaced by a new, empty one.
+        {
+            use sqlx::ConnectOptions;
+            let mut first = opts.clone().connect().await?;
+            sqlx::migrate!("./migrations/sqlite").run(&mut first).await?;
+            sqlx::Connection::close(first).await?;
+        }
+        let file = identity(opts.get_filename());
         // No ping before each acquire: the database is a local file, and a broken connection
         // fails its statement anyway. The ping was one more thread round trip per commit.
         let pool = SqlitePoolOptions::new()
@@ -50,10 +86,9 @@ impl SqliteStore {
             // the cause is gone. (Checked here, after the pool's on-release ping has flushed the
             // rollback of a dropped transaction; an atomic load, no round trip.)
             .before_acquire(|conn, _| Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) }))
-            .connect_with(opts)
+            .connect_with(opts.create_if_missing(false))
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, file })
     }
 
     /// Opens an existing database file for reading, without creating or migrating it; see
@@ -70,8 +105,9 @@ impl SqliteStore {
                 file.display()
             );
         }
+        let file = identity(opts.get_filename());
         let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, file })
     }
 
     /// [`Store::materialize`](super::Store::materialize): 500 items per `BEGIN IMMEDIATE`

@@ -563,3 +563,44 @@ template = "occasion_task"
     let call = app.smtp.messages().into_iter().find(|m| m.parts().0.contains("birthday")).expect("the call task");
     assert!(call.parts().0.contains("Cus Tomer at ACME"), "the task is about the contact: {}", call.parts().0);
 }
+
+/// The SQLite file deleted or replaced under the running daemon: it notices at its next tick,
+/// writes nothing more (not to the unlinked file, nor to a new empty one at the path), turns
+/// unready with the reason, emails ops once and logs it clearly — and keeps feeding the
+/// watchdog, since a restart would open a new outbox and send the last day again. When the
+/// file is put back, it goes on.
+#[test]
+fn an_outbox_file_deleted_or_replaced_under_the_daemon_halts_sending_and_is_reported() {
+    let ws = Workspace::new(1, "sqlite://outbox.db");
+    let config = std::fs::read_to_string(ws.config()).unwrap();
+    std::fs::write(ws.config(), format!("{config}[ops]\nemail = \"ops@example.com\"\n")).unwrap();
+    let mut d = Daemon::start(&ws, &[], &[]);
+    assert!(wait_until(Duration::from_secs(30), || ws.delivered() == 1), "{}", d.log());
+    std::fs::rename(ws.path("outbox.db"), ws.path("outbox.db.away")).unwrap();
+    let gone = Instant::now();
+    // A plan added now: a reload, and the tick after it, must not write anywhere.
+    let plan = std::fs::read_to_string(ws.path("plans/c0000.toml")).unwrap();
+    std::fs::write(ws.path("plans/c0001.toml"), plan.replace("c0000", "c0001").replace("p0@", "p1@")).unwrap();
+    d.signal("-HUP");
+    assert!(wait_until(Duration::from_secs(20), || ws.readyz().0 == 503), "{:?}", ws.readyz());
+    let body = ws.readyz().1;
+    assert!(body.contains("was deleted") && body.contains("halted"), "/readyz says why: {body}");
+    assert!(wait_until(Duration::from_secs(10), || ws.delivered() == 2), "ops were told: {}", d.log());
+    let notice = std::fs::read_dir(ws.path("maildir/new"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .find(|m| m.contains("To: ops@example.com"))
+        .expect("a notice to ops");
+    assert!(notice.contains("outbox is gone"), "{notice}");
+    assert!(d.log().contains("the outbox is gone") && d.log().contains("was deleted"), "{}", d.log());
+    assert!(!ws.path("outbox.db").exists(), "no new, empty outbox was created at the path");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(d.watchdogs_since(gone) > 0, "the watchdog stays fed: no restart into a new outbox");
+    assert_eq!(ws.delivered(), 2, "nothing sent while halted (c0001's greeting waits)");
+
+    std::fs::rename(ws.path("outbox.db.away"), ws.path("outbox.db")).unwrap();
+    d.signal("-HUP");
+    assert!(wait_until(Duration::from_secs(20), || ws.delivered() == 3), "sending again once it is back: {}", d.log());
+    assert!(wait_until(Duration::from_secs(10), || ws.readyz().0 == 200), "{:?}", ws.readyz());
+    assert!(d.stop().is_some_and(|s| s.success()), "{}", d.log());
+}
