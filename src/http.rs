@@ -18,6 +18,7 @@
 //! **Architecture Invariant:** the ops router only reads: it never changes the outbox or plans.
 
 use crate::clock::SharedClock;
+use crate::config::HttpLimits;
 use crate::health::{self, Health};
 use crate::metrics::{Gauges, Metrics};
 use crate::store::{Store, secs};
@@ -74,33 +75,6 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on http_bind {addr}: {e}"))
 }
 
-/// The bounds of the listener: every client is held to them, so no client (or a thousand)
-/// can take the daemon's file descriptors, memory or time.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Connections served at once (`http_max_connections`). When a new one comes at the cap,
-    /// the oldest is closed (idle keep-alive connections first of all), so a probe is always
-    /// answered.
-    pub max_connections: usize,
-    /// Time a client has to send a request's headers, and longest idle time between requests
-    /// on a kept-alive connection (`http_timeout_secs`; hyper's `header_read_timeout`).
-    pub header_timeout: Duration,
-    /// Largest request head (start line and headers), in bytes; a larger one gets 431.
-    pub max_header_bytes: usize,
-    /// Largest request body, in bytes; a larger one gets 413.
-    pub max_body_bytes: usize,
-}
-
-impl Limits {
-    /// The defaults (README, "Operating limits").
-    pub const DEFAULT: Limits = Limits {
-        max_connections: 64,
-        header_timeout: Duration::from_secs(10),
-        max_header_bytes: 16 * 1024,
-        max_body_bytes: 1024 * 1024,
-    };
-}
-
 /// How long a connection may take, at shutdown, to finish the response it is writing.
 const CLOSE_GRACE: Duration = Duration::from_millis(100);
 
@@ -116,7 +90,7 @@ struct Connections {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
-    limits: Limits,
+    limits: HttpLimits,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {

@@ -294,8 +294,8 @@ fn delivery(
 }
 
 /// `http_max_connections` (1–10000) and `http_timeout_secs` (1–3600) over the defaults.
-fn http_limits(path: &Path, text: &str, raw: &RawConfig, errors: &mut Vec<Diagnostic>) -> crate::http::Limits {
-    let mut limits = crate::http::Limits::DEFAULT;
+fn http_limits(path: &Path, text: &str, raw: &RawConfig, errors: &mut Vec<Diagnostic>) -> super::HttpLimits {
+    let mut limits = super::HttpLimits::DEFAULT;
     if let Some(n) = &raw.http_max_connections {
         if (1..=10_000).contains(n.get_ref()) {
             limits.max_connections = *n.get_ref() as usize;

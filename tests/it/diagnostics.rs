@@ -100,6 +100,8 @@
 //! | 81 | config/parse.rs `delivery` | delivery.timeout_secs must be positive | `config-smtp-timeout` |
 //! | 82 | config/parse.rs `delivery` | unknown delivery kind | `config-delivery-kind` |
 //! | 83 | config/parse.rs `lease` | delivery.lease_secs must be between 3 and 3600 | `config-lease-secs` |
+//! | 84 | config/parse.rs `http_limits` | http_max_connections must be between 1 and 10000 | `config-http-max-connections` |
+//! | 85 | config/parse.rs `http_limits` | http_timeout_secs must be between 1 and 3600 | `config-http-timeout` |
 //!
 //! Every site is reachable through `check`. (\*) The file whose path sorts first keeps the id,
 //! whatever order `read_dir` lists the plans directory in (it differs between ext4 and tmpfs).
