@@ -45,8 +45,15 @@ impl PgStore {
         let mut conn = opts.connect().await?;
         sqlx::migrate!("./migrations/postgres").run(&mut conn).await?;
         conn.close().await?;
-        let pool =
-            PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(30)).connect_with(opts).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            // As for SQLite: a connection left inside a transaction that could not be ended is
+            // closed rather than reused (the pool's ping already drops broken connections, so a
+            // restarted PostgreSQL costs one failed tick, not a wedged pool).
+            .before_acquire(|conn, _| Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) }))
+            .connect_with(opts)
+            .await?;
         Ok(PgStore { pool })
     }
 
