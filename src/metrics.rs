@@ -6,6 +6,7 @@
 //! ([`Gauges`]) and left out when the database does not answer.
 
 use crate::mail::FailureClass;
+use crate::plan::TriggerKind;
 use crate::store::Outcome;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -46,7 +47,7 @@ struct ResultLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     /// An open outbox state: `pending`, `retry`, `claimed`, `sending`.
-    state: String,
+    state: &'static str,
 }
 
 /// How a (re)load of plans, playbooks and templates ended.
@@ -74,7 +75,7 @@ pub struct Gauges {
     /// Whether the database answered in time (the other gauges are left out when not).
     pub database_up: bool,
     /// Open state → rows.
-    pub depth: Vec<(String, i64)>,
+    pub depth: Vec<(crate::store::RowState, i64)>,
     /// Now minus the due time of the oldest open row that is due, in seconds; 0 when none is.
     pub oldest_due_age_secs: i64,
 }
@@ -105,7 +106,7 @@ pub struct Metrics {
     registry: Registry,
     occasions: [Family<KindLabel, Counter>; 7],
     /// Kinds that have their per-kind counters.
-    kinds_seen: std::sync::Mutex<std::collections::HashSet<String>>,
+    kinds_seen: std::sync::Mutex<std::collections::HashSet<TriggerKind>>,
     send_latency: Histogram,
     commit_latency: Histogram,
     commit_rows: Counter,
@@ -208,11 +209,10 @@ impl Metrics {
 
     /// The counter of `kind` in one per-kind family. A kind seen for the first time gets all
     /// seven families (at 0), so a scrape shows a kind's counters together.
-    fn kind(&self, family: usize, kind: &str) -> Counter {
-        let label = KindLabel { kind: kind.to_string() };
+    fn kind(&self, family: usize, kind: TriggerKind) -> Counter {
+        let label = KindLabel { kind: kind.code().to_string() };
         let mut seen = self.kinds_seen.lock().unwrap_or_else(|p| p.into_inner());
-        if !seen.contains(kind) {
-            seen.insert(kind.to_string());
+        if seen.insert(kind) {
             for f in &self.occasions {
                 let _ = f.get_or_create_owned(&label);
             }
@@ -222,12 +222,12 @@ impl Metrics {
     }
 
     /// A row claimed for the first time.
-    pub fn due(&self, kind: &str) {
+    pub fn due(&self, kind: TriggerKind) {
         self.kind(DUE, kind).inc();
     }
 
     /// Rows that became `missed`.
-    pub fn missed(&self, kind: &str, n: u64) {
+    pub fn missed(&self, kind: TriggerKind, n: u64) {
         if n > 0 {
             self.kind(MISSED, kind).inc_by(n);
         }
@@ -235,7 +235,13 @@ impl Metrics {
 
     /// The outcome of one delivery; `latency` is the transport time when the transport was
     /// used, `failure` its error class.
-    pub fn delivered(&self, kind: &str, outcome: &Outcome, latency: Option<Duration>, failure: Option<FailureClass>) {
+    pub fn delivered(
+        &self,
+        kind: TriggerKind,
+        outcome: &Outcome,
+        latency: Option<Duration>,
+        failure: Option<FailureClass>,
+    ) {
         let family = match outcome {
             Outcome::Accepted { .. } => SENT,
             Outcome::Retry { .. } => DEFERRED,
@@ -289,7 +295,7 @@ impl Metrics {
         self.oldest_due_age.clear();
         if gauges.database_up {
             for (state, n) in &gauges.depth {
-                self.outbox_depth.get_or_create(&StateLabel { state: state.clone() }).set(*n);
+                self.outbox_depth.get_or_create(&StateLabel { state: state.code() }).set(*n);
             }
             self.oldest_due_age.get_or_create(&Vec::new()).set(gauges.oldest_due_age_secs);
         }

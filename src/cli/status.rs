@@ -42,7 +42,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             None => "http_bind is off".into(),
         };
         let store = crate::store::Store::open_existing(&config.database_url).await?;
-        let mut s = crate::health::outbox(&store, chrono::Utc::now().timestamp()).await?;
+        let mut s = crate::health::outbox(&store, crate::store::secs(chrono::Utc::now())).await?;
         s.not_ready.push(note.clone());
         Ok::<_, anyhow::Error>((s, format!("the database ({note})")))
     })?;
@@ -59,8 +59,8 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     Ok(if status.ready { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn when(secs: i64) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp(secs, 0).map_or_else(|| secs.to_string(), |t| t.to_rfc3339())
+fn when(t: crate::store::UnixSecs) -> String {
+    t.datetime().to_rfc3339()
 }
 
 /// The human-readable report.
@@ -114,7 +114,8 @@ fn text(s: &Status, source: &str) -> String {
 mod tests {
     use super::*;
     use crate::health::{PlanHealth, PlanProblem, SmtpErrorInfo};
-    use crate::store::{Backlog, NextDue};
+    use crate::plan::TriggerKind;
+    use crate::store::{Backlog, NextDue, RowState, UnixSecs};
 
     #[test]
     fn the_report_names_problems_and_whether_their_last_good_version_serves() {
@@ -123,15 +124,15 @@ mod tests {
             source: "daemon".into(),
             ready: false,
             not_ready: vec!["database unreachable: refused".into()],
-            outbox: vec![("accepted".into(), 3), ("pending".into(), 1)],
+            outbox: vec![(RowState::Accepted, 3), (RowState::Pending, 1)],
             backlog: Some(Backlog {
                 depth: vec![],
                 oldest_due: None,
                 next: Some(NextDue {
-                    key: "acme/birthday/contact:anna/2027-01-15".into(),
-                    kind: "birthday".into(),
-                    due_utc: 1_800_000_000,
-                    state: "pending".into(),
+                    key: "acme/birthday/contact:anna/2027-01-15".parse().unwrap(),
+                    kind: TriggerKind::Birthday,
+                    due_utc: UnixSecs(1_800_000_000),
+                    state: RowState::Pending,
                 }),
             }),
             plans: Some(PlanHealth {

@@ -4,10 +4,10 @@
 use crate::config::Sender;
 use crate::mail::{Accepted, FailureClass, SendError};
 use crate::occasion::{Recipient, RecipientKey};
-use crate::plan::Plans;
+use crate::plan::{DeliveryPolicy, Plans};
 use crate::render::{Input, Renderer};
-use crate::store::{Claimed, Outcome};
-use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use crate::store::{Claimed, Outcome, secs};
+use chrono::{DateTime, TimeDelta, Utc};
 
 /// Attempts before a transient failure becomes permanent. The deadline usually ends retrying
 /// first (backoff reaches 1 h by attempt 8); this cap stops a row from cycling for weeks when a
@@ -58,34 +58,27 @@ pub enum Prepared {
 pub fn prepare(row: &Claimed, plans: &Plans, renderer: &Renderer, sender: &Sender, now: DateTime<Utc>) -> Prepared {
     let done = |outcome: Outcome, domain: String| Prepared::Done(Delivery::decided(outcome, domain));
     let suppressed = |reason: String| done(Outcome::Suppressed { reason }, String::new());
-    let Some(customer) = plans.get(&row.customer) else {
-        return suppressed(format!("customer `{}` is no longer in the plans", row.customer));
+    let key = &row.key;
+    let Some(customer) = plans.get(&key.customer) else {
+        return suppressed(format!("customer `{}` is no longer in the plans", key.customer));
     };
-    let Some(rule) = customer.rule(&row.rule) else {
-        return suppressed(format!("occasion `{}` is no longer in the plan of `{}`", row.rule, row.customer));
+    let Some(rule) = customer.rule(&key.rule) else {
+        return suppressed(format!("occasion `{}` is no longer in the plan of `{}`", key.rule, key.customer));
     };
-    let gone = |id: &str| format!("contact `{id}` is no longer in the plan of `{}`", row.customer);
-    let (recipient, about) = match RecipientKey::parse(&row.recipient) {
-        Some(RecipientKey::Contact(id)) => match customer.contact(id) {
+    let gone = |id: &str| format!("contact `{id}` is no longer in the plan of `{}`", key.customer);
+    let (recipient, about) = match key.recipient.as_ref() {
+        RecipientKey::Contact(id) => match customer.contact(id) {
             Some(c) => (Recipient::Contact(c), Some(c)),
             None => return suppressed(gone(id)),
         },
-        Some(RecipientKey::Owner) => (Recipient::Owner, None),
-        Some(RecipientKey::OwnerAbout(id)) => match customer.contact(id) {
+        RecipientKey::Owner => (Recipient::Owner, None),
+        RecipientKey::OwnerAbout(id) => match customer.contact(id) {
             Some(c) => (Recipient::Owner, Some(c)),
             None => return suppressed(gone(id)),
         },
-        None => {
-            let reason = format!("malformed recipient `{}`", row.recipient);
-            return done(Outcome::Failed { reason }, String::new());
-        }
     };
-    let Ok(occasion_date) = row.occasion_date.parse::<NaiveDate>() else {
-        let reason = format!("malformed occasion date `{}`", row.occasion_date);
-        return done(Outcome::Failed { reason }, String::new());
-    };
-    let input =
-        Input { customer, rule, about, recipient, occasion_date, years: row.years.and_then(|y| u32::try_from(y).ok()) };
+    let occasion_date = row.occasion_date;
+    let input = Input { customer, rule, about, recipient, occasion_date, years: row.years };
     let to = match recipient {
         Recipient::Contact(c) => &c.email,
         Recipient::Owner => &customer.owner,
@@ -132,7 +125,7 @@ fn outcome(row: &Claimed, sent: Result<Accepted, SendError>, now: DateTime<Utc>)
         Ok(accepted) => Outcome::Accepted { reply: accepted.reply },
         Err(e) => match e.class {
             FailureClass::Permanent => Outcome::Failed { reason: e.detail },
-            FailureClass::Unknown if row.delivery == "at_most_once" => {
+            FailureClass::Unknown if row.delivery == DeliveryPolicy::AtMostOnce => {
                 Outcome::Unknown { reason: format!("outcome unknown, not resent (at_most_once): {}", e.detail) }
             }
             _ if row.attempts >= MAX_ATTEMPTS => {
@@ -140,7 +133,7 @@ fn outcome(row: &Claimed, sent: Result<Accepted, SendError>, now: DateTime<Utc>)
             }
             // Withdrawn: nothing went out; if it is ever recorded, a retry is the safe reading.
             FailureClass::Transient | FailureClass::Unknown | FailureClass::Withdrawn => {
-                Outcome::Retry { at: (now + backoff(&row.key, row.attempts)).timestamp(), reason: e.detail }
+                Outcome::Retry { at: secs(now + backoff(&row.key.to_string(), row.attempts)), reason: e.detail }
             }
         },
     }

@@ -7,8 +7,8 @@
 //! start, so a fresh database does not report the past.
 
 use crate::occasion::{self, Occurrence};
-use crate::plan::{Action, Plans};
-use crate::store::{Materialized, NewItem, Store, secs};
+use crate::plan::Plans;
+use crate::store::{Materialized, NewItem, RowState, Store, secs};
 use chrono::{DateTime, TimeDelta, Utc};
 
 /// `daemon_state` entry: the end of the last materialised window (Unix seconds).
@@ -20,31 +20,24 @@ pub const CUSTOMERS_PER_PASS_STEP: usize = 2048;
 /// How far back a pass looks at most, after a long downtime.
 pub const MAX_LOOKBACK_DAYS: i64 = 31;
 
-/// The outbox row for `o`, in `state` (`pending`, or `missed` with a `reason`); its Message-ID
-/// is derived from the key and `sender`'s domain. Instants become Unix seconds (UTC).
-pub fn new_item(o: &Occurrence, state: &'static str, reason: Option<String>, sender: &crate::plan::Email) -> NewItem {
-    let key = o.key();
+/// The outbox row for `o`, in `state` (`Pending`, or `Missed` with a `reason`); its Message-ID
+/// is derived from the key and `sender`'s domain.
+pub fn new_item(o: &Occurrence, state: RowState, reason: Option<String>, sender: &crate::plan::Email) -> NewItem {
+    let key = o.outbox_key();
     NewItem {
-        message_id: crate::mail::message_id(&key, sender.domain()),
-        delivery: o.rule.delivery.code(),
+        message_id: crate::mail::message_id(&key.to_string(), sender.domain()),
         key,
-        customer: o.customer.id.to_string(),
-        rule: o.rule.name.to_string(),
-        kind: o.rule.trigger.kind().code(),
-        action: match o.rule.action {
-            Action::Email => "email",
-            Action::Task => "task",
-        },
-        recipient: o.recipient_key(),
+        kind: o.rule.trigger.kind(),
+        action: o.rule.action,
+        delivery: o.rule.delivery,
+        state,
+        reason,
         recipient_domain: o.email().domain().to_string(),
-        nominal: o.nominal.to_string(),
-        occasion_date: o.occasion_date.to_string(),
-        years: o.years.map(i64::from),
+        occasion_date: o.occasion_date,
+        years: o.years,
         timezone: o.zone.name().to_string(),
         due: secs(o.due.utc),
         deadline: secs(o.deadline),
-        state,
-        reason,
     }
 }
 
@@ -72,9 +65,14 @@ pub async fn run(
             .iter()
             .filter_map(|o| {
                 if o.deadline > now {
-                    Some(new_item(o, "pending", None, sender))
+                    Some(new_item(o, RowState::Pending, None, sender))
                 } else if watermark.is_some_and(|w| o.due.utc >= w) {
-                    Some(new_item(o, "missed", Some("due while no daemon was running; deadline passed".into()), sender))
+                    Some(new_item(
+                        o,
+                        RowState::Missed,
+                        Some("due while no daemon was running; deadline passed".into()),
+                        sender,
+                    ))
                 } else {
                     None
                 }
@@ -86,6 +84,6 @@ pub async fn run(
         result.missed_kinds.extend(step.missed_kinds);
     }
     let next_mark = watermark.map_or(to, |w| w.max(to));
-    store.set_value(WATERMARK, &secs(next_mark).to_string()).await?;
+    store.set_value(WATERMARK, &next_mark.timestamp().to_string()).await?;
     Ok(result)
 }

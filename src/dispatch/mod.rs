@@ -210,7 +210,7 @@ impl Scheduler {
     /// Records one delivery outcome in the metrics and health (a sign of progress for the
     /// watchdog too).
     fn record(&self, row: &crate::store::Claimed, d: &deliver::Delivery, at: DateTime<Utc>) {
-        self.metrics.delivered(&row.kind, &d.outcome, d.latency, d.failure);
+        self.metrics.delivered(row.kind, &d.outcome, d.latency, d.failure);
         if let Some(class) = d.failure {
             let detail = match &d.outcome {
                 crate::store::Outcome::Retry { reason, .. }
@@ -260,7 +260,7 @@ impl Scheduler {
             report.materialized = m.inserted;
             report.missed += m.missed;
             for kind in &m.missed_kinds {
-                self.metrics.missed(kind, 1);
+                self.metrics.missed(*kind, 1);
             }
             if m.inserted + m.missed > 0 {
                 tracing::info!(new = m.inserted, missed = m.missed, "materialised occasions into the outbox");
@@ -269,7 +269,7 @@ impl Scheduler {
 
         for row in self.store.expire(secs(now)).await? {
             report.missed += 1;
-            self.metrics.missed(&row.kind, 1);
+            self.metrics.missed(row.kind, 1);
             tracing::warn!(key = %row.key, kind = %row.kind, "missed: deadline passed before it could be sent");
         }
 
@@ -286,7 +286,7 @@ impl Scheduler {
             // The fence counts claims and never goes back (unlike attempts, which a release
             // undoes): fence 1 is the row's first claim, so "due" counts each occasion once.
             for row in batch.iter().filter(|r| r.fence == 1) {
-                self.metrics.due(&row.kind);
+                self.metrics.due(row.kind);
             }
             report += workers::deliver_batch(self, &snap, batch, stop).await?;
         }

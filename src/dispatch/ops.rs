@@ -45,8 +45,7 @@ fn digest(
         rows.len()
     );
     for r in rows {
-        let due =
-            chrono::DateTime::<chrono::Utc>::from_timestamp(r.due_utc, 0).map(|t| t.to_rfc3339()).unwrap_or_default();
+        let due = r.due.datetime().to_rfc3339();
         body.push_str(&format!(
             "- {state}: {key}\n  due {due}, attempts {attempts}\n  reason: {reason}\n{reply}\n",
             state = r.state,

@@ -31,6 +31,7 @@
 use super::deliver::{self, Delivery, Prepared};
 use super::{Scheduler, TickReport};
 use crate::mail::Gate;
+use crate::plan::DeliveryPolicy;
 use crate::store::{Claimed, Outcome, secs};
 use crate::telemetry::redact_addresses as redact;
 use crate::workspace::Snapshot;
@@ -305,7 +306,8 @@ async fn work(
         // Start the session's next row in this commit already, so its `DATA` need not wait for
         // a commit of its own. Only at_least_once rows: a crash leaves such a row `sending`
         // though it was never attempted, and only a resend (which it gets) is right for it.
-        let next = if stopping || row.is_none() { None } else { shared.pop_if(|r| r.delivery != "at_most_once") };
+        let next =
+            if stopping || row.is_none() { None } else { shared.pop_if(|r| r.delivery != DeliveryPolicy::AtMostOnce) };
         let mut start = Vec::with_capacity(2);
         if let Some(r) = row.as_ref().filter(|_| !early) {
             start.push((r.id, r.fence));
@@ -385,7 +387,7 @@ async fn prepare(
     let built = tokio::task::spawn_blocking(move || {
         #[cfg(feature = "failpoints")]
         if let Some(Some(victim)) = fail::eval("dispatch::prepare", |s| s)
-            && victim == owned.customer
+            && victim == owned.key.customer
         {
             panic!("failpoint dispatch::prepare: a panic while building the message of `{victim}`");
         }
@@ -418,7 +420,7 @@ fn log(row: &Claimed, d: &Delivery, report: &mut TickReport) {
     match &d.outcome {
         Outcome::Accepted { .. } => {
             report.accepted += 1;
-            tracing::info!(customer = %row.customer, rule = %row.rule, domain = %d.domain, message_id = %row.message_id, "sent");
+            tracing::info!(customer = %row.key.customer, rule = %row.key.rule, domain = %d.domain, message_id = %row.message_id, "sent");
         }
         Outcome::Retry { reason, .. } => {
             report.retried += 1;

@@ -3,7 +3,7 @@
 //! database sees it. From the database alone (daemon unreachable): only the outbox part.
 
 use super::{Health, PlanHealth, SmtpErrorInfo, TickInfo};
-use crate::store::{Backlog, Store};
+use crate::store::{Backlog, RowState, Store, UnixSecs};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ pub struct Status {
     /// The last finished tick (daemon only).
     pub last_tick: Option<TickInfo>,
     /// Outbox rows by state (all states present in the database).
-    pub outbox: Vec<(String, i64)>,
+    pub outbox: Vec<(RowState, i64)>,
     /// Open rows, the oldest due one and the next to send.
     pub backlog: Option<Backlog>,
     /// The last (re)load: customers served and problems (with last-good flags).
@@ -63,7 +63,7 @@ pub async fn ping(store: &Store) -> Result<(), String> {
 
 /// The full status from inside the daemon; `now` is the daemon clock's, `instance` the
 /// daemon's lease owner id.
-pub async fn of_daemon(health: &Health, store: &Store, now: i64, instance: &str) -> Status {
+pub async fn of_daemon(health: &Health, store: &Store, now: UnixSecs, instance: &str) -> Status {
     let not_ready = not_ready(health, store).await;
     let mut s = outbox(store, now).await.unwrap_or_default();
     s.source = "daemon".into();
@@ -77,11 +77,11 @@ pub async fn of_daemon(health: &Health, store: &Store, now: i64, instance: &str)
 }
 
 /// The outbox part, read from the database.
-/// `now` is Unix seconds (UTC), for the oldest due row.
+/// `now` is the clock's (for the oldest due row).
 ///
 /// # Errors
 /// A database error, or no answer within five times [`DB_TIMEOUT`] (10 s).
-pub async fn outbox(store: &Store, now: i64) -> anyhow::Result<Status> {
+pub async fn outbox(store: &Store, now: UnixSecs) -> anyhow::Result<Status> {
     let read = async { Ok::<_, anyhow::Error>((store.counts().await?, store.backlog(now).await?)) };
     let (outbox, backlog) =
         tokio::time::timeout(DB_TIMEOUT * 5, read).await.map_err(|_| anyhow::anyhow!("database timed out"))??;

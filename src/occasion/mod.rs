@@ -22,7 +22,7 @@ use chrono_tz::Tz;
 pub use agenda::{AGENDA_SLICE, agenda, agenda_each, collect};
 pub use every::MAX_FIRES_PER_RULE;
 pub(crate) use key::Key;
-pub use key::RecipientKey;
+pub use key::{EventKind, NominalKey, OutboxKey, RecipientKey};
 
 /// Who receives the message.
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +34,7 @@ pub enum Recipient<'a> {
 }
 
 /// The nominal time an occurrence stands for (before lead times and other policies).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Nominal {
     /// A civil date (birthday, anniversary, fixed date).
     Date(NaiveDate),
@@ -113,9 +113,14 @@ impl<'a> Occurrence<'a> {
         }
     }
 
-    /// The outbox key; unique per nominal occasion and recipient.
+    /// The outbox key's text; unique per nominal occasion and recipient.
     pub fn key(&self) -> String {
         self.key_parts().to_string()
+    }
+
+    /// The outbox key.
+    pub fn outbox_key(&self) -> OutboxKey {
+        self.key_parts().owned()
     }
 
     /// The recipient part of the key (`contact:<id>`, `owner:<id>` or `owner`); stable across

@@ -217,7 +217,9 @@ impl Trigger {
 }
 
 /// What a rule's `on` names: the kind of its [`Trigger`], without the trigger's data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Serialised as its [`code`](TriggerKind::code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TriggerKind {
     /// `birthday`.
     Birthday,
@@ -278,6 +280,21 @@ pub enum Action {
     Task,
 }
 
+impl Action {
+    /// The word in plans (`send = "…"`), the outbox and the agenda.
+    pub fn code(self) -> &'static str {
+        match self {
+            Action::Email => "email",
+            Action::Task => "task",
+        }
+    }
+
+    /// The action a word names.
+    pub fn parse(s: &str) -> Option<Action> {
+        [Action::Email, Action::Task].into_iter().find(|a| a.code() == s)
+    }
+}
+
 /// Who the occasion concerns: all contacts, the primary contact, or the salesperson.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Target {
@@ -312,6 +329,11 @@ pub enum DeliveryPolicy {
 }
 
 impl DeliveryPolicy {
+    /// The policy a plan's `delivery = "…"` or an outbox column names.
+    pub fn parse(s: &str) -> Option<DeliveryPolicy> {
+        [DeliveryPolicy::AtLeastOnce, DeliveryPolicy::AtMostOnce].into_iter().find(|p| p.code() == s)
+    }
+
     /// The word in outbox rows (`at_least_once`, `at_most_once`).
     pub fn code(self) -> &'static str {
         match self {

@@ -13,123 +13,15 @@
 //! `failed`, `missed` and `unknown` rows are reported to ops once (`reported_utc`).
 
 mod postgres;
+mod rows;
 mod sqlite;
 mod upkeep;
 
-use chrono::{DateTime, Utc};
-
 pub use postgres::PgStore;
+pub use rows::{Claimed, MappingError, NewItem, Row, RowState, UnixSecs, secs};
+pub(crate) use rows::{ClaimedColumns, ItemColumns, RowColumns, claimed_columns, row_columns, typed};
 pub use sqlite::SqliteStore;
 pub use upkeep::{Backlog, NextDue};
-
-/// An occurrence ready to be written into the outbox.
-#[derive(Debug, Clone)]
-pub struct NewItem {
-    /// Outbox key `customer/rule/recipient/nominal` (see [`crate::occasion::Occurrence::key`]); unique, so
-    /// a second insert of one occasion is ignored.
-    pub key: String,
-    /// Customer id.
-    pub customer: String,
-    /// Rule name (`[[occasion]] name`).
-    pub rule: String,
-    /// The rule's `on` (`birthday`, `anniversary`, `orders`, `handover`, `every`, `date`).
-    pub kind: &'static str,
-    /// `email` (to the recipient) or `task` (a reminder to the salesperson).
-    pub action: &'static str,
-    /// Recipient key, `contact:<id>` or `owner:<contact id | customer>`, not an address: the address
-    /// is looked up in the current plans when the row is sent.
-    pub recipient: String,
-    /// Domain of the recipient's address at materialisation, for info-level logs (never the address).
-    pub recipient_domain: String,
-    /// The nominal occasion as in the key: `YYYY-MM-DD` (dated rules) or local wall time
-    /// `YYYY-MM-DDTHH:MM` (crontab rules).
-    pub nominal: String,
-    /// Civil date of the occasion itself, `YYYY-MM-DD` (differs from the send date with a lead time).
-    pub occasion_date: String,
-    /// Years of the relationship (anniversaries only).
-    pub years: Option<i64>,
-    /// IANA zone the occurrence was computed in (tzdata name, e.g. `Europe/Berlin`).
-    pub timezone: String,
-    /// Send instant, Unix seconds (UTC).
-    pub due: i64,
-    /// Deadline, Unix seconds (UTC): the row is not claimed at or after it and then becomes `missed`.
-    pub deadline: i64,
-    /// Message-ID derived from the key (`mail::message_id`), the same on every resend.
-    pub message_id: String,
-    /// `at_least_once` or `at_most_once`: what to do when an outcome is unknown.
-    pub delivery: &'static str,
-    /// `pending`, or `missed` when it was due while no daemon ran.
-    pub state: &'static str,
-    /// Why the row has its state (set for `missed`); `None` for `pending`.
-    pub reason: Option<String>,
-}
-
-/// A row claimed for sending; `fence` must be presented to record the outcome.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Claimed {
-    /// Row id (ascending in insertion order).
-    pub id: i64,
-    /// Outbox key (see [`NewItem::key`]).
-    pub key: String,
-    /// Customer id.
-    pub customer: String,
-    /// Rule name.
-    pub rule: String,
-    /// The rule's `on` (`birthday`, `every`, …), for per-kind metrics.
-    pub kind: String,
-    /// Recipient key, `contact:<id>` or `owner:<contact id | customer>` (see [`NewItem::recipient`]).
-    pub recipient: String,
-    /// The nominal occasion, `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM` (see [`NewItem::nominal`]).
-    pub nominal: String,
-    /// Civil date of the occasion itself, `YYYY-MM-DD`.
-    pub occasion_date: String,
-    /// Years of the relationship (anniversaries only).
-    pub years: Option<i64>,
-    /// Message-ID to send with (the same on every attempt).
-    pub message_id: String,
-    /// Claims so far, this one included (a release gives one back); compared with
-    /// [`crate::dispatch::MAX_ATTEMPTS`].
-    pub attempts: i64,
-    /// Fencing token: incremented by every claim; an outcome is recorded only with the current value.
-    pub fence: i64,
-    /// Send instant, Unix seconds (UTC).
-    pub due_utc: i64,
-    /// Deadline, Unix seconds (UTC).
-    pub deadline_utc: i64,
-    /// `at_least_once` or `at_most_once`.
-    pub delivery: String,
-}
-
-/// One outbox row as shown to ops.
-#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
-pub struct Row {
-    /// Row id.
-    pub id: i64,
-    /// Outbox key (see [`NewItem::key`]).
-    pub key: String,
-    /// Customer id.
-    pub customer: String,
-    /// Rule name.
-    pub rule: String,
-    /// The rule's `on`.
-    pub kind: String,
-    /// Recipient key, `contact:<id>` or `owner:<contact id | customer>` (not an address).
-    pub recipient: String,
-    /// State: `pending`, `claimed`, `sending`, `retry`, `accepted`, `failed`, `missed`, `suppressed`
-    /// or `unknown` (see the module docs).
-    pub state: String,
-    /// Claims so far.
-    pub attempts: i64,
-    /// Send instant, Unix seconds (UTC).
-    pub due_utc: i64,
-    /// Why the row is in its state (failure, deadline, removal), if recorded.
-    pub reason: Option<String>,
-    /// The server's reply when it accepted the message (`accepted` rows); a failure's reply is in
-    /// `reason`.
-    pub smtp_reply: Option<String>,
-    /// Message-ID the row is (or was) sent with.
-    pub message_id: String,
-}
 
 /// The outcome to record for a claimed row.
 #[derive(Debug, Clone)]
@@ -141,8 +33,8 @@ pub enum Outcome {
     },
     /// A transient failure: tried again later (`retry`).
     Retry {
-        /// Next attempt, Unix seconds (UTC).
-        at: i64,
+        /// Next attempt.
+        at: UnixSecs,
         /// What failed.
         reason: String,
     },
@@ -165,7 +57,7 @@ pub enum Outcome {
 
 /// The columns an outcome sets, shared by both engines.
 pub(crate) struct OutcomeFields<'a> {
-    pub state: &'static str,
+    pub state: RowState,
     pub reply: Option<&'a str>,
     pub reason: Option<&'a str>,
     pub next_attempt: Option<i64>,
@@ -173,25 +65,25 @@ pub(crate) struct OutcomeFields<'a> {
 }
 
 impl Outcome {
-    pub(crate) fn fields(&self, now: i64) -> OutcomeFields<'_> {
-        let none = OutcomeFields { state: "", reply: None, reason: None, next_attempt: None, sent: None };
+    pub(crate) fn fields(&self, now: UnixSecs) -> OutcomeFields<'_> {
+        let with =
+            |state, reason| OutcomeFields { state, reply: None, reason: Some(reason), next_attempt: None, sent: None };
         match self {
-            Outcome::Accepted { reply } => {
-                OutcomeFields { state: "accepted", reply: Some(reply), sent: Some(now), ..none }
-            }
+            Outcome::Accepted { reply } => OutcomeFields {
+                state: RowState::Accepted,
+                reply: Some(reply),
+                reason: None,
+                next_attempt: None,
+                sent: Some(now.0),
+            },
             Outcome::Retry { at, reason } => {
-                OutcomeFields { state: "retry", reason: Some(reason), next_attempt: Some(*at), ..none }
+                OutcomeFields { next_attempt: Some(at.0), ..with(RowState::Retry, reason) }
             }
-            Outcome::Failed { reason } => OutcomeFields { state: "failed", reason: Some(reason), ..none },
-            Outcome::Suppressed { reason } => OutcomeFields { state: "suppressed", reason: Some(reason), ..none },
-            Outcome::Unknown { reason } => OutcomeFields { state: "unknown", reason: Some(reason), ..none },
+            Outcome::Failed { reason } => with(RowState::Failed, reason),
+            Outcome::Suppressed { reason } => with(RowState::Suppressed, reason),
+            Outcome::Unknown { reason } => with(RowState::Unknown, reason),
         }
     }
-}
-
-/// Unix seconds.
-pub fn secs(t: DateTime<Utc>) -> i64 {
-    t.timestamp()
 }
 
 /// The store, by engine.
@@ -218,7 +110,7 @@ impl BatchResult {
     pub(crate) fn from_updated(updated: Vec<(i64, String)>) -> BatchResult {
         let mut result = BatchResult::default();
         for (id, state) in updated {
-            if state == "sending" {
+            if RowState::parse(&state) == Some(RowState::Sending) {
                 result.started.push(id);
             } else {
                 result.finished += 1;
@@ -228,18 +120,22 @@ impl BatchResult {
     }
 }
 
-/// One row of a group update, as both engines bind it: id, fence, new state, reply, reason,
-/// next attempt, sent time. A start is `(id, fence, "sending", None…)`.
+/// One row of a group update, as both engines bind it: id, fence, new state (its column value),
+/// reply, reason, next attempt, sent time. A start is `(id, fence, "sending", None…)`.
 pub(crate) type GroupRow<'a> = (i64, i64, &'static str, Option<&'a str>, Option<&'a str>, Option<i64>, Option<i64>);
 
 /// The rows of one group commit: outcomes, then starts. A row is never in both (a worker
 /// records a row's outcome only after the commit that started it).
-pub(crate) fn group_rows<'a>(outcomes: &'a [(i64, i64, Outcome)], start: &[(i64, i64)], now: i64) -> Vec<GroupRow<'a>> {
+pub(crate) fn group_rows<'a>(
+    outcomes: &'a [(i64, i64, Outcome)],
+    start: &[(i64, i64)],
+    now: UnixSecs,
+) -> Vec<GroupRow<'a>> {
     let finished = outcomes.iter().map(|(id, fence, o)| {
         let f = o.fields(now);
-        (*id, *fence, f.state, f.reply, f.reason, f.next_attempt, f.sent)
+        (*id, *fence, f.state.code(), f.reply, f.reason, f.next_attempt, f.sent)
     });
-    let started = start.iter().map(|(id, fence)| (*id, *fence, "sending", None, None, None, None));
+    let started = start.iter().map(|(id, fence)| (*id, *fence, RowState::Sending.code(), None, None, None, None));
     finished.chain(started).collect()
 }
 
@@ -257,8 +153,8 @@ pub struct Recovered {
 impl Recovered {
     /// Counts the new states of rows given up (`pending`, `retry`, `unknown`).
     pub(crate) fn count(states: &[String]) -> Recovered {
-        let n = |s: &str| states.iter().filter(|x| *x == s).count() as u64;
-        Recovered { released: n("pending"), retried: n("retry"), unknown: n("unknown") }
+        let n = |s: RowState| states.iter().filter(|x| RowState::parse(x) == Some(s)).count() as u64;
+        Recovered { released: n(RowState::Pending), retried: n(RowState::Retry), unknown: n(RowState::Unknown) }
     }
 }
 
@@ -277,7 +173,7 @@ pub struct Materialized {
     /// Rows inserted as `missed` (due while no daemon ran, deadline already passed).
     pub missed: u64,
     /// The kind of each row inserted as `missed` (for per-kind metrics).
-    pub missed_kinds: Vec<String>,
+    pub missed_kinds: Vec<crate::plan::TriggerKind>,
 }
 
 macro_rules! engine {
@@ -354,18 +250,18 @@ impl Store {
     /// # Errors
     /// A database error. Items are written in chunks, each its own transaction, so chunks before
     /// the failing one stay written (a later pass adds the rest: inserts are idempotent).
-    pub async fn materialize(&self, items: &[NewItem], now: i64) -> anyhow::Result<Materialized> {
-        engine!(self, s => s.materialize(items, now).await)
+    pub async fn materialize(&self, items: &[NewItem], now: UnixSecs) -> anyhow::Result<Materialized> {
+        engine!(self, s => s.materialize(items, now.0).await)
     }
 
     /// Marks open rows whose deadline has passed as missed; returns them for reporting.
-    /// `now` is Unix seconds (UTC); a row whose `deadline_utc <= now` in `pending`, `retry` or
+    /// A row whose `deadline_utc <= now` in `pending`, `retry` or
     /// `claimed` is expired (`sending` rows are left to lease recovery).
     ///
     /// # Errors
     /// A database error.
-    pub async fn expire(&self, now: i64) -> anyhow::Result<Vec<Row>> {
-        engine!(self, s => s.expire(now).await)
+    pub async fn expire(&self, now: UnixSecs) -> anyhow::Result<Vec<Row>> {
+        typed(engine!(self, s => s.expire(now.0).await)?)
     }
 
     /// Takes over rows whose lease expired (a crashed sender): at-least-once rows go to
@@ -389,9 +285,9 @@ impl Store {
     ///
     /// # Errors
     /// A database error.
-    pub async fn claim(&self, now: i64, limit: u32, owner: &str, lease_secs: i64) -> anyhow::Result<Vec<Claimed>> {
-        let mut claimed = engine!(self, s => s.claim(now, limit, owner, lease_secs).await)?;
-        claimed.sort_by_key(|c| (c.due_utc, c.id));
+    pub async fn claim(&self, now: UnixSecs, limit: u32, owner: &str, lease_secs: i64) -> anyhow::Result<Vec<Claimed>> {
+        let mut claimed: Vec<Claimed> = typed(engine!(self, s => s.claim(now.0, limit, owner, lease_secs).await)?)?;
+        claimed.sort_by_key(|c| (c.due, c.id));
         Ok(claimed)
     }
 
@@ -400,8 +296,8 @@ impl Store {
     ///
     /// # Errors
     /// A database error.
-    pub async fn finish(&self, id: i64, fence: i64, outcome: &Outcome, now: i64) -> anyhow::Result<bool> {
-        engine!(self, s => s.finish(id, fence, outcome, now).await)
+    pub async fn finish(&self, id: i64, fence: i64, outcome: &Outcome, now: UnixSecs) -> anyhow::Result<bool> {
+        Ok(self.finish_batch(&[(id, fence, outcome.clone())], &[], now, 0).await?.finished == 1)
     }
 
     /// One group commit: records `outcomes` and moves the `start` rows from `claimed` to
@@ -417,10 +313,14 @@ impl Store {
         &self,
         outcomes: &[(i64, i64, Outcome)],
         start: &[(i64, i64)],
-        now: i64,
+        now: UnixSecs,
         send_lease_secs: i64,
     ) -> anyhow::Result<BatchResult> {
-        engine!(self, s => s.finish_batch(outcomes, start, now, send_lease_secs).await)
+        if outcomes.is_empty() && start.is_empty() {
+            return Ok(BatchResult::default());
+        }
+        let rows = group_rows(outcomes, start, now);
+        engine!(self, s => s.finish_batch(&rows, now.0, send_lease_secs).await)
     }
 
     /// Failed, missed and unknown rows not yet reported to ops (oldest first).
@@ -428,7 +328,7 @@ impl Store {
     /// # Errors
     /// A database error.
     pub async fn unreported(&self, limit: i64) -> anyhow::Result<Vec<Row>> {
-        engine!(self, s => s.unreported(limit).await)
+        typed(engine!(self, s => s.unreported(limit).await)?)
     }
 
     /// Marks rows as reported to ops.
@@ -436,8 +336,8 @@ impl Store {
     ///
     /// # Errors
     /// A database error.
-    pub async fn mark_reported(&self, ids: &[i64], now: i64) -> anyhow::Result<()> {
-        engine!(self, s => s.mark_reported(ids, now).await)
+    pub async fn mark_reported(&self, ids: &[i64], now: UnixSecs) -> anyhow::Result<()> {
+        engine!(self, s => s.mark_reported(ids, now.0).await)
     }
 
     /// Gives up this daemon's hold on `rows` (`(id, fence)`) at once, when the worker that had
@@ -451,8 +351,8 @@ impl Store {
     ///
     /// # Errors
     /// A database error (the rows are then taken over when their lease ends).
-    pub async fn abandon(&self, rows: &[(i64, i64)], now: i64, retry_at: i64) -> anyhow::Result<Recovered> {
-        engine!(self, s => s.abandon(rows, now, retry_at).await)
+    pub async fn abandon(&self, rows: &[(i64, i64)], now: UnixSecs, retry_at: UnixSecs) -> anyhow::Result<Recovered> {
+        engine!(self, s => s.abandon(rows, now.0, retry_at.0).await)
     }
 
     /// Gives claimed rows back (shutdown) without counting an attempt.
@@ -470,24 +370,30 @@ impl Store {
     ///
     /// # Errors
     /// A database error.
-    pub async fn next_due(&self) -> anyhow::Result<Option<i64>> {
-        engine!(self, s => s.next_due().await)
+    pub async fn next_due(&self) -> anyhow::Result<Option<UnixSecs>> {
+        Ok(engine!(self, s => s.next_due().await)?.map(UnixSecs))
     }
 
     /// Rows per state, `(state, count)` ordered by state; states without rows are left out.
     ///
     /// # Errors
     /// A database error.
-    pub async fn counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
-        engine!(self, s => s.counts().await)
+    pub async fn counts(&self) -> anyhow::Result<Vec<(RowState, i64)>> {
+        let counts = engine!(self, s => s.counts().await)?;
+        counts
+            .into_iter()
+            .map(|(state, n)| {
+                RowState::parse(&state).map(|s| (s, n)).ok_or_else(|| anyhow::anyhow!("unknown outbox state `{state}`"))
+            })
+            .collect()
     }
 
     /// Up to `limit` rows, ordered by `due_utc` then id, all states or only `state`.
     ///
     /// # Errors
     /// A database error.
-    pub async fn rows(&self, state: Option<&str>, limit: i64) -> anyhow::Result<Vec<Row>> {
-        engine!(self, s => s.rows(state, limit).await)
+    pub async fn rows(&self, state: Option<RowState>, limit: i64) -> anyhow::Result<Vec<Row>> {
+        typed(engine!(self, s => s.rows(state.map(RowState::code), limit).await)?)
     }
 
     /// A value kept in the `daemon_state` table (such as [`crate::dispatch::WATERMARK`]); `None` when

@@ -5,7 +5,10 @@
 //!
 //! Semantics are those of the SQLite engine (`sqlite.rs`), statement for statement.
 
-use super::{BatchResult, Claimed, Materialized, NewItem, Outcome, Recovered, Row};
+use super::{
+    BatchResult, ClaimedColumns, GroupRow, ItemColumns, Materialized, NewItem, Recovered, RowColumns, claimed_columns,
+    row_columns,
+};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 use std::str::FromStr;
@@ -37,7 +40,7 @@ impl PgStore {
     /// # Errors
     /// A malformed URL, a server that cannot be reached or refuses the login, or a failing
     /// migration.
-    pub async fn connect(url: &str) -> anyhow::Result<PgStore> {
+    pub(crate) async fn connect(url: &str) -> anyhow::Result<PgStore> {
         let opts = PgConnectOptions::from_str(url)?;
         // Migrate on a connection of its own, closed afterwards: sqlx holds a session-level
         // advisory lock while migrating and does not release it when a migration fails, so a
@@ -62,7 +65,7 @@ impl PgStore {
     ///
     /// # Errors
     /// A malformed URL, or a server that cannot be reached or refuses the login.
-    pub async fn open_existing(url: &str) -> anyhow::Result<PgStore> {
+    pub(crate) async fn open_existing(url: &str) -> anyhow::Result<PgStore> {
         let pool = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
@@ -76,25 +79,26 @@ impl PgStore {
     ///
     /// # Errors
     /// A database error, or a deadlock that persists; chunks written before it stay written.
-    pub async fn materialize(&self, items: &[NewItem], now: i64) -> anyhow::Result<Materialized> {
+    pub(crate) async fn materialize(&self, items: &[NewItem], now: i64) -> anyhow::Result<Materialized> {
         let mut result = Materialized::default();
         for chunk in items.chunks(CHUNK) {
-            let key: Vec<&str> = chunk.iter().map(|i| i.key.as_str()).collect();
-            let customer: Vec<&str> = chunk.iter().map(|i| i.customer.as_str()).collect();
-            let rule: Vec<&str> = chunk.iter().map(|i| i.rule.as_str()).collect();
-            let kind: Vec<&str> = chunk.iter().map(|i| i.kind).collect();
-            let action: Vec<&str> = chunk.iter().map(|i| i.action).collect();
-            let recipient: Vec<&str> = chunk.iter().map(|i| i.recipient.as_str()).collect();
+            let cols: Vec<ItemColumns<'_>> = chunk.iter().map(NewItem::columns).collect();
+            let key: Vec<&str> = cols.iter().map(|c| c.key.as_str()).collect();
+            let customer: Vec<&str> = cols.iter().map(|c| c.customer).collect();
+            let rule: Vec<&str> = cols.iter().map(|c| c.rule).collect();
+            let kind: Vec<&str> = cols.iter().map(|c| c.kind).collect();
+            let action: Vec<&str> = cols.iter().map(|c| c.action).collect();
+            let recipient: Vec<&str> = cols.iter().map(|c| c.recipient.as_str()).collect();
             let recipient_domain: Vec<&str> = chunk.iter().map(|i| i.recipient_domain.as_str()).collect();
-            let nominal: Vec<&str> = chunk.iter().map(|i| i.nominal.as_str()).collect();
-            let occasion_date: Vec<&str> = chunk.iter().map(|i| i.occasion_date.as_str()).collect();
-            let years: Vec<Option<i64>> = chunk.iter().map(|i| i.years).collect();
+            let nominal: Vec<&str> = cols.iter().map(|c| c.nominal.as_str()).collect();
+            let occasion_date: Vec<&str> = cols.iter().map(|c| c.occasion_date.as_str()).collect();
+            let years: Vec<Option<i64>> = cols.iter().map(|c| c.years).collect();
             let timezone: Vec<&str> = chunk.iter().map(|i| i.timezone.as_str()).collect();
-            let due: Vec<i64> = chunk.iter().map(|i| i.due).collect();
-            let deadline: Vec<i64> = chunk.iter().map(|i| i.deadline).collect();
+            let due: Vec<i64> = chunk.iter().map(|i| i.due.0).collect();
+            let deadline: Vec<i64> = chunk.iter().map(|i| i.deadline.0).collect();
             let message_id: Vec<&str> = chunk.iter().map(|i| i.message_id.as_str()).collect();
-            let delivery: Vec<&str> = chunk.iter().map(|i| i.delivery).collect();
-            let state: Vec<&str> = chunk.iter().map(|i| i.state).collect();
+            let delivery: Vec<&str> = cols.iter().map(|c| c.delivery).collect();
+            let state: Vec<&str> = cols.iter().map(|c| c.state).collect();
             let reason: Vec<Option<&str>> = chunk.iter().map(|i| i.reason.as_deref()).collect();
             let mut tries = 0;
             // One statement per chunk (its own transaction). Rows go in input order, so ids
@@ -148,7 +152,12 @@ impl PgStore {
             };
             result.inserted += inserted as u64;
             result.missed += missed_kinds.len() as u64;
-            result.missed_kinds.extend(missed_kinds);
+            for kind in missed_kinds {
+                result.missed_kinds.push(
+                    crate::plan::TriggerKind::parse(&kind)
+                        .ok_or_else(|| anyhow::anyhow!("unknown outbox kind `{kind}` in a row just written"))?,
+                );
+            }
         }
         Ok(result)
     }
@@ -157,13 +166,14 @@ impl PgStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn expire(&self, now: i64) -> anyhow::Result<Vec<Row>> {
-        Ok(sqlx::query_as::<_, Row>(
+    pub(crate) async fn expire(&self, now: i64) -> anyhow::Result<Vec<RowColumns>> {
+        Ok(sqlx::query_as::<_, RowColumns>(concat!(
             "UPDATE outbox SET state = 'missed', reason = 'deadline passed before it could be sent', updated_utc = $1,
                     lease_owner = NULL, lease_until = NULL
              WHERE state IN ('pending', 'retry', 'claimed') AND deadline_utc <= $1
-             RETURNING id, key, customer, rule, kind, recipient, state, attempts, due_utc, reason, smtp_reply, message_id",
-        )
+             RETURNING ",
+            row_columns!()
+        ))
         .bind(now)
         .fetch_all(&self.pool)
         .await?)
@@ -173,7 +183,7 @@ impl PgStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn recover_expired_leases(&self) -> anyhow::Result<Recovered> {
+    pub(crate) async fn recover_expired_leases(&self) -> anyhow::Result<Recovered> {
         let mut tx = self.pool.begin().await?;
         // `now()` is the transaction's start on the database clock; leases were set with it.
         let released = sqlx::query(
@@ -210,11 +220,17 @@ impl PgStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn claim(&self, now: i64, limit: u32, owner: &str, lease_secs: i64) -> anyhow::Result<Vec<Claimed>> {
+    pub(crate) async fn claim(
+        &self,
+        now: i64,
+        limit: u32,
+        owner: &str,
+        lease_secs: i64,
+    ) -> anyhow::Result<Vec<ClaimedColumns>> {
         // SKIP LOCKED: rows another instance is claiming right now are passed over, not waited
         // for; the lock re-checks the WHERE clause on the newest row version, so a row claimed
         // and committed by someone else in the meantime is never taken twice.
-        Ok(sqlx::query_as::<_, Claimed>(
+        Ok(sqlx::query_as::<_, ClaimedColumns>(concat!(
             "WITH claimed AS (
                  UPDATE outbox SET state = 'claimed', lease_owner = $1,
                         lease_until = floor(extract(epoch from now()))::bigint + $2, fence = fence + 1,
@@ -224,10 +240,11 @@ impl PgStore {
                                 AND COALESCE(next_attempt_utc, 0) <= $3
                               ORDER BY due_utc, id LIMIT $4
                               FOR UPDATE SKIP LOCKED)
-                 RETURNING id, key, customer, rule, kind, recipient, nominal, occasion_date, years, message_id, attempts, fence,
-                           due_utc, deadline_utc, delivery)
-             SELECT * FROM claimed ORDER BY due_utc, id",
-        )
+                 RETURNING ",
+            claimed_columns!(),
+            ")
+             SELECT * FROM claimed ORDER BY due_utc, id"
+        ))
         .bind(owner)
         .bind(lease_secs)
         .bind(now)
@@ -236,31 +253,18 @@ impl PgStore {
         .await?)
     }
 
-    /// [`Store::finish`](super::Store::finish) on PostgreSQL.
-    ///
-    /// # Errors
-    /// A database error.
-    pub async fn finish(&self, id: i64, fence: i64, outcome: &Outcome, now: i64) -> anyhow::Result<bool> {
-        Ok(self.finish_batch(&[(id, fence, outcome.clone())], &[], now, 0).await?.finished == 1)
-    }
-
     /// One statement (one commit) for the whole group: the rows travel as parallel arrays.
     ///
     /// [`Store::finish_batch`](super::Store::finish_batch) on PostgreSQL.
     ///
     /// # Errors
     /// A database error.
-    pub async fn finish_batch(
+    pub(crate) async fn finish_batch(
         &self,
-        outcomes: &[(i64, i64, Outcome)],
-        start: &[(i64, i64)],
+        rows: &[GroupRow<'_>],
         now: i64,
         send_lease_secs: i64,
     ) -> anyhow::Result<BatchResult> {
-        if outcomes.is_empty() && start.is_empty() {
-            return Ok(BatchResult::default());
-        }
-        let rows = super::group_rows(outcomes, start, now);
         let updated: Vec<(i64, String)> = sqlx::query_as(
             "UPDATE outbox SET
                  state = g.state,
@@ -296,7 +300,7 @@ impl PgStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn abandon(&self, rows: &[(i64, i64)], now: i64, retry_at: i64) -> anyhow::Result<Recovered> {
+    pub(crate) async fn abandon(&self, rows: &[(i64, i64)], now: i64, retry_at: i64) -> anyhow::Result<Recovered> {
         if rows.is_empty() {
             return Ok(Recovered::default());
         }
@@ -328,11 +332,13 @@ impl PgStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn unreported(&self, limit: i64) -> anyhow::Result<Vec<Row>> {
-        Ok(sqlx::query_as::<_, Row>(
-            "SELECT id, key, customer, rule, kind, recipient, state, attempts, due_utc, reason, smtp_reply, message_id
-             FROM outbox WHERE state IN ('failed', 'missed', 'unknown') AND reported_utc IS NULL ORDER BY id LIMIT $1",
-        )
+    pub(crate) async fn unreported(&self, limit: i64) -> anyhow::Result<Vec<RowColumns>> {
+        Ok(sqlx::query_as::<_, RowColumns>(concat!(
+            "SELECT ",
+            row_columns!(),
+            "
+             FROM outbox WHERE state IN ('failed', 'missed', 'unknown') AND reported_utc IS NULL ORDER BY id LIMIT $1"
+        ))
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)
@@ -342,7 +348,7 @@ impl PgStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn mark_reported(&self, ids: &[i64], now: i64) -> anyhow::Result<()> {
+    pub(crate) async fn mark_reported(&self, ids: &[i64], now: i64) -> anyhow::Result<()> {
         sqlx::query("UPDATE outbox SET reported_utc = $1 WHERE id = ANY($2::bigint[])")
             .bind(now)
             .bind(ids)
@@ -355,7 +361,7 @@ impl PgStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn release(&self, id: i64, fence: i64) -> anyhow::Result<()> {
+    pub(crate) async fn release(&self, id: i64, fence: i64) -> anyhow::Result<()> {
         sqlx::query(
             "UPDATE outbox SET state = 'pending', attempts = attempts - 1, lease_owner = NULL, lease_until = NULL
              WHERE id = $1 AND fence = $2 AND state IN ('claimed', 'sending')",
@@ -371,7 +377,7 @@ impl PgStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn next_due(&self) -> anyhow::Result<Option<i64>> {
+    pub(crate) async fn next_due(&self) -> anyhow::Result<Option<i64>> {
         Ok(sqlx::query_scalar::<_, Option<i64>>(
             "SELECT MIN(GREATEST(due_utc, COALESCE(next_attempt_utc, 0))) FROM outbox WHERE state IN ('pending', 'retry')",
         )
@@ -383,7 +389,7 @@ impl PgStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
+    pub(crate) async fn counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
         Ok(sqlx::query_as::<_, (String, i64)>("SELECT state, COUNT(*) FROM outbox GROUP BY state ORDER BY state")
             .fetch_all(&self.pool)
             .await?)
@@ -393,11 +399,13 @@ impl PgStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn rows(&self, state: Option<&str>, limit: i64) -> anyhow::Result<Vec<Row>> {
-        Ok(sqlx::query_as::<_, Row>(
-            "SELECT id, key, customer, rule, kind, recipient, state, attempts, due_utc, reason, smtp_reply, message_id
-             FROM outbox WHERE ($1::text IS NULL OR state = $1::text) ORDER BY due_utc, id LIMIT $2",
-        )
+    pub(crate) async fn rows(&self, state: Option<&str>, limit: i64) -> anyhow::Result<Vec<RowColumns>> {
+        Ok(sqlx::query_as::<_, RowColumns>(concat!(
+            "SELECT ",
+            row_columns!(),
+            "
+             FROM outbox WHERE ($1::text IS NULL OR state = $1::text) ORDER BY due_utc, id LIMIT $2"
+        ))
         .bind(state)
         .bind(limit)
         .fetch_all(&self.pool)
@@ -408,7 +416,7 @@ impl PgStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn get_value(&self, name: &str) -> anyhow::Result<Option<String>> {
+    pub(crate) async fn get_value(&self, name: &str) -> anyhow::Result<Option<String>> {
         Ok(sqlx::query_scalar::<_, String>("SELECT value FROM daemon_state WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
@@ -419,7 +427,7 @@ impl PgStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn set_value(&self, name: &str, value: &str) -> anyhow::Result<()> {
+    pub(crate) async fn set_value(&self, name: &str, value: &str) -> anyhow::Result<()> {
         sqlx::query(
             "INSERT INTO daemon_state (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
         )

@@ -2,7 +2,10 @@
 //! and `BEGIN IMMEDIATE` for multi-statement writes (a deferred transaction that later writes
 //! fails with SQLITE_BUSY regardless of the busy timeout).
 
-use super::{BatchResult, Claimed, Materialized, NewItem, Outcome, Recovered, Row};
+use super::{
+    BatchResult, ClaimedColumns, GroupRow, Materialized, NewItem, Recovered, RowColumns, RowState, claimed_columns,
+    row_columns,
+};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::str::FromStr;
 use std::time::Duration;
@@ -31,7 +34,7 @@ impl SqliteStore {
     /// # Errors
     /// The file was deleted, or replaced by another (a new inode at the path): writing on would
     /// go to an unlinked file, lost at the next start, which would then send everything again.
-    pub fn verify_file(&self) -> Result<(), String> {
+    pub(crate) fn verify_file(&self) -> Result<(), String> {
         let Some((path, dev, ino)) = &self.file else { return Ok(()) };
         match identity(path) {
             None => Err(format!("the SQLite outbox {} was deleted while the daemon ran", path.display())),
@@ -48,7 +51,7 @@ impl SqliteStore {
     /// # Errors
     /// A malformed URL, a directory that cannot be created, a database that cannot be opened, or
     /// a failing migration.
-    pub async fn connect(url: &str) -> anyhow::Result<SqliteStore> {
+    pub(crate) async fn connect(url: &str) -> anyhow::Result<SqliteStore> {
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -96,7 +99,7 @@ impl SqliteStore {
     ///
     /// # Errors
     /// A malformed URL, no file at the path, or a file that cannot be opened.
-    pub async fn open_existing(url: &str) -> anyhow::Result<SqliteStore> {
+    pub(crate) async fn open_existing(url: &str) -> anyhow::Result<SqliteStore> {
         let opts = SqliteConnectOptions::from_str(url)?.busy_timeout(Duration::from_secs(10));
         let file = opts.get_filename();
         if !file.exists() {
@@ -115,42 +118,43 @@ impl SqliteStore {
     ///
     /// # Errors
     /// A database error; chunks committed before it stay written.
-    pub async fn materialize(&self, items: &[NewItem], now: i64) -> anyhow::Result<Materialized> {
+    pub(crate) async fn materialize(&self, items: &[NewItem], now: i64) -> anyhow::Result<Materialized> {
         let mut result = Materialized::default();
         for chunk in items.chunks(500) {
             let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
             for it in chunk {
+                let c = it.columns();
                 let done = sqlx::query(
                     "INSERT INTO outbox (key, customer, rule, kind, action, recipient, recipient_domain, nominal, occasion_date, years, timezone,
                                          due_utc, deadline_utc, message_id, delivery, state, reason, created_utc, updated_utc)
                      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                      ON CONFLICT (key) DO NOTHING",
                 )
-                .bind(&it.key)
-                .bind(&it.customer)
-                .bind(&it.rule)
-                .bind(it.kind)
-                .bind(it.action)
-                .bind(&it.recipient)
+                .bind(c.key)
+                .bind(c.customer)
+                .bind(c.rule)
+                .bind(c.kind)
+                .bind(c.action)
+                .bind(c.recipient)
                 .bind(&it.recipient_domain)
-                .bind(&it.nominal)
-                .bind(&it.occasion_date)
-                .bind(it.years)
+                .bind(c.nominal)
+                .bind(c.occasion_date)
+                .bind(c.years)
                 .bind(&it.timezone)
-                .bind(it.due)
-                .bind(it.deadline)
+                .bind(it.due.0)
+                .bind(it.deadline.0)
                 .bind(&it.message_id)
-                .bind(it.delivery)
-                .bind(it.state)
+                .bind(c.delivery)
+                .bind(c.state)
                 .bind(&it.reason)
                 .bind(now)
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() > 0 {
-                    if it.state == "missed" {
+                    if it.state == RowState::Missed {
                         result.missed += 1;
-                        result.missed_kinds.push(it.kind.to_string());
+                        result.missed_kinds.push(it.kind);
                     } else {
                         result.inserted += 1
                     }
@@ -165,13 +169,14 @@ impl SqliteStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn expire(&self, now: i64) -> anyhow::Result<Vec<Row>> {
-        Ok(sqlx::query_as::<_, Row>(
+    pub(crate) async fn expire(&self, now: i64) -> anyhow::Result<Vec<RowColumns>> {
+        Ok(sqlx::query_as::<_, RowColumns>(concat!(
             "UPDATE outbox SET state = 'missed', reason = 'deadline passed before it could be sent', updated_utc = ?1,
                     lease_owner = NULL, lease_until = NULL
              WHERE state IN ('pending', 'retry', 'claimed') AND deadline_utc <= ?1
-             RETURNING id, key, customer, rule, kind, recipient, state, attempts, due_utc, reason, smtp_reply, message_id",
-        )
+             RETURNING ",
+            row_columns!()
+        ))
         .bind(now)
         .fetch_all(&self.pool)
         .await?)
@@ -181,7 +186,7 @@ impl SqliteStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn recover_expired_leases(&self) -> anyhow::Result<Recovered> {
+    pub(crate) async fn recover_expired_leases(&self) -> anyhow::Result<Recovered> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let released = sqlx::query(
             "UPDATE outbox SET state = 'pending', attempts = attempts - 1, lease_owner = NULL, lease_until = NULL
@@ -214,16 +219,23 @@ impl SqliteStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn claim(&self, now: i64, limit: u32, owner: &str, lease_secs: i64) -> anyhow::Result<Vec<Claimed>> {
-        Ok(sqlx::query_as::<_, Claimed>(
+    pub(crate) async fn claim(
+        &self,
+        now: i64,
+        limit: u32,
+        owner: &str,
+        lease_secs: i64,
+    ) -> anyhow::Result<Vec<ClaimedColumns>> {
+        Ok(sqlx::query_as::<_, ClaimedColumns>(concat!(
             "UPDATE outbox SET state = 'claimed', lease_owner = ?1, lease_until = unixepoch() + ?2, fence = fence + 1,
                     attempts = attempts + 1, updated_utc = ?3
              WHERE id IN (SELECT id FROM outbox
                           WHERE state IN ('pending', 'retry') AND due_utc <= ?3 AND deadline_utc > ?3
                             AND COALESCE(next_attempt_utc, 0) <= ?3
                           ORDER BY due_utc, id LIMIT ?4)
-             RETURNING id, key, customer, rule, kind, recipient, nominal, occasion_date, years, message_id, attempts, fence, due_utc, deadline_utc, delivery",
-        )
+             RETURNING ",
+            claimed_columns!()
+        ))
         .bind(owner)
         .bind(lease_secs)
         .bind(now)
@@ -232,32 +244,19 @@ impl SqliteStore {
         .await?)
     }
 
-    /// [`Store::finish`](super::Store::finish) on SQLite.
-    ///
-    /// # Errors
-    /// A database error.
-    pub async fn finish(&self, id: i64, fence: i64, outcome: &Outcome, now: i64) -> anyhow::Result<bool> {
-        Ok(self.finish_batch(&[(id, fence, outcome.clone())], &[], now, 0).await?.finished == 1)
-    }
-
     /// One statement (one commit) for the whole group: the rows travel as one JSON array.
     ///
     /// [`Store::finish_batch`](super::Store::finish_batch) on SQLite.
     ///
     /// # Errors
     /// A database error.
-    pub async fn finish_batch(
+    pub(crate) async fn finish_batch(
         &self,
-        outcomes: &[(i64, i64, Outcome)],
-        start: &[(i64, i64)],
+        rows: &[GroupRow<'_>],
         now: i64,
         send_lease_secs: i64,
     ) -> anyhow::Result<BatchResult> {
-        if outcomes.is_empty() && start.is_empty() {
-            return Ok(BatchResult::default());
-        }
-        let rows = super::group_rows(outcomes, start, now);
-        let json = serde_json::to_string(&rows)?;
+        let json = serde_json::to_string(rows)?;
         let updated: Vec<(i64, String)> = sqlx::query_as(
             "WITH g AS (SELECT value ->> 0 AS id, value ->> 1 AS fence, value ->> 2 AS state, value ->> 3 AS reply,
                                value ->> 4 AS reason, value ->> 5 AS next_attempt, value ->> 6 AS sent
@@ -288,7 +287,7 @@ impl SqliteStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn abandon(&self, rows: &[(i64, i64)], now: i64, retry_at: i64) -> anyhow::Result<Recovered> {
+    pub(crate) async fn abandon(&self, rows: &[(i64, i64)], now: i64, retry_at: i64) -> anyhow::Result<Recovered> {
         if rows.is_empty() {
             return Ok(Recovered::default());
         }
@@ -320,11 +319,13 @@ impl SqliteStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn unreported(&self, limit: i64) -> anyhow::Result<Vec<Row>> {
-        Ok(sqlx::query_as::<_, Row>(
-            "SELECT id, key, customer, rule, kind, recipient, state, attempts, due_utc, reason, smtp_reply, message_id
-             FROM outbox WHERE state IN ('failed', 'missed', 'unknown') AND reported_utc IS NULL ORDER BY id LIMIT ?1",
-        )
+    pub(crate) async fn unreported(&self, limit: i64) -> anyhow::Result<Vec<RowColumns>> {
+        Ok(sqlx::query_as::<_, RowColumns>(concat!(
+            "SELECT ",
+            row_columns!(),
+            "
+             FROM outbox WHERE state IN ('failed', 'missed', 'unknown') AND reported_utc IS NULL ORDER BY id LIMIT ?1"
+        ))
         .bind(limit)
         .fetch_all(&self.pool)
         .await?)
@@ -334,7 +335,7 @@ impl SqliteStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn mark_reported(&self, ids: &[i64], now: i64) -> anyhow::Result<()> {
+    pub(crate) async fn mark_reported(&self, ids: &[i64], now: i64) -> anyhow::Result<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for id in ids {
             sqlx::query("UPDATE outbox SET reported_utc = ?1 WHERE id = ?2")
@@ -351,7 +352,7 @@ impl SqliteStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn release(&self, id: i64, fence: i64) -> anyhow::Result<()> {
+    pub(crate) async fn release(&self, id: i64, fence: i64) -> anyhow::Result<()> {
         sqlx::query(
             "UPDATE outbox SET state = 'pending', attempts = attempts - 1, lease_owner = NULL, lease_until = NULL
              WHERE id = ?1 AND fence = ?2 AND state IN ('claimed', 'sending')",
@@ -367,7 +368,7 @@ impl SqliteStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn next_due(&self) -> anyhow::Result<Option<i64>> {
+    pub(crate) async fn next_due(&self) -> anyhow::Result<Option<i64>> {
         Ok(sqlx::query_scalar::<_, Option<i64>>(
             "SELECT MIN(MAX(due_utc, COALESCE(next_attempt_utc, 0))) FROM outbox WHERE state IN ('pending', 'retry')",
         )
@@ -379,7 +380,7 @@ impl SqliteStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
+    pub(crate) async fn counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
         Ok(sqlx::query_as::<_, (String, i64)>("SELECT state, COUNT(*) FROM outbox GROUP BY state ORDER BY state")
             .fetch_all(&self.pool)
             .await?)
@@ -389,11 +390,13 @@ impl SqliteStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn rows(&self, state: Option<&str>, limit: i64) -> anyhow::Result<Vec<Row>> {
-        Ok(sqlx::query_as::<_, Row>(
-            "SELECT id, key, customer, rule, kind, recipient, state, attempts, due_utc, reason, smtp_reply, message_id
-             FROM outbox WHERE (?1 IS NULL OR state = ?1) ORDER BY due_utc, id LIMIT ?2",
-        )
+    pub(crate) async fn rows(&self, state: Option<&str>, limit: i64) -> anyhow::Result<Vec<RowColumns>> {
+        Ok(sqlx::query_as::<_, RowColumns>(concat!(
+            "SELECT ",
+            row_columns!(),
+            "
+             FROM outbox WHERE (?1 IS NULL OR state = ?1) ORDER BY due_utc, id LIMIT ?2"
+        ))
         .bind(state)
         .bind(limit)
         .fetch_all(&self.pool)
@@ -404,7 +407,7 @@ impl SqliteStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn get_value(&self, name: &str) -> anyhow::Result<Option<String>> {
+    pub(crate) async fn get_value(&self, name: &str) -> anyhow::Result<Option<String>> {
         Ok(sqlx::query_scalar::<_, String>("SELECT value FROM daemon_state WHERE name = ?")
             .bind(name)
             .fetch_optional(&self.pool)
@@ -415,7 +418,7 @@ impl SqliteStore {
     ///
     /// # Errors
     /// A database error.
-    pub async fn set_value(&self, name: &str, value: &str) -> anyhow::Result<()> {
+    pub(crate) async fn set_value(&self, name: &str, value: &str) -> anyhow::Result<()> {
         sqlx::query(
             "INSERT INTO daemon_state (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = ?2",
         )

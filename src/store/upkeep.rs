@@ -10,29 +10,54 @@
 //! deadline has passed (except `missed` rows due after the watermark, which only moves
 //! forward), so a purged occasion is never sent again.
 
-use super::{PgStore, SqliteStore, Store};
+use super::{MappingError, PgStore, RowState, SqliteStore, Store, UnixSecs};
+use crate::occasion::OutboxKey;
+use crate::plan::TriggerKind;
 use serde::{Deserialize, Serialize};
 
-/// The earliest open row.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+/// The earliest open row. Serialised with the column names (`key`, `kind`, `due_utc`,
+/// `state`), as `/status` and `status --format json` always gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NextDue {
     /// The outbox key (customer/rule/recipient/nominal).
-    pub key: String,
+    pub key: OutboxKey,
     /// The rule's `on`.
-    pub kind: String,
-    /// Unix seconds: when it is (or was) due, or its next retry.
-    pub due_utc: i64,
+    pub kind: TriggerKind,
+    /// When it is (or was) due, or its next retry.
+    pub due_utc: UnixSecs,
     /// `pending` or `retry`.
-    pub state: String,
+    pub state: RowState,
+}
+
+#[derive(sqlx::FromRow)]
+struct NextDueColumns {
+    id: i64,
+    key: String,
+    kind: String,
+    due_utc: i64,
+    state: String,
+}
+
+impl TryFrom<NextDueColumns> for NextDue {
+    type Error = MappingError;
+    fn try_from(c: NextDueColumns) -> Result<NextDue, MappingError> {
+        let bad = |what: String| MappingError { id: c.id, what };
+        Ok(NextDue {
+            key: c.key.parse().map_err(bad)?,
+            kind: TriggerKind::parse(&c.kind).ok_or_else(|| bad(format!("unknown kind `{}`", c.kind)))?,
+            due_utc: UnixSecs(c.due_utc),
+            state: RowState::parse(&c.state).ok_or_else(|| bad(format!("unknown state `{}`", c.state)))?,
+        })
+    }
 }
 
 /// What is waiting to be sent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Backlog {
     /// Open state (`pending`, `retry`, `claimed`, `sending`) → rows; every open state listed.
-    pub depth: Vec<(String, i64)>,
-    /// Unix seconds: the due time of the oldest open row that is due at `now`.
-    pub oldest_due: Option<i64>,
+    pub depth: Vec<(RowState, i64)>,
+    /// The due time of the oldest open row that is due at `now`.
+    pub oldest_due: Option<UnixSecs>,
     /// The next `pending` or `retry` row to send (earliest of due time and next retry); `None`: none.
     pub next: Option<NextDue>,
 }
@@ -40,10 +65,8 @@ pub struct Backlog {
 /// Rows deleted per statement, so a purge never holds a write lock for long.
 const PURGE_CHUNK: i64 = 5000;
 
-const OPEN: [&str; 4] = ["pending", "retry", "claimed", "sending"];
-
-fn fill_depth(found: Vec<(String, i64)>) -> Vec<(String, i64)> {
-    OPEN.iter().map(|s| (s.to_string(), found.iter().find(|(f, _)| f == s).map_or(0, |(_, n)| *n))).collect()
+fn fill_depth(found: Vec<(String, i64)>) -> Vec<(RowState, i64)> {
+    RowState::OPEN.into_iter().map(|s| (s, found.iter().find(|(f, _)| f == s.code()).map_or(0, |(_, n)| *n))).collect()
 }
 
 /// One body for both engines; only placeholders and the name of the two-argument maximum differ.
@@ -100,15 +123,16 @@ macro_rules! upkeep {
                 .bind(now)
                 .fetch_one(&self.pool)
                 .await?;
-                let next = sqlx::query_as::<_, NextDue>(concat!(
-                    "SELECT key, kind, ",
+                let next = sqlx::query_as::<_, NextDueColumns>(concat!(
+                    "SELECT id, key, kind, ",
                     $max,
                     "(due_utc, COALESCE(next_attempt_utc, 0)) AS due_utc, state FROM outbox
                      WHERE state IN ('pending', 'retry') ORDER BY 3, id LIMIT 1"
                 ))
                 .fetch_optional(&self.pool)
                 .await?;
-                Ok(Backlog { depth: fill_depth(depth), oldest_due, next })
+                let next = next.map(NextDue::try_from).transpose()?;
+                Ok(Backlog { depth: fill_depth(depth), oldest_due: oldest_due.map(UnixSecs), next })
             }
 
             async fn purge_finished(&self, before: i64) -> anyhow::Result<u64> {
@@ -212,27 +236,26 @@ impl Store {
         }
     }
 
-    /// Open rows by state, the oldest due one, and the next one to send.
-    /// `now` is Unix seconds (UTC).
+    /// Open rows by state, the oldest due one (at `now`), and the next one to send.
     ///
     /// # Errors
-    /// A database error.
-    pub async fn backlog(&self, now: i64) -> anyhow::Result<Backlog> {
+    /// A database error, or a row the contract cannot read ([`MappingError`]).
+    pub async fn backlog(&self, now: UnixSecs) -> anyhow::Result<Backlog> {
         match self {
-            Store::Sqlite(s) => s.backlog(now).await,
-            Store::Postgres(s) => s.backlog(now).await,
+            Store::Sqlite(s) => s.backlog(now.0).await,
+            Store::Postgres(s) => s.backlog(now.0).await,
         }
     }
 
-    /// Deletes finished rows whose deadline and last change are before `before` (Unix
-    /// seconds); failed, missed and unknown rows only once reported. Returns rows deleted.
+    /// Deletes finished rows whose deadline and last change are before `before`; failed,
+    /// missed and unknown rows only once reported. Returns rows deleted.
     ///
     /// # Errors
     /// A database error; chunks of 5,000 rows deleted before it stay deleted.
-    pub async fn purge_finished(&self, before: i64) -> anyhow::Result<u64> {
+    pub async fn purge_finished(&self, before: UnixSecs) -> anyhow::Result<u64> {
         match self {
-            Store::Sqlite(s) => s.purge_finished(before).await,
-            Store::Postgres(s) => s.purge_finished(before).await,
+            Store::Sqlite(s) => s.purge_finished(before.0).await,
+            Store::Postgres(s) => s.purge_finished(before.0).await,
         }
     }
 }

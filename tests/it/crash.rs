@@ -4,6 +4,7 @@
 
 use crate::helpers::Rng;
 use crate::peer::{Peer, PeerOptions};
+use contactplan::store::RowState;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -159,7 +160,7 @@ fn crash_run(policy: &str) -> (usize, HashMap<String, usize>, u32, tempfile::Tem
         rt.block_on(store.counts())
             .unwrap()
             .iter()
-            .filter(|(s, _)| ["pending", "claimed", "sending", "retry"].contains(&s.as_str()))
+            .filter(|(s, _)| ["pending", "claimed", "sending", "retry"].contains(&s.code()))
             .map(|(_, n)| *n)
             .sum::<i64>()
     };
@@ -195,7 +196,7 @@ fn kill_9_with_at_most_once_never_duplicates_and_reports_every_unknown() {
         let store = contactplan::store::Store::connect(&url).await.unwrap();
         (store.counts().await.unwrap(), store.unreported(10_000).await.unwrap())
     });
-    let get = |s: &str| counts.iter().find(|(k, _)| k == s).map_or(0, |(_, v)| *v) as usize;
+    let get = |s: &str| counts.iter().find(|(k, _)| k.code() == s).map_or(0, |(_, v)| *v) as usize;
     assert_eq!(get("accepted") + get("unknown"), n, "{counts:?}");
     // `unknown` means exactly that: some of those reached the server before the kill, some not.
     assert!(
@@ -233,7 +234,7 @@ fn three_daemons_on_one_postgres_database_send_each_email_exactly_once() {
     let store = rt.block_on(contactplan::store::Store::connect(&url)).unwrap();
     let done = wait_until(Duration::from_secs(180), || {
         let counts = rt.block_on(store.counts()).unwrap();
-        counts.iter().find(|(s, _)| s == "accepted").map_or(0, |(_, n)| *n) as usize == N
+        counts.iter().find(|(s, _)| *s == RowState::Accepted).map_or(0, |(_, n)| *n) as usize == N
     });
     for d in &mut daemons {
         let _ = Command::new("kill").arg("-TERM").arg(d.id().to_string()).status();
@@ -274,7 +275,13 @@ fn kill_while_a_reply_is_outstanding(
     let states = || -> HashMap<String, String> {
         rt.block_on(async {
             let store = contactplan::store::Store::open_existing(&url).await.unwrap();
-            store.rows(None, 10).await.unwrap().into_iter().map(|r| (r.message_id, r.state)).collect()
+            store
+                .rows(None, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.message_id, r.state.code().to_string()))
+                .collect()
         })
     };
     let mut child = daemon(&config, None);
@@ -354,6 +361,6 @@ fn a_live_sender_keeps_its_lease_through_a_send_longer_than_the_lease() {
     kill9(&mut child);
     assert_eq!(recovered, contactplan::store::Recovered::default(), "nothing taken over from a live sender");
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].state, "sending");
+    assert_eq!(rows[0].state, RowState::Sending);
     assert!(lease.is_some_and(|s| s > 0), "the lease was renewed: {lease:?}");
 }

@@ -3,6 +3,7 @@
 
 use crate::helpers::{Delivery, JANE, birthday_plan, spawn_app, utc};
 use contactplan::dispatch::TickReport;
+use contactplan::store::RowState;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn birthday_email_arrives_once_on_the_local_day() {
@@ -35,7 +36,7 @@ async fn birthday_email_arrives_once_on_the_local_day() {
         assert_eq!(app.tick_at(t).await.accepted, 0);
     }
     assert_eq!(app.smtp.messages().len(), 1, "exactly one email");
-    assert_eq!(app.states().await, vec![("accepted".to_string(), 1)]);
+    assert_eq!(app.states().await, vec![(RowState::Accepted, 1)]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -52,7 +53,7 @@ async fn a_restart_on_the_same_database_sends_nothing_twice() {
     app.tick_at("2027-03-14T12:00:00Z").await;
     app.tick_at("2027-03-14T14:00:00Z").await;
     assert_eq!(app.smtp.messages().len(), 1);
-    assert_eq!(app.states().await, vec![("accepted".to_string(), 1)]);
+    assert_eq!(app.states().await, vec![(RowState::Accepted, 1)]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -87,7 +88,7 @@ async fn transient_smtp_failure_is_retried_and_then_accepted() {
     app.smtp.reply_next(451, "4.7.1 greylisted, try again later");
     let first = app.tick_at("2027-03-14T13:00:00Z").await;
     assert_eq!((first.accepted, first.retried), (0, 1));
-    let rows = app.app.store().rows(Some("retry"), 10).await.unwrap();
+    let rows = app.app.store().rows(Some(RowState::Retry), 10).await.unwrap();
     assert!(
         rows[0].reason.as_deref().unwrap_or_default().contains("greylisted"),
         "the server's reply is recorded: {:?}",
@@ -106,7 +107,7 @@ async fn permanent_smtp_failure_is_recorded_with_the_reply() {
     app.smtp.refuse("jane.smith@harbor.example");
     let r = app.tick_at("2027-03-14T13:00:00Z").await;
     assert_eq!(r.failed, 1, "{r:?} {:?}", app.app.store().rows(None, 10).await.unwrap());
-    let rows = app.app.store().rows(Some("failed"), 10).await.unwrap();
+    let rows = app.app.store().rows(Some(RowState::Failed), 10).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert!(rows[0].reason.as_deref().unwrap_or_default().contains("mailbox unavailable"), "{:?}", rows[0].reason);
     assert_eq!(app.tick_at("2027-03-14T14:00:00Z").await, TickReport::default(), "no resend after a permanent failure");
@@ -175,5 +176,5 @@ async fn a_pass_over_more_customers_than_one_step_writes_each_occasion_once() {
     assert_eq!(app.tick().await.materialized as usize, n, "one birthday per customer, across three steps");
     // Ten minutes later the daemon materialises again (the window moved).
     assert_eq!(app.tick_at("2027-03-13T12:10:00Z").await.materialized, 0, "a second pass adds nothing");
-    assert_eq!(app.states().await, vec![("pending".to_string(), n as i64)]);
+    assert_eq!(app.states().await, vec![(RowState::Pending, n as i64)]);
 }

@@ -3,6 +3,7 @@
 //! SMTP peer live in `crash.rs` and `faults.rs`.)
 
 use crate::helpers::{Delivery, JANE, birthday_plan, spawn_app, utc};
+use contactplan::store::RowState;
 
 /// Birthday 2027-03-14 in New York: due 13:00 UTC, deadline = end of the local day (04:00 UTC
 /// on 03-15).
@@ -18,7 +19,7 @@ async fn downtime_past_the_deadline_is_missed_not_sent_late() {
     app.restart().await;
     let r = app.tick_at("2027-03-15T12:00:00Z").await;
     assert_eq!((r.accepted, r.missed), (0, 1));
-    let missed = app.app.store().rows(Some("missed"), 10).await.unwrap();
+    let missed = app.app.store().rows(Some(RowState::Missed), 10).await.unwrap();
     assert!(missed[0].reason.as_deref().unwrap().contains("deadline passed"), "{:?}", missed[0].reason);
     // Ops got one report (the digest), the customer nothing.
     let msgs = app.smtp.messages();
@@ -37,7 +38,7 @@ async fn downtime_before_materialising_is_recorded_as_missed() {
     app.restart().await;
     let r = app.tick_at("2027-03-16T12:00:00Z").await;
     assert_eq!((r.accepted, r.missed), (0, 1));
-    let rows = app.app.store().rows(Some("missed"), 10).await.unwrap();
+    let rows = app.app.store().rows(Some(RowState::Missed), 10).await.unwrap();
     assert!(rows[0].reason.as_deref().unwrap().contains("no daemon was running"), "{:?}", rows[0].reason);
 }
 

@@ -3,6 +3,7 @@
 
 use crate::helpers::{Delivery, spawn_app, utc};
 use crate::peer::{Peer, PeerOptions};
+use contactplan::store::RowState;
 use std::collections::HashSet;
 
 /// `n` customers, each with one contact whose birthday is 2027-03-14 (New York, 09:00).
@@ -47,7 +48,7 @@ async fn transient_faults_end_accepted_permanent_ones_failed_nothing_lost() {
             .states()
             .await
             .iter()
-            .filter(|(s, _)| ["pending", "retry", "sending"].contains(&s.as_str()))
+            .filter(|(s, _)| ["pending", "retry", "sending"].contains(&s.code()))
             .map(|(_, n)| n)
             .sum();
         if open == 0 {
@@ -59,19 +60,15 @@ async fn transient_faults_end_accepted_permanent_ones_failed_nothing_lost() {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     }
     let states = app.states().await;
-    let failed = app.app.store().rows(Some("failed"), 100).await.unwrap();
+    let failed = app.app.store().rows(Some(RowState::Failed), 100).await.unwrap();
     let reasons: Vec<_> = failed.iter().map(|r| (r.key.clone(), r.attempts, r.reason.clone())).collect();
-    assert_eq!(
-        states,
-        vec![("accepted".to_string(), 36), ("failed".to_string(), 4)],
-        "after {ticks} ticks: {reasons:#?}"
-    );
+    assert_eq!(states, vec![(RowState::Accepted, 36), (RowState::Failed, 4)], "after {ticks} ticks: {reasons:#?}");
     // Every accepted row's Message-ID is at the server (recorded or dropped-after-DATA then resent).
     let at_server: HashSet<String> = peer.records().into_iter().chain(peer.dropped()).map(|r| r.message_id).collect();
-    for row in app.app.store().rows(Some("accepted"), 100).await.unwrap() {
+    for row in app.app.store().rows(Some(RowState::Accepted), 100).await.unwrap() {
         assert!(at_server.contains(&row.message_id), "{} never reached the server", row.key);
     }
-    for row in app.app.store().rows(Some("failed"), 100).await.unwrap() {
+    for row in app.app.store().rows(Some(RowState::Failed), 100).await.unwrap() {
         assert!(row.reason.as_deref().unwrap_or_default().contains("mailbox unavailable"), "{:?}", row.reason);
     }
     // Cut-after-DATA customer messages were resent with the same Message-ID (at_least_once).
@@ -105,7 +102,7 @@ async fn at_most_once_marks_a_cut_after_data_unknown_and_tells_ops() {
     let app = spawn_app(&[("c0", &plan)], &[], utc("2027-03-14T13:00:00Z"), smtp(&peer, "tls = \"none\"")).await;
     let r = app.tick().await;
     assert_eq!((r.unknown, r.accepted, r.reported), (1, 0, 1));
-    let rows = app.app.store().rows(Some("unknown"), 10).await.unwrap();
+    let rows = app.app.store().rows(Some(RowState::Unknown), 10).await.unwrap();
     assert_eq!(rows.len(), 1);
     // Not resent later; ops got the report.
     app.tick_at("2027-03-14T14:00:00Z").await;
@@ -146,7 +143,7 @@ async fn a_wrong_password_is_a_failure_with_the_reply_not_a_silent_drop() {
     let app = spawn_app(&[("c0", &owned[0].1)], &[], utc("2027-03-14T13:00:00Z"), smtp(&peer, &extra)).await;
     let r = app.tick().await;
     assert_eq!(r.failed, 1, "{r:?}");
-    let row = &app.app.store().rows(Some("failed"), 1).await.unwrap()[0];
+    let row = &app.app.store().rows(Some(RowState::Failed), 1).await.unwrap()[0];
     assert!(row.reason.as_deref().unwrap_or_default().contains("535"), "{:?}", row.reason);
 }
 

@@ -199,7 +199,7 @@ impl TestApp {
         self.app = app;
     }
 
-    pub async fn states(&self) -> Vec<(String, i64)> {
+    pub async fn states(&self) -> Vec<(contactplan::store::RowState, i64)> {
         self.app.store().counts().await.unwrap()
     }
 }

@@ -6,7 +6,9 @@
 //! `postgres://postgres@127.0.0.1:5432/test`), one fresh schema per test, dropped afterwards.
 //! When PostgreSQL is unreachable the `postgres_*` tests fail; they never pass silently.
 
-use contactplan::store::{Claimed, Materialized, NewItem, Outcome, Recovered, Row, Store};
+use contactplan::occasion::OutboxKey;
+use contactplan::plan::{Action, DeliveryPolicy, TriggerKind};
+use contactplan::store::{Claimed, Materialized, NewItem, Outcome, Recovered, Row, RowState, Store, UnixSecs};
 use sqlx::Connection;
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
@@ -14,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// "Now" for every test (2023-11-14T22:13:20Z): the node clock passed to the store. Leases use
 /// the database clock instead, so they are independent of it.
-const T: i64 = 1_700_000_000;
+const T: UnixSecs = UnixSecs(1_700_000_000);
 
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -215,11 +217,12 @@ async fn an_old_whole_customer_task_key_is_migrated(db: &TestDb, old: sqlx::migr
     let store = db.connect().await;
     let rows = all_rows(&store).await;
     assert_eq!(rows.len(), 1);
-    assert_eq!((rows[0].key.as_str(), rows[0].recipient.as_str()), ("acme/checkin/owner/2023-11-14T09:00", "owner"));
-    assert_ne!(rows[0].key, old_key);
-    let mut again = item("acme/checkin/owner/2023-11-14T09:00", 1, 2);
-    again.recipient = "owner".into();
-    assert_eq!(store.materialize(&[again], 0).await.unwrap().inserted, 0, "the migrated row is found");
+    assert_eq!(rows[0].key.to_string(), "acme/checkin/owner/2023-11-14T09:00");
+    assert_eq!(rows[0].key.recipient.to_string(), "owner");
+    assert_ne!(rows[0].key.to_string(), old_key);
+    let mut again = item("x", UnixSecs(1), UnixSecs(2));
+    again.key = "acme/checkin/owner/2023-11-14T09:00".parse().unwrap();
+    assert_eq!(store.materialize(&[again], UnixSecs(0)).await.unwrap().inserted, 0, "the migrated row is found");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -233,36 +236,42 @@ async fn an_old_whole_customer_task_key_is_migrated_on_postgres() {
         .await;
 }
 
+/// The outbox key of test row `name`: the birthday of contact `name` of `acme`.
+fn key(name: &str) -> OutboxKey {
+    format!("acme/birthday/contact:{name}/2023-11-14").parse().unwrap()
+}
+
+/// The test row name of `key` (see [`key`]).
+fn name(key: &OutboxKey) -> &str {
+    key.recipient.contact().unwrap_or("?")
+}
+
 /// A due, pending, at-least-once item.
-fn item(key: &str, due: i64, deadline: i64) -> NewItem {
+fn item(name: &str, due: UnixSecs, deadline: UnixSecs) -> NewItem {
     NewItem {
-        key: key.to_string(),
-        customer: "acme".to_string(),
-        rule: "birthday".to_string(),
-        kind: "birthday",
-        action: "email",
-        recipient: format!("{key}@example.com"),
+        key: key(name),
+        kind: TriggerKind::Birthday,
+        action: Action::Email,
+        delivery: DeliveryPolicy::AtLeastOnce,
+        state: RowState::Pending,
+        reason: None,
         recipient_domain: "example.com".to_string(),
-        nominal: "2023-11-14".to_string(),
-        occasion_date: "2023-11-14".to_string(),
+        occasion_date: chrono::NaiveDate::from_ymd_opt(2023, 11, 14).unwrap(),
         years: Some(40),
         timezone: "Europe/Berlin".to_string(),
         due,
         deadline,
-        message_id: format!("<{key}@contactplan.test>"),
-        delivery: "at_least_once",
-        state: "pending",
-        reason: None,
+        message_id: format!("<{name}@contactplan.test>"),
     }
 }
 
 fn at_most_once(mut it: NewItem) -> NewItem {
-    it.delivery = "at_most_once";
+    it.delivery = DeliveryPolicy::AtMostOnce;
     it
 }
 
 fn missed(mut it: NewItem) -> NewItem {
-    it.state = "missed";
+    it.state = RowState::Missed;
     it.reason = Some("due while no daemon ran".to_string());
     it
 }
@@ -271,12 +280,12 @@ async fn all_rows(store: &Store) -> Vec<Row> {
     store.rows(None, 10_000).await.unwrap()
 }
 
-async fn row(store: &Store, key: &str) -> Row {
-    all_rows(store).await.into_iter().find(|r| r.key == key).unwrap_or_else(|| panic!("no row {key}"))
+async fn row(store: &Store, n: &str) -> Row {
+    all_rows(store).await.into_iter().find(|r| name(&r.key) == n).unwrap_or_else(|| panic!("no row {n}"))
 }
 
 fn keys(claimed: &[Claimed]) -> Vec<&str> {
-    claimed.iter().map(|c| c.key.as_str()).collect()
+    claimed.iter().map(|c| name(&c.key)).collect()
 }
 
 fn accepted(reply: &str) -> Outcome {
@@ -287,32 +296,32 @@ async fn materialize_is_idempotent(store: Store) {
     let items = vec![item("a", T, T + 3600), item("b", T + 60, T + 3600), missed(item("c", T - 7200, T - 3600))];
     assert_eq!(
         store.materialize(&items, T).await.unwrap(),
-        Materialized { inserted: 2, missed: 1, missed_kinds: vec!["birthday".into()] }
+        Materialized { inserted: 2, missed: 1, missed_kinds: vec![TriggerKind::Birthday] }
     );
     assert_eq!(store.materialize(&items, T).await.unwrap(), Materialized::default());
 
     // An existing key is left untouched even when the new item differs.
     let mut changed = item("a", T + 999, T + 9999);
-    changed.recipient = "other@example.com".to_string();
+    changed.message_id = "<other@contactplan.test>".to_string();
     // A key repeated within one call is written once (the first item wins).
     let mut second_d = item("d", T + 5, T + 3600);
-    second_d.recipient = "second@example.com".to_string();
+    second_d.message_id = "<second@contactplan.test>".to_string();
     let batch = vec![changed, item("d", T + 5, T + 3600), second_d];
     assert_eq!(store.materialize(&batch, T + 1).await.unwrap(), Materialized { inserted: 1, ..Default::default() });
 
     let rows = all_rows(&store).await;
     assert_eq!(rows.len(), 4, "{rows:?}");
     let a = row(&store, "a").await;
-    assert_eq!((a.state.as_str(), a.due_utc, a.recipient.as_str()), ("pending", T, "a@example.com"));
+    assert_eq!((a.state, a.due, a.message_id.as_str()), (RowState::Pending, T, "<a@contactplan.test>"));
     assert_eq!(a.attempts, 0);
     assert_eq!(a.message_id, "<a@contactplan.test>");
-    assert_eq!((a.customer.as_str(), a.rule.as_str(), a.kind.as_str()), ("acme", "birthday", "birthday"));
-    assert_eq!(row(&store, "d").await.recipient, "d@example.com");
+    assert_eq!((a.key.customer.as_str(), a.key.rule.as_str(), a.kind), ("acme", "birthday", TriggerKind::Birthday));
+    assert_eq!(row(&store, "d").await.message_id, "<d@contactplan.test>");
     let c = row(&store, "c").await;
-    assert_eq!((c.state.as_str(), c.reason.as_deref()), ("missed", Some("due while no daemon ran")));
+    assert_eq!((c.state.code(), c.reason.as_deref()), ("missed", Some("due while no daemon ran")));
     assert_eq!(
         store.counts().await.unwrap(),
-        vec![("missed".to_string(), 1), ("pending".to_string(), 3)],
+        vec![(RowState::Missed, 1), (RowState::Pending, 3)],
         "counts by state, ordered by state"
     );
 }
@@ -333,14 +342,11 @@ async fn claim_takes_only_due_rows_in_due_order_up_to_the_limit(store: Store) {
     let first = store.claim(T, 2, "node-a", 300).await.unwrap();
     assert_eq!(keys(&first), ["due-40", "due-30"], "the two earliest due rows, in due order");
     let c = &first[0];
-    assert_eq!((c.attempts, c.fence, c.due_utc, c.deadline_utc), (1, 1, T - 40, T + 3600));
-    assert_eq!(
-        (c.customer.as_str(), c.rule.as_str(), c.recipient.as_str()),
-        ("acme", "birthday", "due-40@example.com")
-    );
-    assert_eq!((c.nominal.as_str(), c.occasion_date.as_str(), c.years), ("2023-11-14", "2023-11-14", Some(40)));
-    assert_eq!((c.message_id.as_str(), c.delivery.as_str()), ("<due-40@contactplan.test>", "at_least_once"));
-    assert_eq!(row(&store, "due-40").await.state, "claimed");
+    assert_eq!((c.attempts, c.fence, c.due, c.deadline), (1, 1, T - 40, T + 3600));
+    assert_eq!(c.key, key("due-40"), "the key is read back whole");
+    assert_eq!((c.kind, c.occasion_date.to_string(), c.years), (TriggerKind::Birthday, "2023-11-14".into(), Some(40)));
+    assert_eq!((c.message_id.as_str(), c.delivery), ("<due-40@contactplan.test>", DeliveryPolicy::AtLeastOnce));
+    assert_eq!(row(&store, "due-40").await.state, RowState::Claimed);
 
     let rest = store.claim(T, 10, "node-a", 300).await.unwrap();
     assert_eq!(keys(&rest), ["due-10", "due-now"]);
@@ -349,7 +355,7 @@ async fn claim_takes_only_due_rows_in_due_order_up_to_the_limit(store: Store) {
     let later = store.claim(T + 10, 10, "node-a", 300).await.unwrap();
     assert_eq!(keys(&later), ["future"]);
     for key in ["deadline-now", "deadline-past", "missed"] {
-        assert_ne!(row(&store, key).await.state, "claimed", "{key} must not be claimed");
+        assert_ne!(row(&store, key).await.state, RowState::Claimed, "{key} must not be claimed");
     }
 }
 
@@ -373,7 +379,7 @@ async fn retry_waits_for_next_attempt(store: Store) {
     let retry = Outcome::Retry { at: T + 60, reason: "451 greylisted".to_string() };
     assert!(store.finish(c.id, c.fence, &retry, T).await.unwrap());
     let r = row(&store, "r").await;
-    assert_eq!((r.state.as_str(), r.reason.as_deref(), r.attempts), ("retry", Some("451 greylisted"), 1));
+    assert_eq!((r.state.code(), r.reason.as_deref(), r.attempts), ("retry", Some("451 greylisted"), 1));
     assert_eq!(store.next_due().await.unwrap(), Some(T + 60));
 
     assert!(store.claim(T, 10, "node-a", 300).await.unwrap().is_empty());
@@ -401,19 +407,19 @@ async fn finish_with_current_fence_records_the_outcome(store: Store) {
     }
     let ok = row(&store, "ok").await;
     assert_eq!(
-        (ok.state.as_str(), ok.smtp_reply.as_deref(), ok.reason.as_deref()),
+        (ok.state.code(), ok.smtp_reply.as_deref(), ok.reason.as_deref()),
         ("accepted", Some("250 2.0.0 Ok: queued as 4711"), None)
     );
     assert_eq!(ok.attempts, 1);
     let fail = row(&store, "fail").await;
     assert_eq!(
-        (fail.state.as_str(), fail.reason.as_deref(), fail.smtp_reply.as_deref()),
+        (fail.state.code(), fail.reason.as_deref(), fail.smtp_reply.as_deref()),
         ("failed", Some("550 5.1.1 no such user"), None)
     );
     let supp = row(&store, "supp").await;
-    assert_eq!((supp.state.as_str(), supp.reason.as_deref()), ("suppressed", Some("customer removed")));
+    assert_eq!((supp.state.code(), supp.reason.as_deref()), ("suppressed", Some("customer removed")));
     let unk = row(&store, "unk").await;
-    assert_eq!((unk.state.as_str(), unk.reason.as_deref()), ("unknown", Some("connection lost after DATA")));
+    assert_eq!((unk.state.code(), unk.reason.as_deref()), ("unknown", Some("connection lost after DATA")));
 
     // Finished rows are out of the open set and cannot be finished twice.
     assert!(!store.finish(claimed[0].id, claimed[0].fence, &accepted("250 again"), T + 2).await.unwrap());
@@ -436,11 +442,11 @@ async fn finish_with_stale_fence_changes_nothing(store: Store) {
     assert!(!store.finish(old.id, old.fence, &accepted("250 late"), T + 5).await.unwrap(), "stale fence");
     assert!(!store.finish(old.id, new.fence + 1, &accepted("250 future"), T + 5).await.unwrap(), "unknown fence");
     let after = row(&store, "s").await;
-    assert_eq!((after.state.as_str(), after.smtp_reply.as_deref(), after.attempts), ("claimed", None, 2));
+    assert_eq!((after.state.code(), after.smtp_reply.as_deref(), after.attempts), ("claimed", None, 2));
     assert_eq!(after.reason, before.reason);
 
     assert!(store.finish(new.id, new.fence, &accepted("250 ok"), T + 6).await.unwrap());
-    assert_eq!(row(&store, "s").await.state, "accepted");
+    assert_eq!(row(&store, "s").await.state, RowState::Accepted);
 }
 
 async fn finish_batch_records_outcomes_that_hold_their_fence(store: Store) {
@@ -458,13 +464,13 @@ async fn finish_batch_records_outcomes_that_hold_their_fence(store: Store) {
     assert_eq!(store.finish_batch(&[], &[], T + 1, 300).await.unwrap().finished, 0);
 
     let b0 = row(&store, "b0").await;
-    assert_eq!((b0.state.as_str(), b0.smtp_reply.as_deref()), ("accepted", Some("250 one")));
+    assert_eq!((b0.state.code(), b0.smtp_reply.as_deref()), ("accepted", Some("250 one")));
     let b1 = row(&store, "b1").await;
-    assert_eq!((b1.state.as_str(), b1.reason.as_deref()), ("retry", Some("421 try later")));
+    assert_eq!((b1.state.code(), b1.reason.as_deref()), ("retry", Some("421 try later")));
     let b2 = row(&store, "b2").await;
-    assert_eq!((b2.state.as_str(), b2.smtp_reply.as_deref()), ("claimed", None));
+    assert_eq!((b2.state.code(), b2.smtp_reply.as_deref()), ("claimed", None));
     let b3 = row(&store, "b3").await;
-    assert_eq!((b3.state.as_str(), b3.reason.as_deref()), ("failed", Some("550 rejected")));
+    assert_eq!((b3.state.code(), b3.reason.as_deref()), ("failed", Some("550 rejected")));
     // Applying the same batch again changes nothing: no row is still `sending` under those fences
     // except b2, whose fence is wrong.
     assert_eq!(store.finish_batch(&batch, &[], T + 2, 300).await.unwrap().finished, 0);
@@ -476,18 +482,18 @@ async fn release_puts_the_row_back_without_counting_an_attempt(store: Store) {
     assert_eq!(row(&store, "rel").await.attempts, 1);
 
     store.release(c.id, c.fence + 1).await.unwrap(); // stale fence: ignored
-    assert_eq!(row(&store, "rel").await.state, "claimed");
+    assert_eq!(row(&store, "rel").await.state, RowState::Claimed);
 
     store.release(c.id, c.fence).await.unwrap();
     let r = row(&store, "rel").await;
-    assert_eq!((r.state.as_str(), r.attempts), ("pending", 0));
+    assert_eq!((r.state.code(), r.attempts), ("pending", 0));
     assert_eq!(store.next_due().await.unwrap(), Some(T - 10));
 
     let again = store.claim(T, 1, "node-b", 300).await.unwrap().remove(0);
     assert_eq!((again.id, again.attempts, again.fence), (c.id, 1, c.fence + 1));
     // The old fence can no longer release or finish it.
     store.release(c.id, c.fence).await.unwrap();
-    assert_eq!(row(&store, "rel").await.state, "claimed");
+    assert_eq!(row(&store, "rel").await.state, RowState::Claimed);
     assert!(!store.finish(c.id, c.fence, &accepted("250"), T).await.unwrap());
 }
 
@@ -511,19 +517,20 @@ async fn expire_marks_overdue_open_rows_missed(store: Store) {
 
     let mut expired = store.expire(T).await.unwrap();
     expired.sort_by_key(|r| r.id);
-    let expired_keys: Vec<&str> = expired.iter().map(|r| r.key.as_str()).collect();
+    let expired_keys: Vec<&str> = expired.iter().map(|r| name(&r.key)).collect();
     assert_eq!(expired_keys, ["pending-overdue", "pending-at-deadline", "retry-overdue"]);
     for r in &expired {
-        assert_eq!(
-            (r.state.as_str(), r.reason.as_deref()),
-            ("missed", Some("deadline passed before it could be sent"))
-        );
+        assert_eq!((r.state.code(), r.reason.as_deref()), ("missed", Some("deadline passed before it could be sent")));
     }
     for key in ["pending-overdue", "pending-at-deadline", "retry-overdue"] {
-        assert_eq!(row(&store, key).await.state, "missed", "{key}");
+        assert_eq!(row(&store, key).await.state, RowState::Missed, "{key}");
     }
-    assert_eq!(row(&store, "sending-overdue").await.state, "sending", "a row being sent is its sender's to finish");
-    assert_eq!(row(&store, "pending-ok").await.state, "pending");
+    assert_eq!(
+        row(&store, "sending-overdue").await.state,
+        RowState::Sending,
+        "a row being sent is its sender's to finish"
+    );
+    assert_eq!(row(&store, "pending-ok").await.state, RowState::Pending);
     assert!(store.expire(T).await.unwrap().is_empty(), "expire is idempotent");
 }
 
@@ -568,8 +575,8 @@ async fn renew_leases_extends_only_the_owners_open_rows(store: Store) {
     let batch: Vec<i64> = mine.iter().map(|c| c.id).collect();
     assert_eq!(store.renew_leases("node-a", &batch, 45).await.unwrap(), 2);
     assert_eq!(store.recover_expired_leases().await.unwrap(), Recovered { released: 1, retried: 0, unknown: 0 });
-    assert_eq!(row(&store, "c").await.state, "pending");
-    assert_eq!((row(&store, "a").await.state.as_str(), row(&store, "b").await.state.as_str()), ("claimed", "sending"));
+    assert_eq!(row(&store, "c").await.state, RowState::Pending);
+    assert_eq!((row(&store, "a").await.state.code(), row(&store, "b").await.state.code()), ("claimed", "sending"));
     let in_secs = store.lease_expires_in().await.unwrap().unwrap();
     assert!((44..=45).contains(&in_secs), "{in_secs}");
     // The renewed rows are still the owner's to finish; finished rows are not renewed.
@@ -605,12 +612,12 @@ async fn abandon_gives_rows_up_by_state_and_policy_and_respects_the_fence(store:
     let r = store.abandon(&rows, T, T + 30).await.unwrap();
     assert_eq!(r, Recovered { released: 1, retried: 1, unknown: 1 });
     let claimed = row(&store, "claimed").await;
-    assert_eq!((claimed.state.as_str(), claimed.attempts), ("pending", 0), "never attempted: the attempt is undone");
+    assert_eq!((claimed.state.code(), claimed.attempts), ("pending", 0), "never attempted: the attempt is undone");
     let alo = row(&store, "alo").await;
-    assert_eq!(alo.state, "retry");
+    assert_eq!(alo.state, RowState::Retry);
     assert!(alo.reason.as_deref().unwrap().contains("same Message-ID"), "{:?}", alo.reason);
-    assert_eq!(row(&store, "amo").await.state, "unknown");
-    assert_eq!(row(&store, "theirs").await.state, "claimed", "another owner's claim is not given up");
+    assert_eq!(row(&store, "amo").await.state, RowState::Unknown);
+    assert_eq!(row(&store, "theirs").await.state, RowState::Claimed, "another owner's claim is not given up");
     assert_eq!(store.abandon(&rows, T, T + 30).await.unwrap(), Recovered::default(), "settled rows stay settled");
     // Given up at once: the untouched row is claimable now, the resend after its pause, not
     // after a lease.
@@ -639,20 +646,21 @@ async fn recover_expired_leases_by_delivery_policy(store: Store) {
 
     assert_eq!(store.recover_expired_leases().await.unwrap(), Recovered { released: 0, retried: 1, unknown: 1 });
     let alo = row(&store, "alo").await;
-    assert_eq!(alo.state, "retry");
+    assert_eq!(alo.state, RowState::Retry);
     assert!(alo.reason.as_deref().unwrap().contains("same Message-ID"), "{:?}", alo.reason);
     let amo = row(&store, "amo").await;
-    assert_eq!(amo.state, "unknown");
+    assert_eq!(amo.state, RowState::Unknown);
     assert!(amo.reason.as_deref().unwrap().contains("at_most_once"), "{:?}", amo.reason);
-    assert_eq!(row(&store, "held").await.state, "sending");
-    assert_eq!(row(&store, "amo-held").await.state, "sending");
+    assert_eq!(row(&store, "held").await.state, RowState::Sending);
+    assert_eq!(row(&store, "amo-held").await.state, RowState::Sending);
     assert_eq!(store.recover_expired_leases().await.unwrap(), Recovered::default());
 
     // The at-least-once row is resent at once, with the same Message-ID; the unknown one never.
     let resent = store.claim(T, 10, "node-c", 300).await.unwrap();
     assert_eq!(keys(&resent), ["alo"]);
     assert_eq!((resent[0].message_id.as_str(), resent[0].attempts), ("<alo@contactplan.test>", 2));
-    let unreported: Vec<String> = store.unreported(10).await.unwrap().into_iter().map(|r| r.key).collect();
+    let unreported: Vec<String> =
+        store.unreported(10).await.unwrap().into_iter().map(|r| name(&r.key).to_string()).collect();
     assert_eq!(unreported, ["amo"]);
     // The live senders still hold their fences.
     for c in &held {
@@ -666,7 +674,7 @@ async fn recover_expired_leases_by_delivery_policy(store: Store) {
     assert_eq!(keys(&untouched), ["amo-untouched"]);
     assert_eq!(store.recover_expired_leases().await.unwrap(), Recovered { released: 1, retried: 0, unknown: 0 });
     let r = row(&store, "amo-untouched").await;
-    assert_eq!((r.state.as_str(), r.attempts), ("pending", 0));
+    assert_eq!((r.state.code(), r.attempts), ("pending", 0));
     store.materialize(&[], T).await.unwrap();
 }
 
@@ -690,18 +698,18 @@ async fn unreported_and_mark_reported(store: Store) {
     assert_eq!(store.finish_batch(&batch, &[], T + 1, 300).await.unwrap().finished, 4);
 
     let all = store.unreported(10).await.unwrap();
-    let all_keys: Vec<&str> = all.iter().map(|r| r.key.as_str()).collect();
+    let all_keys: Vec<&str> = all.iter().map(|r| name(&r.key)).collect();
     assert_eq!(all_keys, ["fail", "miss", "unk"], "failed, missed and unknown, oldest (by id) first");
     let first_two = store.unreported(2).await.unwrap();
     assert_eq!(first_two.iter().map(|r| r.id).collect::<Vec<_>>(), [all[0].id, all[1].id]);
 
     store.mark_reported(&[all[0].id, all[1].id], T + 2).await.unwrap();
     store.mark_reported(&[], T + 2).await.unwrap();
-    let left: Vec<String> = store.unreported(10).await.unwrap().into_iter().map(|r| r.key).collect();
+    let left: Vec<String> = store.unreported(10).await.unwrap().into_iter().map(|r| name(&r.key).to_string()).collect();
     assert_eq!(left, ["unk"]);
     store.mark_reported(&[all[2].id], T + 3).await.unwrap();
     assert!(store.unreported(10).await.unwrap().is_empty());
-    assert_eq!(row(&store, "fail").await.state, "failed", "reporting does not change the state");
+    assert_eq!(row(&store, "fail").await.state, RowState::Failed, "reporting does not change the state");
 }
 
 async fn next_due_is_the_earliest_open_instant(store: Store) {
@@ -710,7 +718,7 @@ async fn next_due_is_the_earliest_open_instant(store: Store) {
     assert_eq!(store.next_due().await.unwrap(), Some(T - 10));
 
     let c = store.claim(T, 1, "node-a", 300).await.unwrap().remove(0);
-    assert_eq!(c.key, "early");
+    assert_eq!(name(&c.key), "early");
     assert_eq!(store.next_due().await.unwrap(), Some(T + 100), "a claimed row is not open");
     let retry = Outcome::Retry { at: T + 50, reason: "451".to_string() };
     assert!(store.finish(c.id, c.fence, &retry, T).await.unwrap());
@@ -735,13 +743,14 @@ async fn rows_filters_by_state(store: Store) {
     let items: Vec<NewItem> = (0..5).map(|i| item(&format!("r{i}"), T + 50 - 10 * i, T + 3600)).collect();
     store.materialize(&items, T).await.unwrap();
     store.materialize(&[missed(item("m", T - 5000, T - 4000))], T).await.unwrap();
-    let all: Vec<String> = all_rows(&store).await.into_iter().map(|r| r.key).collect();
+    let all: Vec<String> = all_rows(&store).await.into_iter().map(|r| name(&r.key).to_string()).collect();
     assert_eq!(all, ["m", "r4", "r3", "r2", "r1", "r0"], "ordered by due time");
-    let pending: Vec<String> = store.rows(Some("pending"), 3).await.unwrap().into_iter().map(|r| r.key).collect();
+    let pending: Vec<String> =
+        store.rows(Some(RowState::Pending), 3).await.unwrap().into_iter().map(|r| name(&r.key).to_string()).collect();
     assert_eq!(pending, ["r4", "r3", "r2"]);
-    let missed_rows = store.rows(Some("missed"), 10).await.unwrap();
+    let missed_rows = store.rows(Some(RowState::Missed), 10).await.unwrap();
     assert_eq!(missed_rows.len(), 1);
-    assert!(store.rows(Some("accepted"), 10).await.unwrap().is_empty());
+    assert!(store.rows(Some(RowState::Accepted), 10).await.unwrap().is_empty());
 }
 
 /// Four daemons (four separate stores on one database) claim from 2,000 due rows in a loop
@@ -793,7 +802,7 @@ async fn concurrent_claimers_take_every_row_exactly_once(db: &TestDb) {
     assert_eq!(claimed.len(), ROWS, "claims in total (per node: {per_node:?})");
     assert_eq!(unique.len(), ROWS, "distinct rows claimed");
     let store = store.unwrap();
-    assert_eq!(store.counts().await.unwrap(), vec![("accepted".to_string(), ROWS as i64)]);
+    assert_eq!(store.counts().await.unwrap(), vec![(RowState::Accepted, ROWS as i64)]);
     assert!(all_rows(&store).await.iter().all(|r| r.attempts == 1));
 }
 
@@ -820,7 +829,8 @@ async fn purge_finished_deletes_only_old_reported_finished_rows(store: Store) {
     store.finish_batch(&batch, &[], T + 1, 300).await.unwrap();
     store.mark_reported(&[c[1].id], T + 2).await.unwrap();
 
-    let remaining = |rows: Vec<Row>| -> HashSet<String> { rows.into_iter().map(|r| r.key).collect() };
+    let remaining =
+        |rows: Vec<Row>| -> HashSet<String> { rows.into_iter().map(|r| name(&r.key).to_string()).collect() };
     assert_eq!(store.purge_finished(T).await.unwrap(), 0, "nothing is older than its deadline yet");
     // After every deadline but `late`'s: accepted, suppressed and the reported failure go;
     // unreported failures (unknown, missed), open rows and rows still before their deadline stay.
@@ -840,8 +850,8 @@ async fn purge_finished_deletes_only_old_reported_finished_rows(store: Store) {
 
 async fn backlog_counts_open_rows_and_finds_the_next_due(store: Store) {
     let empty = store.backlog(T).await.unwrap();
-    let zero: Vec<(String, i64)> =
-        ["pending", "retry", "claimed", "sending"].iter().map(|s| (s.to_string(), 0)).collect();
+    let zero: Vec<(RowState, i64)> =
+        [RowState::Pending, RowState::Retry, RowState::Claimed, RowState::Sending].map(|s| (s, 0)).to_vec();
     assert_eq!(empty.depth, zero);
     assert_eq!((empty.oldest_due, empty.next), (None, None));
 
@@ -854,15 +864,12 @@ async fn backlog_counts_open_rows_and_finds_the_next_due(store: Store) {
     store.materialize(&items, T).await.unwrap();
     assert_eq!(keys(&store.claim(T, 1, "node-a", 300).await.unwrap()), ["first"]);
     let b = store.backlog(T).await.unwrap();
-    let depth: Vec<(String, i64)> = [("pending", 2), ("retry", 0), ("claimed", 1), ("sending", 0)]
-        .iter()
-        .map(|(s, n)| (s.to_string(), *n))
-        .collect();
+    let depth = vec![(RowState::Pending, 2), (RowState::Retry, 0), (RowState::Claimed, 1), (RowState::Sending, 0)];
     assert_eq!(b.depth, depth);
     assert_eq!(b.oldest_due, Some(T - 100), "a claimed row is still waiting to be sent");
     let next = b.next.unwrap();
     assert_eq!(
-        (next.key.as_str(), next.kind.as_str(), next.due_utc, next.state.as_str()),
-        ("second", "birthday", T - 50, "pending")
+        (name(&next.key), next.kind, next.due_utc, next.state),
+        ("second", TriggerKind::Birthday, T - 50, RowState::Pending)
     );
 }
