@@ -226,6 +226,13 @@ impl Metrics {
         self.kind(DUE, kind).inc();
     }
 
+    /// Rows suppressed without a send attempt (the plans no longer produce them).
+    pub fn suppressed(&self, kind: TriggerKind, n: u64) {
+        if n > 0 {
+            self.kind(SUPPRESSED, kind).inc_by(n);
+        }
+    }
+
     /// Rows that became `missed`.
     pub fn missed(&self, kind: TriggerKind, n: u64) {
         if n > 0 {

@@ -4,6 +4,7 @@ mod agenda;
 mod check;
 mod docs;
 mod explain;
+mod outbox;
 mod preview;
 mod run;
 mod status;
@@ -70,6 +71,8 @@ pub enum Command {
     /// Show whether the daemon is ready, its last tick, the outbox, the next due item, plan
     /// problems and the last SMTP error.
     Status(status::Args),
+    /// List outbox rows with their state and reason: what was sent, and why anything was not.
+    Outbox(outbox::Args),
     /// Print the man page (roff) on stdout.
     Man(docs::ManArgs),
     /// Print a shell completion script on stdout.
@@ -89,6 +92,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Explain(args) => explain::run(&cli.config, args),
         Command::Run(args) => run::run(&cli.config, args),
         Command::Status(args) => status::run(&cli.config, args),
+        Command::Outbox(args) => outbox::run(&cli.config, args),
         Command::Man(args) => docs::man(args),
         Command::Completions(args) => docs::completions(args),
     };

@@ -11,6 +11,7 @@ mod deliver;
 mod materialize;
 mod notice;
 mod ops;
+pub mod reconcile;
 mod workers;
 
 pub use deliver::{MAX_ATTEMPTS, backoff};
@@ -64,8 +65,14 @@ pub struct TickReport {
     /// Rows that failed permanently: a 5xx reply, [`MAX_ATTEMPTS`] reached, or a message that
     /// could not be built.
     pub failed: u64,
-    /// Rows suppressed because their customer, rule or contact is gone.
+    /// Rows suppressed because the plans no longer produce them (customer, rule, contact or
+    /// occasion changed or removed), at reconciliation or just before sending.
     pub suppressed: u64,
+    /// Open rows re-timed to the current plans (send time, deadline, occasion date or years
+    /// changed).
+    pub retimed: u64,
+    /// Rows the plans had suppressed and produce again (back to `pending`).
+    pub revived: u64,
     /// Rows taken over from a sender whose lease expired (released, resent or marked `unknown`).
     pub recovered: u64,
     /// At-most-once rows whose outcome cannot be known.
@@ -82,6 +89,8 @@ impl std::ops::AddAssign for TickReport {
         self.retried += o.retried;
         self.failed += o.failed;
         self.suppressed += o.suppressed;
+        self.retimed += o.retimed;
+        self.revived += o.revived;
         self.recovered += o.recovered;
         self.unknown += o.unknown;
         self.reported += o.reported;
@@ -249,10 +258,27 @@ impl Scheduler {
             );
         }
 
-        let due_for_pass = {
+        let (new_revision, due_for_pass) = {
             let last = self.last_materialized.lock().unwrap_or_else(|p| p.into_inner());
-            last.is_none_or(|(rev, at)| rev != snap.revision || now - at >= REMATERIALIZE_EVERY || now < at)
+            let new_revision = last.is_none_or(|(rev, _)| rev != snap.revision);
+            (new_revision, new_revision || last.is_some_and(|(_, at)| now - at >= REMATERIALIZE_EVERY || now < at))
         };
+        if new_revision {
+            // Before materialising: a corrected occasion's old row is suppressed first, then
+            // its new key is written.
+            let r = reconcile::run(&self.store, &snap.plans, now, &self.metrics).await?;
+            report.suppressed += r.suppressed;
+            report.retimed += r.retimed;
+            report.revived += r.revived;
+            if r != crate::store::Reconciled::default() {
+                tracing::info!(
+                    retimed = r.retimed,
+                    suppressed = r.suppressed,
+                    revived = r.revived,
+                    "reconciled the outbox with the plans"
+                );
+            }
+        }
         if due_for_pass {
             let m = materialize::run(&self.store, &snap.plans, now, self.settings.horizon, &self.settings.sender.email)
                 .await?;

@@ -12,6 +12,7 @@ mod agenda;
 mod dated;
 mod every;
 mod key;
+pub mod reconcile;
 mod timing;
 
 use crate::calendar::Adjustment;

@@ -306,6 +306,17 @@ pub enum Target {
     Owner,
 }
 
+impl Target {
+    /// The word in plans (`to = "…"`).
+    pub fn code(self) -> &'static str {
+        match self {
+            Target::Contacts => "contacts",
+            Target::Primary => "primary",
+            Target::Owner => "owner",
+        }
+    }
+}
+
 /// Lead time before the occasion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Lead {

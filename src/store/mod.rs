@@ -13,11 +13,13 @@
 //! `failed`, `missed` and `unknown` rows are reported to ops once (`reported_utc`).
 
 mod postgres;
+mod reconcile;
 mod rows;
 mod sqlite;
 mod upkeep;
 
 pub use postgres::PgStore;
+pub use reconcile::{Change, Reconcilable, Reconciled, Retiming};
 pub use rows::{Claimed, MappingError, NewItem, Row, RowState, UnixSecs, secs};
 pub(crate) use rows::{ClaimedColumns, ItemColumns, RowColumns, claimed_columns, row_columns, typed};
 pub use sqlite::SqliteStore;

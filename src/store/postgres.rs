@@ -268,6 +268,7 @@ impl PgStore {
         let updated: Vec<(i64, String)> = sqlx::query_as(
             "UPDATE outbox SET
                  state = g.state,
+                 plan_suppressed = (g.state = 'suppressed'),
                  smtp_reply = COALESCE(g.reply, outbox.smtp_reply),
                  reason = CASE WHEN g.state = 'sending' THEN outbox.reason ELSE g.reason END,
                  next_attempt_utc = CASE WHEN g.state = 'sending' THEN outbox.next_attempt_utc ELSE g.next_attempt END,

@@ -263,6 +263,7 @@ impl SqliteStore {
                         FROM json_each(?1))
              UPDATE outbox SET
                  state = g.state,
+                 plan_suppressed = (g.state = 'suppressed'),
                  smtp_reply = COALESCE(g.reply, outbox.smtp_reply),
                  reason = IIF(g.state = 'sending', outbox.reason, g.reason),
                  next_attempt_utc = IIF(g.state = 'sending', outbox.next_attempt_utc, g.next_attempt),

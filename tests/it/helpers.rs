@@ -138,14 +138,36 @@ pub struct TestApp {
     pub smtp: TestSmtp,
     pub dir: tempfile::TempDir,
     pub config: Config,
+    /// A PostgreSQL schema the daemon uses (dropped when the test ends); `None`: SQLite.
+    pub _db: Option<crate::store::TestDb>,
+}
+
+/// Which engine a test daemon's outbox runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// `sqlite://outbox.db` in the test's directory.
+    Sqlite,
+    /// A fresh schema on the test PostgreSQL server.
+    Postgres,
 }
 
 pub fn templates_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("templates")
 }
 
-/// Writes a config + plans into a temp dir and builds the daemon at `now`.
+/// Writes a config + plans into a temp dir and builds the daemon at `now` (SQLite outbox).
 pub async fn spawn_app(
+    plans: &[(&str, &str)],
+    playbooks: &[(&str, &str)],
+    now: DateTime<Utc>,
+    delivery: Delivery,
+) -> TestApp {
+    spawn_app_on(Engine::Sqlite, plans, playbooks, now, delivery).await
+}
+
+/// [`spawn_app`] with the outbox on `engine`.
+pub async fn spawn_app_on(
+    engine: Engine,
     plans: &[(&str, &str)],
     playbooks: &[(&str, &str)],
     now: DateTime<Utc>,
@@ -169,8 +191,13 @@ pub async fn spawn_app(
         Delivery::Maildir => "kind = \"maildir\"\npath = \"maildir\"\n".to_string(),
         Delivery::Custom(lines) => lines,
     };
+    let db = match engine {
+        Engine::Sqlite => None,
+        Engine::Postgres => Some(crate::store::TestDb::postgres().await),
+    };
+    let database_url = db.as_ref().map_or("sqlite://outbox.db", |d| d.url());
     let config_text = format!(
-        "database_url = \"sqlite://outbox.db\"\ntemplates = \"{}\"\ntimezone = \"Europe/Berlin\"\n[sender]\nemail = \"team@example.com\"\nname = \"Beispiel GmbH\"\n[ops]\nemail = \"ops@example.com\"\n[delivery]\n{delivery}",
+        "database_url = \"{database_url}\"\ntemplates = \"{}\"\ntimezone = \"Europe/Berlin\"\n[sender]\nemail = \"team@example.com\"\nname = \"Beispiel GmbH\"\n[ops]\nemail = \"ops@example.com\"\n[delivery]\n{delivery}",
         templates_dir().display()
     );
     let config_path = dir.path().join("contactplan.toml");
@@ -178,7 +205,7 @@ pub async fn spawn_app(
     let config = Config::load(&config_path, &Environment::default()).unwrap();
     let clock = ManualClock::new(now);
     let app = Application::build(config.clone(), Arc::new(clock.clone()), edge(&config)).await.unwrap();
-    TestApp { app, clock, smtp, dir, config }
+    TestApp { app, clock, smtp, dir, config, _db: db }
 }
 
 impl TestApp {

@@ -15,4 +15,5 @@ mod helpers;
 mod ops;
 mod ops_binary;
 mod peer;
+mod reconcile;
 mod store;

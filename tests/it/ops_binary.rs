@@ -145,7 +145,7 @@ fn man_page_and_completions_are_generated_from_the_cli() {
     assert!(man.status.success());
     let man = String::from_utf8(man.stdout).unwrap();
     assert!(man.starts_with(".ie \\n(.g .ds Aq") || man.contains(".TH contactplan"), "{man}");
-    for sub in ["check", "agenda", "preview", "run", "status", "completions"] {
+    for sub in ["check", "agenda", "preview", "run", "status", "outbox", "completions"] {
         assert!(man.contains(sub), "man page lists `{sub}`");
     }
     for (shell, marker) in

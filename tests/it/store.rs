@@ -156,7 +156,8 @@ both_engines!(
     store: get_and_set_value,
     store: rows_filters_by_state,
     store: purge_finished_deletes_only_old_reported_finished_rows,
-    store: backlog_counts_open_rows_and_finds_the_next_due;
+    store: backlog_counts_open_rows_and_finds_the_next_due,
+    store: reconcile_writes_only_rows_still_in_the_state_it_decided_on;
     db: concurrent_claimers_take_every_row_exactly_once,
 );
 
@@ -872,4 +873,78 @@ async fn backlog_counts_open_rows_and_finds_the_next_due(store: Store) {
         (name(&next.key), next.kind, next.due_utc, next.state),
         ("second", TriggerKind::Birthday, T - 50, RowState::Pending)
     );
+}
+
+async fn reconcile_writes_only_rows_still_in_the_state_it_decided_on(store: Store) {
+    use contactplan::store::{Change, Reconciled, Retiming};
+    let items = vec![
+        item("open", T + 100, T + 3600),
+        item("claimed", T - 10, T + 3600),
+        item("dropped", T - 5, T + 3600),
+        item("old", T - 7200, T - 3600),
+        at_most_once(item("other", T + 100, T + 3600)),
+    ];
+    store.materialize(&items, T).await.unwrap();
+    let claimed = store.claim(T, 2, "node-a", 300).await.unwrap();
+    assert_eq!(keys(&claimed), ["claimed", "dropped"]);
+    // Dropped at send time because its contact left: suppressed by the plans.
+    let dropped = &claimed[1];
+    let gone = Outcome::Suppressed { reason: "contact `dropped` is no longer in the plan of `acme`".into() };
+    assert!(store.finish(dropped.id, dropped.fence, &gone, T).await.unwrap());
+
+    let listed: Vec<(String, RowState)> =
+        store.reconcilable(T, 0, 100).await.unwrap().into_iter().map(|r| (name(&r.key).to_string(), r.state)).collect();
+    assert_eq!(
+        listed,
+        [
+            ("open".into(), RowState::Pending),
+            ("dropped".into(), RowState::Suppressed),
+            ("old".into(), RowState::Pending),
+            ("other".into(), RowState::Pending)
+        ],
+        "open rows not in a batch (an overdue one too: expiry is separate), and rows the plans suppressed before their deadline"
+    );
+    let first = store.reconcilable(T, 0, 1).await.unwrap();
+    let next = store.reconcilable(T, first[0].id, 1).await.unwrap();
+    assert_eq!(name(&next[0].key), "dropped", "pages by id");
+
+    let later = Retiming {
+        due: T + 500,
+        deadline: T + 4000,
+        occasion_date: chrono::NaiveDate::from_ymd_opt(2023, 11, 15).unwrap(),
+        years: Some(41),
+    };
+    let open = row(&store, "open").await.id;
+    let claimed_id = row(&store, "claimed").await.id;
+    let dropped_id = row(&store, "dropped").await.id;
+    let other = row(&store, "other").await.id;
+    let changes = vec![
+        (open, Change::Retime(later)),
+        (claimed_id, Change::Retime(later)), // in a batch: left to it
+        (claimed_id, Change::Suppress { reason: "x".into() }),
+        (other, Change::Revive(later)), // not suppressed: nothing to revive
+        (dropped_id, Change::Revive(later)),
+        (other, Change::Suppress { reason: "rule `birthday` removed from the plan of `acme`".into() }),
+    ];
+    let done = store.reconcile(&changes, T + 1).await.unwrap();
+    assert_eq!(done, Reconciled { retimed: 1, suppressed: 1, revived: 1 });
+    let open = row(&store, "open").await;
+    assert_eq!((open.state, open.due), (RowState::Pending, T + 500));
+    let claimed = row(&store, "claimed").await;
+    assert_eq!((claimed.state, claimed.due), (RowState::Claimed, T - 10));
+    let revived = row(&store, "dropped").await;
+    assert_eq!((revived.state, revived.due, revived.reason), (RowState::Pending, T + 500, None));
+    let other = row(&store, "other").await;
+    assert_eq!(
+        (other.state, other.reason.as_deref()),
+        (RowState::Suppressed, Some("rule `birthday` removed from the plan of `acme`"))
+    );
+    // The re-timed row is claimed at its new time with its new occasion date and years.
+    assert!(store.claim(T + 499, 10, "node-a", 300).await.unwrap().iter().all(|c| name(&c.key) != "open"));
+    let now_due = store.claim(T + 500, 10, "node-a", 300).await.unwrap();
+    let open = now_due.iter().find(|c| name(&c.key) == "open").expect("due at its new time");
+    assert_eq!((open.deadline, open.occasion_date, open.years), (T + 4000, later.occasion_date, Some(41)));
+    // A row in a batch stays untouched however often it is asked.
+    let again = store.reconcile(&changes[1..3], T + 2).await.unwrap();
+    assert_eq!(again, Reconciled::default());
 }
