@@ -402,7 +402,7 @@ enabled = false
     #[rustfmt::skip]
     const KEYS: &[&str] = &[
         "id", "name", "since", "owner", "timezone", "primary", "birthday", "title", "years", "counts", "at",
-        "enabled", "weekend", "closed", "on", "colour",
+        "enabled", "weekend", "closed", "on", "colour", "given_name", "family_name", "salutation",
     ];
 
     /// Values of every TOML type and shape, the fast path's and others.

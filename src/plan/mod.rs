@@ -4,6 +4,7 @@ mod entries;
 mod fast_parse;
 mod load;
 mod model;
+pub mod names;
 mod raw;
 mod validate;
 

@@ -116,7 +116,7 @@ impl crate::plan::Templates for TemplateCatalog {
     fn names(&self) -> Vec<&str> {
         TemplateCatalog::names(self)
     }
-    fn has_variant(&self, name: &str, language: Language, tone: Option<Tone>) -> bool {
+    fn has_variant(&self, _customer: &str, name: &str, language: Language, tone: Option<Tone>) -> bool {
         self.resolve(name, language, tone).is_some()
     }
 }

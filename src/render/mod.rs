@@ -204,8 +204,8 @@ impl Renderer {
             context! {
                 id => &*c.id,
                 name => &*c.name,
-                first_name => salutation::first_name(&c.name),
-                last_name => salutation::last_name(&c.name),
+                first_name => salutation::first_name(c),
+                last_name => salutation::last_name(c),
                 title => c.title.as_deref().unwrap_or(""),
                 email => c.email.as_str(),
             }

@@ -20,7 +20,7 @@
 //! | 3 | plan/validate/mod.rs `toml_error`, missing key | missing field `phase` | `plan-missing-field` |
 //! | 4 | plan/validate/mod.rs `toml_error`, wrong type | invalid type: string "yes", expected a boolean | `plan-invalid-type` |
 //! | 5 | plan/validate/scalars.rs `parse_tz` | unknown time zone | `plan-timezone` |
-//! | 6 | plan/validate/scalars.rs `parse_email` | … is not a valid email address: … | `plan-owner-email`, `plan-contact-email` |
+//! | 6 | plan/validate/scalars.rs `parse_email` (plan/model.rs `Email::parse`) | … is not a valid email address: … (not ASCII, too long, …) | `plan-owner-email`, `plan-contact-email`, `plan-contact-email-not-ascii` |
 //! | 7 | plan/validate/scalars.rs `parse_language` | unknown language | `plan-language` |
 //! | 8 | plan/validate/scalars.rs `parse_id` | invalid customer id / occasion name | `plan-customer-id`, `rule-name` |
 //! | 9 | plan/validate/scalars.rs `parse_date`, string | … is not a valid birthday / date | `plan-birthday`, `rule-date` |
@@ -100,6 +100,10 @@
 //! | 81 | config/parse.rs `delivery` | delivery.timeout_secs must be positive | `config-smtp-timeout` |
 //! | 82 | config/parse.rs `delivery` | unknown delivery kind | `config-delivery-kind` |
 //! | 83 | config/parse.rs `lease` | delivery.lease_secs must be between 3 and 3600 | `config-lease-secs` |
+//! | 84 | plan/validate/scalars.rs `check_text`, control character (plan/model.rs `text_problem`) | contact name contains the control character U+000A … | `plan-contact-name-control`, `plan-customer-name-control`, `plan-contact-keys-control` |
+//! | 85 | plan/validate/scalars.rs `check_text`, length | contact name is 140 characters long (at most 128) | `plan-contact-name-too-long` |
+//! | 86 | plan/validate/customer.rs `contact_names` | given_name / salutation is empty | `plan-contact-keys-empty` |
+//! | 87 | plan/validate/customer.rs `warn_unsure_greeting`, warning | cannot tell the family name in … for certain | `plan-contact-name-unsure` |
 //!
 //! Every site is reachable through `check`. (\*) The file whose path sorts first keeps the id,
 //! whatever order `read_dir` lists the plans directory in (it differs between ext4 and tmpfs).
