@@ -11,6 +11,7 @@ mod delivery;
 mod diagnostics;
 mod faults;
 mod helpers;
+mod messages;
 mod ops;
 mod ops_binary;
 mod peer;
