@@ -157,6 +157,57 @@ macro_rules! raw_table {
                 Some($name { $( $field: finish($field)?, )* })
             }
         }
+
+        impl $crate::plan::lenient::FromTable for $name {
+            const KEYS: &'static [&'static str] = &[$( stringify!($field) ),*];
+
+            fn from_table(
+                table: &toml::de::DeTable<'_>,
+                span: &std::ops::Range<usize>,
+                what: &str,
+                problems: &mut Vec<$crate::plan::lenient::Problem>,
+            ) -> Option<Self> {
+                use $crate::plan::lenient::{absent, closest, field, unknown};
+                $( let mut $field: Option<$ty> = None; )*
+                let mut ok = true;
+                // Keys an unknown key was probably meant to be: not reported again as missing.
+                let mut meant: Vec<&str> = Vec::new();
+                for (key, value) in table.iter() {
+                    match key.get_ref().as_ref() {
+                        $( stringify!($field) => match field::<$ty>(value) {
+                            Ok(v) => $field = Some(v),
+                            Err(p) => {
+                                problems.push(p);
+                                ok = false;
+                            }
+                        }, )*
+                        _ => {
+                            meant.extend(closest(key.get_ref(), Self::KEYS));
+                            problems.push(unknown(key, what, Self::KEYS));
+                        }
+                    }
+                }
+                $(
+                    let $field: Option<$ty> = match $field {
+                        Some(v) => Some(v),
+                        None => match absent::<$ty>(stringify!($field), what, span) {
+                            Ok(v) => Some(v),
+                            Err(p) => {
+                                if !meant.contains(&stringify!($field)) {
+                                    problems.push(p);
+                                }
+                                ok = false;
+                                None
+                            }
+                        },
+                    };
+                )*
+                if !ok {
+                    return None;
+                }
+                Some($name { $( $field: $field?, )* })
+            }
+        }
     };
 }
 pub(crate) use raw_table;

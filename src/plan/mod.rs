@@ -2,6 +2,7 @@
 
 mod entries;
 mod fast_parse;
+mod lenient;
 mod load;
 mod model;
 pub mod names;

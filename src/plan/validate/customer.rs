@@ -2,7 +2,7 @@
 //! primary), the playbook's rules merged with the plan's own, and whether every rule has a
 //! template variant for each recipient's language and tone.
 
-use super::rule::build_rule;
+use super::rule::{build_rule, check_keys};
 use super::scalars::{calendar_settings, check_text, parse_date, parse_email, parse_id, parse_language, parse_tz};
 use super::{Context, Src, present_and_valid};
 use crate::diagnostics::Diagnostic;
@@ -116,6 +116,8 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
     }
     let primary = match primaries.as_slice() {
         [(i, _, _)] => Some(*i),
+        // A contact left out for a problem of shape may be the primary one.
+        [] if !src.complete => None,
         [] => {
             src.error(
                 &raw.customer,
@@ -185,6 +187,7 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
         let pos = playbook_rules.get(name).copied();
         let enabled = r.get_ref().enabled.as_ref().is_none_or(|e| *e.get_ref());
         if !enabled {
+            check_keys(src, r.get_ref(), ctx);
             match pos {
                 Some(i) => merged[i] = None,
                 None => src.error(
@@ -203,6 +206,10 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
         }
     }
     let rules: Vec<Arc<Rule>> = merged.into_iter().flatten().collect();
+    // Template coverage for the contacts and rules that are valid, whatever else is wrong.
+    if let Some(language) = language {
+        check_template_variants(src, raw, c.id.get_ref(), language, &contacts, &rules, templates);
+    }
 
     if !src.ok() {
         return None;
@@ -227,7 +234,6 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
         source: Arc::from(src.path),
         calendar,
     };
-    check_template_variants(src, raw, &customer, templates);
     src.ok().then_some(customer)
 }
 
@@ -312,33 +318,46 @@ fn warn_unsure_greeting(src: &mut Src, contact: &Contact, rc: &RawContact) {
     src.diags.push(d);
 }
 
-/// Every rule must have a template variant for the language and tone of each recipient.
-fn check_template_variants(src: &mut Src, raw: &RawPlan, customer: &Customer, templates: &dyn Templates) {
+/// Every rule must have a template variant for the language and tone of each recipient (the
+/// valid contacts and rules; `contacts` is aligned with the file's `[[contact]]` tables).
+fn check_template_variants(
+    src: &mut Src,
+    raw: &RawPlan,
+    customer_id: &str,
+    language: Language,
+    contacts: &[Option<Contact>],
+    rules: &[Arc<Rule>],
+    templates: &dyn Templates,
+) {
     // The distinct (language, tone) of the contacts, each with the first contact that has it
     // (where a missing variant is reported): at most four, so rules × contacts is never walked.
     let mut recipients: Vec<(Language, Tone, usize)> = Vec::new();
-    for (i, contact) in customer.contacts.iter().enumerate() {
-        let combo = (customer.language_of(Some(contact)), contact.tone);
+    for (i, contact) in contacts.iter().enumerate() {
+        let Some(contact) = contact else { continue };
+        let combo = (contact.language.unwrap_or(language), contact.tone);
         if !recipients.iter().any(|(l, t, _)| (*l, *t) == combo) {
             recipients.push((combo.0, combo.1, i));
         }
     }
     let mut checked: HashSet<(&str, Language, Option<Tone>)> = HashSet::new();
-    for rule in customer.rules.iter() {
+    for rule in rules.iter() {
         let needs: Vec<(Language, Option<Tone>, usize)> = match rule.action {
             // Tasks and emails to the salesperson: the customer's language, no tone (reported at
             // the first contact, as before).
-            Action::Task => vec![(customer.language, None, 0)],
-            Action::Email if rule.target == Target::Owner => vec![(customer.language, None, 0)],
+            Action::Task => vec![(language, None, 0)],
+            Action::Email if rule.target == Target::Owner => vec![(language, None, 0)],
             Action::Email => recipients.iter().map(|&(l, t, i)| (l, Some(t), i)).collect(),
         };
         for (lang, tone, i) in needs {
             if !checked.insert((&*rule.template, lang, tone))
-                || templates.has_variant(&customer.id, &rule.template, lang, tone)
+                || templates.has_variant(customer_id, &rule.template, lang, tone)
             {
                 continue;
             }
-            let Some(contact) = customer.contacts.get(i) else { continue };
+            let contact_id = match contacts.get(i) {
+                Some(Some(c)) => &*c.id,
+                _ => raw.contacts.get(i).map_or("", |c| c.get_ref().id.get_ref().as_str()),
+            };
             let wanted = match tone {
                 Some(t) => format!("{}-{}", lang.code(), t.code()),
                 None => lang.code().to_string(),
@@ -348,7 +367,7 @@ fn check_template_variants(src: &mut Src, raw: &RawPlan, customer: &Customer, te
                 span,
                 format!(
                     "template `{}` has no variant `{wanted}` (needed by occasion `{}` for contact `{}`)",
-                    rule.template, rule.name, contact.id
+                    rule.template, rule.name, contact_id
                 ),
                 format!(
                     "add {}/{}/{wanted}/ (or /{}/) with subject.txt.j2, body.txt.j2 and body.html.j2",
