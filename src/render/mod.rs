@@ -63,6 +63,8 @@ pub struct Rendered {
     pub html: String,
     /// `<template>/<variant>` used, for the audit trail.
     pub variant: String,
+    /// The most fuel one of the three parts used (see [`FUEL`]).
+    pub fuel: u64,
 }
 
 /// Why a message could not be rendered.
@@ -76,7 +78,14 @@ pub enum RenderError {
         /// The variant that was looked for first (`de-formal`, or `de` for tasks).
         wanted: String,
     },
-    /// A template failed while rendering.
+    /// A part grew past [`MAX_OUTPUT_BYTES`].
+    #[error("template {name} produced more than {MAX_OUTPUT_BYTES} bytes")]
+    TooLarge {
+        /// `<template>/<variant>/<part>`.
+        name: String,
+    },
+    /// A template failed while rendering (an undefined variable, a runtime error, or more work
+    /// than [`FUEL`] allows: minijinja's "engine ran out of fuel").
     #[error("template {name} failed: {source}")]
     Template {
         /// `<template>/<variant>/<part>`.
@@ -84,6 +93,67 @@ pub enum RenderError {
         /// minijinja's error.
         source: minijinja::Error,
     },
+}
+
+/// The most work one part of a message may take: minijinja counts every instruction it runs
+/// against this budget and stops with an error when it is spent, so no template (a loop over
+/// `range(100000)` nested three deep, say) can keep a worker busy. The shipped templates use
+/// less than 2,000 (measured by `render::tests::shipped_templates_stay_far_below_the_bounds`).
+pub const FUEL: u64 = 200_000;
+
+/// The largest part (subject, text or HTML) a template may produce; rendering stops with an
+/// error past it, so a template cannot fill the memory or the recipient's mailbox.
+pub const MAX_OUTPUT_BYTES: usize = 256 * 1024;
+
+/// Collects output up to [`MAX_OUTPUT_BYTES`]; a write past it fails, which ends the render.
+struct Capped {
+    out: Vec<u8>,
+    over: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.out.len() + buf.len() > MAX_OUTPUT_BYTES {
+            self.over = true;
+            return Err(std::io::Error::other("output limit reached"));
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The one environment set-up, for `load` and every test: auto-escaping by file name, strict
+/// undefined variables (a misspelt `{{ contact.nmae }}` is an error, not an empty string), and
+/// the fuel budget.
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_auto_escape_callback(|name| {
+        if name.ends_with(".html.j2") { minijinja::AutoEscape::Html } else { minijinja::AutoEscape::None }
+    });
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.set_fuel(Some(FUEL));
+    env
+}
+
+/// Renders one compiled template within [`FUEL`] and [`MAX_OUTPUT_BYTES`].
+///
+/// # Errors
+/// The template fails (undefined variable, out of fuel, …) or its output is too large.
+fn render_bounded(env: &Environment<'static>, name: &str, ctx: &Value) -> Result<(String, u64), RenderError> {
+    let tmpl = env.get_template(name).map_err(|source| RenderError::Template { name: name.to_string(), source })?;
+    let mut w = Capped { out: Vec::new(), over: false };
+    let result = tmpl.render_captured_to(ctx.clone(), &mut w).map(|c| c.state().fuel_levels().map_or(0, |f| f.0));
+    match result {
+        Ok(fuel) => match String::from_utf8(w.out) {
+            Ok(text) => Ok((text, fuel)),
+            Err(_) => Err(RenderError::TooLarge { name: name.to_string() }),
+        },
+        Err(_) if w.over => Err(RenderError::TooLarge { name: name.to_string() }),
+        Err(source) => Err(RenderError::Template { name: name.to_string(), source }),
+    }
 }
 
 /// Reads and compiles one template file; the problem, if any, as a diagnostic.
@@ -125,10 +195,7 @@ impl Renderer {
     /// served.
     pub fn load_with_last_good(dir: &Path, previous: Option<&Renderer>) -> (Renderer, Vec<Diagnostic>, Vec<PathBuf>) {
         let (catalog, mut diags) = TemplateCatalog::scan(dir);
-        let mut env = Environment::new();
-        env.set_auto_escape_callback(|name| {
-            if name.ends_with(".html.j2") { minijinja::AutoEscape::Html } else { minijinja::AutoEscape::None }
-        });
+        let mut env = environment();
         let mut broken = Vec::new();
         for (name, variant) in catalog.all() {
             for part in PARTS {
@@ -213,7 +280,7 @@ impl Renderer {
         let primary = customer.primary_contact();
         let ctx = context! {
             salutation => salutation,
-            contact => input.about.map(contact_value).unwrap_or(Value::UNDEFINED),
+            contact => input.about.map(contact_value).unwrap_or(Value::from(())),
             primary => contact_value(primary),
             customer => context! {
                 id => &*customer.id,
@@ -229,11 +296,11 @@ impl Renderer {
             sender => context! { name => sender.name, email => sender.email },
             owner => context! { email => customer.owner.as_str() },
         };
-        let render = |part: &str| -> Result<String, RenderError> {
-            let name = format!("{template}/{variant}/{part}");
-            let tmpl =
-                self.env.get_template(&name).map_err(|source| RenderError::Template { name: name.clone(), source })?;
-            tmpl.render(&ctx).map_err(|source| RenderError::Template { name, source })
+        let fuel = std::cell::Cell::new(0u64);
+        let render = |part: &str| {
+            let (text, used) = render_bounded(&self.env, &format!("{template}/{variant}/{part}"), &ctx)?;
+            fuel.set(fuel.get().max(used));
+            Ok::<_, RenderError>(text)
         };
         let subject = render("subject.txt.j2")?.split_whitespace().collect::<Vec<_>>().join(" ");
         Ok(Rendered {
@@ -241,6 +308,61 @@ impl Renderer {
             text: render("body.txt.j2")?,
             html: render("body.html.j2")?,
             variant: format!("{template}/{variant}"),
+            fuel: fuel.get(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Nested loops of random depth and size, each level writing a random amount: whatever
+    /// the shape, rendering ends quickly with the output within the cap, or with an error
+    /// (out of fuel, too large) — never a hang, never more output than the cap.
+    #[test]
+    fn any_loop_nest_ends_within_fuel_and_cap() {
+        let config = ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() };
+        let levels = prop::collection::vec((1usize..=100_000, 0usize..=3_000), 1..=5);
+        proptest!(config, |(levels in levels, repeat in 0usize..=2_000_000)| {
+            let mut source = String::new();
+            for (i, (n, _)) in levels.iter().enumerate() {
+                source.push_str(&format!("{{% for i{i} in range({n}) %}}"));
+            }
+            for (_, width) in &levels {
+                source.push_str(&"x".repeat(*width));
+            }
+            source.push_str(&format!("{{{{ \"y\" * {repeat} }}}}"));
+            for _ in &levels {
+                source.push_str("{% endfor %}");
+            }
+            let mut env = environment();
+            env.add_template_owned("t/en/body.txt.j2", source.clone()).unwrap();
+            let started = std::time::Instant::now();
+            let result = render_bounded(&env, "t/en/body.txt.j2", &Value::from(()));
+            let took = started.elapsed();
+            prop_assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
+            match result {
+                Ok((text, fuel)) => {
+                    prop_assert!(text.len() <= MAX_OUTPUT_BYTES);
+                    prop_assert!(fuel <= FUEL);
+                }
+                Err(RenderError::TooLarge { .. }) => {}
+                Err(RenderError::Template { source, .. }) => {
+                    prop_assert_eq!(source.kind(), minijinja::ErrorKind::OutOfFuel, "{}", source);
+                }
+                Err(e) => prop_assert!(false, "{e}"),
+            }
+        });
+    }
+
+    #[test]
+    fn undefined_variables_are_errors() {
+        let mut env = environment();
+        env.add_template_owned("t", "Hallo {{ contact.nmae }}".to_string()).unwrap();
+        let ctx = context! { contact => context! { name => "Anna" } };
+        let err = render_bounded(&env, "t", &ctx).unwrap_err().to_string();
+        assert!(err.contains("undefined"), "{err}");
     }
 }
