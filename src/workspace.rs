@@ -40,8 +40,11 @@ impl Workspace {
         previous: Option<&Snapshot>,
         progress: &(dyn Fn() + Sync),
     ) -> (Workspace, Vec<PathBuf>) {
-        let (renderer, template_diags, mut kept) =
-            Renderer::load_with_last_good(&config.templates_dir, previous.map(|p| &p.renderer));
+        let (renderer, template_diags, mut kept) = Renderer::load_with_overrides(
+            &config.templates_dir,
+            Some(&config.plans_dir),
+            previous.map(|p| &p.renderer),
+        );
         let mut loaded = plan::load_with_last_good(
             &plan::Sources {
                 plans_dir: &config.plans_dir,

@@ -3,8 +3,10 @@
 
 mod catalog;
 pub mod salutation;
+mod sample;
 
-pub use catalog::{PARTS, TemplateCatalog};
+pub use catalog::{DEFAULT_VARIANT, PARTS, TemplateCatalog};
+pub use sample::trial_run;
 
 use crate::diagnostics::Diagnostic;
 use crate::occasion::{Occurrence, Recipient};
@@ -61,7 +63,8 @@ pub struct Rendered {
     pub text: String,
     /// The HTML body (`body.html.j2`, auto-escaped).
     pub html: String,
-    /// `<template>/<variant>` used, for the audit trail.
+    /// `<template>/<variant>` used (`@<customer>/<template>/<variant>` for an override), for
+    /// the audit trail.
     pub variant: String,
     /// The most fuel one of the three parts used (see [`FUEL`]).
     pub fuel: u64,
@@ -175,6 +178,17 @@ fn compile(env: &mut Environment<'static>, file: &Path, key: String) -> Option<D
     )
 }
 
+/// The language and tone a message is written in: the contact's for an email to a contact,
+/// the customer's language without a tone for tasks and emails to the salesperson.
+fn language_and_tone(input: &Input) -> (crate::plan::Language, Option<crate::plan::Tone>) {
+    match input.recipient {
+        Recipient::Contact(c) if input.rule.action == Action::Email => {
+            (input.customer.language_of(Some(c)), Some(c.tone))
+        }
+        _ => (input.customer.language, None),
+    }
+}
+
 /// Loaded, compiled templates.
 pub struct Renderer {
     env: Environment<'static>,
@@ -194,42 +208,50 @@ impl Renderer {
     /// the error is still reported). Also returns the broken files whose last good version is
     /// served.
     pub fn load_with_last_good(dir: &Path, previous: Option<&Renderer>) -> (Renderer, Vec<Diagnostic>, Vec<PathBuf>) {
-        let (catalog, mut diags) = TemplateCatalog::scan(dir);
+        Self::load_with_overrides(dir, None, previous)
+    }
+
+    /// [`Renderer::load_with_last_good`] with the customers' overrides from the plans
+    /// directory (`plans/<customer id>/<template>/<variant>/`, see `catalog.rs`).
+    pub fn load_with_overrides(
+        dir: &Path,
+        plans_dir: Option<&Path>,
+        previous: Option<&Renderer>,
+    ) -> (Renderer, Vec<Diagnostic>, Vec<PathBuf>) {
+        let (mut catalog, mut diags) = TemplateCatalog::scan_with_overrides(dir, plans_dir);
         let mut env = environment();
         let mut broken = Vec::new();
-        for (name, variant) in catalog.all() {
+        for key in catalog.all() {
+            let folder = catalog.folder(&key);
             for part in PARTS {
-                let file = dir.join(name).join(variant).join(part);
-                if let Some(d) = compile(&mut env, &file, format!("{name}/{variant}/{part}")) {
+                if let Some(d) = compile(&mut env, &folder.join(part), format!("{key}/{part}")) {
                     diags.push(d);
-                    broken.push((name.to_string(), variant.to_string()));
+                    broken.push(key.clone());
                 }
             }
         }
         // A variant with a broken part is not offered (`check` then names the plans that need
         // it), unless its last good version can be served.
-        let mut catalog = catalog;
         let mut kept = Vec::new();
         broken.dedup();
-        for (name, variant) in broken {
+        for key in broken {
             let last_good: Option<Vec<(String, String)>> = previous.and_then(|p| {
                 PARTS
                     .iter()
                     .map(|part| {
-                        let key = format!("{name}/{variant}/{part}");
-                        p.env.get_template(&key).ok().map(|t| (key, t.source().to_string()))
+                        let name = format!("{key}/{part}");
+                        p.env.get_template(&name).ok().map(|t| (name, t.source().to_string()))
                     })
                     .collect()
             });
+            let folder = catalog.folder(&key);
             match last_good {
                 Some(parts)
-                    if parts.iter().all(|(key, text)| env.add_template_owned(key.clone(), text.clone()).is_ok()) =>
+                    if parts.iter().all(|(name, text)| env.add_template_owned(name.clone(), text.clone()).is_ok()) =>
                 {
-                    kept.extend(
-                        diags.iter().map(|d| d.file.clone()).filter(|f| f.starts_with(dir.join(&name).join(&variant))),
-                    );
+                    kept.extend(diags.iter().map(|d| d.file.clone()).filter(|f| f.starts_with(&folder)));
                 }
-                _ => catalog.remove(&name, &variant),
+                _ => catalog.remove(&key),
             }
         }
         kept.sort();
@@ -242,6 +264,50 @@ impl Renderer {
         &self.catalog
     }
 
+    /// The variant key [`Renderer::render`] would use for `input` (see
+    /// [`TemplateCatalog::resolve`]).
+    pub fn variant_for(&self, input: &Input) -> Option<String> {
+        let (language, tone) = language_and_tone(input);
+        self.catalog.resolve(&input.customer.id, &input.rule.template, language, tone)
+    }
+
+    /// A render error as a diagnostic at the template file and line, with `context` (which
+    /// customer, occasion and contact it failed for).
+    pub fn diagnostic(&self, e: &RenderError, context: &str) -> Diagnostic {
+        let hint = match e {
+            RenderError::TooLarge { .. } => "a message part may be at most 256 KiB: shorten what the template writes",
+            RenderError::Template { source, .. } if source.kind() == minijinja::ErrorKind::OutOfFuel => {
+                "the template does too much work (long or nested loops): each part may run at most 200,000 template instructions"
+            }
+            _ => "fix the template; the variables are listed in README, \"Templates\"",
+        };
+        let name = match e {
+            RenderError::NoVariant { .. } => {
+                return Diagnostic::whole_file(self.catalog.dir(), e.to_string()).hint(hint);
+            }
+            RenderError::TooLarge { name } | RenderError::Template { name, .. } => name,
+        };
+        let (key, part) = name.rsplit_once('/').unwrap_or((name.as_str(), ""));
+        let file = self.catalog.folder(key).join(part);
+        let message = match e {
+            RenderError::Template { source, .. } => {
+                format!("template fails {context}: {}", source.detail().unwrap_or(&source.to_string()))
+            }
+            _ => format!("{e} {context}"),
+        };
+        let source_text = self.env.get_template(name).map(|t| t.source().to_string()).unwrap_or_default();
+        let line = match e {
+            RenderError::Template { source, .. } => source.line(),
+            _ => None,
+        };
+        let span = line.map(|line| {
+            let start: usize = source_text.split_inclusive('\n').take(line.saturating_sub(1)).map(str::len).sum();
+            let end = source_text[start.min(source_text.len())..].find('\n').map_or(source_text.len(), |i| start + i);
+            start..end
+        });
+        Diagnostic::at(&file, &source_text, span, message).hint(hint)
+    }
+
     /// Renders one message.
     /// The variant is `<lang>-<tone>` (else `<lang>`) for an email to a contact, `<lang>` of the
     /// customer for tasks and emails to the salesperson.
@@ -252,21 +318,20 @@ impl Renderer {
     /// or a runtime error in an expression).
     pub fn render(&self, input: &Input, sender: Sender) -> Result<Rendered, RenderError> {
         let customer = input.customer;
-        let (language, tone, salutation) = match input.recipient {
-            Recipient::Contact(c) if input.rule.action == Action::Email => {
-                let lang = customer.language_of(Some(c));
-                (lang, Some(c.tone), salutation::for_contact(c, lang))
-            }
-            _ => (customer.language, None, salutation::for_owner(customer.language).to_string()),
+        let (language, tone) = language_and_tone(input);
+        let salutation = match (input.recipient, tone) {
+            (Recipient::Contact(c), Some(_)) => salutation::for_contact(c, language),
+            _ => salutation::for_owner(language).to_string(),
         };
         let template = &*input.rule.template;
-        let variant = self.catalog.resolve(template, language, tone).ok_or_else(|| RenderError::NoVariant {
-            template: template.to_string(),
-            wanted: match tone {
-                Some(t) => format!("{}-{}", language.code(), t.code()),
-                None => language.code().to_string(),
-            },
-        })?;
+        let variant =
+            self.catalog.resolve(&customer.id, template, language, tone).ok_or_else(|| RenderError::NoVariant {
+                template: template.to_string(),
+                wanted: match tone {
+                    Some(t) => format!("{}-{}", language.code(), t.code()),
+                    None => language.code().to_string(),
+                },
+            })?;
         let contact_value = |c: &Contact| {
             context! {
                 id => &*c.id,
@@ -298,18 +363,12 @@ impl Renderer {
         };
         let fuel = std::cell::Cell::new(0u64);
         let render = |part: &str| {
-            let (text, used) = render_bounded(&self.env, &format!("{template}/{variant}/{part}"), &ctx)?;
+            let (text, used) = render_bounded(&self.env, &format!("{variant}/{part}"), &ctx)?;
             fuel.set(fuel.get().max(used));
             Ok::<_, RenderError>(text)
         };
         let subject = render("subject.txt.j2")?.split_whitespace().collect::<Vec<_>>().join(" ");
-        Ok(Rendered {
-            subject,
-            text: render("body.txt.j2")?,
-            html: render("body.html.j2")?,
-            variant: format!("{template}/{variant}"),
-            fuel: fuel.get(),
-        })
+        Ok(Rendered { subject, text: render("body.txt.j2")?, html: render("body.html.j2")?, variant, fuel: fuel.get() })
     }
 }
 

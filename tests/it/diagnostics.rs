@@ -105,6 +105,9 @@
 //! | 85 | plan/validate/scalars.rs `check_text`, length | contact name is 140 characters long (at most 128) | `plan-contact-name-too-long` |
 //! | 86 | plan/validate/customer.rs `contact_names` | given_name / salutation is empty | `plan-contact-keys-empty` |
 //! | 87 | plan/validate/customer.rs `warn_unsure_greeting`, warning | cannot tell the family name in … for certain | `plan-contact-name-unsure` |
+//! | 88 | render/sample.rs `trial_run` (render/mod.rs `Renderer::diagnostic`), template error | template fails for customer …: undefined value / engine ran out of fuel | `template-render-undefined`, `template-render-fuel`, `template-override-broken` |
+//! | 89 | render/sample.rs `trial_run`, output cap | template … produced more than 262144 bytes | `template-render-too-large` |
+//! | 90 | cli/check.rs `run`, warning | template overrides for …, which no valid plan defines | `template-override-unknown-customer` |
 //!
 //! Every site is reachable through `check`. (\*) The file whose path sorts first keeps the id,
 //! whatever order `read_dir` lists the plans directory in (it differs between ext4 and tmpfs).
