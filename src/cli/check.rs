@@ -27,6 +27,9 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     // Every template variant the plans use, rendered once for a real contact within the
     // daemon's bounds (a failure names the template file and line).
     diags.extend(crate::render::trial_run(&ws.loaded.plans, &ws.renderer, config.sender.for_templates()));
+    if config.ops_email.is_some() {
+        diags.extend(crate::render::trial_report(&ws.renderer, config.sender.for_templates()));
+    }
     for customer in ws.renderer.catalog().override_customers() {
         if ws.loaded.plans.get(customer).is_none() {
             let dir = config.plans_dir.join(customer);

@@ -2,11 +2,14 @@
 //! language and tone. Pure once templates are loaded: no I/O at render time.
 
 mod catalog;
+pub mod locale;
+mod report;
 pub mod salutation;
 mod sample;
 
 pub use catalog::{DEFAULT_VARIANT, PARTS, TemplateCatalog};
-pub use sample::trial_run;
+pub use report::{REPORT_TEMPLATE, ReportRow, plain_report};
+pub use sample::{trial_report, trial_run};
 
 use crate::diagnostics::Diagnostic;
 use crate::occasion::{Occurrence, Recipient};
@@ -138,6 +141,23 @@ fn environment() -> Environment<'static> {
     });
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.set_fuel(Some(FUEL));
+    // Numbers in the message's language (`language` in the context): `{{ occasion.years|ordinal }}`
+    // gives "10." or "10th", `{{ 1234.5|number(2) }}` "1.234,50", `{{ 99|money("EUR") }}` "99,00 €".
+    fn language(state: &minijinja::State) -> crate::plan::Language {
+        let code = state.lookup("language");
+        code.as_ref()
+            .and_then(|v| v.as_str())
+            .and_then(crate::plan::Language::parse)
+            .unwrap_or(crate::plan::Language::En)
+    }
+    let not_finite = || minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, "not a finite number");
+    env.add_filter("ordinal", |state: &minijinja::State, n: u64| locale::ordinal(n, language(state)));
+    env.add_filter("number", move |state: &minijinja::State, x: f64, decimals: Option<u8>| {
+        locale::number(x, decimals.unwrap_or(0).min(6), language(state)).ok_or_else(not_finite)
+    });
+    env.add_filter("money", move |state: &minijinja::State, x: f64, currency: Option<String>| {
+        locale::money(x, currency.as_deref().unwrap_or("EUR"), language(state)).ok_or_else(not_finite)
+    });
     env
 }
 
@@ -344,18 +364,19 @@ impl Renderer {
         };
         let primary = customer.primary_contact();
         let ctx = context! {
+            language => language.code(),
             salutation => salutation,
             contact => input.about.map(contact_value).unwrap_or(Value::from(())),
             primary => contact_value(primary),
             customer => context! {
                 id => &*customer.id,
                 name => &*customer.name,
-                since => salutation::date(customer.since, language),
+                since => locale::date(customer.since, language),
             },
             occasion => context! {
                 name => &*input.rule.name,
                 kind => input.rule.trigger.kind().code(),
-                date => salutation::date(input.occasion_date, language),
+                date => locale::date(input.occasion_date, language),
                 years => input.years,
             },
             sender => context! { name => sender.name, email => sender.email },

@@ -1,4 +1,4 @@
-//! Salutations and dates in the recipient's language and tone. Pure functions.
+//! Salutations in the recipient's language and tone. Pure functions.
 //!
 //! Greetings are built from the parts validation worked out (`plan::names`): the family name
 //! with its particles, the given name, and the highest academic rank. German follows DIN 5008
@@ -10,7 +10,6 @@
 
 use crate::plan::names::Rank;
 use crate::plan::{Contact, Gender, Language, Tone};
-use chrono::{Datelike, NaiveDate};
 
 /// Given name for templates (`contact.first_name`): the given name, or the first word of the
 /// name when it cannot be told.
@@ -83,44 +82,6 @@ pub fn for_owner(language: Language) -> &'static str {
     match language {
         Language::De => "Hallo,",
         Language::En => "Hello,",
-    }
-}
-
-const MONATE: [&str; 12] = [
-    "Januar",
-    "Februar",
-    "März",
-    "April",
-    "Mai",
-    "Juni",
-    "Juli",
-    "August",
-    "September",
-    "Oktober",
-    "November",
-    "Dezember",
-];
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-
-/// "5. März 2026" / "5 March 2026".
-pub fn date(d: NaiveDate, language: Language) -> String {
-    let m = d.month0() as usize;
-    match language {
-        Language::De => format!("{}. {} {}", d.day(), MONATE[m], d.year()),
-        Language::En => format!("{} {} {}", d.day(), MONTHS[m], d.year()),
     }
 }
 
@@ -221,12 +182,5 @@ mod tests {
             }
         }
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-    }
-
-    #[test]
-    fn localised_dates() {
-        let d = NaiveDate::from_ymd_opt(2026, 3, 5).unwrap();
-        assert_eq!(date(d, Language::De), "5. März 2026");
-        assert_eq!(date(d, Language::En), "5 March 2026");
     }
 }

@@ -52,3 +52,32 @@ pub fn trial_run(plans: &Plans, renderer: &Renderer, sender: Sender) -> Vec<Diag
     }
     diags
 }
+
+/// Renders the ops report once with a sample row (when ops reports are configured): a failure,
+/// or a missing `ops_report` template (the daemon then sends a built-in plain text), is reported.
+pub fn trial_report(renderer: &Renderer, sender: Sender) -> Vec<Diagnostic> {
+    let row = super::ReportRow {
+        state: "failed".into(),
+        key: "acme/birthday/contact:anna/2026-03-14".into(),
+        due: "2026-03-14T08:00:00+00:00".into(),
+        attempts: 3,
+        reason: "550 5.1.1 mailbox unavailable".into(),
+        reply: Some("550 5.1.1 mailbox unavailable".into()),
+    };
+    let mut diags = Vec::new();
+    for language in [crate::plan::Language::En] {
+        match renderer.render_report(language, "host-1-0", std::slice::from_ref(&row), sender) {
+            Ok(_) => {}
+            Err(super::RenderError::NoVariant { .. }) => diags.push(
+                Diagnostic::whole_file(
+                    &renderer.catalog().dir().join(super::REPORT_TEMPLATE),
+                    "no ops_report template: the ops report is sent as built-in plain text",
+                )
+                .hint("copy templates/ops_report/ from the shipped templates")
+                .warning(),
+            ),
+            Err(e) => diags.push(renderer.diagnostic(&e, "for the ops report")),
+        }
+    }
+    diags
+}

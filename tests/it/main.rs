@@ -16,3 +16,4 @@ mod ops;
 mod ops_binary;
 mod peer;
 mod store;
+mod templates;
