@@ -9,79 +9,10 @@
 //! spans as a whole-document serde pass; the fast reader's differential test also holds this
 //! path to `toml::from_str` on every mutant the `toml` crate accepts.
 
-use super::entries::FromVal;
+use super::entries::{FromTable, Problem, field, unknown};
 use super::raw::{RawContact, RawCustomer, RawPlan, RawPlaybook, RawRule};
 use serde_spanned::Spanned;
-use std::ops::Range;
-use toml::de::{DeTable, DeValue, ValueDeserializer};
-
-/// One problem in the shape of a file (a key or a type), with its position.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Byte span of the key or value; `None` for the whole file.
-    pub span: Option<Range<usize>>,
-    /// What is wrong.
-    pub message: String,
-    /// How to fix it.
-    pub hint: String,
-}
-
-/// A raw table read key by key; implemented by `raw_table!`.
-pub trait FromTable: Sized {
-    /// The keys of the table, in declaration order.
-    const KEYS: &'static [&'static str];
-    /// Reads the table: every unknown key, missing key and wrong type goes to `problems`;
-    /// `None` when a key is missing or has the wrong type.
-    fn from_table(table: &DeTable<'_>, span: &Range<usize>, what: &str, problems: &mut Vec<Problem>) -> Option<Self>;
-}
-
-/// One value, exactly as serde through `toml` makes it.
-///
-/// # Errors
-/// The value has another type (the `toml` crate's wording and span).
-pub fn field<T: serde::de::DeserializeOwned>(value: &Spanned<DeValue<'_>>) -> Result<T, Problem> {
-    let mut owned = value.clone();
-    owned.get_mut().make_owned();
-    T::deserialize(ValueDeserializer::from(owned)).map_err(|e| Problem {
-        span: e.span().or_else(|| Some(value.span())),
-        message: e.message().trim().to_string(),
-        hint: "check the value's type: strings need quotes, dates are written 2016-03-01 without quotes".into(),
-    })
-}
-
-/// The closest known key to a misspelt one, if any is close.
-pub fn closest<'k>(key: &str, keys: &[&'k str]) -> Option<&'k str> {
-    keys.iter()
-        .map(|k| (strsim::jaro_winkler(key, k), *k))
-        .filter(|(score, _)| *score > 0.85)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, k)| k)
-}
-
-/// An unknown key of table `what`.
-pub fn unknown(key: &Spanned<std::borrow::Cow<'_, str>>, what: &str, keys: &[&str]) -> Problem {
-    let name = key.get_ref();
-    let known = keys.join(", ");
-    let hint = match closest(name, keys) {
-        Some(k) => format!("did you mean `{k}`? The keys of {what} are: {known} (README, \"Plan format\")"),
-        None => {
-            format!("remove the key or fix its spelling; the keys of {what} are: {known} (README, \"Plan format\")")
-        }
-    };
-    Problem { span: Some(key.span()), message: format!("unknown key `{name}` in {what}"), hint }
-}
-
-/// The value a key has when it is absent (`None` for optional keys), or the problem.
-///
-/// # Errors
-/// The key is required.
-pub fn absent<T: FromVal>(key: &str, what: &str, span: &Range<usize>) -> Result<T, Problem> {
-    T::absent().ok_or_else(|| Problem {
-        span: Some(span.clone()),
-        message: format!("missing key `{key}` in {what}"),
-        hint: format!("add {key} = … to {what} (README, \"Plan format\")"),
-    })
-}
+use toml::de::{DeTable, DeValue};
 
 fn wrong_type(value: &Spanned<DeValue<'_>>, what: &str, expected: &str) -> Problem {
     Problem {

@@ -59,6 +59,13 @@ send = "task"
 template = "occasion_task"
 
 [[occasion]]
+name = "thanks"
+on = "date"
+date = "--12-01"
+to = "contacts"
+template = "anniversary"
+
+[[occasion]]
 name = "checkin"
 on = "every"
 cron = "0 9 1 * *"

@@ -54,7 +54,7 @@ impl<'a> Src<'a> {
     }
 
     /// Reports problems of shape (unknown, missing or mistyped keys) as errors.
-    pub fn problems(&mut self, problems: Vec<crate::plan::lenient::Problem>) {
+    pub fn problems(&mut self, problems: Vec<crate::plan::entries::Problem>) {
         for p in problems {
             let d = Diagnostic::at(self.path, self.text, p.span, p.message).hint(p.hint);
             self.diags.push(d);
