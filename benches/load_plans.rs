@@ -4,6 +4,11 @@
 //!     cargo bench --bench load_plans -- 10000 100000
 //!
 //! Each size runs in its own child process so peak RSS (VmHWM) belongs to that size alone.
+//!
+//!     cargo bench --bench load_plans -- capped
+//!
+//! validates one plan at the size cap (1 MiB: 4,000 contacts and 4,000 rules of its own): the
+//! work per plan must stay linear, so a hostile plan costs milliseconds, not minutes.
 //! Generated plans are cached under target/bench-plans/<N>/.
 
 #[path = "support/plans.rs"]
@@ -67,8 +72,60 @@ fn in_memory(n: usize) {
     }
 }
 
+/// `-- capped`: one plan just under the 1 MiB cap, validated five times from memory.
+fn capped() {
+    let mut text = String::from(
+        "[customer]\nid = \"big\"\nname = \"Big\"\nsince = 2015-06-01\nowner = \"sales@example.com\"\ntimezone = \"Europe/Berlin\"\nlanguage = \"de\"\nphase = \"growth\"\n",
+    );
+    let (contacts, rules) = (4000, 4000);
+    for i in 0..contacts {
+        let primary = if i == 0 { "primary = true\n" } else { "" };
+        text.push_str(&format!(
+            "\n[[contact]]\nid = \"c{i}\"\nname = \"Person {i}\"\nemail = \"p{i}@example.de\"\nbirthday = 1980-01-{:02}\ntone = \"formal\"\n{primary}",
+            i % 28 + 1
+        ));
+    }
+    for i in 0..rules {
+        text.push_str(&format!(
+            "\n[[occasion]]\nname = \"r{i}\"\non = \"date\"\ndate = \"--03-{:02}\"\ntemplate = \"birthday\"\n",
+            i % 28 + 1
+        ));
+    }
+    assert!(text.len() as u64 <= contactplan::files::MAX_PLAN_BYTES, "{} bytes", text.len());
+    let catalog = support::catalog();
+    let crontabs = plan::CrontabCache::default();
+    let playbooks = Default::default();
+    let ctx = plan::Context {
+        playbooks: &playbooks,
+        broken: &[],
+        templates: &catalog,
+        default_tz: chrono_tz::Europe::Berlin,
+        default_calendar: &Default::default(),
+        crontabs: &crontabs,
+    };
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let (customer, diags) = plan::plan_text(std::path::Path::new("big.toml"), &text, &ctx);
+        times.push(t.elapsed().as_secs_f64());
+        assert!(customer.is_some(), "{diags:?}");
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "capped plan: {} bytes, {contacts} contacts, {rules} rules: validate median {:.1} ms (min {:.1}, max {:.1})",
+        text.len(),
+        times[2] * 1e3,
+        times[0] * 1e3,
+        times[4] * 1e3
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    if args.first().is_some_and(|a| a == "capped") {
+        capped();
+        return;
+    }
     if let Some(n) = args.first().and_then(|a| a.strip_prefix("inmem:")) {
         in_memory(n.parse().expect("size"));
         return;

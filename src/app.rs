@@ -258,7 +258,7 @@ impl Application {
                 api_token: self.api_token.clone(),
                 instance: self.scheduler.instance().into(),
             });
-            tracker.spawn(crate::http::serve(listener, router, stop.clone(), tracker.clone()));
+            tracker.spawn(crate::http::serve(listener, router, self.config.http_limits, stop.clone(), tracker.clone()));
         }
         if let Some(w) = watcher {
             tracker.spawn(w.run(stop.clone()));

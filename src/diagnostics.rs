@@ -115,23 +115,45 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
+/// `s` with every control character but tab written as a visible escape (`\u{1b}`), so plan
+/// data can never move a terminal's cursor, colour it or start a new line in a report.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control() && c != '\t') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(
+        s.chars()
+            .map(|c| if c.is_control() && c != '\t' { c.escape_unicode().to_string() } else { c.to_string() })
+            .collect(),
+    )
+}
+
+/// A source line for the caret display: each control character (but tab) becomes one `�`, so
+/// columns still line up with the caret.
+fn visible_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| c.is_control() && c != '\t') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(s.chars().map(|c| if c.is_control() && c != '\t' { '\u{fffd}' } else { c }).collect())
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let label = match self.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        writeln!(f, "{label}: {}", self.message)?;
+        writeln!(f, "{label}: {}", escape_controls(&self.message))?;
         let num = self.line.to_string();
         let pad = " ".repeat(num.len());
-        writeln!(f, "{pad}--> {}", self.location())?;
+        writeln!(f, "{pad}--> {}", escape_controls(&self.location()))?;
         if let Some(src) = &self.source_line {
             writeln!(f, "{pad} |")?;
-            writeln!(f, "{num} | {src}")?;
+            writeln!(f, "{num} | {}", visible_line(src))?;
             writeln!(f, "{pad} | {}{}", " ".repeat(self.column.saturating_sub(1)), "^".repeat(self.width.max(1)))?;
         }
         if let Some(hint) = &self.hint {
-            writeln!(f, "{pad} = hint: {hint}")?;
+            writeln!(f, "{pad} = hint: {}", escape_controls(hint))?;
         }
         Ok(())
     }
@@ -140,6 +162,17 @@ impl fmt::Display for Diagnostic {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_from_plan_data_are_shown_escaped() {
+        let text = "name = \"Eve\u{1b}[31mRed\u{7}\"\n";
+        let d =
+            Diagnostic::at(Path::new("p\u{1b}.toml"), text, Some(7..21), "bad name `Eve\u{1b}[31m`").hint("x\u{0}y");
+        let shown = d.to_string();
+        assert!(!shown.chars().any(|c| c.is_control() && c != '\n'), "{shown:?}");
+        assert!(shown.contains("bad name `Eve\\u{1b}[31m`") && shown.contains("x\\u{0}y"), "{shown}");
+        assert!(shown.contains("name = \"Eve\u{fffd}[31mRed\u{fffd}\""), "columns kept: {shown}");
+    }
 
     #[test]
     fn a_span_off_character_boundaries_is_narrowed_not_a_panic() {

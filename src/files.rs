@@ -99,6 +99,25 @@ pub fn read_text(path: &Path, max: u64) -> Result<String, FileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        /// Whatever the size around the bound, a read returns the whole file exactly when it
+        /// fits, and never more than the bound plus one byte is read.
+        #[test]
+        fn a_read_is_whole_or_refused_never_more_than_the_bound(max in 0u64..5000, extra in -3i64..3, byte in any::<u8>()) {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("f");
+            let len = (max as i64 + extra).max(0) as usize;
+            std::fs::write(&file, vec![byte; len]).unwrap();
+            match read(&file, max) {
+                Ok(bytes) => prop_assert!(bytes.len() == len && len as u64 <= max),
+                Err(FileError::TooLarge { size, max: m }) => prop_assert!(len as u64 > max && size == len as u64 && m == max),
+                Err(e) => prop_assert!(false, "{e}"),
+            }
+        }
+    }
 
     #[test]
     fn special_files_and_large_files_are_refused_at_once() {

@@ -18,6 +18,7 @@
 //! **Architecture Invariant:** the ops router only reads: it never changes the outbox or plans.
 
 use crate::clock::SharedClock;
+use crate::config::HttpLimits;
 use crate::health::{self, Health};
 use crate::metrics::{Gauges, Metrics};
 use crate::store::{Store, secs};
@@ -30,6 +31,7 @@ use axum::routing;
 use secrecy::{ExposeSecret, SecretString};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -73,41 +75,95 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on http_bind {addr}: {e}"))
 }
 
-/// Serves `router` on `listener` until `stop` is cancelled; connections run on `tracker`.
-pub async fn serve(listener: tokio::net::TcpListener, router: Router, stop: CancellationToken, tracker: TaskTracker) {
+/// How long a connection may take, at shutdown, to finish the response it is writing.
+const CLOSE_GRACE: Duration = Duration::from_millis(100);
+
+/// The open connections, oldest first, each with the token that closes it.
+#[derive(Default)]
+struct Connections {
+    next_id: u64,
+    open: std::collections::VecDeque<(u64, CancellationToken)>,
+}
+
+/// Serves `router` on `listener` until `stop` is cancelled, within `limits`; connections run
+/// on `tracker`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+) {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "HTTP listener: /healthz /readyz /metrics /status");
+        tracing::info!(%addr, max_connections = limits.max_connections, "HTTP listener: /healthz /readyz /metrics /status");
     }
+    let router = router.layer(axum::extract::DefaultBodyLimit::max(limits.max_body_bytes));
     let service = hyper_util::service::TowerToHyperService::new(router);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let connections = Arc::new(std::sync::Mutex::new(Connections::default()));
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
+                    // Out of file descriptors, for one: wait a little instead of spinning.
                     tracing::warn!(error = %e, "HTTP accept failed");
                     tokio::select! {
-                        _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => continue,
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
                         _ = stop.cancelled() => break,
                     }
                 }
             },
             _ = stop.cancelled() => break,
         };
-        let (service, stop) = (service.clone(), stop.clone());
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                // At the cap: drop the oldest connection to make room for this one.
+                let oldest = connections.lock().unwrap_or_else(|p| p.into_inner()).open.pop_front();
+                if let Some((_, evict)) = oldest {
+                    evict.cancel();
+                }
+                match tokio::time::timeout(Duration::from_secs(2), slots.clone().acquire_owned()).await {
+                    Ok(Ok(slot)) => slot,
+                    _ => continue, // dropped: nothing freed in time
+                }
+            }
+        };
+        let evict = CancellationToken::new();
+        let id = {
+            let mut c = connections.lock().unwrap_or_else(|p| p.into_inner());
+            c.next_id += 1;
+            let id = c.next_id;
+            c.open.push_back((id, evict.clone()));
+            id
+        };
+        let (service, connections, stop) = (service.clone(), connections.clone(), stop.clone());
         tracker.spawn(async move {
             let io = hyper_util::rt::TokioIo::new(stream);
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(limits.max_header_bytes.max(8192))
+                .serve_connection(io, service);
             let mut conn = std::pin::pin!(conn);
             let ended = tokio::select! {
                 ended = conn.as_mut() => ended,
                 _ = stop.cancelled() => {
+                    // Shutdown: an idle connection closes at once, a response being written
+                    // gets a moment, a trickling client is dropped.
                     conn.as_mut().graceful_shutdown();
-                    conn.await
+                    tokio::time::timeout(CLOSE_GRACE, conn).await.unwrap_or(Ok(()))
                 }
+                // Evicted at the cap (the oldest connection): dropped at once, so that a crowd
+                // of stalled clients is cleared in moments and a probe gets through.
+                _ = evict.cancelled() => Ok(()),
             };
             if let Err(e) = ended {
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
+            connections.lock().unwrap_or_else(|p| p.into_inner()).open.retain(|(i, _)| *i != id);
+            drop(slot);
         });
     }
     // Dropping the listener here closes the socket: nothing is accepted after stop.

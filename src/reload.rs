@@ -77,13 +77,36 @@ impl Reloader {
     }
 }
 
-/// Logs plan problems (the daemon keeps serving the valid plans).
+/// Problems logged one by one per load; the rest go into one summary line, so 100,000 broken
+/// plans do not write 100,000 lines on every reload.
+pub const LOGGED_PROBLEMS: usize = 20;
+
+/// Logs plan problems (the daemon keeps serving the valid plans): the first
+/// [`LOGGED_PROBLEMS`] one by one, then one summary line counting the rest by message.
 pub fn report(diags: &[Diagnostic]) {
-    for d in diags {
+    for d in diags.iter().take(LOGGED_PROBLEMS) {
         if d.is_error() {
-            tracing::error!(location = %d.location(), problem = %d.message, "plan problem; until it is fixed the file's last good version stays in force (none on a first load)");
+            tracing::error!(location = %crate::diagnostics::escape_controls(&d.location()), problem = %crate::diagnostics::escape_controls(&d.message), "plan problem; until it is fixed the file's last good version stays in force (none on a first load)");
         } else {
-            tracing::warn!(location = %d.location(), problem = %d.message, "plan warning");
+            tracing::warn!(location = %crate::diagnostics::escape_controls(&d.location()), problem = %crate::diagnostics::escape_controls(&d.message), "plan warning");
         }
     }
+    let rest = &diags[diags.len().min(LOGGED_PROBLEMS)..];
+    if rest.is_empty() {
+        return;
+    }
+    let mut by_message: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for d in rest {
+        *by_message.entry(d.message.as_str()).or_default() += 1;
+    }
+    let mut common: Vec<(&str, usize)> = by_message.into_iter().collect();
+    common.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let most: Vec<String> =
+        common.iter().take(3).map(|(m, n)| format!("{n} × {}", crate::diagnostics::escape_controls(m))).collect();
+    tracing::error!(
+        more = rest.len(),
+        distinct = common.len(),
+        most_common = %most.join("; "),
+        "more plan problems not logged one by one; `contactplan check` lists them all"
+    );
 }

@@ -21,9 +21,24 @@ use tokio::sync::Notify;
 /// Templates and plans as loaded from the configured directories, with every problem found.
 pub struct Workspace {
     /// The compiled templates.
-    pub renderer: Renderer,
+    pub renderer: Arc<Renderer>,
     /// The valid plans, counts and every diagnostic (templates' first, then playbooks' and plans').
     pub loaded: plan::Loaded,
+}
+
+/// Whether `dir` can be listed now.
+fn readable(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok()
+}
+
+/// A source directory that cannot be read on a reload: its last good state `kept` stays in
+/// force, and that is reported.
+fn unreadable<T>(dir: &Path, kept: T, what: &str) -> (T, Vec<Diagnostic>, Vec<PathBuf>) {
+    let why =
+        std::fs::read_dir(dir).err().map_or_else(|| "it changed while it was read".to_string(), |e| e.to_string());
+    let d = Diagnostic::whole_file(dir, format!("cannot read directory: {why}; the last good {what} stay in force"))
+        .hint("check the directory (a deploy that swaps it by rename, permissions); the next reload reads it again");
+    (kept, vec![d], vec![dir.to_path_buf()])
 }
 
 impl Workspace {
@@ -34,17 +49,27 @@ impl Workspace {
     }
 
     /// [`Workspace::load`] for a reload: broken templates and playbooks keep their version from
-    /// `previous`. Also returns those files. (Plans: see [`load_serving`].)
+    /// `previous`, and so does a whole templates directory that cannot be read (the plans are
+    /// then validated against the templates in force). Also returns the files and directories
+    /// whose last good version is kept. (Plans: see [`load_serving`].)
     pub fn load_with_last_good(
         config: &Config,
         previous: Option<&Snapshot>,
         progress: &(dyn Fn() + Sync),
     ) -> (Workspace, Vec<PathBuf>) {
-        let (renderer, template_diags, mut kept) = Renderer::load_with_overrides(
-            &config.templates_dir,
-            Some(&config.plans_dir),
-            previous.map(|p| &p.renderer),
-        );
+        let dir = &config.templates_dir;
+        let (renderer, template_diags, mut kept) = match previous {
+            Some(p) if !readable(dir) => unreadable(dir, p.renderer.clone(), "templates"),
+            _ => {
+                let (r, d, k) =
+                    Renderer::load_with_overrides(dir, Some(&config.plans_dir), previous.map(|p| &*p.renderer));
+                match previous {
+                    // The directory went away while it was read: what was read is not whole.
+                    Some(p) if !readable(dir) => unreadable(dir, p.renderer.clone(), "templates"),
+                    _ => (Arc::new(r), d, k),
+                }
+            }
+        };
         let mut loaded = plan::load_with_last_good(
             &plan::Sources {
                 plans_dir: &config.plans_dir,
@@ -53,7 +78,7 @@ impl Workspace {
                 default_timezone: config.default_timezone,
                 default_calendar: &config.calendar,
             },
-            previous.map(|p| &p.playbooks),
+            previous.map(|p| &*p.playbooks),
             progress,
         );
         let mut diags = template_diags;
@@ -63,21 +88,22 @@ impl Workspace {
         (Workspace { renderer, loaded }, kept)
     }
 
-    /// Every problem found, errors and warnings (templates first, then plans by file and line).
+    /// Every problem found: templates' first, then playbooks' and plans'.
     pub fn diagnostics(&self) -> &[Diagnostic] {
         &self.loaded.diagnostics
     }
 }
 
-/// What the daemon currently serves: valid plans and compiled templates, swapped whole.
+/// What the daemon currently serves: valid plans and compiled templates, swapped whole. The
+/// parts are shared, so a reload that keeps one (a directory it cannot read) costs no copy.
 pub struct Snapshot {
-    /// The valid customers served.
-    pub plans: Plans,
-    /// The compiled templates served.
-    pub renderer: Renderer,
+    /// The valid customers.
+    pub plans: Arc<Plans>,
+    /// The compiled templates.
+    pub renderer: Arc<Renderer>,
     /// The playbooks the plans were validated against: the last good versions a reload falls
     /// back to when a playbook file breaks.
-    pub playbooks: HashMap<String, plan::Playbook>,
+    pub playbooks: Arc<HashMap<String, plan::Playbook>>,
     /// Bumped on every reload so the scheduler re-materialises.
     pub revision: u64,
 }
@@ -92,21 +118,31 @@ pub struct Serving {
     pub kept: HashSet<PathBuf>,
 }
 
-/// Loads templates, playbooks and plans; with `previous`, broken files keep its versions.
+/// Loads templates, playbooks and plans; with `previous`, broken files keep its versions, and a
+/// source directory that cannot be read keeps its whole last good state: a reload is
+/// all-or-nothing per source, never "the plans are now empty".
 pub fn load_serving(config: &Config, previous: Option<&Snapshot>) -> Serving {
     let (ws, mut kept) = Workspace::load_with_last_good(config, previous, &|| {});
     let Workspace { renderer, loaded } = ws;
-    let plans = match previous {
-        Some(p) => {
-            let (plans, mut kept_plans) = keep_last_good_plans(loaded.plans, &loaded.diagnostics, &p.plans);
-            kept.append(&mut kept_plans);
-            plans
+    let mut diagnostics = loaded.diagnostics;
+    let (plans, playbooks) = match previous {
+        Some(p) if !readable(&config.plans_dir) || loaded.plans_dir_unreadable => {
+            let (plans, mut d, mut k) = unreadable(&config.plans_dir, p.plans.clone(), "plans");
+            diagnostics.retain(|x| x.file != config.plans_dir);
+            diagnostics.append(&mut d);
+            kept.append(&mut k);
+            (plans, p.playbooks.clone())
         }
-        None => loaded.plans,
+        Some(p) => {
+            let (plans, mut kept_plans) = keep_last_good_plans(loaded.plans, &diagnostics, &p.plans);
+            kept.append(&mut kept_plans);
+            (Arc::new(plans), Arc::new(loaded.playbooks))
+        }
+        None => (Arc::new(loaded.plans), Arc::new(loaded.playbooks)),
     };
     Serving {
-        snapshot: Snapshot { plans, renderer, playbooks: loaded.playbooks, revision: 0 },
-        diagnostics: loaded.diagnostics,
+        snapshot: Snapshot { plans, renderer, playbooks, revision: 0 },
+        diagnostics,
         kept: kept.into_iter().collect(),
     }
 }

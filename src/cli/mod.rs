@@ -79,6 +79,9 @@ pub enum Command {
 /// Runs a parsed command line; the exit code follows the command's outcome.
 pub fn main(cli: Cli) -> ExitCode {
     crate::telemetry::init(cli.log_format == LogFormat::Json);
+    if !matches!(cli.command, Command::Run(_) | Command::Status(_)) {
+        quiet_on_closed_pipe();
+    }
     let result = match cli.command {
         Command::Check(args) => check::run(&cli.config, args),
         Command::Agenda(args) => agenda::run(&cli.config, args),
@@ -164,4 +167,15 @@ fn customer_rule<'a>(
         return Err(ExitCode::from(1));
     };
     Ok((c, found))
+}
+
+/// For commands that only print (`check`, `agenda`, …): a reader that stops early
+/// (`contactplan check | head`) ends the process quietly, as it does any Unix filter, instead
+/// of a panic in `println!` (Rust ignores SIGPIPE, so writes fail with EPIPE). Not for `run`,
+/// whose sockets must see EPIPE as an error, nor `status`, which talks to the daemon.
+fn quiet_on_closed_pipe() {
+    // SAFETY: restoring a signal's default disposition, before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

@@ -46,9 +46,15 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         s.not_ready.push(note.clone());
         Ok::<_, anyhow::Error>((s, format!("the database ({note})")))
     })?;
-    match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&status)?),
-        Format::Text => print!("{}", text(&status, &note)),
+    let out = match args.format {
+        Format::Json => format!("{}\n", serde_json::to_string_pretty(&status)?),
+        Format::Text => text(&status, &note),
+    };
+    // A reader that went away (`contactplan status | head -1`) is not an error worth a word.
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(out.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other?,
     }
     Ok(if status.ready { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -54,6 +54,8 @@ pub struct Config {
     /// Where the HTTP listener binds (health, metrics, status); `None` (`http_bind = "off"`)
     /// disables it.
     pub http_bind: Option<std::net::SocketAddr>,
+    /// Bounds on HTTP clients: connections at once, header/idle timeout, request sizes.
+    pub http_limits: HttpLimits,
     /// How long finished outbox rows and delivered Maildir files are kept.
     pub retention: Retention,
     /// Largest number of outbox items claimed in one batch.
@@ -73,6 +75,33 @@ pub struct Retention {
     /// Files in the Maildir's `new/` and `cur/` older than this are deleted; `None` keeps them
     /// (the Maildir usually belongs to whoever reads it).
     pub maildir: Option<chrono::TimeDelta>,
+}
+
+/// The bounds of the listener: every client is held to them, so no client (or a thousand)
+/// can take the daemon's file descriptors, memory or time.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Connections served at once (`http_max_connections`). When a new one comes at the cap,
+    /// the oldest is closed (idle keep-alive connections first of all), so a probe is always
+    /// answered.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, and longest idle time between requests
+    /// on a kept-alive connection (`http_timeout_secs`; hyper's `header_read_timeout`).
+    pub header_timeout: Duration,
+    /// Largest request head (start line and headers), in bytes; a larger one gets 431.
+    pub max_header_bytes: usize,
+    /// Largest request body, in bytes; a larger one gets 413.
+    pub max_body_bytes: usize,
+}
+
+impl HttpLimits {
+    /// The defaults (README, "Operating limits").
+    pub const DEFAULT: HttpLimits = HttpLimits {
+        max_connections: 64,
+        header_timeout: Duration::from_secs(10),
+        max_header_bytes: 16 * 1024,
+        max_body_bytes: 1024 * 1024,
+    };
 }
 
 /// The default address of the HTTP listener.

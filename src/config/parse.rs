@@ -22,6 +22,8 @@ pub(super) struct RawConfig {
     timezone: Option<Spanned<String>>,
     horizon_days: Option<Spanned<i64>>,
     http_bind: Option<Spanned<String>>,
+    http_max_connections: Option<Spanned<u32>>,
+    http_timeout_secs: Option<Spanned<u64>>,
     batch_size: Option<Spanned<u32>>,
     sender: RawSender,
     delivery: RawDelivery,
@@ -125,6 +127,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
             Diagnostic::at(path, text, span, "horizon_days must be between 1 and 366").hint("2 is a good default"),
         );
     }
+    let http_limits = http_limits(path, text, &raw, &mut errors);
     let batch_size = raw.batch_size.as_ref().map_or(100, |b| *b.get_ref());
     if !(1..=10_000).contains(&batch_size) {
         let span = raw.batch_size.as_ref().map(|b| b.span());
@@ -202,6 +205,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
         smtp_password_file,
         lease,
         http_bind,
+        http_limits,
         retention,
         batch_size,
         ops_email,
@@ -303,6 +307,33 @@ fn delivery(
             Transport::Maildir { path: PathBuf::new() }
         }
     }
+}
+
+/// `http_max_connections` (1–10000) and `http_timeout_secs` (1–3600) over the defaults.
+fn http_limits(path: &Path, text: &str, raw: &RawConfig, errors: &mut Vec<Diagnostic>) -> super::HttpLimits {
+    let mut limits = super::HttpLimits::DEFAULT;
+    if let Some(n) = &raw.http_max_connections {
+        if (1..=10_000).contains(n.get_ref()) {
+            limits.max_connections = *n.get_ref() as usize;
+        } else {
+            errors.push(
+                Diagnostic::at(path, text, Some(n.span()), "http_max_connections must be between 1 and 10000").hint(
+                    "64 (the default) is plenty for probes and scrapes; keep it well under the unit's LimitNOFILE",
+                ),
+            );
+        }
+    }
+    if let Some(t) = &raw.http_timeout_secs {
+        if (1..=3600).contains(t.get_ref()) {
+            limits.header_timeout = Duration::from_secs(*t.get_ref());
+        } else {
+            errors.push(
+                Diagnostic::at(path, text, Some(t.span()), "http_timeout_secs must be between 1 and 3600")
+                    .hint("10 (the default): a client has that long to send its request headers"),
+            );
+        }
+    }
+    limits
 }
 
 /// `[delivery] lease_secs`: how long a claim or a send in progress stays locked without

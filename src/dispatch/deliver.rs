@@ -3,7 +3,7 @@
 
 use crate::config::Sender;
 use crate::mail::{Accepted, FailureClass, SendError};
-use crate::occasion::Recipient;
+use crate::occasion::{Recipient, RecipientKey};
 use crate::plan::Plans;
 use crate::render::{Input, Renderer};
 use crate::store::{Claimed, Outcome};
@@ -64,17 +64,18 @@ pub fn prepare(row: &Claimed, plans: &Plans, renderer: &Renderer, sender: &Sende
     let Some(rule) = customer.rule(&row.rule) else {
         return suppressed(format!("occasion `{}` is no longer in the plan of `{}`", row.rule, row.customer));
     };
-    let (recipient, about) = match row.recipient.split_once(':') {
-        Some(("contact", id)) => match customer.contact(id) {
+    let gone = |id: &str| format!("contact `{id}` is no longer in the plan of `{}`", row.customer);
+    let (recipient, about) = match RecipientKey::parse(&row.recipient) {
+        Some(RecipientKey::Contact(id)) => match customer.contact(id) {
             Some(c) => (Recipient::Contact(c), Some(c)),
-            None => return suppressed(format!("contact `{id}` is no longer in the plan of `{}`", row.customer)),
+            None => return suppressed(gone(id)),
         },
-        Some(("owner", "customer")) => (Recipient::Owner, None),
-        Some(("owner", id)) => match customer.contact(id) {
+        Some(RecipientKey::Owner) => (Recipient::Owner, None),
+        Some(RecipientKey::OwnerAbout(id)) => match customer.contact(id) {
             Some(c) => (Recipient::Owner, Some(c)),
-            None => return suppressed(format!("contact `{id}` is no longer in the plan of `{}`", row.customer)),
+            None => return suppressed(gone(id)),
         },
-        _ => {
+        None => {
             let reason = format!("malformed recipient `{}`", row.recipient);
             return done(Outcome::Failed { reason }, String::new());
         }

@@ -9,6 +9,7 @@
 
 mod deliver;
 mod materialize;
+mod notice;
 mod ops;
 mod workers;
 
@@ -32,6 +33,22 @@ use tokio_util::sync::CancellationToken;
 pub const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// Re-materialise at least this often even when nothing changed (the window moves).
 pub const REMATERIALIZE_EVERY: TimeDelta = TimeDelta::minutes(10);
+
+/// How long the loop waits after `failures` failed ticks in a row: 1 s, 2 s, 4 s … at most 30 s,
+/// so a storage fault (a full disk, a database that is restarting) is retried promptly but
+/// not five times a second.
+pub fn retry_pause(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.clamp(1, 6).saturating_sub(1)).min(Duration::from_secs(30))
+}
+
+/// The outbox the daemon opened is gone: its SQLite file was deleted or replaced. The
+/// scheduler then halts (sends nothing, writes nothing) until the file is back or the daemon is
+/// restarted by ops: see [`Scheduler::run`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{0}; sending is halted (nothing is written to the old file); restore the file, or restart the daemon to start over with the new one"
+)]
+pub struct OutboxGone(pub String);
 
 /// Counters of one tick, for logs and tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -216,6 +233,7 @@ impl Scheduler {
     /// # Errors
     /// A store error (the loop logs it, reports it in `/readyz` and tries again).
     pub async fn tick(self: &Arc<Self>, stop: &CancellationToken) -> anyhow::Result<TickReport> {
+        self.store.verify_file().map_err(OutboxGone)?;
         let mut report = TickReport::default();
         let now = self.clock.now();
         let snap = self.current();
@@ -302,18 +320,51 @@ impl Scheduler {
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         tracing::info!(instance = %self.instance, transport = %self.mailer.describe(), "daemon running");
         let changed = self.served.changed().clone();
+        let mut failures = 0u32;
+        let mut halted_since: Option<std::time::Instant> = None;
         while !stop.is_cancelled() {
-            // The watchdog is pinged from here and from delivery progress, never from a timer
-            // of its own: a loop stuck anywhere stops pinging and systemd restarts it.
-            self.health.beat();
             let started = self.clock.now();
             let result = self.tick(&stop).await;
-            if let Err(e) = &result {
-                tracing::error!(error = %e, "tick failed; retrying shortly");
+            match &result {
+                // The watchdog is fed by progress only — a tick that completed, and delivery
+                // outcomes — never by a timer or by the loop merely running: a loop that is stuck
+                // or keeps failing stops pinging, and systemd restarts the daemon.
+                Ok(_) => {
+                    failures = 0;
+                    if halted_since.take().is_some() {
+                        tracing::warn!("the outbox file is back; sending again");
+                    }
+                    self.health.beat();
+                }
+                // Halted on purpose, not stuck: a restart would open a different (new, empty)
+                // outbox and send the last day's occasions again, so the watchdog stays fed and
+                // ops decide. Logged at once and then every ten minutes; ops are emailed once.
+                Err(e) if let Some(gone) = e.downcast_ref::<OutboxGone>() => {
+                    self.health.beat();
+                    if halted_since.is_none_or(|t| t.elapsed() >= Duration::from_secs(600)) {
+                        tracing::error!(error = %gone, "the outbox is gone");
+                        if halted_since.is_none() {
+                            let subject =
+                                format!("contactplan on {}: the outbox is gone, sending is halted", self.instance);
+                            notice::send(&self, &subject, &gone.to_string()).await;
+                        }
+                        halted_since = Some(std::time::Instant::now());
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::error!(error = %e, failures, "tick failed; trying again");
+                }
             }
             self.health.tick_finished(started, result.err().map(|e| format!("{e:#}")));
             self.health.systemd().status(&self.health.status_line());
-            let pause = self.sleep_for().await.min(self.health.max_sleep(MAX_SLEEP));
+            let pause = if failures > 0 {
+                retry_pause(failures)
+            } else if halted_since.is_some() {
+                self.health.max_sleep(MAX_SLEEP)
+            } else {
+                self.sleep_for().await.min(self.health.max_sleep(MAX_SLEEP))
+            };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = changed.notified() => {}

@@ -34,7 +34,7 @@ use crate::mail::Gate;
 use crate::store::{Claimed, Outcome, secs};
 use crate::telemetry::redact_addresses as redact;
 use crate::workspace::Snapshot;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
@@ -96,6 +96,8 @@ struct Shared {
     report: Mutex<TickReport>,
     /// Workers still running: a group holding a request from each of them is complete.
     live: AtomicUsize,
+    /// Ids of the batch's rows that are settled: their outcome committed, or given back.
+    settled: Mutex<HashSet<i64>>,
 }
 
 impl Shared {
@@ -107,6 +109,10 @@ impl Shared {
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         if queue.front().is_some_and(wanted) { queue.pop_front() } else { None }
     }
+    /// A row's outcome is committed (or it was released).
+    fn settle(&self, id: i64) {
+        self.settled.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+    }
     /// Rows this worker took but never attempted: released with the rest of the batch.
     fn give_back(&self, row: Option<Claimed>, next: Option<Claimed>) {
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -115,6 +121,13 @@ impl Shared {
     }
 }
 
+/// Delivers `batch` and settles every row of it before returning: each row ends with its
+/// outcome recorded, given back untouched (`pending`), or — when its worker ended without an
+/// outcome (a failed group commit, a worker that died) — given up at once ([`Store::abandon`]):
+/// no row of the batch stays `claimed` or `sending` under this live daemon, whose lease
+/// renewals would otherwise keep it from any other sender until its deadline.
+///
+/// [`Store::abandon`]: crate::store::Store::abandon
 pub async fn deliver_batch(
     daemon: &Arc<Scheduler>,
     snap: &Arc<Snapshot>,
@@ -122,37 +135,74 @@ pub async fn deliver_batch(
     stop: &CancellationToken,
 ) -> anyhow::Result<TickReport> {
     let sessions = daemon.mailer.sessions().max(1);
+    let all: Vec<(i64, i64)> = batch.iter().map(|r| (r.id, r.fence)).collect();
     let shared = Arc::new(Shared {
         queue: Mutex::new(VecDeque::from(batch)),
         report: Mutex::default(),
         live: AtomicUsize::new(sessions),
+        settled: Mutex::default(),
     });
     let (tx, rx) = mpsc::channel::<Pending>(sessions * 2);
     let workers: Vec<_> = (0..sessions)
         .map(|_| tokio::spawn(worker(daemon.clone(), snap.clone(), shared.clone(), tx.clone(), stop.clone())))
         .collect();
     drop(tx);
-    let committed = committer(daemon, rx, &shared.live).await;
+    let ids: Vec<i64> = all.iter().map(|(id, _)| *id).collect();
+    let committed = committer(daemon, rx, &shared, &ids).await;
     for w in workers {
         if let Err(e) = w.await {
-            tracing::error!(error = %e, "a delivery worker ended abnormally; its row stays claimed and is taken over after its lease");
+            tracing::error!(error = %e, "a delivery worker ended abnormally; its rows are given up for another attempt");
         }
     }
 
     // Stopped (or failed) mid-batch: give the untouched rows back at once.
     let rest: Vec<Claimed> = shared.queue.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
+    let mut released = Ok(());
     for row in rest {
-        daemon.store.release(row.id, row.fence).await?;
+        match daemon.store.release(row.id, row.fence).await {
+            Ok(()) => shared.settle(row.id),
+            Err(e) => released = Err(e),
+        }
+    }
+    let unsettled: Vec<(i64, i64)> = {
+        let settled = shared.settled.lock().unwrap_or_else(|p| p.into_inner());
+        all.into_iter().filter(|(id, _)| !settled.contains(id)).collect()
+    };
+    let mut report = *shared.report.lock().unwrap_or_else(|p| p.into_inner());
+    if !unsettled.is_empty() {
+        let now = daemon.clock.now();
+        let retry_at = now + super::backoff("abandoned", 1);
+        match daemon.store.abandon(&unsettled, secs(now), secs(retry_at)).await {
+            Ok(r) => {
+                tracing::warn!(
+                    released = r.released,
+                    resend = r.retried,
+                    unknown = r.unknown,
+                    "gave up rows whose worker ended without an outcome (at_least_once: resent; at_most_once: reported)"
+                );
+                report.unknown += r.unknown;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, rows = unsettled.len(), "could not give up rows without an outcome; they are taken over when their lease ends")
+            }
+        }
     }
     committed?;
-    Ok(*shared.report.lock().unwrap_or_else(|p| p.into_inner()))
+    released?;
+    Ok(report)
 }
 
 /// Records outcomes and starts in groups until every worker has hung up. Also renews this
 /// daemon's leases every [`super::Settings::lease_renewal`] while the batch lasts (a long batch, a
 /// slow server): here, so the renewal never runs beside a group commit on the same rows (on
 /// PostgreSQL two such statements could deadlock, and a failed group commit costs a resend).
-async fn committer(daemon: &Scheduler, mut rx: mpsc::Receiver<Pending>, live: &AtomicUsize) -> anyhow::Result<()> {
+async fn committer(
+    daemon: &Scheduler,
+    mut rx: mpsc::Receiver<Pending>,
+    shared: &Shared,
+    batch: &[i64],
+) -> anyhow::Result<()> {
+    let live = &shared.live;
     let mut group: Vec<Pending> = Vec::with_capacity(MAX_GROUP);
     let renew_every = daemon.settings.lease_renewal;
     let mut renew_at = tokio::time::Instant::now() + renew_every;
@@ -161,7 +211,7 @@ async fn committer(daemon: &Scheduler, mut rx: mpsc::Receiver<Pending>, live: &A
             p = rx.recv() => p,
             _ = tokio::time::sleep_until(renew_at) => {
                 renew_at = tokio::time::Instant::now() + renew_every;
-                if let Err(e) = daemon.store.renew_leases(&daemon.instance, daemon.settings.lease_secs()).await {
+                if let Err(e) = daemon.store.renew_leases(&daemon.instance, batch, daemon.settings.lease_secs()).await {
                     tracing::warn!(error = %e, "could not renew this daemon's leases; will try again");
                 }
                 continue;
@@ -189,6 +239,9 @@ async fn committer(daemon: &Scheduler, mut rx: mpsc::Receiver<Pending>, live: &A
         }
         match res {
             Ok(r) => {
+                for (id, _, _) in &outcomes {
+                    shared.settle(*id);
+                }
                 for p in group.drain(..) {
                     let bits = p.start.iter().enumerate().filter(|(_, (id, _))| r.started.contains(id));
                     let _ = p.done.send(Ok(bits.fold(0, |b, (i, _)| b | 1 << i)));
@@ -234,7 +287,7 @@ impl Drop for Live<'_> {
 
 async fn work(
     daemon: &Scheduler,
-    snap: &Snapshot,
+    snap: &Arc<Snapshot>,
     shared: &Shared,
     tx: mpsc::Sender<Pending>,
     stop: &CancellationToken,
@@ -273,7 +326,7 @@ async fn work(
             break;
         };
         let now = daemon.clock.now();
-        let delivery = match deliver::prepare(&row, &snap.plans, &snap.renderer, &daemon.settings.sender, now) {
+        let delivery = match prepare(daemon, snap, &row, now).await {
             Prepared::Done(d) => d,
             Prepared::Message { message, domain } => {
                 // A row started early may issue `DATA` at once; its content still waits for this
@@ -315,6 +368,48 @@ async fn work(
             } else {
                 tracing::warn!(key = %next.key, "claim lost before sending (lease expired?); skipped");
             }
+        }
+    }
+}
+
+/// Renders and builds `row`'s message on a blocking thread (rendering is bounded work, but
+/// work: it must not hold an async worker), turning a panic into a `failed` outcome with the
+/// reason, so one row's bad data can never end the session or strand its next row.
+async fn prepare(
+    daemon: &Scheduler,
+    snap: &Arc<Snapshot>,
+    row: &Claimed,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Prepared {
+    let (snap, owned, sender) = (snap.clone(), row.clone(), daemon.settings.sender.clone());
+    let built = tokio::task::spawn_blocking(move || {
+        #[cfg(feature = "failpoints")]
+        if let Some(Some(victim)) = fail::eval("dispatch::prepare", |s| s)
+            && victim == owned.customer
+        {
+            panic!("failpoint dispatch::prepare: a panic while building the message of `{victim}`");
+        }
+        deliver::prepare(&owned, &snap.plans, &snap.renderer, &sender, now)
+    })
+    .await;
+    match built {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            let why = match e.try_into_panic() {
+                Ok(payload) => payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into()),
+                Err(e) => e.to_string(),
+            };
+            tracing::error!(key = %row.key, reason = %why, "building the message failed unexpectedly; the row is failed, the session goes on");
+            Prepared::Done(Delivery {
+                outcome: Outcome::Failed { reason: format!("internal error while building the message: {why}") },
+                domain: String::new(),
+                latency: None,
+                failure: None,
+            })
         }
     }
 }

@@ -1,12 +1,72 @@
 //! The outbox key of an occurrence: `customer/rule/recipient/nominal`, e.g.
 //! `mueller-maschinenbau/birthday/contact:anna/2026-12-03`. Its parts never depend on policies
 //! (lead time, calendar, window, jitter), so one occasion has one key whatever is configured,
-//! on every restart and every instance.
+//! on every restart and every instance. The recipient part is unambiguous ([`RecipientKey`]):
+//! `contact:<id>`, `owner:<id>` (a task about a contact) or `owner` (about the customer as a
+//! whole) — ids never contain `:` or `/`, so no contact id can pass for another form.
 
 use super::{Nominal, Recipient};
 use crate::hash::Fnv1a;
 use crate::plan::{Contact, Customer, Rule};
 use chrono::{Datelike, Timelike};
+
+/// The recipient part of an outbox key (the `recipient` column of the outbox).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecipientKey<'a> {
+    /// `contact:<id>`: an email to that contact.
+    Contact(&'a str),
+    /// `owner:<id>`: to the salesperson, about that contact.
+    OwnerAbout(&'a str),
+    /// `owner`: to the salesperson, about the customer as a whole.
+    Owner,
+}
+
+impl<'a> RecipientKey<'a> {
+    /// The recipient part for `recipient`, about `about`.
+    pub fn of(recipient: Recipient<'a>, about: Option<&'a Contact>) -> RecipientKey<'a> {
+        match (recipient, about) {
+            (Recipient::Contact(c), _) => RecipientKey::Contact(&c.id),
+            (Recipient::Owner, Some(c)) => RecipientKey::OwnerAbout(&c.id),
+            (Recipient::Owner, None) => RecipientKey::Owner,
+        }
+    }
+
+    /// Reads the form [`std::fmt::Display`] writes; `None` for anything else.
+    pub fn parse(s: &'a str) -> Option<RecipientKey<'a>> {
+        let id_ok = |id: &str| !id.is_empty() && !id.contains([':', '/']);
+        match s.split_once(':') {
+            None if s == "owner" => Some(RecipientKey::Owner),
+            Some(("contact", id)) if id_ok(id) => Some(RecipientKey::Contact(id)),
+            Some(("owner", id)) if id_ok(id) => Some(RecipientKey::OwnerAbout(id)),
+            _ => None,
+        }
+    }
+
+    /// Feeds the written form to `h` (the same bytes as `Display`).
+    fn feed(&self, h: &mut Fnv1a) {
+        match self {
+            RecipientKey::Contact(id) => {
+                h.feed(b"contact:");
+                h.feed(id.as_bytes());
+            }
+            RecipientKey::OwnerAbout(id) => {
+                h.feed(b"owner:");
+                h.feed(id.as_bytes());
+            }
+            RecipientKey::Owner => h.feed(b"owner"),
+        }
+    }
+}
+
+impl std::fmt::Display for RecipientKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecipientKey::Contact(id) => write!(f, "contact:{id}"),
+            RecipientKey::OwnerAbout(id) => write!(f, "owner:{id}"),
+            RecipientKey::Owner => f.write_str("owner"),
+        }
+    }
+}
 
 /// The outbox key `customer/rule/recipient/nominal`, written without allocating (the jitter
 /// hashes it).
@@ -15,7 +75,7 @@ pub(crate) struct Key<'a> {
     pub customer: &'a Customer,
     /// Second part: the rule name.
     pub rule: &'a Rule,
-    /// Third part: `contact:<id>` or `owner:<about>`.
+    /// Third part (with `about`): see [`RecipientKey`].
     pub recipient: Recipient<'a>,
     /// The contact an owner task is about.
     pub about: Option<&'a Contact>,
@@ -25,12 +85,14 @@ pub(crate) struct Key<'a> {
 
 impl std::fmt::Display for Key<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}/", self.customer.id, self.rule.name)?;
-        match self.recipient {
-            Recipient::Contact(c) => write!(f, "contact:{}", c.id)?,
-            Recipient::Owner => write!(f, "owner:{}", self.about.map_or("customer", |c| &c.id))?,
-        }
-        write!(f, "/{}", self.nominal)
+        write!(
+            f,
+            "{}/{}/{}/{}",
+            self.customer.id,
+            self.rule.name,
+            RecipientKey::of(self.recipient, self.about),
+            self.nominal
+        )
     }
 }
 
@@ -42,16 +104,8 @@ impl Key<'_> {
         h.feed(self.customer.id.as_bytes());
         h.feed(b"/");
         h.feed(self.rule.name.as_bytes());
-        match self.recipient {
-            Recipient::Contact(c) => {
-                h.feed(b"/contact:");
-                h.feed(c.id.as_bytes());
-            }
-            Recipient::Owner => {
-                h.feed(b"/owner:");
-                h.feed(self.about.map_or("customer", |c| &c.id).as_bytes());
-            }
-        }
+        h.feed(b"/");
+        RecipientKey::of(self.recipient, self.about).feed(&mut h);
         h.feed(b"/");
         let (date, time) = match self.nominal {
             Nominal::Date(d) => (d, None),
@@ -82,5 +136,23 @@ impl Key<'_> {
             }
         }
         h.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipient_keys_read_back_and_never_collide() {
+        for k in [RecipientKey::Contact("anna"), RecipientKey::OwnerAbout("customer"), RecipientKey::Owner] {
+            assert_eq!(RecipientKey::parse(&k.to_string()), Some(k));
+        }
+        // A contact whose id is `customer` (or `owner`) keeps a key of its own.
+        assert_ne!(RecipientKey::OwnerAbout("customer").to_string(), RecipientKey::Owner.to_string());
+        assert_ne!(RecipientKey::Contact("owner").to_string(), RecipientKey::Owner.to_string());
+        for bad in ["", "contact:", "owner:", "contact", "lead:x", "contact:a/b", "owner:a:b"] {
+            assert_eq!(RecipientKey::parse(bad), None, "{bad}");
+        }
     }
 }

@@ -22,6 +22,7 @@ use chrono_tz::Tz;
 pub use agenda::{AGENDA_SLICE, agenda, agenda_each, collect};
 pub use every::MAX_FIRES_PER_RULE;
 pub(crate) use key::Key;
+pub use key::RecipientKey;
 
 /// Who receives the message.
 #[derive(Debug, Clone, Copy)]
@@ -117,12 +118,10 @@ impl<'a> Occurrence<'a> {
         self.key_parts().to_string()
     }
 
-    /// `contact:<id>` or `owner:<about>`; stable across email address changes.
+    /// The recipient part of the key (`contact:<id>`, `owner:<id>` or `owner`); stable across
+    /// email address changes.
     pub fn recipient_key(&self) -> String {
-        match self.recipient {
-            Recipient::Contact(c) => format!("contact:{}", c.id),
-            Recipient::Owner => format!("owner:{}", self.about.map_or("customer", |c| &c.id)),
-        }
+        key::RecipientKey::of(self.recipient, self.about).to_string()
     }
 
     /// The address the message goes to: the contact's, or the salesperson's.

@@ -40,6 +40,9 @@ pub struct Loaded {
     pub playbooks: HashMap<String, Playbook>,
     /// Broken playbook files whose last good version was used instead.
     pub kept_playbooks: Vec<PathBuf>,
+    /// The plans directory could not be listed (so `plans` is empty for that reason, not
+    /// because there are no plans).
+    pub plans_dir_unreadable: bool,
 }
 
 impl Loaded {
@@ -98,6 +101,19 @@ pub fn playbooks_with_last_good(
     let mut broken = Vec::new();
     let files = match toml_files(dir) {
         Ok(f) => f,
+        // On a reload, a directory that cannot be read (swapped away by a deploy, permissions)
+        // is a failed reload of the playbooks: every last good playbook stays in force.
+        Err(e) if previous.is_some_and(|p| !p.is_empty()) => {
+            diags.push(
+                Diagnostic::whole_file(
+                    dir,
+                    format!("cannot read directory: {e}; the last good playbooks stay in force"),
+                )
+                .hint("check `playbooks` in the config file; the next reload reads it again"),
+            );
+            kept.push(dir.to_path_buf());
+            return (previous.cloned().unwrap_or_default(), broken, 0, kept);
+        }
         Err(e) => {
             // A missing playbooks directory is fine when no plan uses playbooks.
             if dir.exists() {
@@ -232,7 +248,14 @@ pub fn load_with_last_good(
         Ok(f) => f,
         Err(e) => {
             diagnostics.push(dir_error(sources.plans_dir, &e));
-            return Loaded { diagnostics, playbook_files, playbooks, kept_playbooks, ..Default::default() };
+            return Loaded {
+                diagnostics,
+                playbook_files,
+                playbooks,
+                kept_playbooks,
+                plans_dir_unreadable: true,
+                ..Default::default()
+            };
         }
     };
     let ctx = Context {
@@ -284,5 +307,6 @@ pub fn load_with_last_good(
         playbook_files,
         playbooks,
         kept_playbooks,
+        plans_dir_unreadable: false,
     }
 }

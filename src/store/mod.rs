@@ -254,6 +254,21 @@ pub struct Recovered {
     pub unknown: u64,
 }
 
+impl Recovered {
+    /// Counts the new states of rows given up (`pending`, `retry`, `unknown`).
+    pub(crate) fn count(states: &[String]) -> Recovered {
+        let n = |s: &str| states.iter().filter(|x| *x == s).count() as u64;
+        Recovered { released: n("pending"), retried: n("retry"), unknown: n("unknown") }
+    }
+}
+
+/// Why an abandoned at_least_once row is sent again.
+pub(crate) const ABANDONED_RESEND: &str =
+    "the delivery worker ended without recording an outcome; resending with the same Message-ID";
+/// Why an abandoned at_most_once row is not.
+pub(crate) const ABANDONED_UNKNOWN: &str =
+    "the delivery worker ended during delivery; the server may or may not have the message (at_most_once: not resent)";
+
 /// Results of one materialisation pass.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Materialized {
@@ -318,6 +333,18 @@ impl Store {
             Engine::Sqlite => Store::Sqlite(SqliteStore::open_existing(url).await?),
             Engine::Postgres => Store::Postgres(PgStore::open_existing(url).await?),
         })
+    }
+
+    /// Whether the database is still the one the store opened: for SQLite, the file at the
+    /// configured path must be the same file (device and inode); PostgreSQL always is.
+    ///
+    /// # Errors
+    /// The SQLite file was deleted or replaced under the running daemon (the reason in words).
+    pub fn verify_file(&self) -> Result<(), String> {
+        match self {
+            Store::Sqlite(s) => s.verify_file(),
+            Store::Postgres(_) => Ok(()),
+        }
     }
 
     /// Writes new occurrences; existing keys are left untouched.
@@ -411,6 +438,21 @@ impl Store {
     /// A database error.
     pub async fn mark_reported(&self, ids: &[i64], now: i64) -> anyhow::Result<()> {
         engine!(self, s => s.mark_reported(ids, now).await)
+    }
+
+    /// Gives up this daemon's hold on `rows` (`(id, fence)`) at once, when the worker that had
+    /// them ended without recording an outcome (a failed group commit, a worker that died): a
+    /// `claimed` row goes back to `pending` (never attempted), a `sending` row to `retry`
+    /// (at_least_once: resent with the same Message-ID) or `unknown` (at_most_once: reported,
+    /// not resent) — what a takeover after the lease would do, without waiting for it or
+    /// leaving the row to this live daemon's renewals. Fenced: a row another claim took is
+    /// untouched. A resend waits until `retry_at`, so a row that keeps ending its worker is not
+    /// taken up again in the same tick. `now`, `retry_at`: Unix seconds (UTC).
+    ///
+    /// # Errors
+    /// A database error (the rows are then taken over when their lease ends).
+    pub async fn abandon(&self, rows: &[(i64, i64)], now: i64, retry_at: i64) -> anyhow::Result<Recovered> {
+        engine!(self, s => s.abandon(rows, now, retry_at).await)
     }
 
     /// Gives claimed rows back (shutdown) without counting an attempt.

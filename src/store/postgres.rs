@@ -45,8 +45,15 @@ impl PgStore {
         let mut conn = opts.connect().await?;
         sqlx::migrate!("./migrations/postgres").run(&mut conn).await?;
         conn.close().await?;
-        let pool =
-            PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(30)).connect_with(opts).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            // As for SQLite: a connection left inside a transaction that could not be ended is
+            // closed rather than reused (the pool's ping already drops broken connections, so a
+            // restarted PostgreSQL costs one failed tick, not a wedged pool).
+            .before_acquire(|conn, _| Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) }))
+            .connect_with(opts)
+            .await?;
         Ok(PgStore { pool })
     }
 
@@ -283,6 +290,38 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(BatchResult::from_updated(updated))
+    }
+
+    /// See [`super::Store::abandon`].
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn abandon(&self, rows: &[(i64, i64)], now: i64, retry_at: i64) -> anyhow::Result<Recovered> {
+        if rows.is_empty() {
+            return Ok(Recovered::default());
+        }
+        let states: Vec<String> = sqlx::query_scalar(
+            "UPDATE outbox SET
+                 state = CASE WHEN outbox.state = 'claimed' THEN 'pending'
+                              WHEN outbox.delivery = 'at_least_once' THEN 'retry' ELSE 'unknown' END,
+                 attempts = CASE WHEN outbox.state = 'claimed' THEN outbox.attempts - 1 ELSE outbox.attempts END,
+                 next_attempt_utc = CASE WHEN outbox.state = 'claimed' THEN outbox.next_attempt_utc ELSE $6 END,
+                 reason = CASE WHEN outbox.state = 'claimed' THEN outbox.reason
+                               WHEN outbox.delivery = 'at_least_once' THEN $4 ELSE $5 END,
+                 lease_owner = NULL, lease_until = NULL, updated_utc = $3
+             FROM UNNEST($1::bigint[], $2::bigint[]) AS g(id, fence)
+             WHERE outbox.id = g.id AND outbox.fence = g.fence AND outbox.state IN ('claimed', 'sending')
+             RETURNING outbox.state",
+        )
+        .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+        .bind(now)
+        .bind(super::ABANDONED_RESEND)
+        .bind(super::ABANDONED_UNKNOWN)
+        .bind(retry_at)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Recovered::count(&states))
     }
 
     /// [`Store::unreported`](super::Store::unreported) on PostgreSQL.

@@ -13,9 +13,35 @@ use std::time::Duration;
 pub struct SqliteStore {
     /// Connection pool; writers serialise on SQLite's lock, readers run beside them (WAL).
     pub(super) pool: SqlitePool,
+    /// The database file and its identity (device, inode) when the store opened it; `None` for
+    /// an in-memory database.
+    file: Option<(std::path::PathBuf, u64, u64)>,
+}
+
+/// The file at `path` with its device and inode, if it is one (not `:memory:`).
+fn identity(path: &std::path::Path) -> Option<(std::path::PathBuf, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some((path.to_path_buf(), meta.dev(), meta.ino()))
 }
 
 impl SqliteStore {
+    /// Whether the database file is still the one this store opened.
+    ///
+    /// # Errors
+    /// The file was deleted, or replaced by another (a new inode at the path): writing on would
+    /// go to an unlinked file, lost at the next start, which would then send everything again.
+    pub fn verify_file(&self) -> Result<(), String> {
+        let Some((path, dev, ino)) = &self.file else { return Ok(()) };
+        match identity(path) {
+            None => Err(format!("the SQLite outbox {} was deleted while the daemon ran", path.display())),
+            Some((_, d, i)) if (d, i) != (*dev, *ino) => {
+                Err(format!("the SQLite outbox {} was replaced by another file while the daemon ran", path.display()))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
     /// Opens (creating the file and its directory if missing) and migrates the database at
     /// `url` (`sqlite://path`); see [`Store::connect`](super::Store::connect).
     ///
@@ -37,11 +63,32 @@ impl SqliteStore {
                     .map_err(|e| anyhow::anyhow!("cannot create database directory {}: {e}", dir.display()))?;
             }
         }
+        // Create the file and migrate on a connection of its own; the pool's connections are
+        // then opened without `create_if_missing`, so a file deleted under a running daemon is
+        // never silently replaced by a new, empty one.
+        {
+            use sqlx::ConnectOptions;
+            let mut first = opts.clone().connect().await?;
+            sqlx::migrate!("./migrations/sqlite").run(&mut first).await?;
+            sqlx::Connection::close(first).await?;
+        }
+        let file = identity(opts.get_filename());
         // No ping before each acquire: the database is a local file, and a broken connection
         // fails its statement anyway. The ping was one more thread round trip per commit.
-        let pool = SqlitePoolOptions::new().max_connections(4).test_before_acquire(false).connect_with(opts).await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore { pool })
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .test_before_acquire(false)
+            // A connection whose transaction could not be ended (a COMMIT or ROLLBACK that failed,
+            // e.g. with "database or disk is full", after which SQLite may have rolled back on its
+            // own) keeps sqlx's transaction depth above zero for good, and every later
+            // `BEGIN IMMEDIATE` on it fails ("attempted to call begin_with at non-zero transaction
+            // depth"). Such a connection is closed instead of reused, so the daemon recovers once
+            // the cause is gone. (Checked here, after the pool's on-release ping has flushed the
+            // rollback of a dropped transaction; an atomic load, no round trip.)
+            .before_acquire(|conn, _| Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) }))
+            .connect_with(opts.create_if_missing(false))
+            .await?;
+        Ok(SqliteStore { pool, file })
     }
 
     /// Opens an existing database file for reading, without creating or migrating it; see
@@ -58,8 +105,9 @@ impl SqliteStore {
                 file.display()
             );
         }
+        let file = identity(opts.get_filename());
         let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore { pool, file })
     }
 
     /// [`Store::materialize`](super::Store::materialize): 500 items per `BEGIN IMMEDIATE`
@@ -234,6 +282,38 @@ impl SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(BatchResult::from_updated(updated))
+    }
+
+    /// See [`super::Store::abandon`].
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn abandon(&self, rows: &[(i64, i64)], now: i64, retry_at: i64) -> anyhow::Result<Recovered> {
+        if rows.is_empty() {
+            return Ok(Recovered::default());
+        }
+        let states: Vec<String> = sqlx::query_scalar(
+            "WITH g AS (SELECT value ->> 0 AS id, value ->> 1 AS fence FROM json_each(?1))
+             UPDATE outbox SET
+                 state = CASE WHEN outbox.state = 'claimed' THEN 'pending'
+                              WHEN outbox.delivery = 'at_least_once' THEN 'retry' ELSE 'unknown' END,
+                 attempts = CASE WHEN outbox.state = 'claimed' THEN outbox.attempts - 1 ELSE outbox.attempts END,
+                 next_attempt_utc = CASE WHEN outbox.state = 'claimed' THEN outbox.next_attempt_utc ELSE ?5 END,
+                 reason = CASE WHEN outbox.state = 'claimed' THEN outbox.reason
+                               WHEN outbox.delivery = 'at_least_once' THEN ?3 ELSE ?4 END,
+                 lease_owner = NULL, lease_until = NULL, updated_utc = ?2
+             FROM g
+             WHERE outbox.id = g.id AND outbox.fence = g.fence AND outbox.state IN ('claimed', 'sending')
+             RETURNING outbox.state",
+        )
+        .bind(serde_json::to_string(rows)?)
+        .bind(now)
+        .bind(super::ABANDONED_RESEND)
+        .bind(super::ABANDONED_UNKNOWN)
+        .bind(retry_at)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Recovered::count(&states))
     }
 
     /// [`Store::unreported`](super::Store::unreported) on SQLite.

@@ -48,9 +48,12 @@ fn fill_depth(found: Vec<(String, i64)>) -> Vec<(String, i64)> {
 
 /// One body for both engines; only placeholders and the name of the two-argument maximum differ.
 macro_rules! upkeep {
-    ($store:ty, p1 = $p1:literal, p2 = $p2:literal, greatest = $max:literal, db_now = $now:literal) => {
+    ($store:ty, p1 = $p1:literal, p2 = $p2:literal, greatest = $max:literal, db_now = $now:literal, ids_p3 = $ids:literal, bind_ids = $bind:expr) => {
         impl $store {
-            async fn renew_leases(&self, owner: &str, lease_secs: i64) -> anyhow::Result<u64> {
+            async fn renew_leases(&self, owner: &str, ids: &[i64], lease_secs: i64) -> anyhow::Result<u64> {
+                if ids.is_empty() {
+                    return Ok(0);
+                }
                 Ok(sqlx::query(concat!(
                     "UPDATE outbox SET lease_until = ",
                     $now,
@@ -58,10 +61,12 @@ macro_rules! upkeep {
                     $p2,
                     " WHERE lease_owner = ",
                     $p1,
-                    " AND state IN ('claimed', 'sending')"
+                    " AND state IN ('claimed', 'sending') AND id ",
+                    $ids
                 ))
                 .bind(owner)
                 .bind(lease_secs)
+                .bind($bind(ids)?)
                 .execute(&self.pool)
                 .await?
                 .rows_affected())
@@ -137,8 +142,34 @@ macro_rules! upkeep {
     };
 }
 
-upkeep!(SqliteStore, p1 = "?1", p2 = "?2", greatest = "MAX", db_now = "unixepoch()");
-upkeep!(PgStore, p1 = "$1", p2 = "$2", greatest = "GREATEST", db_now = "floor(extract(epoch from now()))::bigint");
+/// SQLite takes a list of ids as one JSON array parameter.
+fn json_ids(ids: &[i64]) -> anyhow::Result<String> {
+    Ok(serde_json::to_string(ids)?)
+}
+
+/// PostgreSQL takes a list of ids as a `bigint[]` parameter.
+fn pg_ids(ids: &[i64]) -> anyhow::Result<Vec<i64>> {
+    Ok(ids.to_vec())
+}
+
+upkeep!(
+    SqliteStore,
+    p1 = "?1",
+    p2 = "?2",
+    greatest = "MAX",
+    db_now = "unixepoch()",
+    ids_p3 = "IN (SELECT value FROM json_each(?3))",
+    bind_ids = json_ids
+);
+upkeep!(
+    PgStore,
+    p1 = "$1",
+    p2 = "$2",
+    greatest = "GREATEST",
+    db_now = "floor(extract(epoch from now()))::bigint",
+    ids_p3 = "= ANY($3)",
+    bind_ids = pg_ids
+);
 
 impl Store {
     /// One round trip (`/readyz`).
@@ -152,18 +183,19 @@ impl Store {
         }
     }
 
-    /// Extends every lease `owner` holds (`claimed` and `sending` rows) to `lease_secs` from now
-    /// on the database clock; returns the rows renewed. The dispatcher calls it while it
-    /// delivers, so leases can stay short (a stopped sender's rows are taken over soon) and
-    /// still never end under a live sender, however long its batch or a send takes.
-    /// `lease_secs` is in seconds.
+    /// Extends the leases `owner` holds on the rows `ids` (those still `claimed` or `sending`)
+    /// to `lease_secs` seconds from now on the database clock; returns the rows renewed. The
+    /// dispatcher calls it for the batch it is delivering, so leases can stay short (a stopped
+    /// sender's rows are taken over soon) and still never end under a live sender, however long
+    /// its batch or a send takes — while a row a live daemon holds but no longer works on (one
+    /// of a failed batch) is not renewed, and is taken over when its lease ends.
     ///
     /// # Errors
     /// A database error.
-    pub async fn renew_leases(&self, owner: &str, lease_secs: i64) -> anyhow::Result<u64> {
+    pub async fn renew_leases(&self, owner: &str, ids: &[i64], lease_secs: i64) -> anyhow::Result<u64> {
         match self {
-            Store::Sqlite(s) => s.renew_leases(owner, lease_secs).await,
-            Store::Postgres(s) => s.renew_leases(owner, lease_secs).await,
+            Store::Sqlite(s) => s.renew_leases(owner, ids, lease_secs).await,
+            Store::Postgres(s) => s.renew_leases(owner, ids, lease_secs).await,
         }
     }
 

@@ -101,13 +101,15 @@
 //! | 81 | config/parse.rs `delivery` | delivery.timeout_secs must be positive | `config-smtp-timeout` |
 //! | 82 | config/parse.rs `delivery` | unknown delivery kind | `config-delivery-kind` |
 //! | 83 | config/parse.rs `lease` | delivery.lease_secs must be between 3 and 3600 | `config-lease-secs` |
-//! | 84 | plan/validate/scalars.rs `check_text`, control character (plan/model.rs `text_problem`) | contact name contains the control character U+000A … | `plan-contact-name-control`, `plan-customer-name-control`, `plan-contact-keys-control` |
-//! | 85 | plan/validate/scalars.rs `check_text`, length | contact name is 140 characters long (at most 128) | `plan-contact-name-too-long` |
-//! | 86 | plan/validate/customer.rs `contact_names` | given_name / salutation is empty | `plan-contact-keys-empty` |
-//! | 87 | plan/validate/customer.rs `warn_unsure_greeting`, warning | cannot tell the family name in … for certain | `plan-contact-name-unsure` |
-//! | 88 | render/sample.rs `trial_run` (render/mod.rs `Renderer::diagnostic`), template error | template fails for customer …: undefined value / engine ran out of fuel | `template-render-undefined`, `template-render-fuel`, `template-override-broken` |
-//! | 89 | render/sample.rs `trial_run`, output cap | template … produced more than 262144 bytes | `template-render-too-large` |
-//! | 90 | cli/check.rs `run`, warning | template overrides for …, which no valid plan defines | `template-override-unknown-customer` |
+//! | 84 | config/parse.rs `http_limits` | http_max_connections must be between 1 and 10000 | `config-http-max-connections` |
+//! | 85 | config/parse.rs `http_limits` | http_timeout_secs must be between 1 and 3600 | `config-http-timeout` |
+//! | 86 | plan/validate/scalars.rs `check_text`, control character (plan/model.rs `text_problem`) | contact name contains the control character U+000A … | `plan-contact-name-control`, `plan-customer-name-control`, `plan-contact-keys-control` |
+//! | 87 | plan/validate/scalars.rs `check_text`, length | contact name is 140 characters long (at most 128) | `plan-contact-name-too-long` |
+//! | 88 | plan/validate/customer.rs `contact_names` | given_name / salutation is empty | `plan-contact-keys-empty` |
+//! | 89 | plan/validate/customer.rs `warn_unsure_greeting`, warning | cannot tell the family name in … for certain | `plan-contact-name-unsure` |
+//! | 90 | render/sample.rs `trial_run` (render/mod.rs `Renderer::diagnostic`), template error | template fails for customer …: undefined value / engine ran out of fuel | `template-render-undefined`, `template-render-fuel`, `template-override-broken` |
+//! | 91 | render/sample.rs `trial_run`, output cap | template … produced more than 262144 bytes | `template-render-too-large` |
+//! | 92 | cli/check.rs `run`, warning | template overrides for …, which no valid plan defines | `template-override-unknown-customer` |
 //!
 //! Every site is reachable through `check`. (\*) The file whose path sorts first keeps the id,
 //! whatever order `read_dir` lists the plans directory in (it differs between ext4 and tmpfs).

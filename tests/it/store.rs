@@ -145,6 +145,7 @@ both_engines!(
     store: release_puts_the_row_back_without_counting_an_attempt,
     store: expire_marks_overdue_open_rows_missed,
     store: recover_expired_leases_by_delivery_policy,
+    store: abandon_gives_rows_up_by_state_and_policy_and_respects_the_fence,
     store: a_start_renews_the_lease_for_the_whole_send,
     store: lease_expires_in_counts_down_to_the_earliest_held_lease,
     store: renew_leases_extends_only_the_owners_open_rows,
@@ -180,10 +181,56 @@ async fn postgres_parallel_startup_migrates_once() {
         .collect();
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
     let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(&mut conn).await.unwrap();
-    assert_eq!(applied, 1);
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres")).unwrap().count();
+    assert_eq!(applied as usize, files, "each migration applied once");
     conn.close().await.unwrap();
     stores[0].set_value("k", "v").await.unwrap();
     assert_eq!(stores[5].get_value("k").await.unwrap().as_deref(), Some("v"));
+}
+
+/// An outbox an older daemon left (the first migration only) with a task about the customer as
+/// a whole under the old recipient key `owner:customer`: opening it with this version migrates
+/// the row to `owner`, so materialising the same occasion again finds it (no second row, no
+/// second task).
+async fn an_old_whole_customer_task_key_is_migrated(db: &TestDb, old: sqlx::migrate::Migrator) {
+    let first = sqlx::migrate::Migrator { migrations: std::borrow::Cow::Owned(old.migrations[..1].to_vec()), ..old };
+    let old_key = "acme/checkin/owner:customer/2023-11-14T09:00";
+    let insert = "INSERT INTO outbox (key, customer, rule, kind, action, recipient, recipient_domain, nominal,
+                  occasion_date, timezone, due_utc, deadline_utc, message_id, state, created_utc, updated_utc)
+                  VALUES ('acme/checkin/owner:customer/2023-11-14T09:00', 'acme', 'checkin', 'every', 'task',
+                  'owner:customer', 'example.com', '2023-11-14T09:00', '2023-11-14', 'UTC', 1, 2, '<m@x>',
+                  'accepted', 0, 0)";
+    if db.url().starts_with("sqlite") {
+        let opts: sqlx::sqlite::SqliteConnectOptions = db.url().parse().unwrap();
+        let mut conn = sqlx::SqliteConnection::connect_with(&opts.create_if_missing(true)).await.unwrap();
+        first.run(&mut conn).await.unwrap();
+        sqlx::query(insert).execute(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+    } else {
+        let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
+        first.run(&mut conn).await.unwrap();
+        sqlx::query(insert).execute(&mut conn).await.unwrap();
+        conn.close().await.unwrap();
+    }
+    let store = db.connect().await;
+    let rows = all_rows(&store).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].key.as_str(), rows[0].recipient.as_str()), ("acme/checkin/owner/2023-11-14T09:00", "owner"));
+    assert_ne!(rows[0].key, old_key);
+    let mut again = item("acme/checkin/owner/2023-11-14T09:00", 1, 2);
+    again.recipient = "owner".into();
+    assert_eq!(store.materialize(&[again], 0).await.unwrap().inserted, 0, "the migrated row is found");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_old_whole_customer_task_key_is_migrated_on_sqlite() {
+    an_old_whole_customer_task_key_is_migrated(&TestDb::sqlite().await, sqlx::migrate!("./migrations/sqlite")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_old_whole_customer_task_key_is_migrated_on_postgres() {
+    an_old_whole_customer_task_key_is_migrated(&TestDb::postgres().await, sqlx::migrate!("./migrations/postgres"))
+        .await;
 }
 
 /// A due, pending, at-least-once item.
@@ -518,7 +565,8 @@ async fn renew_leases_extends_only_the_owners_open_rows(store: Store) {
     let theirs = store.claim(T, 1, "node-b", -1).await.unwrap();
     // The live owner renews: its claimed and its sending row keep their owner; the other
     // owner's row is taken over.
-    assert_eq!(store.renew_leases("node-a", 45).await.unwrap(), 2);
+    let batch: Vec<i64> = mine.iter().map(|c| c.id).collect();
+    assert_eq!(store.renew_leases("node-a", &batch, 45).await.unwrap(), 2);
     assert_eq!(store.recover_expired_leases().await.unwrap(), Recovered { released: 1, retried: 0, unknown: 0 });
     assert_eq!(row(&store, "c").await.state, "pending");
     assert_eq!((row(&store, "a").await.state.as_str(), row(&store, "b").await.state.as_str()), ("claimed", "sending"));
@@ -529,7 +577,45 @@ async fn renew_leases_extends_only_the_owners_open_rows(store: Store) {
         assert!(store.finish(c.id, c.fence, &accepted("250"), T).await.unwrap());
     }
     assert!(!store.finish(theirs[0].id, theirs[0].fence, &accepted("250"), T).await.unwrap());
-    assert_eq!(store.renew_leases("node-a", 45).await.unwrap(), 0);
+    assert_eq!(store.renew_leases("node-a", &batch, 45).await.unwrap(), 0);
+    // Only the rows named are renewed: another claimed row of the same owner is not.
+    let other = store.materialize(&[item("d", T - 5, T + 3600)], T).await.unwrap();
+    assert_eq!(other.inserted, 1);
+    let d = store.claim(T, 1, "node-a", -1).await.unwrap();
+    assert_eq!(store.renew_leases("node-a", &batch, 45).await.unwrap(), 0);
+    assert_eq!(store.recover_expired_leases().await.unwrap().released, 1, "{d:?} was not renewed");
+}
+
+async fn abandon_gives_rows_up_by_state_and_policy_and_respects_the_fence(store: Store) {
+    let items = vec![
+        item("claimed", T - 30, T + 3600),
+        item("alo", T - 20, T + 3600),
+        at_most_once(item("amo", T - 10, T + 3600)),
+        item("theirs", T - 5, T + 3600),
+    ];
+    store.materialize(&items, T).await.unwrap();
+    let mine = store.claim(T, 3, "node-a", 300).await.unwrap();
+    assert_eq!(keys(&mine), ["claimed", "alo", "amo"]);
+    let started = store.finish_batch(&[], &[(mine[1].id, mine[1].fence), (mine[2].id, mine[2].fence)], T, 300).await;
+    assert_eq!(started.unwrap().started.len(), 2);
+    let theirs = store.claim(T, 1, "node-b", 300).await.unwrap();
+    let mut rows: Vec<(i64, i64)> = mine.iter().map(|c| (c.id, c.fence)).collect();
+    // A stale fence: another claim holds the row now; it must stay untouched.
+    rows.push((theirs[0].id, theirs[0].fence - 1));
+    let r = store.abandon(&rows, T, T + 30).await.unwrap();
+    assert_eq!(r, Recovered { released: 1, retried: 1, unknown: 1 });
+    let claimed = row(&store, "claimed").await;
+    assert_eq!((claimed.state.as_str(), claimed.attempts), ("pending", 0), "never attempted: the attempt is undone");
+    let alo = row(&store, "alo").await;
+    assert_eq!(alo.state, "retry");
+    assert!(alo.reason.as_deref().unwrap().contains("same Message-ID"), "{:?}", alo.reason);
+    assert_eq!(row(&store, "amo").await.state, "unknown");
+    assert_eq!(row(&store, "theirs").await.state, "claimed", "another owner's claim is not given up");
+    assert_eq!(store.abandon(&rows, T, T + 30).await.unwrap(), Recovered::default(), "settled rows stay settled");
+    // Given up at once: the untouched row is claimable now, the resend after its pause, not
+    // after a lease.
+    assert_eq!(keys(&store.claim(T, 10, "node-c", 300).await.unwrap()), ["claimed"]);
+    assert_eq!(keys(&store.claim(T + 30, 10, "node-c", 300).await.unwrap()), ["alo"]);
 }
 
 async fn recover_expired_leases_by_delivery_policy(store: Store) {
