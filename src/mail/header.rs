@@ -95,7 +95,7 @@ pub fn unstructured(header: &str, text: &str) -> Result<String, HeaderError> {
     Ok(out)
 }
 
-/// A mailbox: `display name <local@domain>`, or `<local@domain>` without a name. A name that is
+/// A mailbox: `display name <local@domain>`, or `local@domain` without a name. A name that is
 /// printable ASCII and fits on the line is a quoted string (`"Dr. Anna Smith"`); otherwise its
 /// words are atoms or encoded words. The address must be plain ASCII (checked by the caller's
 /// address parser).
@@ -114,17 +114,21 @@ pub fn mailbox(header: &str, name: Option<&str>, address: &str) -> Result<String
     {
         let mut w = EmailWriter::new(&mut out, header.len() + 2, 0, false);
         let fail = |_| HeaderError(format!("cannot encode the {header} header"));
-        if let Some(name) = &name {
-            let quoted = format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""));
-            let fits = header.len() + 2 + quoted.len() + 1 + address.len() + 2 <= 76;
-            if name.bytes().all(|b| b.is_ascii_graphic() || b == b' ') && !name.contains("=?") && fits {
-                w.write_str(&quoted).map_err(fail)?;
-            } else {
-                words(&mut w, name, true).map_err(fail)?;
+        match &name {
+            // No display name: the bare address, as lettre and most mailers write it.
+            None => w.folding().write_str(address).map_err(fail)?,
+            Some(name) => {
+                let quoted = format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""));
+                let fits = header.len() + 2 + quoted.len() + 1 + address.len() + 2 <= 76;
+                if name.bytes().all(|b| b.is_ascii_graphic() || b == b' ') && !name.contains("=?") && fits {
+                    w.write_str(&quoted).map_err(fail)?;
+                } else {
+                    words(&mut w, name, true).map_err(fail)?;
+                }
+                w.space();
+                w.folding().write_str(&format!("<{address}>")).map_err(fail)?;
             }
-            w.space();
         }
-        w.folding().write_str(&format!("<{address}>")).map_err(fail)?;
     }
     verify(header, &out)?;
     Ok(out)
@@ -202,7 +206,7 @@ mod tests {
             "\"Dr. Anna \\\"Ann\\\" Smith\" <a@example.com>"
         );
         assert_eq!(mailbox("To", Some("Anna Smith"), "a@example.com").unwrap(), "\"Anna Smith\" <a@example.com>");
-        assert_eq!(mailbox("To", None, "a@example.com").unwrap(), "<a@example.com>");
+        assert_eq!(mailbox("To", None, "a@example.com").unwrap(), "a@example.com");
         let v = mailbox("To", Some("Jörg Weiß"), "j@example.com").unwrap();
         assert!(v.starts_with("=?utf-8?b?") && v.ends_with(" <j@example.com>"), "{v}");
     }
