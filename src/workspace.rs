@@ -61,7 +61,8 @@ impl Workspace {
         let (renderer, template_diags, mut kept) = match previous {
             Some(p) if !readable(dir) => unreadable(dir, p.renderer.clone(), "templates"),
             _ => {
-                let (r, d, k) = Renderer::load_with_last_good(dir, previous.map(|p| &*p.renderer));
+                let (r, d, k) =
+                    Renderer::load_with_overrides(dir, Some(&config.plans_dir), previous.map(|p| &*p.renderer));
                 match previous {
                     // The directory went away while it was read: what was read is not whole.
                     Some(p) if !readable(dir) => unreadable(dir, p.renderer.clone(), "templates"),

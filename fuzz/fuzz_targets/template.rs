@@ -95,11 +95,12 @@ fuzz_target!(|data: &[u8]| {
         let _ = contactplan::mail::build(&contactplan::mail::Outgoing {
             from: contactplan::mail::Party { name: Some(sender.name), address: sender.email },
             to: contactplan::mail::Party { name: Some(&contact.name), address: contact.email.as_str() },
+            reply_to: Some(contactplan::mail::Party { name: None, address: c.owner.as_str() }),
             subject: &rendered.subject,
             text: &rendered.text,
             html: &rendered.html,
             message_id: "<fuzz@example.com>",
-            date: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default(),
+            date: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default().fixed_offset(),
         });
     }
 });

@@ -23,7 +23,27 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let ws = super::load_workspace(&config);
-    let diags = ws.diagnostics();
+    let mut diags = ws.diagnostics().to_vec();
+    // Every template variant the plans use, rendered once for a real contact within the
+    // daemon's bounds (a failure names the template file and line).
+    diags.extend(crate::render::trial_run(&ws.loaded.plans, &ws.renderer, config.sender.for_templates()));
+    if config.ops_email.is_some() {
+        diags.extend(crate::render::trial_report(&ws.renderer, config.sender.for_templates()));
+    }
+    for customer in ws.renderer.catalog().override_customers() {
+        if ws.loaded.plans.get(customer).is_none() {
+            let dir = config.plans_dir.join(customer);
+            diags.push(
+                crate::diagnostics::Diagnostic::whole_file(
+                    &dir,
+                    format!("template overrides for `{customer}`, which no valid plan defines"),
+                )
+                .hint("a folder in the plans directory holds the templates of the customer with that id")
+                .warning(),
+            );
+        }
+    }
+    let diags = &diags;
     let errors = diags.iter().filter(|d| d.is_error()).count();
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(diags)?),

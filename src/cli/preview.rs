@@ -56,15 +56,26 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         occasion::Recipient::Contact(c) => Some(&*c.name),
         occasion::Recipient::Owner => None,
     };
-    let message = crate::mail::build(&crate::mail::Outgoing {
+    let reply_to = match o.recipient {
+        occasion::Recipient::Contact(_) => Some(crate::mail::Party { name: None, address: customer.owner.as_str() }),
+        occasion::Recipient::Owner => None,
+    };
+    let message = match crate::mail::build(&crate::mail::Outgoing {
         from: config.sender.party(),
         to: crate::mail::Party { name: to_name, address: o.email().as_str() },
+        reply_to,
         subject: &rendered.subject,
         text: &rendered.text,
         html: &rendered.html,
         message_id: &message_id,
-        date: o.due.utc,
-    })?;
+        date: o.due.utc.with_timezone(&config.sender.timezone).fixed_offset(),
+    }) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e} (run `contactplan check`)");
+            return Ok(ExitCode::from(1));
+        }
+    };
     if args.raw {
         use std::io::Write;
         std::io::stdout().write_all(&message.formatted())?;
@@ -76,7 +87,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     for a in &o.adjustments {
         println!("Adjusted:   {a}");
     }
-    for name in ["From", "To", "Subject", "Message-ID", "Date"] {
+    for name in ["From", "To", "Reply-To", "Subject", "Message-ID", "Date"] {
         if let Some(value) = message.headers().get_raw(name) {
             println!("{name}: {value}");
         }

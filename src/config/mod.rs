@@ -116,6 +116,8 @@ pub struct Sender {
     pub email: Email,
     /// Display name in From: and the signature of templates.
     pub name: String,
+    /// `[sender] timezone`: the zone of the `Date:` header (default: the daemon's `timezone`).
+    pub timezone: Tz,
 }
 
 impl Sender {

@@ -49,7 +49,8 @@ pub(super) struct RawOps {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSender {
     email: Spanned<String>,
-    name: String,
+    name: Spanned<String>,
+    timezone: Option<Spanned<String>>,
 }
 
 /// `[delivery]` as written; which keys apply depends on `kind`.
@@ -82,8 +83,8 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
     let resolve = |p: &str| -> PathBuf { normalize(&base.join(p)) };
     let mut errors = Vec::new();
 
-    let default_timezone = match &raw.timezone {
-        None => chrono_tz::UTC,
+    let mut zone = |v: &Option<Spanned<String>>, default: Tz| match v {
+        None => default,
         Some(tz) => match tz.get_ref().parse::<Tz>() {
             Ok(tz) => tz,
             Err(_) => {
@@ -91,10 +92,25 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
                     Diagnostic::at(path, text, Some(tz.span()), format!("unknown time zone `{}`", tz.get_ref()))
                         .hint("use an IANA zone name such as \"Europe/Berlin\""),
                 );
-                chrono_tz::UTC
+                default
             }
         },
     };
+    let default_timezone = zone(&raw.timezone, chrono_tz::UTC);
+    let sender_timezone = zone(&raw.sender.timezone, default_timezone);
+    // The sender's name is in every From: header and in the templates' signature.
+    let sender_name = raw.sender.name.get_ref().trim().to_string();
+    let name_problem = if sender_name.is_empty() {
+        Some("is empty".to_string())
+    } else {
+        crate::plan::text_problem(&sender_name, crate::plan::MAX_COMPANY_CHARS)
+    };
+    if let Some(why) = name_problem {
+        errors.push(
+            Diagnostic::at(path, text, Some(raw.sender.name.span()), format!("sender.name {why}"))
+                .hint("the name shown in From: and signed under every message, on one line, e.g. \"Beispiel GmbH\""),
+        );
+    }
     let mut email = |v: &Spanned<String>, example: &str| match Email::parse(v.get_ref()) {
         Ok(e) => Some(e),
         Err(why) => {
@@ -184,7 +200,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
         templates_dir: resolve(raw.templates.as_deref().unwrap_or("../templates")),
         default_timezone,
         horizon: chrono::TimeDelta::days(horizon_days),
-        sender: Sender { email, name: raw.sender.name },
+        sender: Sender { email, name: sender_name, timezone: sender_timezone },
         delivery,
         smtp_password_file,
         lease,

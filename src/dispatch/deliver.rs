@@ -92,14 +92,20 @@ pub fn prepare(row: &Claimed, plans: &Plans, renderer: &Renderer, sender: &Sende
         Recipient::Contact(c) => Some(&*c.name),
         Recipient::Owner => None,
     };
+    // Answers to a customer email reach the salesperson, not the daemon's mailbox.
+    let reply_to = match recipient {
+        Recipient::Contact(_) => Some(crate::mail::Party { name: None, address: customer.owner.as_str() }),
+        Recipient::Owner => None,
+    };
     let outgoing = crate::mail::Outgoing {
         from: sender.party(),
         to: crate::mail::Party { name: to_name, address: to.as_str() },
+        reply_to,
         subject: &rendered.subject,
         text: &rendered.text,
         html: &rendered.html,
         message_id: &row.message_id,
-        date: now,
+        date: now.with_timezone(&sender.timezone).fixed_offset(),
     };
     match crate::mail::build(&outgoing) {
         Ok(message) => Prepared::Message { message, domain },

@@ -15,11 +15,12 @@ pub async fn send(s: &Scheduler, subject: &str, text: &str) {
     let built = crate::mail::build(&crate::mail::Outgoing {
         from: sender.party(),
         to: crate::mail::Party { name: None, address: ops.as_str() },
+        reply_to: None,
         subject,
         text,
         html: &html,
         message_id: &message_id,
-        date: now,
+        date: now.with_timezone(&sender.timezone).fixed_offset(),
     });
     match built {
         Ok(message) => match s.mailer.send(&message).await {

@@ -4,9 +4,9 @@
 //! Without an ops address, the log line is the report.
 
 use super::Scheduler;
+use crate::plan::Language;
+use crate::render::{ReportRow, plain_report};
 use crate::store::{Row, secs};
-use lettre::Message;
-use lettre::message::{Mailbox, header::ContentType};
 
 /// Rows per digest.
 const DIGEST_ROWS: i64 = 200;
@@ -32,38 +32,46 @@ pub async fn report(daemon: &Scheduler) -> anyhow::Result<u64> {
     Ok(ids.len() as u64)
 }
 
+/// The digest as a message: `templates/ops_report/` (English: the scheduler's settings carry no
+/// report language yet), or a built-in plain text when that template is missing or fails.
 fn digest(
     daemon: &Scheduler,
     ops: &crate::plan::Email,
     rows: &[Row],
     now: chrono::DateTime<chrono::Utc>,
-) -> anyhow::Result<Message> {
+) -> anyhow::Result<lettre::Message> {
     let sender = &daemon.settings.sender;
-    let mut body = format!(
-        "contactplan on {} needs your attention: {} occasion(s) were not delivered as planned.\n\n",
-        daemon.instance,
-        rows.len()
-    );
-    for r in rows {
-        let due = r.due.datetime().to_rfc3339();
-        body.push_str(&format!(
-            "- {state}: {key}\n  due {due}, attempts {attempts}\n  reason: {reason}\n{reply}\n",
-            state = r.state,
-            key = r.key,
-            attempts = r.attempts,
-            reason = r.reason.as_deref().unwrap_or("-"),
-            reply = r.smtp_reply.as_deref().map(|s| format!("  last reply: {s}\n")).unwrap_or_default(),
-        ));
-    }
-    body.push_str("\nStates: failed = the server refused or retries were exhausted; missed = the deadline passed before it could be sent; unknown = at_most_once and the outcome could not be known (not resent; check the recipient's mailbox).\n");
+    let report_rows: Vec<ReportRow> = rows
+        .iter()
+        .map(|r| ReportRow {
+            state: r.state.code().to_string(),
+            key: r.key.to_string(),
+            due: r.due.datetime().to_rfc3339(),
+            attempts: r.attempts,
+            reason: r.reason.clone().unwrap_or_else(|| "-".into()),
+            reply: r.smtp_reply.clone(),
+        })
+        .collect();
+    let snapshot = daemon.served.current();
+    let rendered =
+        match snapshot.renderer.render_report(Language::En, &daemon.instance, &report_rows, sender.for_templates()) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "the ops report template failed; sending the built-in plain text");
+                plain_report(&daemon.instance, &report_rows)
+            }
+        };
     let first = rows.first().map_or(0, |r| r.id);
     let last = rows.last().map_or(0, |r| r.id);
-    Ok(Message::builder()
-        .from(Mailbox::new(Some(sender.name.clone()), sender.email.as_str().parse()?))
-        .to(ops.as_str().parse()?)
-        .subject(format!("contactplan: {} occasion(s) need attention", rows.len()))
-        .message_id(Some(crate::mail::message_id(&format!("ops-report/{first}-{last}"), sender.email.domain())))
-        .date(now.into())
-        .header(ContentType::TEXT_PLAIN)
-        .body(body)?)
+    let message_id = crate::mail::message_id(&format!("ops-report/{first}-{last}"), sender.email.domain());
+    Ok(crate::mail::build(&crate::mail::Outgoing {
+        from: sender.party(),
+        to: crate::mail::Party { name: None, address: ops.as_str() },
+        reply_to: None,
+        subject: &rendered.subject,
+        text: &rendered.text,
+        html: &rendered.html,
+        message_id: &message_id,
+        date: now.with_timezone(&sender.timezone).fixed_offset(),
+    })?)
 }

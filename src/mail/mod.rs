@@ -1,12 +1,13 @@
 //! Getting a built message out: one [`Mailer`] enum over SMTP, a Maildir and memory.
 //! Nothing here knows about plans, occasions or the outbox.
 
+pub mod header;
 mod maildir;
 mod message;
 mod settings;
 mod smtp;
 
-pub use message::{BuildError, Outgoing, Party, build, message_id};
+pub use message::{AUTO_RESPONSE_SUPPRESS, AUTO_SUBMITTED, BuildError, Outgoing, Party, build, message_id};
 pub use settings::{SmtpSettings, TlsMode, Transport};
 
 use std::sync::{Arc, Mutex};

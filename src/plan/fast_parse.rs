@@ -374,6 +374,27 @@ enabled = false
         }
     }
 
+    /// The key-by-key reader (`lenient.rs`) agrees with serde through the toml crate: the same
+    /// plan (values and spans) with no problem when serde accepts the text, and at least one
+    /// problem (or the syntax error) when serde refuses it.
+    fn lenient_agrees(text: &str) -> Result<(), TestCaseError> {
+        let lenient = super::super::lenient::plan(text);
+        match (by_toml(text), lenient) {
+            (Some(slow), Ok(l)) => {
+                prop_assert!(l.problems.is_empty(), "problems where serde has none: {:?}", l.problems);
+                prop_assert_eq!(
+                    format!("{:?}", Some(slow)),
+                    format!("{:?}", l.plan),
+                    "serde (left) and lenient (right) differ"
+                );
+            }
+            (Some(_), Err(e)) => prop_assert!(false, "lenient refuses what serde reads: {e}"),
+            (None, Ok(l)) => prop_assert!(!l.problems.is_empty(), "no problem where serde has one"),
+            (None, Err(_)) => {}
+        }
+        Ok(())
+    }
+
     /// The property of [`check`], as a proptest result (the failing text is shown with the
     /// minimal failing input): `Ok(true)` when the fast path read the text (and agreed),
     /// `Ok(false)` when it gave up.
@@ -402,7 +423,7 @@ enabled = false
     #[rustfmt::skip]
     const KEYS: &[&str] = &[
         "id", "name", "since", "owner", "timezone", "primary", "birthday", "title", "years", "counts", "at",
-        "enabled", "weekend", "closed", "on", "colour",
+        "enabled", "weekend", "closed", "on", "colour", "given_name", "family_name", "salutation",
     ];
 
     /// Values of every TOML type and shape, the fast path's and others.
@@ -590,6 +611,7 @@ enabled = false
         let (fast, total) = (Cell::new(0u32), Cell::new(0u32));
         let result = runner.run(&mutant(), |mutant| {
             total.set(total.get() + 1);
+            lenient_agrees(&mutant.text)?;
             if fast_agrees(&mutant.text)? {
                 fast.set(fast.get() + 1);
             }

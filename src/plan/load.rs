@@ -1,10 +1,9 @@
 //! Reads the playbook and plan directories (in parallel), validates everything and returns the
 //! valid customers plus every problem found. A broken file never hides the good ones.
 
-use super::fast_parse;
 use super::model::{Customer, Plans, Templates};
-use super::raw::{RawPlan, RawPlaybook};
 use super::validate::{self, Context, Playbook, Src};
+use super::{fast_parse, lenient};
 use crate::calendar::CrontabCache;
 use crate::diagnostics::Diagnostic;
 use chrono_tz::Tz;
@@ -160,13 +159,14 @@ pub fn playbooks_with_last_good(
 /// `None` when it has an error.
 pub fn playbook_text(file: &Path, text: &str, ctx: &Context) -> (Option<Playbook>, Vec<Diagnostic>) {
     let mut src = Src::new(file, text);
-    let playbook = match toml::from_str::<RawPlaybook>(text) {
+    let playbook = match lenient::playbook(text) {
         Err(e) => {
             src.diags.push(validate::toml_error(file, text, &e));
             None
         }
-        Ok(raw) => {
-            let rules = validate::playbook(&mut src, &raw, ctx);
+        Ok((raw, problems)) => {
+            src.problems(problems);
+            let rules = raw.map(|raw| validate::playbook(&mut src, &raw, ctx)).unwrap_or_default();
             src.diags.iter().all(|d| !d.is_error()).then(|| Playbook { rules: rules.into() })
         }
     };
@@ -203,17 +203,22 @@ pub fn plan_file(file: &Path, ctx: &Context) -> (Option<Customer>, Vec<Diagnosti
 pub fn plan_text(file: &Path, text: &str, ctx: &Context) -> (Option<Customer>, Vec<Diagnostic>) {
     let mut src = Src::new(file, text);
     // The usual layout is read without the general TOML machinery; anything else (and every
-    // syntax error) goes through the toml crate, which also words the diagnostics.
-    let raw = match fast_parse::plan(text) {
-        Some(raw) => Ok(raw),
-        None => toml::from_str::<RawPlan>(text),
-    };
-    let customer = match raw {
+    // syntax error) goes through the toml crate, key by key, so that every unknown, missing or
+    // mistyped key of the file is reported together with the problems in the values.
+    if let Some(raw) = fast_parse::plan(text) {
+        let customer = validate::plan(&mut src, &raw, ctx);
+        return (customer, src.diags);
+    }
+    let customer = match lenient::plan(text) {
         Err(e) => {
             src.diags.push(validate::toml_error(file, text, &e));
             None
         }
-        Ok(raw) => validate::plan(&mut src, &raw, ctx),
+        Ok(read) => {
+            src.problems(read.problems);
+            src.complete = read.complete;
+            read.plan.and_then(|raw| validate::plan(&mut src, &raw, ctx))
+        }
     };
     (customer, src.diags)
 }

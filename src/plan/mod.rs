@@ -2,8 +2,10 @@
 
 mod entries;
 mod fast_parse;
+mod lenient;
 mod load;
 mod model;
+pub mod names;
 mod raw;
 mod validate;
 

@@ -5,7 +5,45 @@ use chrono::{NaiveDate, NaiveTime};
 use chrono_tz::Tz;
 use std::sync::Arc;
 
+pub use super::names::Rank;
 pub use crate::calendar::{LeapDay, MonthDay};
+
+/// Longest e-mail address (RFC 5321 §4.5.3.1.3: a path of 256 octets, less the angle brackets).
+pub const MAX_EMAIL_LEN: usize = 254;
+/// Longest person's name, given or family name (characters).
+pub const MAX_NAME_CHARS: usize = 128;
+/// Longest company name (characters).
+pub const MAX_COMPANY_CHARS: usize = 200;
+/// Longest `title` (characters).
+pub const MAX_TITLE_CHARS: usize = 64;
+/// Longest `salutation` (characters).
+pub const MAX_SALUTATION_CHARS: usize = 200;
+
+/// `s` with control characters written as escapes (`\n`, `\u{1b}`), for messages.
+pub fn shown(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+/// Why a text that reaches an e-mail header or a template cannot be used: a control character
+/// (a line break, tab, NUL, ESC, DEL, a C1 control, or the Unicode line and paragraph
+/// separators), or more than `max` characters. `None` when it is fine.
+pub fn text_problem(s: &str, max: usize) -> Option<String> {
+    if let Some(c) = s.chars().find(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')) {
+        let name = match c {
+            '\0' => " (NUL)",
+            '\t' => " (a tab)",
+            '\n' => " (a line break, LF)",
+            '\r' => " (a carriage return, CR)",
+            '\u{1b}' => " (ESC)",
+            '\u{7f}' => " (DEL)",
+            '\u{2028}' | '\u{2029}' => " (a Unicode line or paragraph separator)",
+            _ => "",
+        };
+        return Some(format!("contains the control character U+{:04X}{name}", c as u32));
+    }
+    let n = s.chars().count();
+    (n > max).then(|| format!("is {n} characters long (at most {max})"))
+}
 
 /// A syntactically valid email address (one `@`, a dotted domain, no spaces or controls).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -17,21 +55,33 @@ impl Email {
     /// # Errors
     /// A sentence for the diagnostic when `s` has no `@` or more than one, a local part that is
     /// empty or longer than 64 bytes, whitespace, control characters or any of `<>(),;:"[]\`, or a
-    /// domain without a dot or with an empty label or one that starts or ends with `-`.
+    /// domain without a dot or with an empty label or one that starts or ends with `-`, a
+    /// label longer than 63 bytes, an address longer than 254 bytes, or any character that is
+    /// not ASCII (such an address needs SMTPUTF8, which the daemon does not use).
     pub fn parse(s: &str) -> Result<Email, String> {
-        let bad = |why: &str| Err(format!("`{s}` is not a valid email address: {why}"));
+        let shown = shown(s);
+        let bad = |why: &str| Err(format!("`{shown}` is not a valid email address: {why}"));
+        if s.len() > MAX_EMAIL_LEN {
+            return bad("it is longer than 254 characters");
+        }
+        if s.chars().any(char::is_control) {
+            return bad("it contains a control character");
+        }
+        if !s.is_ascii() {
+            return bad("it contains characters that are not ASCII (write the domain in its xn-- form)");
+        }
         let Some((local, domain)) = s.rsplit_once('@') else { return bad("it has no @") };
         if local.is_empty() || local.len() > 64 {
             return bad("the part before @ must have 1 to 64 characters");
         }
         let forbidden = |b: u8| b <= b' ' || b == 0x7f || b"<>(),;:\"[]\\".contains(&b);
-        if s.bytes().any(forbidden) || (!s.is_ascii() && s.chars().any(char::is_whitespace)) {
+        if s.bytes().any(forbidden) {
             return bad("it contains spaces or special characters");
         }
         if local.contains('@') {
             return bad("it has more than one @");
         }
-        let bad_label = |l: &str| l.is_empty() || l.starts_with('-') || l.ends_with('-');
+        let bad_label = |l: &str| l.is_empty() || l.len() > 63 || l.starts_with('-') || l.ends_with('-');
         if !domain.contains('.') || domain.split('.').any(bad_label) {
             return bad("the domain must look like example.com");
         }
@@ -156,10 +206,23 @@ impl Phase {
 pub struct Contact {
     /// Stable identifier within the customer; part of outbox keys, so renaming resends.
     pub id: Box<str>,
-    /// Full name as it should appear in the salutation.
+    /// Full name as written (`name`): the display name in `To:`.
     pub name: Box<str>,
-    /// Academic title such as "Dr." (used in German formal salutations).
+    /// Given name: `given_name`, or split from `name`; `None` when it cannot be told for
+    /// certain (greetings that need it are then neutral).
+    pub given_name: Option<Box<str>>,
+    /// Family name with its particles (`von der Heide`): `family_name`, or split from `name`;
+    /// `None` when it cannot be told for certain.
+    pub family_name: Option<Box<str>>,
+    /// The name without academic titles and degrees, for neutral greetings ("Guten Tag Karin von
+    /// der Heide,").
+    pub plain_name: Box<str>,
+    /// Academic title as written (`title`, e.g. "Dr."); for templates.
     pub title: Option<Box<str>>,
+    /// The highest academic rank in `title` and `name`: the only one greeted.
+    pub rank: Option<Rank>,
+    /// `salutation`: the whole greeting line as written, instead of the computed one.
+    pub salutation: Option<Box<str>>,
     /// For "Frau"/"Herr", "Ms"/"Mr".
     pub gender: Gender,
     /// Where emails to this contact go.
@@ -495,6 +558,7 @@ pub trait Templates: Sync {
     fn has_template(&self, name: &str) -> bool;
     /// Every template name, sorted.
     fn names(&self) -> Vec<&str>;
-    /// Whether `name` can render for this language and tone (`None`: tone-neutral, tasks).
-    fn has_variant(&self, name: &str, language: Language, tone: Option<Tone>) -> bool;
+    /// Whether `name` can render for this customer, language and tone (`None`: tone-neutral,
+    /// tasks), counting the customer's own overrides.
+    fn has_variant(&self, customer: &str, name: &str, language: Language, tone: Option<Tone>) -> bool;
 }

@@ -44,7 +44,10 @@ raw_table! {
     pub struct RawContact {
         pub id: Spanned<String>,
         pub name: Spanned<String>,
-        pub title: Option<String>,
+        pub given_name: Option<Spanned<String>>,
+        pub family_name: Option<Spanned<String>>,
+        pub title: Option<Spanned<String>>,
+        pub salutation: Option<Spanned<String>>,
         pub gender: Option<Spanned<String>>,
         pub email: Spanned<String>,
         pub birthday: Option<Spanned<toml::Value>>,

@@ -2,9 +2,14 @@
 //! language and tone. Pure once templates are loaded: no I/O at render time.
 
 mod catalog;
+pub mod locale;
+mod report;
 pub mod salutation;
+mod sample;
 
-pub use catalog::{PARTS, TemplateCatalog};
+pub use catalog::{DEFAULT_VARIANT, PARTS, TemplateCatalog};
+pub use report::{REPORT_TEMPLATE, ReportRow, plain_report};
+pub use sample::{trial_report, trial_run};
 
 use crate::diagnostics::Diagnostic;
 use crate::occasion::{Occurrence, Recipient};
@@ -61,8 +66,11 @@ pub struct Rendered {
     pub text: String,
     /// The HTML body (`body.html.j2`, auto-escaped).
     pub html: String,
-    /// `<template>/<variant>` used, for the audit trail.
+    /// `<template>/<variant>` used (`@<customer>/<template>/<variant>` for an override), for
+    /// the audit trail.
     pub variant: String,
+    /// The most fuel one of the three parts used (see [`FUEL`]).
+    pub fuel: u64,
 }
 
 /// Why a message could not be rendered.
@@ -76,7 +84,14 @@ pub enum RenderError {
         /// The variant that was looked for first (`de-formal`, or `de` for tasks).
         wanted: String,
     },
-    /// A template failed while rendering.
+    /// A part grew past [`MAX_OUTPUT_BYTES`].
+    #[error("template {name} produced more than {MAX_OUTPUT_BYTES} bytes")]
+    TooLarge {
+        /// `<template>/<variant>/<part>`.
+        name: String,
+    },
+    /// A template failed while rendering (an undefined variable, a runtime error, or more work
+    /// than [`FUEL`] allows: minijinja's "engine ran out of fuel").
     #[error("template {name} failed: {source}")]
     Template {
         /// `<template>/<variant>/<part>`.
@@ -84,6 +99,84 @@ pub enum RenderError {
         /// minijinja's error.
         source: minijinja::Error,
     },
+}
+
+/// The most work one part of a message may take: minijinja counts every instruction it runs
+/// against this budget and stops with an error when it is spent, so no template (a loop over
+/// `range(100000)` nested three deep, say) can keep a worker busy. Every shipped template uses
+/// less than 5,000 per part (asserted by `tests/it/templates.rs`).
+pub const FUEL: u64 = 200_000;
+
+/// The largest part (subject, text or HTML) a template may produce; rendering stops with an
+/// error past it, so a template cannot fill the memory or the recipient's mailbox.
+pub const MAX_OUTPUT_BYTES: usize = 256 * 1024;
+
+/// Collects output up to [`MAX_OUTPUT_BYTES`]; a write past it fails, which ends the render.
+struct Capped {
+    out: Vec<u8>,
+    over: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.out.len() + buf.len() > MAX_OUTPUT_BYTES {
+            self.over = true;
+            return Err(std::io::Error::other("output limit reached"));
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The one environment set-up, for `load` and every test: auto-escaping by file name, strict
+/// undefined variables (a misspelt `{{ contact.nmae }}` is an error, not an empty string), and
+/// the fuel budget.
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_auto_escape_callback(|name| {
+        if name.ends_with(".html.j2") { minijinja::AutoEscape::Html } else { minijinja::AutoEscape::None }
+    });
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.set_fuel(Some(FUEL));
+    // Numbers in the message's language (`language` in the context): `{{ occasion.years|ordinal }}`
+    // gives "10." or "10th", `{{ 1234.5|number(2) }}` "1.234,50", `{{ 99|money("EUR") }}` "99,00 €".
+    fn language(state: &minijinja::State) -> crate::plan::Language {
+        let code = state.lookup("language");
+        code.as_ref()
+            .and_then(|v| v.as_str())
+            .and_then(crate::plan::Language::parse)
+            .unwrap_or(crate::plan::Language::En)
+    }
+    let not_finite = || minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, "not a finite number");
+    env.add_filter("ordinal", |state: &minijinja::State, n: u64| locale::ordinal(n, language(state)));
+    env.add_filter("number", move |state: &minijinja::State, x: f64, decimals: Option<u8>| {
+        locale::number(x, decimals.unwrap_or(0).min(6), language(state)).ok_or_else(not_finite)
+    });
+    env.add_filter("money", move |state: &minijinja::State, x: f64, currency: Option<String>| {
+        locale::money(x, currency.as_deref().unwrap_or("EUR"), language(state)).ok_or_else(not_finite)
+    });
+    env
+}
+
+/// Renders one compiled template within [`FUEL`] and [`MAX_OUTPUT_BYTES`].
+///
+/// # Errors
+/// The template fails (undefined variable, out of fuel, …) or its output is too large.
+fn render_bounded(env: &Environment<'static>, name: &str, ctx: &Value) -> Result<(String, u64), RenderError> {
+    let tmpl = env.get_template(name).map_err(|source| RenderError::Template { name: name.to_string(), source })?;
+    let mut w = Capped { out: Vec::new(), over: false };
+    let result = tmpl.render_captured_to(ctx.clone(), &mut w).map(|c| c.state().fuel_levels().map_or(0, |f| f.0));
+    match result {
+        Ok(fuel) => match String::from_utf8(w.out) {
+            Ok(text) => Ok((text, fuel)),
+            Err(_) => Err(RenderError::TooLarge { name: name.to_string() }),
+        },
+        Err(_) if w.over => Err(RenderError::TooLarge { name: name.to_string() }),
+        Err(source) => Err(RenderError::Template { name: name.to_string(), source }),
+    }
 }
 
 /// Reads and compiles one template file; the problem, if any, as a diagnostic.
@@ -105,6 +198,17 @@ fn compile(env: &mut Environment<'static>, file: &Path, key: String) -> Option<D
     )
 }
 
+/// The language and tone a message is written in: the contact's for an email to a contact,
+/// the customer's language without a tone for tasks and emails to the salesperson.
+fn language_and_tone(input: &Input) -> (crate::plan::Language, Option<crate::plan::Tone>) {
+    match input.recipient {
+        Recipient::Contact(c) if input.rule.action == Action::Email => {
+            (input.customer.language_of(Some(c)), Some(c.tone))
+        }
+        _ => (input.customer.language, None),
+    }
+}
+
 /// Loaded, compiled templates.
 pub struct Renderer {
     env: Environment<'static>,
@@ -124,45 +228,50 @@ impl Renderer {
     /// the error is still reported). Also returns the broken files whose last good version is
     /// served.
     pub fn load_with_last_good(dir: &Path, previous: Option<&Renderer>) -> (Renderer, Vec<Diagnostic>, Vec<PathBuf>) {
-        let (catalog, mut diags) = TemplateCatalog::scan(dir);
-        let mut env = Environment::new();
-        env.set_auto_escape_callback(|name| {
-            if name.ends_with(".html.j2") { minijinja::AutoEscape::Html } else { minijinja::AutoEscape::None }
-        });
+        Self::load_with_overrides(dir, None, previous)
+    }
+
+    /// [`Renderer::load_with_last_good`] with the customers' overrides from the plans
+    /// directory (`plans/<customer id>/<template>/<variant>/`, see `catalog.rs`).
+    pub fn load_with_overrides(
+        dir: &Path,
+        plans_dir: Option<&Path>,
+        previous: Option<&Renderer>,
+    ) -> (Renderer, Vec<Diagnostic>, Vec<PathBuf>) {
+        let (mut catalog, mut diags) = TemplateCatalog::scan_with_overrides(dir, plans_dir);
+        let mut env = environment();
         let mut broken = Vec::new();
-        for (name, variant) in catalog.all() {
+        for key in catalog.all() {
+            let folder = catalog.folder(&key);
             for part in PARTS {
-                let file = dir.join(name).join(variant).join(part);
-                if let Some(d) = compile(&mut env, &file, format!("{name}/{variant}/{part}")) {
+                if let Some(d) = compile(&mut env, &folder.join(part), format!("{key}/{part}")) {
                     diags.push(d);
-                    broken.push((name.to_string(), variant.to_string()));
+                    broken.push(key.clone());
                 }
             }
         }
         // A variant with a broken part is not offered (`check` then names the plans that need
         // it), unless its last good version can be served.
-        let mut catalog = catalog;
         let mut kept = Vec::new();
         broken.dedup();
-        for (name, variant) in broken {
+        for key in broken {
             let last_good: Option<Vec<(String, String)>> = previous.and_then(|p| {
                 PARTS
                     .iter()
                     .map(|part| {
-                        let key = format!("{name}/{variant}/{part}");
-                        p.env.get_template(&key).ok().map(|t| (key, t.source().to_string()))
+                        let name = format!("{key}/{part}");
+                        p.env.get_template(&name).ok().map(|t| (name, t.source().to_string()))
                     })
                     .collect()
             });
+            let folder = catalog.folder(&key);
             match last_good {
                 Some(parts)
-                    if parts.iter().all(|(key, text)| env.add_template_owned(key.clone(), text.clone()).is_ok()) =>
+                    if parts.iter().all(|(name, text)| env.add_template_owned(name.clone(), text.clone()).is_ok()) =>
                 {
-                    kept.extend(
-                        diags.iter().map(|d| d.file.clone()).filter(|f| f.starts_with(dir.join(&name).join(&variant))),
-                    );
+                    kept.extend(diags.iter().map(|d| d.file.clone()).filter(|f| f.starts_with(&folder)));
                 }
-                _ => catalog.remove(&name, &variant),
+                _ => catalog.remove(&key),
             }
         }
         kept.sort();
@@ -175,6 +284,50 @@ impl Renderer {
         &self.catalog
     }
 
+    /// The variant key [`Renderer::render`] would use for `input` (see
+    /// [`TemplateCatalog::resolve`]).
+    pub fn variant_for(&self, input: &Input) -> Option<String> {
+        let (language, tone) = language_and_tone(input);
+        self.catalog.resolve(&input.customer.id, &input.rule.template, language, tone)
+    }
+
+    /// A render error as a diagnostic at the template file and line, with `context` (which
+    /// customer, occasion and contact it failed for).
+    pub fn diagnostic(&self, e: &RenderError, context: &str) -> Diagnostic {
+        let hint = match e {
+            RenderError::TooLarge { .. } => "a message part may be at most 256 KiB: shorten what the template writes",
+            RenderError::Template { source, .. } if source.kind() == minijinja::ErrorKind::OutOfFuel => {
+                "the template does too much work (long or nested loops): each part may run at most 200,000 template instructions"
+            }
+            _ => "fix the template; the variables are listed in README, \"Templates\"",
+        };
+        let name = match e {
+            RenderError::NoVariant { .. } => {
+                return Diagnostic::whole_file(self.catalog.dir(), e.to_string()).hint(hint);
+            }
+            RenderError::TooLarge { name } | RenderError::Template { name, .. } => name,
+        };
+        let (key, part) = name.rsplit_once('/').unwrap_or((name.as_str(), ""));
+        let file = self.catalog.folder(key).join(part);
+        let message = match e {
+            RenderError::Template { source, .. } => {
+                format!("template fails {context}: {}", source.detail().unwrap_or(&source.to_string()))
+            }
+            _ => format!("{e} {context}"),
+        };
+        let source_text = self.env.get_template(name).map(|t| t.source().to_string()).unwrap_or_default();
+        let line = match e {
+            RenderError::Template { source, .. } => source.line(),
+            _ => None,
+        };
+        let span = line.map(|line| {
+            let start: usize = source_text.split_inclusive('\n').take(line.saturating_sub(1)).map(str::len).sum();
+            let end = source_text[start.min(source_text.len())..].find('\n').map_or(source_text.len(), |i| start + i);
+            start..end
+        });
+        Diagnostic::at(&file, &source_text, span, message).hint(hint)
+    }
+
     /// Renders one message.
     /// The variant is `<lang>-<tone>` (else `<lang>`) for an email to a contact, `<lang>` of the
     /// customer for tasks and emails to the salesperson.
@@ -185,62 +338,142 @@ impl Renderer {
     /// or a runtime error in an expression).
     pub fn render(&self, input: &Input, sender: Sender) -> Result<Rendered, RenderError> {
         let customer = input.customer;
-        let (language, tone, salutation) = match input.recipient {
-            Recipient::Contact(c) if input.rule.action == Action::Email => {
-                let lang = customer.language_of(Some(c));
-                (lang, Some(c.tone), salutation::for_contact(c, lang))
-            }
-            _ => (customer.language, None, salutation::for_owner(customer.language).to_string()),
+        let (language, tone) = language_and_tone(input);
+        let salutation = match (input.recipient, tone) {
+            (Recipient::Contact(c), Some(_)) => salutation::for_contact(c, language),
+            _ => salutation::for_owner(language).to_string(),
         };
         let template = &*input.rule.template;
-        let variant = self.catalog.resolve(template, language, tone).ok_or_else(|| RenderError::NoVariant {
-            template: template.to_string(),
-            wanted: match tone {
-                Some(t) => format!("{}-{}", language.code(), t.code()),
-                None => language.code().to_string(),
-            },
-        })?;
+        let variant =
+            self.catalog.resolve(&customer.id, template, language, tone).ok_or_else(|| RenderError::NoVariant {
+                template: template.to_string(),
+                wanted: match tone {
+                    Some(t) => format!("{}-{}", language.code(), t.code()),
+                    None => language.code().to_string(),
+                },
+            })?;
         let contact_value = |c: &Contact| {
             context! {
                 id => &*c.id,
                 name => &*c.name,
-                first_name => salutation::first_name(&c.name),
-                last_name => salutation::last_name(&c.name),
+                first_name => salutation::first_name(c),
+                last_name => salutation::last_name(c),
                 title => c.title.as_deref().unwrap_or(""),
                 email => c.email.as_str(),
             }
         };
         let primary = customer.primary_contact();
         let ctx = context! {
+            language => language.code(),
             salutation => salutation,
-            contact => input.about.map(contact_value).unwrap_or(Value::UNDEFINED),
+            contact => input.about.map(contact_value).unwrap_or(Value::from(())),
             primary => contact_value(primary),
             customer => context! {
                 id => &*customer.id,
                 name => &*customer.name,
-                since => salutation::date(customer.since, language),
+                since => locale::date(customer.since, language),
             },
             occasion => context! {
                 name => &*input.rule.name,
                 kind => input.rule.trigger.kind().code(),
-                date => salutation::date(input.occasion_date, language),
+                date => locale::date(input.occasion_date, language),
                 years => input.years,
             },
             sender => context! { name => sender.name, email => sender.email },
             owner => context! { email => customer.owner.as_str() },
         };
-        let render = |part: &str| -> Result<String, RenderError> {
-            let name = format!("{template}/{variant}/{part}");
-            let tmpl =
-                self.env.get_template(&name).map_err(|source| RenderError::Template { name: name.clone(), source })?;
-            tmpl.render(&ctx).map_err(|source| RenderError::Template { name, source })
+        let fuel = std::cell::Cell::new(0u64);
+        let render = |part: &str| {
+            let (text, used) = render_bounded(&self.env, &format!("{variant}/{part}"), &ctx)?;
+            fuel.set(fuel.get().max(used));
+            Ok::<_, RenderError>(text)
         };
         let subject = render("subject.txt.j2")?.split_whitespace().collect::<Vec<_>>().join(" ");
-        Ok(Rendered {
-            subject,
-            text: render("body.txt.j2")?,
-            html: render("body.html.j2")?,
-            variant: format!("{template}/{variant}"),
-        })
+        Ok(Rendered { subject, text: render("body.txt.j2")?, html: render("body.html.j2")?, variant, fuel: fuel.get() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Nested loops of random depth and size, each level writing a random amount: whatever
+    /// the shape, rendering ends quickly with the output within the cap, or with an error
+    /// (out of fuel, too large) — never a hang, never more output than the cap.
+    #[test]
+    fn any_loop_nest_ends_within_fuel_and_cap() {
+        let config = ProptestConfig {
+            cases: 96,
+            failure_persistence: None,
+            rng_seed: proptest::test_runner::RngSeed::Fixed(0x14_7e57),
+            ..ProptestConfig::default()
+        };
+        // Loop sizes small or up to minijinja's range limit, a little text per level, and a
+        // string repetition that is nothing, small, or around the cap.
+        let size = prop_oneof![1usize..=10, 1usize..=100_000];
+        let levels = prop::collection::vec((size, 0usize..=20), 1..=5);
+        let repeat = prop_oneof![Just(0usize), 0usize..=1_000, 0usize..=400_000];
+        let outcomes = std::cell::RefCell::new([0u32; 3]); // fits, too large, out of fuel
+        proptest!(config, |(levels in levels, repeat in repeat)| {
+            let mut source = String::new();
+            for (i, (n, _)) in levels.iter().enumerate() {
+                source.push_str(&format!("{{% for i{i} in range({n}) %}}"));
+            }
+            for (_, width) in &levels {
+                source.push_str(&"x".repeat(*width));
+            }
+            source.push_str(&format!("{{{{ \"y\" * {repeat} }}}}"));
+            for _ in &levels {
+                source.push_str("{% endfor %}");
+            }
+            let mut env = environment();
+            env.add_template_owned("t/en/body.txt.j2", source.clone()).unwrap();
+            let started = std::time::Instant::now();
+            let result = render_bounded(&env, "t/en/body.txt.j2", &Value::from(()));
+            let took = started.elapsed();
+            prop_assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
+            match result {
+                Ok((text, fuel)) => {
+                    prop_assert!(text.len() <= MAX_OUTPUT_BYTES);
+                    prop_assert!(fuel <= FUEL);
+                    outcomes.borrow_mut()[0] += 1;
+                }
+                Err(RenderError::TooLarge { .. }) => outcomes.borrow_mut()[1] += 1,
+                Err(RenderError::Template { source, .. }) => {
+                    prop_assert_eq!(source.kind(), minijinja::ErrorKind::OutOfFuel, "{}", source);
+                    outcomes.borrow_mut()[2] += 1;
+                }
+                Err(e) => prop_assert!(false, "{e}"),
+            }
+        });
+        // The cases are not all of one kind (with this seed: all three kinds of ending).
+        let o = outcomes.into_inner();
+        assert!(o.iter().filter(|&&n| n > 0).count() >= 2, "fits / too large / out of fuel: {o:?}");
+        // And each kind of ending, for certain.
+        for (source, want) in [
+            ("{% for a in range(10) %}x{% endfor %}", 0),
+            ("{% for a in range(1000) %}{{ 'y' * 1000 }}{% endfor %}", 1),
+            ("{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}", 2),
+        ] {
+            let mut env = environment();
+            env.add_template_owned("t", source.to_string()).unwrap();
+            let got = match render_bounded(&env, "t", &Value::from(())) {
+                Ok(_) => 0,
+                Err(RenderError::TooLarge { .. }) => 1,
+                Err(RenderError::Template { source, .. }) if source.kind() == minijinja::ErrorKind::OutOfFuel => 2,
+                Err(e) => panic!("{e}"),
+            };
+            assert_eq!(got, want, "{source}");
+        }
+    }
+
+    #[test]
+    fn undefined_variables_are_errors() {
+        let mut env = environment();
+        env.add_template_owned("t", "Hallo {{ contact.nmae }}".to_string()).unwrap();
+        let ctx = context! { contact => context! { name => "Anna" } };
+        let err = render_bounded(&env, "t", &ctx).unwrap_err().to_string();
+        assert!(err.contains("undefined"), "{err}");
     }
 }

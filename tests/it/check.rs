@@ -30,7 +30,7 @@ fn check_reports_every_broken_plan_with_file_and_line() {
         ("bad-timezone.toml:6:12", "unknown time zone `Europe/Berln`"),
         ("bad-toml.toml:18:15", "invalid basic string"),
         ("two-primary.toml:25:11", "a second contact is marked `primary = true`"),
-        ("unknown-key.toml:10:1", "unknown field `colour`"),
+        ("unknown-key.toml:10:1", "unknown key `colour`"),
         ("unknown-template.toml:23:12", "unknown template `thank-you-card`"),
     ];
     for (location, message) in expected {

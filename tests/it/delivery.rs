@@ -25,7 +25,7 @@ async fn downtime_past_the_deadline_is_missed_not_sent_late() {
     let msgs = app.smtp.messages();
     assert_eq!(msgs.len(), 1, "only the ops report");
     assert_eq!(msgs[0].to, vec!["ops@example.com".to_string()]);
-    let (text, _) = (msgs[0].parsed().get_body().unwrap(), ());
+    let (text, _) = msgs[0].parts();
     assert!(text.contains("missed: harbor/birthday/contact:jane/2027-03-14"), "{text}");
     assert_eq!(app.tick_at("2027-03-15T12:05:00Z").await.reported, 0, "reported once");
 }
@@ -73,7 +73,7 @@ async fn permanent_failures_reach_ops_with_the_servers_reply() {
     let msgs = app.smtp.messages();
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0].to, vec!["ops@example.com".to_string()]);
-    let body = msgs[0].parsed().get_body().unwrap();
+    let (body, _) = msgs[0].parts();
     assert!(
         body.contains("failed: harbor/birthday/contact:jane/2027-03-14") && body.contains("5.1.1 mailbox unavailable"),
         "{body}"

@@ -16,11 +16,12 @@
 //! | # | site | message | fixture |
 //! |---|---|---|---|
 //! | 1 | plan/validate/mod.rs `toml_error`, syntax | invalid basic string … | `plan-toml-syntax` |
-//! | 2 | plan/validate/mod.rs `toml_error`, unknown key | unknown field `e-mail`, expected one of … | `plan-unknown-field`, `playbook-toml-error` |
-//! | 3 | plan/validate/mod.rs `toml_error`, missing key | missing field `phase` | `plan-missing-field` |
-//! | 4 | plan/validate/mod.rs `toml_error`, wrong type | invalid type: string "yes", expected a boolean | `plan-invalid-type` |
+//! | 2 | plan/lenient.rs `unknown` (via `raw_table!`) | unknown key `e-mail` in [[contact]] (did you mean …) | `plan-unknown-field`, `playbook-toml-error`, `plan-unknown-top-level-key` |
+//! | 3 | plan/lenient.rs `absent` (via `raw_table!`), `plan` | missing key `phase` in [customer] / missing table [customer] | `plan-missing-field`, `plan-no-customer-table` |
+//! | 4 | plan/lenient.rs `field` | invalid type: string "yes", expected a boolean | `plan-invalid-type` |
+//! | 4b | plan/lenient.rs `wrong_type` | [[contact]] must be an array of tables, not a table | `plan-contact-not-a-table` |
 //! | 5 | plan/validate/scalars.rs `parse_tz` | unknown time zone | `plan-timezone` |
-//! | 6 | plan/validate/scalars.rs `parse_email` | … is not a valid email address: … | `plan-owner-email`, `plan-contact-email` |
+//! | 6 | plan/validate/scalars.rs `parse_email` (plan/model.rs `Email::parse`) | … is not a valid email address: … (not ASCII, too long, …) | `plan-owner-email`, `plan-contact-email`, `plan-contact-email-not-ascii` |
 //! | 7 | plan/validate/scalars.rs `parse_language` | unknown language | `plan-language` |
 //! | 8 | plan/validate/scalars.rs `parse_id` | invalid customer id / occasion name | `plan-customer-id`, `rule-name` |
 //! | 9 | plan/validate/scalars.rs `parse_date`, string | … is not a valid birthday / date | `plan-birthday`, `rule-date` |
@@ -102,6 +103,13 @@
 //! | 83 | config/parse.rs `lease` | delivery.lease_secs must be between 3 and 3600 | `config-lease-secs` |
 //! | 84 | config/parse.rs `http_limits` | http_max_connections must be between 1 and 10000 | `config-http-max-connections` |
 //! | 85 | config/parse.rs `http_limits` | http_timeout_secs must be between 1 and 3600 | `config-http-timeout` |
+//! | 86 | plan/validate/scalars.rs `check_text`, control character (plan/model.rs `text_problem`) | contact name contains the control character U+000A … | `plan-contact-name-control`, `plan-customer-name-control`, `plan-contact-keys-control` |
+//! | 87 | plan/validate/scalars.rs `check_text`, length | contact name is 140 characters long (at most 128) | `plan-contact-name-too-long` |
+//! | 88 | plan/validate/customer.rs `contact_names` | given_name / salutation is empty | `plan-contact-keys-empty` |
+//! | 89 | plan/validate/customer.rs `warn_unsure_greeting`, warning | cannot tell the family name in … for certain | `plan-contact-name-unsure` |
+//! | 90 | render/sample.rs `trial_run` (render/mod.rs `Renderer::diagnostic`), template error | template fails for customer …: undefined value / engine ran out of fuel | `template-render-undefined`, `template-render-fuel`, `template-override-broken` |
+//! | 91 | render/sample.rs `trial_run`, output cap | template … produced more than 262144 bytes | `template-render-too-large` |
+//! | 92 | cli/check.rs `run`, warning | template overrides for …, which no valid plan defines | `template-override-unknown-customer` |
 //!
 //! Every site is reachable through `check`. (\*) The file whose path sorts first keeps the id,
 //! whatever order `read_dir` lists the plans directory in (it differs between ext4 and tmpfs).
@@ -112,11 +120,12 @@
 //! |---|---|
 //! | `several-problems-in-one-plan` | time zone, weekend, phase, contact email and a rule's `at`: five errors from one plan |
 //! | `several-problems-in-one-config` | time zone, sender email, horizon and delivery kind: four errors from one config |
-//! | `hidden-by-unknown-key` | an unknown key (any TOML or serde error) is the only error of its file; the bad email and time zone are not reported |
-//! | `hidden-rule-completeness` | a bad value in a rule hides that it is incomplete (no `cron`); no `on` hides no `template` |
-//! | `hidden-template-variant` | missing template variants are only checked once the rest of the plan is valid |
+//! | `unknown-keys-hide-nothing` | fixed: an unknown key is reported with the bad email and time zone below it (it hid them until issue 14) |
+//! | `several-problems-with-unknown-keys` | unknown keys in three tables, a missing key, two wrong types, a bad zone, a bad tone and a bad `at`: all in one run. Still hidden: a table with a missing key or a wrong type is left out, so its other values are not checked (Bob's tone) |
+//! | `hidden-rule-completeness` | fixed: a bad value no longer hides that the rule is incomplete (no `cron`), no `on` no longer hides no `template` |
+//! | `hidden-template-variant` | fixed: missing template variants are checked for the valid contacts and rules even when the plan has other errors |
 //! | `hidden-by-config-error` | a config error stops `check` (exit 2) before any plan is read |
-//! | `hidden-by-enabled-false` | `enabled = false` skips the other keys of its entry: a bad `at` there is accepted silently |
+//! | `hidden-by-enabled-false` | fixed: the keys of an entry with `enabled = false` are checked too (the bad `at` is reported) |
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

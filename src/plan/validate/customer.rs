@@ -2,10 +2,16 @@
 //! primary), the playbook's rules merged with the plan's own, and whether every rule has a
 //! template variant for each recipient's language and tone.
 
-use super::rule::build_rule;
-use super::scalars::{calendar_settings, parse_date, parse_email, parse_id, parse_language, parse_tz};
+use super::rule::{build_rule, check_keys};
+use super::scalars::{calendar_settings, check_text, parse_date, parse_email, parse_id, parse_language, parse_tz};
 use super::{Context, Src, present_and_valid};
-use crate::plan::model::{Action, Contact, Customer, Gender, Language, Phase, Rule, Target, Templates, Tone};
+use crate::diagnostics::Diagnostic;
+use crate::plan::model::{
+    Action, Contact, Customer, Gender, Language, MAX_COMPANY_CHARS, MAX_NAME_CHARS, MAX_SALUTATION_CHARS,
+    MAX_TITLE_CHARS, Phase, Rule, Target, Templates, Tone,
+};
+use crate::plan::names;
+use crate::plan::raw::RawContact;
 use crate::plan::raw::RawPlan;
 use chrono::NaiveDate;
 use std::collections::{HashMap, HashSet};
@@ -19,6 +25,8 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
     parse_id(src, &c.id, "customer id");
     if c.name.get_ref().trim().is_empty() {
         src.error(&c.name, "customer name is empty", "write the company name as it should appear in emails");
+    } else {
+        check_text(src, &c.name, "customer name", MAX_COMPANY_CHARS);
     }
     let since = parse_date(src, &c.since, "relationship start date `since`", false)
         .and_then(|md| NaiveDate::from_ymd_opt(md.year?, md.month, md.day));
@@ -83,14 +91,18 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
         if let Some(flag) = rc.primary.as_ref().filter(|p| *p.get_ref()) {
             primaries.push((contacts.len(), rc_span.clone(), flag.span()));
         }
-        if rc.name.get_ref().trim().is_empty() {
-            src.error(&rc.name, "contact name is empty", "write the person's full name, e.g. \"Anna Müller\"");
-        }
+        let names = contact_names(src, rc);
         let built = (|| {
+            let names = names?;
             Some(Contact {
                 id: id_ok.then(|| rc.id.get_ref().as_str().into())?,
                 name: rc.name.get_ref().trim().into(),
-                title: rc.title.as_deref().map(|t| t.trim().into()),
+                given_name: names.given.map(Into::into),
+                family_name: names.family.map(Into::into),
+                plain_name: names.plain.into(),
+                title: rc.title.as_ref().map(|t| t.get_ref().trim().into()),
+                rank: names.rank,
+                salutation: rc.salutation.as_ref().map(|s| s.get_ref().trim().into()),
                 gender: gender?,
                 email: email?,
                 birthday,
@@ -104,6 +116,8 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
     }
     let primary = match primaries.as_slice() {
         [(i, _, _)] => Some(*i),
+        // A contact left out for a problem of shape may be the primary one.
+        [] if !src.complete => None,
         [] => {
             src.error(
                 &raw.customer,
@@ -173,6 +187,7 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
         let pos = playbook_rules.get(name).copied();
         let enabled = r.get_ref().enabled.as_ref().is_none_or(|e| *e.get_ref());
         if !enabled {
+            check_keys(src, r.get_ref(), ctx);
             match pos {
                 Some(i) => merged[i] = None,
                 None => src.error(
@@ -191,11 +206,20 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
         }
     }
     let rules: Vec<Arc<Rule>> = merged.into_iter().flatten().collect();
+    // Template coverage for the contacts and rules that are valid, whatever else is wrong.
+    if let Some(language) = language {
+        check_template_variants(src, raw, c.id.get_ref(), language, &contacts, &rules, templates);
+    }
 
     if !src.ok() {
         return None;
     }
     let (since, owner, timezone, language, phase, primary) = (since?, owner?, timezone?, language?, phase?, primary?);
+    for (contact, rc) in contacts.iter().zip(&raw.contacts) {
+        if let Some(contact) = contact {
+            warn_unsure_greeting(src, contact, rc.get_ref());
+        }
+    }
     let customer = Customer {
         id: c.id.get_ref().as_str().into(),
         name: c.name.get_ref().trim().into(),
@@ -210,35 +234,130 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
         source: Arc::from(src.path),
         calendar,
     };
-    check_template_variants(src, raw, &customer, templates);
     src.ok().then_some(customer)
 }
 
-/// Every rule must have a template variant for the language and tone of each recipient.
-fn check_template_variants(src: &mut Src, raw: &RawPlan, customer: &Customer, templates: &dyn Templates) {
+/// A contact's name parts, as the greetings use them.
+struct Names {
+    given: Option<String>,
+    family: Option<String>,
+    plain: String,
+    rank: Option<names::Rank>,
+}
+
+/// Checks `name`, `given_name`, `family_name`, `title` and `salutation` (each reaches headers or
+/// greetings) and works out the parts of the name; `None` when any of them is invalid.
+fn contact_names(src: &mut Src, rc: &RawContact) -> Option<Names> {
+    let mut ok = true;
+    if rc.name.get_ref().trim().is_empty() {
+        src.error(&rc.name, "contact name is empty", "write the person's full name, e.g. \"Anna Müller\"");
+        ok = false;
+    } else {
+        ok &= check_text(src, &rc.name, "contact name", MAX_NAME_CHARS);
+    }
+    for (value, what, max) in [
+        (&rc.given_name, "given_name", MAX_NAME_CHARS),
+        (&rc.family_name, "family_name", MAX_NAME_CHARS),
+        (&rc.title, "title", MAX_TITLE_CHARS),
+        (&rc.salutation, "salutation", MAX_SALUTATION_CHARS),
+    ] {
+        let Some(v) = value else { continue };
+        if v.get_ref().trim().is_empty() && what != "title" {
+            src.error(v, format!("{what} is empty"), format!("write the {what}, or leave the key out"));
+            ok = false;
+        } else {
+            ok &= check_text(src, v, what, max);
+        }
+    }
+    if !ok {
+        return None;
+    }
+    let parsed = names::parse(rc.name.get_ref());
+    let given_key = rc.given_name.as_ref().map(|g| g.get_ref().trim().to_string());
+    let family_key = rc.family_name.as_ref().map(|f| f.get_ref().trim().to_string());
+    // One part given: the other is the rest of the name, when the name reads that way.
+    let given = given_key.clone().or_else(|| match &family_key {
+        Some(f) => parsed.core.strip_suffix(f.as_str()).map(str::trim_end).filter(|g| !g.is_empty()).map(Into::into),
+        None => parsed.given.clone(),
+    });
+    let family = family_key.clone().or_else(|| match &given_key {
+        Some(g) => parsed.core.strip_prefix(g.as_str()).map(str::trim_start).filter(|f| !f.is_empty()).map(Into::into),
+        None => parsed.family.clone(),
+    });
+    let plain = match (&given_key, &family_key) {
+        (Some(g), Some(f)) => format!("{g} {f}"),
+        _ => parsed.display.clone(),
+    };
+    let title_rank = rc.title.as_ref().and_then(|t| names::rank_of_title(t.get_ref()));
+    Some(Names { given, family, plain, rank: title_rank.max(parsed.rank) })
+}
+
+/// A warning when the greeting of `contact` needs a part of the name that cannot be told for
+/// certain (it then falls back to the neutral form).
+fn warn_unsure_greeting(src: &mut Src, contact: &Contact, rc: &RawContact) {
+    if contact.salutation.is_some() {
+        return;
+    }
+    let missing = match contact.tone {
+        Tone::Formal if contact.gender != Gender::None && contact.family_name.is_none() => "family name",
+        Tone::Informal if contact.given_name.is_none() => "given name",
+        _ => return,
+    };
+    let why = names::parse(rc.name.get_ref()).unsure.unwrap_or("it cannot be split");
+    let d = Diagnostic::at(
+        src.path,
+        src.text,
+        Some(rc.name.span()),
+        format!("cannot tell the {missing} in `{}` for certain: {why}", contact.name),
+    )
+    .hint(format!(
+        "the greeting falls back to the neutral form (\"{}\"); add given_name = \"…\" and family_name = \"…\" to the contact, or write the whole greeting line as salutation = \"…\"",
+        contact.plain_name
+    ))
+    .warning();
+    src.diags.push(d);
+}
+
+/// Every rule must have a template variant for the language and tone of each recipient (the
+/// valid contacts and rules; `contacts` is aligned with the file's `[[contact]]` tables).
+fn check_template_variants(
+    src: &mut Src,
+    raw: &RawPlan,
+    customer_id: &str,
+    language: Language,
+    contacts: &[Option<Contact>],
+    rules: &[Arc<Rule>],
+    templates: &dyn Templates,
+) {
     // The distinct (language, tone) of the contacts, each with the first contact that has it
     // (where a missing variant is reported): at most four, so rules × contacts is never walked.
     let mut recipients: Vec<(Language, Tone, usize)> = Vec::new();
-    for (i, contact) in customer.contacts.iter().enumerate() {
-        let combo = (customer.language_of(Some(contact)), contact.tone);
+    for (i, contact) in contacts.iter().enumerate() {
+        let Some(contact) = contact else { continue };
+        let combo = (contact.language.unwrap_or(language), contact.tone);
         if !recipients.iter().any(|(l, t, _)| (*l, *t) == combo) {
             recipients.push((combo.0, combo.1, i));
         }
     }
     let mut checked: HashSet<(&str, Language, Option<Tone>)> = HashSet::new();
-    for rule in customer.rules.iter() {
+    for rule in rules.iter() {
         let needs: Vec<(Language, Option<Tone>, usize)> = match rule.action {
             // Tasks and emails to the salesperson: the customer's language, no tone (reported at
             // the first contact, as before).
-            Action::Task => vec![(customer.language, None, 0)],
-            Action::Email if rule.target == Target::Owner => vec![(customer.language, None, 0)],
+            Action::Task => vec![(language, None, 0)],
+            Action::Email if rule.target == Target::Owner => vec![(language, None, 0)],
             Action::Email => recipients.iter().map(|&(l, t, i)| (l, Some(t), i)).collect(),
         };
         for (lang, tone, i) in needs {
-            if !checked.insert((&*rule.template, lang, tone)) || templates.has_variant(&rule.template, lang, tone) {
+            if !checked.insert((&*rule.template, lang, tone))
+                || templates.has_variant(customer_id, &rule.template, lang, tone)
+            {
                 continue;
             }
-            let Some(contact) = customer.contacts.get(i) else { continue };
+            let contact_id = match contacts.get(i) {
+                Some(Some(c)) => &*c.id,
+                _ => raw.contacts.get(i).map_or("", |c| c.get_ref().id.get_ref().as_str()),
+            };
             let wanted = match tone {
                 Some(t) => format!("{}-{}", lang.code(), t.code()),
                 None => lang.code().to_string(),
@@ -248,7 +367,7 @@ fn check_template_variants(src: &mut Src, raw: &RawPlan, customer: &Customer, te
                 span,
                 format!(
                     "template `{}` has no variant `{wanted}` (needed by occasion `{}` for contact `{}`)",
-                    rule.template, rule.name, contact.id
+                    rule.template, rule.name, contact_id
                 ),
                 format!(
                     "add {}/{}/{wanted}/ (or /{}/) with subject.txt.j2, body.txt.j2 and body.html.j2",

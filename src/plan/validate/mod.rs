@@ -43,11 +43,22 @@ pub struct Src<'a> {
     pub path: &'a Path,
     pub text: &'a str,
     pub diags: Vec<Diagnostic>,
+    /// Whether every `[[contact]]` and `[[occasion]]` table could be read (see
+    /// `lenient::LenientPlan::complete`); checks across all of them are skipped when not.
+    pub complete: bool,
 }
 
 impl<'a> Src<'a> {
     pub fn new(path: &'a Path, text: &'a str) -> Self {
-        Src { path, text, diags: Vec::new() }
+        Src { path, text, diags: Vec::new(), complete: true }
+    }
+
+    /// Reports problems of shape (unknown, missing or mistyped keys) as errors.
+    pub fn problems(&mut self, problems: Vec<crate::plan::entries::Problem>) {
+        for p in problems {
+            let d = Diagnostic::at(self.path, self.text, p.span, p.message).hint(p.hint);
+            self.diags.push(d);
+        }
     }
 
     pub fn error<T>(&mut self, at: &Spanned<T>, msg: impl Into<String>, hint: impl Into<String>) {

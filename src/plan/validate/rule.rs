@@ -74,10 +74,17 @@ pub(super) fn build_rule(src: &mut Src, raw: &Spanned<RawRule>, base: Option<&Ru
     let before_errors = src.diags.len();
     let mut b = base.map(RuleBuilder::from_rule).unwrap_or_default();
     let name_ok = apply_keys(src, raw.get_ref(), &mut b, ctx);
-    if src.diags.len() > before_errors || !name_ok {
-        return None;
-    }
-    complete(src, raw.get_ref(), b)
+    let keys_ok = src.diags.len() == before_errors && name_ok;
+    // Completeness is checked even when a value was bad (a key that is present but invalid
+    // does not count as missing), so both kinds of problem show in one run.
+    let rule = complete(src, raw.get_ref(), b);
+    if keys_ok { rule } else { None }
+}
+
+/// Checks every key of an entry whose rule is not used (`enabled = false` in a plan): a bad
+/// value is still an error, so it does not wait until the rule is enabled again.
+pub(super) fn check_keys(src: &mut Src, raw: &RawRule, ctx: &Context) {
+    apply_keys(src, raw, &mut RuleBuilder::default(), ctx);
 }
 
 /// Parses every key `r` sets into `b`, reporting each bad value; returns whether the name is
@@ -218,22 +225,22 @@ fn apply_keys(src: &mut Src, r: &RawRule, b: &mut RuleBuilder, ctx: &Context) ->
 fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder) -> Option<Rule> {
     let before_errors = src.diags.len();
     let at = r.name.span();
-    let Some(kind) = b.kind else {
+    // A key that is present but invalid was reported already; it is not also "missing".
+    if b.kind.is_none() && r.on.is_none() {
         src.error_span(
-            at,
+            at.clone(),
             format!("occasion `{}` has no `on`", r.name.get_ref()),
             format!("add on = \"…\" ({})", kinds()),
         );
-        return None;
-    };
-    let Some(template) = b.template.clone() else {
+    }
+    if b.template.is_none() && r.template.is_none() {
         src.error_span(
-            at,
+            at.clone(),
             format!("occasion `{}` has no `template`", r.name.get_ref()),
             "add template = \"<folder under templates/>\"",
         );
-        return None;
-    };
+    }
+    let (Some(kind), Some(template)) = (b.kind, b.template.clone()) else { return None };
     let misplaced = |present: bool, field: &str, owner: &str| {
         present.then(|| format!("`{field}` applies only to `on = \"{owner}\"` rules"))
     };
@@ -269,7 +276,7 @@ fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder) -> Option<Rule> {
             Trigger::Birthday
         }
         TriggerKind::Anniversary => {
-            if b.years.is_none() && b.every_years.is_none() {
+            if b.years.is_none() && b.every_years.is_none() && r.years.is_none() && r.every_years.is_none() {
                 src.error_span(
                     at.clone(),
                     format!("occasion `{}` needs `years` or `every_years`", r.name.get_ref()),
@@ -280,6 +287,7 @@ fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder) -> Option<Rule> {
         }
         TriggerKind::Orders => match b.counts.clone() {
             Some(counts) => Trigger::Orders { counts },
+            None if r.counts.is_some() => return None,
             None => {
                 src.error_span(
                     at.clone(),
@@ -292,6 +300,7 @@ fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder) -> Option<Rule> {
         TriggerKind::Handover => Trigger::Handover,
         TriggerKind::Every => match b.cron.clone() {
             Some(cron) => Trigger::Every { cron },
+            None if r.cron.is_some() => return None,
             None => {
                 src.error_span(
                     at.clone(),
@@ -303,6 +312,7 @@ fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder) -> Option<Rule> {
         },
         TriggerKind::Date => match b.date {
             Some(d) => Trigger::Date(d),
+            None if r.date.is_some() => return None,
             None => {
                 src.error_span(
                     at.clone(),

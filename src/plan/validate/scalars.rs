@@ -13,6 +13,19 @@ use chrono_tz::Tz;
 use serde_spanned::Spanned;
 use std::path::Path;
 
+/// A text that reaches an e-mail header or a template (a name, a title, a salutation): an error
+/// when it has a control character or more than `max` characters; whether it is fine.
+pub(super) fn check_text(src: &mut Src, v: &Spanned<String>, what: &str, max: usize) -> bool {
+    let Some(why) = crate::plan::model::text_problem(v.get_ref(), max) else { return true };
+    let hint = if why.starts_with("contains") {
+        "this value reaches e-mail headers and greetings: write it on one line, without control characters (TOML escapes such as \\n, \\t, \\u0000 or \\u001b)"
+    } else {
+        "this value reaches e-mail headers and greetings: shorten it"
+    };
+    src.error(v, format!("{what} {why}"), hint);
+    false
+}
+
 pub fn parse_tz(src: &mut Src, v: &Spanned<String>) -> Option<Tz> {
     match v.get_ref().parse::<Tz>() {
         Ok(tz) => Some(tz),

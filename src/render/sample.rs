@@ -1,0 +1,83 @@
+//! `check`'s trial run of the templates: every variant a rule of the plans can use is rendered
+//! once, for a real customer and contact that uses it (one per variant, kind of occasion and
+//! kind of recipient), with the same bounds as the daemon (strict undefined variables, fuel,
+//! output cap). A failure is reported at the template file and line, naming what it failed for,
+//! before the daemon would ever render it.
+
+use super::{Input, Renderer, Sender};
+use crate::diagnostics::Diagnostic;
+use crate::occasion::Recipient;
+use crate::plan::{Action, Customer, Plans, Rule, Target, TriggerKind};
+use chrono::{Datelike, NaiveDate};
+use std::collections::HashSet;
+
+/// The inputs one rule of one customer can render: (recipient, the contact it is about).
+fn inputs<'a>(customer: &'a Customer, rule: &'a Rule) -> Vec<Input<'a>> {
+    let contacts: Vec<_> = match rule.target {
+        Target::Contacts => customer.contacts.iter().collect(),
+        Target::Primary => vec![customer.primary_contact()],
+        Target::Owner => Vec::new(),
+    };
+    let kind = rule.trigger.kind();
+    let years = (kind == TriggerKind::Anniversary).then_some(10);
+    let occasion_date =
+        NaiveDate::from_ymd_opt(customer.since.year() + 10, customer.since.month(), 1).unwrap_or(customer.since);
+    let input = |recipient, about| Input { customer, rule, about, recipient, occasion_date, years };
+    match (rule.action, rule.target) {
+        (_, Target::Owner) => vec![input(Recipient::Owner, None)],
+        (Action::Email, _) => contacts.into_iter().map(|c| input(Recipient::Contact(c), Some(c))).collect(),
+        (Action::Task, _) => contacts.into_iter().map(|c| input(Recipient::Owner, Some(c))).collect(),
+    }
+}
+
+/// Renders every variant the plans can use once; the failures as diagnostics.
+pub fn trial_run(plans: &Plans, renderer: &Renderer, sender: Sender) -> Vec<Diagnostic> {
+    let mut tried: HashSet<(String, TriggerKind, Action, bool)> = HashSet::new();
+    let mut diags = Vec::new();
+    for customer in &plans.customers {
+        for rule in customer.rules.iter() {
+            for input in inputs(customer, rule) {
+                // A missing variant is the plan's problem, reported by validation.
+                let Some(key) = renderer.variant_for(&input) else { continue };
+                if !tried.insert((key, rule.trigger.kind(), rule.action, input.about.is_some())) {
+                    continue;
+                }
+                if let Err(e) = renderer.render(&input, sender) {
+                    let about = input.about.map(|c| format!(", contact `{}`", c.id)).unwrap_or_default();
+                    let context = format!("for customer `{}`, occasion `{}`{about}", customer.id, rule.name);
+                    diags.push(renderer.diagnostic(&e, &context));
+                }
+            }
+        }
+    }
+    diags
+}
+
+/// Renders the ops report once with a sample row (when ops reports are configured): a failure,
+/// or a missing `ops_report` template (the daemon then sends a built-in plain text), is reported.
+pub fn trial_report(renderer: &Renderer, sender: Sender) -> Vec<Diagnostic> {
+    let row = super::ReportRow {
+        state: "failed".into(),
+        key: "acme/birthday/contact:anna/2026-03-14".into(),
+        due: "2026-03-14T08:00:00+00:00".into(),
+        attempts: 3,
+        reason: "550 5.1.1 mailbox unavailable".into(),
+        reply: Some("550 5.1.1 mailbox unavailable".into()),
+    };
+    let mut diags = Vec::new();
+    for language in [crate::plan::Language::En] {
+        match renderer.render_report(language, "host-1-0", std::slice::from_ref(&row), sender) {
+            Ok(_) => {}
+            Err(super::RenderError::NoVariant { .. }) => diags.push(
+                Diagnostic::whole_file(
+                    &renderer.catalog().dir().join(super::REPORT_TEMPLATE),
+                    "no ops_report template: the ops report is sent as built-in plain text",
+                )
+                .hint("copy templates/ops_report/ from the shipped templates")
+                .warning(),
+            ),
+            Err(e) => diags.push(renderer.diagnostic(&e, "for the ops report")),
+        }
+    }
+    diags
+}

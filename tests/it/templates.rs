@@ -1,0 +1,150 @@
+//! Every shipped template × language × tone, rendered for one sample customer and pinned by an
+//! insta snapshot (`snapshots/it__templates__<template>-<variant>.snap`): subject, text and
+//! HTML as the recipient gets them. Review changes with `cargo insta review`.
+
+use contactplan::calendar::CrontabCache;
+use contactplan::occasion::Recipient;
+use contactplan::plan::{self, Context, Customer, Language};
+use contactplan::render::{Input, Renderer, ReportRow, Sender};
+use std::collections::HashMap;
+use std::path::Path;
+
+fn customer(renderer: &Renderer, language: &str) -> Customer {
+    let text = format!(
+        r#"[customer]
+id = "mueller"
+name = "Müller & Söhne GmbH"
+since = 2016-03-14
+owner = "katrin.vogel@example.com"
+language = "{language}"
+phase = "maturity"
+
+[[contact]]
+id = "anna"
+name = "Dr. Anna Müller"
+gender = "female"
+email = "anna@example.com"
+tone = "formal"
+primary = true
+
+[[contact]]
+id = "joerg"
+name = "Jörg Weiß"
+gender = "male"
+email = "joerg@example.com"
+tone = "informal"
+
+[[occasion]]
+name = "birthday"
+on = "birthday"
+template = "birthday"
+
+[[occasion]]
+name = "birthday-call"
+on = "birthday"
+send = "task"
+template = "occasion_task"
+
+[[occasion]]
+name = "anniversary"
+on = "anniversary"
+years = [10]
+template = "anniversary"
+
+[[occasion]]
+name = "anniversary-call"
+on = "anniversary"
+years = [10]
+send = "task"
+template = "occasion_task"
+
+[[occasion]]
+name = "thanks"
+on = "date"
+date = "--12-01"
+to = "contacts"
+template = "anniversary"
+
+[[occasion]]
+name = "checkin"
+on = "every"
+cron = "0 9 1 * *"
+send = "task"
+template = "checkin"
+"#
+    );
+    let (playbooks, calendar, crontabs) = (HashMap::new(), Default::default(), CrontabCache::default());
+    let ctx = Context {
+        playbooks: &playbooks,
+        broken: &[],
+        templates: renderer.catalog(),
+        default_tz: chrono_tz::Europe::Berlin,
+        default_calendar: &calendar,
+        crontabs: &crontabs,
+    };
+    let (c, diags) = plan::plan_text(Path::new("mueller.toml"), &text, &ctx);
+    c.unwrap_or_else(|| panic!("{diags:?}"))
+}
+
+fn shown(r: &contactplan::render::Rendered) -> String {
+    format!("Subject: {}\n----- text/plain -----\n{}\n----- text/html -----\n{}", r.subject, r.text, r.html)
+}
+
+#[test]
+fn every_shipped_template_language_and_tone() {
+    let (renderer, diags) = Renderer::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"));
+    assert!(diags.is_empty(), "{diags:?}");
+    let sender = Sender { name: "Beispiel GmbH – Ihr Kundenteam", email: "team@example.com" };
+    let date = chrono::NaiveDate::from_ymd_opt(2026, 3, 14).unwrap();
+    let mut seen = Vec::new();
+    for language in [Language::De, Language::En] {
+        let c = customer(&renderer, language.code());
+        for rule in c.rules.iter() {
+            let years = rule.name.starts_with("anniversary").then_some(10);
+            let inputs: Vec<Input> = match rule.action {
+                plan::Action::Email => c
+                    .contacts
+                    .iter()
+                    .map(|k| Input {
+                        customer: &c,
+                        rule,
+                        about: Some(k),
+                        recipient: Recipient::Contact(k),
+                        occasion_date: date,
+                        years,
+                    })
+                    .collect(),
+                plan::Action::Task => vec![Input {
+                    customer: &c,
+                    rule,
+                    about: (&*rule.name != "checkin").then(|| c.primary_contact()),
+                    recipient: Recipient::Owner,
+                    occasion_date: date,
+                    years,
+                }],
+            };
+            for input in inputs {
+                let r = renderer.render(&input, sender).unwrap();
+                assert!(r.fuel < 5_000, "{} used {} fuel", r.variant, r.fuel);
+                let name = format!("{}-{}", r.variant.replace('/', "-"), rule.trigger.kind());
+                insta::assert_snapshot!(name.clone(), shown(&r));
+                seen.push(r.variant);
+            }
+        }
+        let row = ReportRow {
+            state: "failed".into(),
+            key: "mueller/birthday/contact:anna/2026-03-14".into(),
+            due: "2026-03-14T08:00:00+00:00".into(),
+            attempts: 3,
+            reason: "550 5.1.1 <script>mailbox</script> unavailable".into(),
+            reply: Some("550 5.1.1 mailbox unavailable".into()),
+        };
+        let r = renderer.render_report(language, "host-1-0", &[row], sender).unwrap();
+        insta::assert_snapshot!(r.variant.replace('/', "-"), shown(&r));
+        seen.push(r.variant);
+    }
+    // Every shipped variant was rendered.
+    for key in renderer.catalog().all() {
+        assert!(seen.contains(&key), "{key} has no snapshot");
+    }
+}
