@@ -49,7 +49,8 @@ impl Watcher {
             Err(e) => tracing::warn!(error = %e, "file watcher error; SIGHUP still reloads"),
         })?;
         for (dir, mode) in [
-            (&dirs.plans, RecursiveMode::NonRecursive),
+            // Recursive: a customer's template overrides live in `plans/<customer id>/`.
+            (&dirs.plans, RecursiveMode::Recursive),
             (&dirs.playbooks, RecursiveMode::NonRecursive),
             (&dirs.templates, RecursiveMode::Recursive),
         ] {

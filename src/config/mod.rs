@@ -62,6 +62,8 @@ pub struct Config {
     pub batch_size: u32,
     /// Where failed, missed and unknown-outcome reports go (a digest email); `None`: log only.
     pub ops_email: Option<Email>,
+    /// Language of the ops report (`[ops] language`, `de` or `en`; default `en`).
+    pub ops_language: crate::plan::Language,
     /// `[calendar]`: business-calendar and send-window defaults under every customer's keys.
     pub calendar: crate::calendar::Settings,
 }

@@ -43,6 +43,7 @@ pub(super) struct RawRetention {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawOps {
     email: Spanned<String>,
+    language: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +121,16 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
     };
     let sender_email = email(&raw.sender.email, "team@example.com");
     let ops_email = raw.ops.as_ref().and_then(|o| email(&o.email, "ops@example.com"));
+    let ops_language = match raw.ops.as_ref().and_then(|o| o.language.as_ref()) {
+        None => crate::plan::Language::En,
+        Some(l) => crate::plan::Language::parse(l.get_ref()).unwrap_or_else(|| {
+            errors.push(
+                Diagnostic::at(path, text, Some(l.span()), format!("unknown ops.language `{}`", l.get_ref()))
+                    .hint("\"de\" or \"en\""),
+            );
+            crate::plan::Language::En
+        }),
+    };
     let horizon_days = raw.horizon_days.as_ref().map_or(2, |h| *h.get_ref());
     if !(1..=366).contains(&horizon_days) {
         let span = raw.horizon_days.as_ref().map(|h| h.span());
@@ -209,6 +220,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
         retention,
         batch_size,
         ops_email,
+        ops_language,
         calendar,
     })
 }

@@ -108,6 +108,8 @@ pub struct Settings {
     pub sender: Sender,
     /// Where failed, missed and unknown-outcome reports go; `None`: the log is the report.
     pub ops_email: Option<Email>,
+    /// Language of the ops report.
+    pub ops_language: crate::plan::Language,
     /// How long a claim or a send in progress stays locked without renewal (on the database
     /// clock); renewed every [`Settings::lease_renewal`] while this daemon delivers.
     pub lease: Duration,
@@ -126,6 +128,7 @@ impl Settings {
             batch_size: config.batch_size,
             sender: config.sender.clone(),
             ops_email: config.ops_email.clone(),
+            ops_language: config.ops_language,
             lease: config.lease,
             lease_renewal: config.lease_renewal(),
             shutdown_grace: match &config.delivery {

@@ -4,7 +4,6 @@
 //! Without an ops address, the log line is the report.
 
 use super::Scheduler;
-use crate::plan::Language;
 use crate::render::{ReportRow, plain_report};
 use crate::store::{Row, secs};
 
@@ -53,14 +52,18 @@ fn digest(
         })
         .collect();
     let snapshot = daemon.served.current();
-    let rendered =
-        match snapshot.renderer.render_report(Language::En, &daemon.instance, &report_rows, sender.for_templates()) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "the ops report template failed; sending the built-in plain text");
-                plain_report(&daemon.instance, &report_rows)
-            }
-        };
+    let rendered = match snapshot.renderer.render_report(
+        daemon.settings.ops_language,
+        &daemon.instance,
+        &report_rows,
+        sender.for_templates(),
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "the ops report template failed; sending the built-in plain text");
+            plain_report(&daemon.instance, &report_rows)
+        }
+    };
     let first = rows.first().map_or(0, |r| r.id);
     let last = rows.last().map_or(0, |r| r.id);
     let message_id = crate::mail::message_id(&format!("ops-report/{first}-{last}"), sender.email.domain());

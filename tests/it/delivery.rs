@@ -91,3 +91,21 @@ async fn a_per_rule_deadline_is_honoured() {
     let r = app.tick_at("2027-03-14T13:40:00Z").await;
     assert_eq!((r.accepted, r.missed), (0, 1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ops_report_is_in_the_configured_language() {
+    let mut app = spawn_app(&[("harbor", &plan())], &[], utc("2027-03-14T12:00:00Z"), Delivery::Smtp).await;
+    let path = app.dir.path().join("contactplan.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("[ops]\nemail = \"ops@example.com\"\n", "[ops]\nemail = \"ops@example.com\"\nlanguage = \"de\"\n"),
+    )
+    .unwrap();
+    app.config = contactplan::config::Config::load(&path, &contactplan::config::Environment::default()).unwrap();
+    app.restart().await;
+    app.smtp.refuse("jane.smith@harbor.example");
+    assert_eq!(app.tick_at("2027-03-14T13:00:00Z").await.reported, 1);
+    let msgs = app.smtp.messages();
+    assert_eq!(msgs[0].header("Subject"), "contactplan: 1 Anlass/Anlässe brauchen Aufmerksamkeit");
+}

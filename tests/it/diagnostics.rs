@@ -85,6 +85,7 @@
 //! | 67 | config/parse.rs `parse` | unknown time zone | `config-timezone` |
 //! | 68 | config/parse.rs `parse`, `email` (sender, ops) | … is not a valid email address | `config-sender-email` |
 //! | 69 | config/parse.rs `parse` | horizon_days must be between 1 and 366 | `config-horizon-days` |
+//! | 69b | config/parse.rs `parse`, `ops.language` | unknown ops.language | `config-ops-language` |
 //! | 70 | config/parse.rs `parse` | batch_size must be between 1 and 10000 | `config-batch-size` |
 //! | 71 | config/parse.rs `parse` | http_bind … is not an address:port | `config-http-bind` |
 //! | 72 | config/parse.rs `parse`, `days` | retention.outbox_days must be between … | `config-retention` |

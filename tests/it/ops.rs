@@ -183,6 +183,18 @@ async fn saving_a_plan_by_rename_triggers_a_reload() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(t.app.current().revision > revision, "a template change reloads");
+
+    // So does a customer's template override, in a folder created after the watch began (the
+    // folder's creation itself reloads; the file's write, deeper down, must too).
+    std::fs::create_dir_all(t.path("plans/a/birthday/en-formal")).unwrap();
+    tokio::time::sleep(WATCH_SETTLE).await;
+    let revision = t.app.current().revision;
+    std::fs::write(t.path("plans/a/birthday/en-formal/subject.txt.j2"), "Happy birthday from us").unwrap();
+    let start = Instant::now();
+    while t.app.current().revision == revision && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(t.app.current().revision > revision, "an override change reloads");
     assert!(watching.stop().await, "the watcher and reloader stop");
 }
 
