@@ -7,7 +7,7 @@
 
 use super::{Nominal, Recipient};
 use crate::hash::Fnv1a;
-use crate::plan::{Contact, Customer, Rule};
+use crate::plan::{Contact, Customer, Rule, is_id};
 use chrono::{Datelike, Timelike};
 
 /// The recipient part of an outbox key (the `recipient` column of the outbox), over the id's
@@ -94,12 +94,6 @@ impl<S: std::fmt::Display> std::fmt::Display for RecipientKey<S> {
             RecipientKey::Owner => f.write_str("owner"),
         }
     }
-}
-
-/// An id as plans allow them (customer, rule, contact and event ids): 1–128 ASCII letters,
-/// digits, `-`, `_` or `.`, so none holds the key's separators `/` and `:`.
-fn is_id(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 /// What happened to make an event-keyed row (its key's last part is `<kind>:<id>`).

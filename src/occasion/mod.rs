@@ -286,7 +286,7 @@ fn rule_in<'a, S: Sink<'a>>(
         Trigger::Birthday | Trigger::Anniversary { .. } | Trigger::Date(_) => dated::rule(&ctx, sink),
         Trigger::Every { cron } => every::rule(&ctx, cron, sink),
         // Event-driven; they enter the outbox from order and handover events, not the calendar.
-        Trigger::Orders { .. } | Trigger::Handover => {}
+        Trigger::Orders(_) | Trigger::Handover => {}
     }
 }
 

@@ -423,7 +423,8 @@ enabled = false
     #[rustfmt::skip]
     const KEYS: &[&str] = &[
         "id", "name", "since", "owner", "timezone", "primary", "birthday", "title", "years", "counts", "at",
-        "enabled", "weekend", "closed", "on", "colour", "given_name", "family_name", "salutation",
+        "enabled", "weekend", "closed", "on", "colour", "given_name", "family_name", "salutation", "every_count",
+        "revenue", "on_multiple", "currency",
     ];
 
     /// Values of every TOML type and shape, the fast path's and others.

@@ -237,6 +237,17 @@ pub struct Contact {
     pub timezone: Option<Tz>,
 }
 
+/// Whether `s` is an id as plans allow them (customer ids, contact ids, rule names, and the ids
+/// of events such as orders' milestones in outbox keys): 1–128 ASCII letters, digits, `-`, `_`
+/// or `.`, starting with a letter or digit — so no id holds an outbox key's separators `/`
+/// and `:`.
+pub fn is_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
 /// What a rule reacts to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Trigger {
@@ -249,11 +260,9 @@ pub enum Trigger {
         /// Also every Nth year (`every_years`).
         every_years: Option<u32>,
     },
-    /// The Nth order; counted from order events (completed by the orders capability).
-    Orders {
-        /// The order numbers that are occasions (`counts = [10, 100, 1000]`).
-        counts: Box<[u64]>,
-    },
+    /// Order milestones: the Nth order and revenue thresholds, counted from the orders stored
+    /// for the customer.
+    Orders(OrderMilestones),
     /// The primary contact changed (completed by the handover capability).
     Handover,
     /// A recurring crontab schedule in the customer's zone.
@@ -271,11 +280,51 @@ impl Trigger {
         match self {
             Trigger::Birthday => TriggerKind::Birthday,
             Trigger::Anniversary { .. } => TriggerKind::Anniversary,
-            Trigger::Orders { .. } => TriggerKind::Orders,
+            Trigger::Orders(_) => TriggerKind::Orders,
             Trigger::Handover => TriggerKind::Handover,
             Trigger::Every { .. } => TriggerKind::Every,
             Trigger::Date(_) => TriggerKind::Date,
         }
+    }
+}
+
+/// The thresholds of an `on = "orders"` rule. Each fires at most once per customer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OrderMilestones {
+    /// Order counts that are occasions (`counts = [10, 100, 1000]`), ascending, unique.
+    pub counts: Box<[u64]>,
+    /// Also every Nth order (`every_count = 500`).
+    pub every_count: Option<u64>,
+    /// Revenue thresholds in whole units of the customer's currency (`revenue = [100000,
+    /// 1000000]`), ascending, unique.
+    pub revenue: Box<[u64]>,
+    /// What one change (one import, one API call) that passes several thresholds sends.
+    pub on_multiple: OnMultiple,
+}
+
+/// What a change that passes several thresholds of one rule at once sends (`on_multiple`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnMultiple {
+    /// Only the highest threshold; the others are recorded as `suppressed` with the reason
+    /// (the default).
+    #[default]
+    Highest,
+    /// One message per threshold.
+    Each,
+}
+
+impl OnMultiple {
+    /// The word in plans (`on_multiple = "…"`).
+    pub fn code(self) -> &'static str {
+        match self {
+            OnMultiple::Highest => "highest",
+            OnMultiple::Each => "each",
+        }
+    }
+
+    /// The policy a word names.
+    pub fn parse(s: &str) -> Option<OnMultiple> {
+        [OnMultiple::Highest, OnMultiple::Each].into_iter().find(|p| p.code() == s)
     }
 }
 
@@ -462,6 +511,9 @@ pub struct Customer {
     pub timezone: Tz,
     /// Language for contacts that name none.
     pub language: Language,
+    /// The currency of its revenue thresholds (`currency`, default EUR); orders in other
+    /// currencies are counted but not added to its revenue.
+    pub currency: crate::money::Currency,
     /// Life-cycle phase.
     pub phase: Phase,
     /// The contacts, in plan order; never empty.

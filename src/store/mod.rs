@@ -12,12 +12,14 @@
 //! at-most-once send whose outcome cannot be known: reported to ops, never resent).
 //! `failed`, `missed` and `unknown` rows are reported to ops once (`reported_utc`).
 
+mod orders;
 mod postgres;
 mod reconcile;
 mod rows;
 mod sqlite;
 mod upkeep;
 
+pub use orders::{CustomerTotals, Ingested, OrderChange, Revenue};
 pub use postgres::PgStore;
 pub use reconcile::{Change, Reconcilable, Reconciled, Retiming};
 pub use rows::{Claimed, MappingError, NewItem, Row, RowState, UnixSecs, secs};

@@ -28,7 +28,7 @@ const CHUNK: usize = 1000;
 /// only under a stricter default isolation level) is retried before giving up.
 const DEADLOCK_RETRIES: u32 = 5;
 
-fn is_transient_conflict(e: &sqlx::Error) -> bool {
+pub(super) fn is_transient_conflict(e: &sqlx::Error) -> bool {
     e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "40P01" || c == "40001")
 }
 

@@ -7,15 +7,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The pure core, each with the core modules it may use (the layering: no arrow goes up).
-const CORE: [(&str, &[&str]); 8] = [
+const CORE: [(&str, &[&str]); 10] = [
     ("hash", &[]),
+    ("money", &[]),
     ("files", &[]),
     ("clock", &[]),
     ("diagnostics", &[]),
     ("calendar", &[]),
-    ("plan", &["calendar", "diagnostics", "files"]),
+    ("plan", &["calendar", "diagnostics", "files", "money"]),
     ("occasion", &["plan", "calendar", "hash"]),
-    ("render", &["plan", "occasion", "calendar", "diagnostics", "files"]),
+    ("orders", &["plan", "occasion", "money", "diagnostics"]),
+    ("render", &["plan", "occasion", "orders", "money", "calendar", "diagnostics", "files"]),
 ];
 
 /// Core files that may do I/O: reading plan and template files (bounded, through `files.rs`),

@@ -41,6 +41,10 @@
 //! | 23 | plan/validate/rule.rs `apply_keys`, `years` | years must list positive whole years | `rule-years` |
 //! | 24 | plan/validate/rule.rs `apply_keys`, `every_years` | every_years must be at least 1 | `rule-every-years` |
 //! | 25 | plan/validate/rule.rs `apply_keys`, `counts` | counts must list positive order counts | `rule-counts` |
+//! | 25b | plan/validate/rule.rs `apply_keys`, `every_count` | every_count must be at least 1 | `rule-every-count` |
+//! | 25c | plan/validate/rule.rs `apply_keys`, `revenue` | revenue must list positive amounts | `rule-revenue` |
+//! | 25d | plan/validate/rule.rs `apply_keys`, `on_multiple` | unknown on_multiple policy | `rule-on-multiple` |
+//! | 25e | plan/validate/customer.rs `plan`, `currency` (money.rs `Currency::parse`) | … is not a currency code | `plan-currency` |
 //! | 26 | plan/validate/rule.rs `apply_keys`, `cron` | invalid cron expression … | `rule-cron` (and in a playbook: `plan-playbook-has-errors`) |
 //! | 27 | plan/validate/rule.rs `apply_keys`, `send` | unknown send action | `rule-send` |
 //! | 28 | plan/validate/rule.rs `apply_keys`, `to` | unknown recipient | `rule-to` |
@@ -52,7 +56,10 @@
 //! | 34 | plan/validate/rule.rs `complete`, misplaced | … `cron` applies only to `on = "every"` rules | `rule-misplaced-key` |
 //! | 35 | plan/validate/rule.rs `complete`, birthday | birthday rules concern contacts | `rule-birthday-to-owner` |
 //! | 36 | plan/validate/rule.rs `complete`, anniversary | … needs `years` or `every_years` | `rule-anniversary-needs-years` |
-//! | 37 | plan/validate/rule.rs `complete`, orders | … needs `counts` | `rule-orders-needs-counts` |
+//! | 37 | plan/validate/rule.rs `complete`, orders | … needs `counts`, `every_count` or `revenue` | `rule-orders-needs-counts` |
+//! | 37b | plan/validate/rule.rs `complete`, misplaced orders keys | `counts/every_count/revenue/on_multiple` applies only to `on = "orders"` rules | `rule-orders-keys-misplaced` |
+//! | 37c | plan/validate/rule.rs `complete`, warning | `before` has no effect on `on = "orders"` rules | `rule-orders-before` |
+//! | 37d | plan/validate/rule.rs `complete`, warning | `on = "handover"` is not implemented yet | `rule-handover-not-implemented` |
 //! | 38 | plan/validate/rule.rs `complete`, every | … needs `cron` | `rule-every-needs-cron` |
 //! | 39 | plan/validate/rule.rs `complete`, date | … needs `date` | `rule-date-needs-date` |
 //! | 40 | plan/validate/rule.rs `complete`, warning | `before` has no effect on `on = "every"` rules | `rule-before-on-every` |

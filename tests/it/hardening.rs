@@ -190,12 +190,23 @@ fn a_full_disk_fails_ticks_visibly_and_the_daemon_recovers_once_space_is_freed()
     let ws = Workspace::new(N, "sqlite://db/outbox.db");
     let db = ws.path("db");
     std::fs::create_dir_all(&db).unwrap();
-    let script =
-        "mount -t tmpfs -o size=4m tmpfs \"$1\" && head -c 4050000 /dev/zero > \"$1/filler\" && shift && exec \"$@\"";
+    // A migrated outbox made beforehand, copied onto the tmpfs; then a filler leaves 48 KiB:
+    // the daemon opens it, but the first materialisation (300 rows) does not fit, however
+    // many migrations there are.
+    let migrated = ws.path("migrated.db");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let url = format!("sqlite://{}", migrated.display());
+        let store = contactplan::store::Store::connect(&url).await.unwrap();
+        drop(store);
+    });
+    let script = "mount -t tmpfs -o size=4m tmpfs \"$1\" && cp \"$2\" \"$1/outbox.db\" && \
+                  avail=$(df --output=avail -B1 \"$1\" | tail -1) && \
+                  head -c $((avail - 49152)) /dev/zero > \"$1/filler\" && shift 2 && exec \"$@\"";
     let db_arg = db.display().to_string();
+    let migrated_arg = migrated.display().to_string();
     let mut d = Daemon::start(
         &ws,
-        &["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", &db_arg, "{bin}"],
+        &["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", &db_arg, &migrated_arg, "{bin}"],
         &[],
     );
     let full = wait_until(Duration::from_secs(30), || d.log().contains("disk is full"));

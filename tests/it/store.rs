@@ -157,7 +157,9 @@ both_engines!(
     store: rows_filters_by_state,
     store: purge_finished_deletes_only_old_reported_finished_rows,
     store: backlog_counts_open_rows_and_finds_the_next_due,
-    store: reconcile_writes_only_rows_still_in_the_state_it_decided_on;
+    store: reconcile_writes_only_rows_still_in_the_state_it_decided_on,
+    store: orders_are_stored_once_per_customer_and_id_and_corrections_update_them;
+    db: concurrent_ingests_keep_every_customers_totals_exact,
     db: concurrent_claimers_take_every_row_exactly_once,
 );
 
@@ -947,4 +949,94 @@ async fn reconcile_writes_only_rows_still_in_the_state_it_decided_on(store: Stor
     // A row in a batch stays untouched however often it is asked.
     let again = store.reconcile(&changes[1..3], T + 2).await.unwrap();
     assert_eq!(again, Reconciled::default());
+}
+
+fn order(customer: &str, id: &str, date: &str, amount: Option<&str>) -> contactplan::orders::Order {
+    use contactplan::money::{Currency, Money};
+    contactplan::orders::Order {
+        customer: customer.into(),
+        id: id.into(),
+        date: date.parse().unwrap(),
+        amount: amount.map(|a| Money { amount: a.parse().unwrap(), currency: Currency::EUR }),
+        reference: None,
+    }
+}
+
+fn eur(totals: &contactplan::store::CustomerTotals) -> String {
+    totals.revenue.get(&contactplan::money::Currency::EUR).map(|d| d.normalize().to_string()).unwrap_or_default()
+}
+
+async fn orders_are_stored_once_per_customer_and_id_and_corrections_update_them(store: Store) {
+    use contactplan::store::Ingested;
+    let first = [
+        order("acme", "A-1", "2025-03-01", Some("1000.50")),
+        order("acme", "A-2", "2026-01-10", Some("200")),
+        order("acme", "A-3", "2026-02-10", None),
+        order("zeta", "Z-1", "2026-02-10", Some("5")),
+    ];
+    let done = store.ingest_orders(&first, "test import", T).await.unwrap();
+    assert_eq!(done, Ingested { inserted: 4, updated: 0, unchanged: 0, changed_customers: 2 });
+    let acme = store.order_totals("acme").await.unwrap();
+    assert_eq!((acme.count, eur(&acme)), (3, "1200.5".to_string()));
+
+    // The same file again: nothing changes, no change rows.
+    let again = store.ingest_orders(&first, "test import", T + 1).await.unwrap();
+    assert_eq!(again, Ingested { inserted: 0, updated: 0, unchanged: 4, changed_customers: 0 });
+    // A correction: same id, new amount; the count stays, the revenue follows.
+    let fix = [order("acme", "A-2", "2026-01-10", Some("250.00"))];
+    assert_eq!(store.ingest_orders(&fix, "api", T + 2).await.unwrap().updated, 1);
+    let acme = store.order_totals("acme").await.unwrap();
+    assert_eq!((acme.count, eur(&acme)), (3, "1250.5".to_string()));
+    assert_eq!(
+        store.revenue_by_year("acme", contactplan::money::Currency::EUR).await.unwrap(),
+        [(2025, "1000.50".parse().unwrap()), (2026, "250.00".parse().unwrap())]
+    );
+
+    let changes = store.unevaluated_changes(10).await.unwrap();
+    let seen: Vec<(String, u64, u64, String, String)> = changes
+        .iter()
+        .map(|c| (c.customer.clone(), c.before.count, c.after.count, eur(&c.before), eur(&c.after)))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("acme".into(), 0, 3, "".into(), "1200.5".into()),
+            ("zeta".into(), 0, 1, "".into(), "5".into()),
+            ("acme".into(), 3, 3, "1200.5".into(), "1250.5".into()),
+        ]
+    );
+    assert_eq!((changes[2].source.as_str(), changes[2].at), ("api", T + 2));
+    store.mark_evaluated(&[changes[0].seq, changes[1].seq], T + 3).await.unwrap();
+    let left = store.unevaluated_changes(10).await.unwrap();
+    assert_eq!(left.iter().map(|c| c.seq).collect::<Vec<_>>(), [changes[2].seq]);
+    assert_eq!(store.order_totals("nobody").await.unwrap(), Default::default());
+}
+
+/// Four ingests at once (four connections, like the CLI, the API and other instances), each
+/// adding orders for the same 20 customers: every customer ends with the exact count and
+/// revenue, and its change rows chain (each change's before is the previous one's after).
+async fn concurrent_ingests_keep_every_customers_totals_exact(db: &TestDb) {
+    let stores: Vec<Store> = futures_util::future::join_all((0..4).map(|_| db.connect())).await;
+    let writers = stores.iter().enumerate().map(|(w, store)| async move {
+        for round in 0..5 {
+            let batch: Vec<_> = (0..20)
+                .map(|c| order(&format!("c{c:02}"), &format!("w{w}-r{round}"), "2026-11-30", Some("1.25")))
+                .collect();
+            store.ingest_orders(&batch, "test", T).await.unwrap();
+        }
+    });
+    futures_util::future::join_all(writers).await;
+    for c in 0..20 {
+        let t = stores[0].order_totals(&format!("c{c:02}")).await.unwrap();
+        assert_eq!((t.count, eur(&t)), (20, "25".to_string()), "c{c:02}");
+    }
+    let changes = stores[0].unevaluated_changes(1000).await.unwrap();
+    assert_eq!(changes.len(), 4 * 5 * 20);
+    for c in 0..20 {
+        let mine: Vec<_> = changes.iter().filter(|x| x.customer == format!("c{c:02}")).collect();
+        for pair in mine.windows(2) {
+            assert_eq!(pair[0].after, pair[1].before, "changes chain in seq order");
+        }
+        assert_eq!(mine.last().unwrap().after.count, 20);
+    }
 }

@@ -36,6 +36,13 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
         None => Some(default_tz),
     };
     let language = parse_language(src, &c.language);
+    let currency = match &c.currency {
+        None => crate::money::Currency::EUR,
+        Some(v) => crate::money::Currency::parse(v.get_ref()).unwrap_or_else(|why| {
+            src.error(v, why, "the currency of the customer's revenue thresholds, e.g. \"EUR\" or \"CHF\"");
+            crate::money::Currency::EUR
+        }),
+    };
     let calendar = calendar_settings(src, c.calendar_keys()).over(ctx.default_calendar);
     let phase = Phase::parse(c.phase.get_ref());
     if phase.is_none() {
@@ -227,6 +234,7 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
         owner,
         timezone,
         language,
+        currency,
         phase,
         contacts: contacts.into_iter().collect::<Option<Box<[Contact]>>>()?,
         primary,

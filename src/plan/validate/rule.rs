@@ -7,7 +7,9 @@ use super::scalars::{calendar_settings, parse_date, parse_duration, parse_id, pa
 use super::{Context, Src};
 use crate::calendar::{Crontab, LeapDay, MonthDay};
 use crate::diagnostics::Diagnostic;
-use crate::plan::model::{Action, DeliveryPolicy, Lead, Rule, Target, Trigger, TriggerKind};
+use crate::plan::model::{
+    Action, DeliveryPolicy, Lead, OnMultiple, OrderMilestones, Rule, Target, Trigger, TriggerKind,
+};
 use crate::plan::raw::{RawPlaybook, RawRule};
 use chrono::NaiveTime;
 use serde_spanned::Spanned;
@@ -21,6 +23,9 @@ struct RuleBuilder {
     years: Option<Box<[u32]>>,
     every_years: Option<u32>,
     counts: Option<Box<[u64]>>,
+    every_count: Option<u64>,
+    revenue: Option<Box<[u64]>>,
+    on_multiple: Option<OnMultiple>,
     cron: Option<Arc<Crontab>>,
     date: Option<MonthDay>,
     action: Option<Action>,
@@ -54,7 +59,12 @@ impl RuleBuilder {
                 b.years = Some(years.clone());
                 b.every_years = *every_years;
             }
-            Trigger::Orders { counts } => b.counts = Some(counts.clone()),
+            Trigger::Orders(m) => {
+                b.counts = Some(m.counts.clone());
+                b.every_count = m.every_count;
+                b.revenue = Some(m.revenue.clone());
+                b.on_multiple = Some(m.on_multiple);
+            }
             Trigger::Every { cron } => b.cron = Some(cron.clone()),
             Trigger::Date(d) => b.date = Some(*d),
             Trigger::Birthday | Trigger::Handover => {}
@@ -125,6 +135,37 @@ fn apply_keys(src: &mut Src, r: &RawRule, b: &mut RuleBuilder, ctx: &Context) ->
             v.sort_unstable();
             v.dedup();
             b.counts = Some(v.into());
+        }
+    }
+    if let Some(n) = &r.every_count {
+        if *n.get_ref() == 0 {
+            src.error(n, "every_count must be at least 1", "e.g. every_count = 500 (the 500th, 1000th, … order)");
+        } else {
+            b.every_count = Some(*n.get_ref());
+        }
+    }
+    if let Some(v) = &r.revenue {
+        if v.get_ref().is_empty() || v.get_ref().contains(&0) {
+            src.error(
+                v,
+                "revenue must list positive amounts (whole units of the customer's currency)",
+                "e.g. revenue = [100000, 1000000]",
+            );
+        } else {
+            let mut x = v.get_ref().clone();
+            x.sort_unstable();
+            x.dedup();
+            b.revenue = Some(x.into());
+        }
+    }
+    if let Some(m) = &r.on_multiple {
+        match OnMultiple::parse(m.get_ref()) {
+            Some(p) => b.on_multiple = Some(p),
+            None => src.error(
+                m,
+                format!("unknown on_multiple policy `{}`", m.get_ref()),
+                "use \"highest\" (only the highest threshold one change passes; default) or \"each\" (one message per threshold)",
+            ),
         }
     }
     if let Some(c) = &r.cron {
@@ -250,7 +291,12 @@ fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder) -> Option<Rule> {
             "years/every_years",
             "anniversary",
         ),
-        misplaced(kind != TriggerKind::Orders && b.counts.is_some(), "counts", "orders"),
+        misplaced(
+            kind != TriggerKind::Orders
+                && (b.counts.is_some() || b.every_count.is_some() || b.revenue.is_some() || b.on_multiple.is_some()),
+            "counts/every_count/revenue/on_multiple",
+            "orders",
+        ),
         misplaced(kind != TriggerKind::Every && b.cron.is_some(), "cron", "every"),
         misplaced(kind != TriggerKind::Date && b.date.is_some(), "date", "date"),
     ];
@@ -285,18 +331,26 @@ fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder) -> Option<Rule> {
             }
             Trigger::Anniversary { years: b.years.clone().unwrap_or_default(), every_years: b.every_years }
         }
-        TriggerKind::Orders => match b.counts.clone() {
-            Some(counts) => Trigger::Orders { counts },
-            None if r.counts.is_some() => return None,
-            None => {
+        TriggerKind::Orders => {
+            let given = b.counts.is_some() || b.every_count.is_some() || b.revenue.is_some();
+            let tried = r.counts.is_some() || r.every_count.is_some() || r.revenue.is_some();
+            if !given && !tried {
                 src.error_span(
                     at.clone(),
-                    format!("occasion `{}` needs `counts`", r.name.get_ref()),
-                    "e.g. counts = [10, 100, 1000]",
+                    format!("occasion `{}` needs `counts`, `every_count` or `revenue`", r.name.get_ref()),
+                    "e.g. counts = [10, 100, 1000], every_count = 500 or revenue = [100000]",
                 );
+            }
+            if !given {
                 return None;
             }
-        },
+            Trigger::Orders(OrderMilestones {
+                counts: b.counts.clone().unwrap_or_default(),
+                every_count: b.every_count,
+                revenue: b.revenue.clone().unwrap_or_default(),
+                on_multiple: b.on_multiple.unwrap_or_default(),
+            })
+        }
         TriggerKind::Handover => Trigger::Handover,
         TriggerKind::Every => match b.cron.clone() {
             Some(cron) => Trigger::Every { cron },
@@ -325,6 +379,31 @@ fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder) -> Option<Rule> {
     };
     if src.diags.len() > before_errors {
         return None;
+    }
+    // A rule kind that parses but does nothing yet is a warning, never silence.
+    if kind == TriggerKind::Handover {
+        let d = Diagnostic::at(
+            src.path,
+            src.text,
+            Some(at.clone()),
+            format!(
+                "occasion `{}`: `on = \"handover\"` is not implemented yet; this rule never fires",
+                r.name.get_ref()
+            ),
+        )
+        .hint("it will act on contact-person changes once handovers are tracked; until then, remove or disable it")
+        .warning();
+        src.diags.push(d);
+    }
+    // A lead time means nothing to an order milestone (it is sent once the threshold is passed,
+    // at the next time the rule's calendar and window allow): say so rather than ignore it.
+    if kind == TriggerKind::Orders
+        && let Some(b) = &r.before
+    {
+        let d = Diagnostic::at(src.path, src.text, Some(b.span()), "`before` has no effect on `on = \"orders\"` rules")
+            .hint("remove it; a milestone is sent when it is reached")
+            .warning();
+        src.diags.push(d);
     }
     // A lead time means nothing to a crontab (say so rather than ignore it silently).
     if kind == TriggerKind::Every

@@ -60,10 +60,7 @@ pub(super) fn parse_language(src: &mut Src, v: &Spanned<String>) -> Option<Langu
 
 pub(super) fn parse_id(src: &mut Src, v: &Spanned<String>, what: &str) -> bool {
     let s = v.get_ref();
-    let ok = !s.is_empty()
-        && s.len() <= 128
-        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let ok = crate::plan::is_id(s);
     if !ok {
         src.error(
             v,
