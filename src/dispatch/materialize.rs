@@ -26,6 +26,7 @@ pub fn new_item(o: &Occurrence, state: RowState, reason: Option<String>, sender:
     let key = o.outbox_key();
     NewItem {
         message_id: crate::mail::message_id(&key.to_string(), sender.domain()),
+        facts: None,
         key,
         kind: o.rule.trigger.kind(),
         action: o.rule.action,

@@ -117,6 +117,20 @@ pub enum EventKind {
     End,
 }
 
+impl serde::Serialize for EventKind {
+    /// As its [`code`](EventKind::code).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.code())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EventKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<EventKind, D::Error> {
+        let s = String::deserialize(d)?;
+        EventKind::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown event kind `{s}`")))
+    }
+}
+
 impl EventKind {
     /// Every kind.
     pub const ALL: [EventKind; 8] = [

@@ -10,6 +10,7 @@
 
 mod agenda;
 mod dated;
+pub mod event;
 mod every;
 mod key;
 pub mod reconcile;

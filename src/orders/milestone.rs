@@ -47,6 +47,35 @@ pub struct Evaluation {
     pub unrecorded: u64,
 }
 
+/// What a milestone's templates are told (`milestone.*`), kept with its outbox row (JSON in
+/// the `facts` column) so the message says what was true when the milestone was reached.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MilestoneFacts {
+    /// `orders` (an order count) or `revenue`.
+    pub measure: EventKind,
+    /// The threshold reached: an order count, or whole units of `currency`.
+    pub threshold: u64,
+    /// Orders stored for the customer after the change.
+    pub order_count: u64,
+    /// The customer's currency.
+    pub currency: crate::money::Currency,
+    /// Revenue in `currency` after the change.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub revenue: Decimal,
+    /// Revenue in `currency` per calendar year of the order date, ascending.
+    pub revenue_by_year: Vec<YearRevenue>,
+}
+
+/// Revenue of one calendar year.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct YearRevenue {
+    /// The year of the order dates.
+    pub year: i32,
+    /// Revenue in the customer's currency.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub amount: Decimal,
+}
+
 /// The thresholds of `rule` that the change from `before` to `after` passes.
 pub fn evaluate(rule: &OrderMilestones, before: Totals, after: Totals) -> Evaluation {
     let mut out = Evaluation::default();

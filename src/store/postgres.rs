@@ -100,6 +100,7 @@ impl PgStore {
             let delivery: Vec<&str> = cols.iter().map(|c| c.delivery).collect();
             let state: Vec<&str> = cols.iter().map(|c| c.state).collect();
             let reason: Vec<Option<&str>> = chunk.iter().map(|i| i.reason.as_deref()).collect();
+            let facts: Vec<Option<&str>> = cols.iter().map(|c| c.facts.as_deref()).collect();
             let mut tries = 0;
             // One statement per chunk (its own transaction). Rows go in input order, so ids
             // follow it as in SQLite and a key repeated within the chunk keeps its first item.
@@ -108,15 +109,15 @@ impl PgStore {
                     "WITH ins AS (
                          INSERT INTO outbox (key, customer, rule, kind, action, recipient, recipient_domain, nominal, occasion_date,
                                              years, timezone, due_utc, deadline_utc, message_id, delivery, state, reason,
-                                             created_utc, updated_utc)
+                                             created_utc, updated_utc, facts)
                          SELECT key, customer, rule, kind, action, recipient, recipient_domain, nominal, occasion_date,
-                                years, timezone, due_utc, deadline_utc, message_id, delivery, state, reason, $18, $18
+                                years, timezone, due_utc, deadline_utc, message_id, delivery, state, reason, $18, $18, facts
                          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                                      $8::text[], $9::text[], $10::bigint[], $11::text[], $12::bigint[], $13::bigint[],
-                                     $14::text[], $15::text[], $16::text[], $17::text[])
+                                     $14::text[], $15::text[], $16::text[], $17::text[], $19::text[])
                               WITH ORDINALITY AS u(key, customer, rule, kind, action, recipient, recipient_domain, nominal,
                                                    occasion_date, years, timezone, due_utc, deadline_utc, message_id,
-                                                   delivery, state, reason, ord)
+                                                   delivery, state, reason, facts, ord)
                          ORDER BY ord
                          ON CONFLICT (key) DO NOTHING
                          RETURNING state, kind)
@@ -141,6 +142,7 @@ impl PgStore {
                 .bind(&state)
                 .bind(&reason)
                 .bind(now)
+                .bind(&facts)
                 .fetch_one(&self.pool)
                 .await;
                 match done {

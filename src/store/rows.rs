@@ -3,6 +3,7 @@
 //! Nothing outside this file compares a state, kind, action or policy as a string.
 
 use crate::occasion::{NominalKey, OutboxKey};
+use crate::orders::milestone::MilestoneFacts;
 use crate::plan::{Action, DeliveryPolicy, TriggerKind};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -187,6 +188,8 @@ pub struct NewItem {
     pub deadline: UnixSecs,
     /// Message-ID derived from the key (`mail::message_id`), the same on every resend.
     pub message_id: String,
+    /// What an event's templates are told (order milestones); `None` for calendar occasions.
+    pub facts: Option<MilestoneFacts>,
 }
 
 /// A row claimed for sending; `fence` must be presented to record the outcome.
@@ -215,6 +218,8 @@ pub struct Claimed {
     pub deadline: UnixSecs,
     /// What to do when the outcome is unknown.
     pub delivery: DeliveryPolicy,
+    /// What an event's templates are told (order milestones); `None` for calendar occasions.
+    pub facts: Option<MilestoneFacts>,
 }
 
 /// The columns of a claimed row, as selected (`RETURNING`/`SELECT … CLAIMED_COLUMNS`).
@@ -231,13 +236,14 @@ pub(crate) struct ClaimedColumns {
     due_utc: i64,
     deadline_utc: i64,
     delivery: String,
+    facts: Option<String>,
 }
 
 /// The columns [`ClaimedColumns`] reads, for `RETURNING` and `SELECT` lists (a literal, for
 /// `concat!`: statements stay static text).
 macro_rules! claimed_columns {
     () => {
-        "id, key, kind, occasion_date, years, message_id, attempts, fence, due_utc, deadline_utc, delivery"
+        "id, key, kind, occasion_date, years, message_id, attempts, fence, due_utc, deadline_utc, delivery, facts"
     };
 }
 pub(crate) use claimed_columns;
@@ -252,6 +258,13 @@ impl TryFrom<ClaimedColumns> for Claimed {
             occasion_date: map(id, "occasion date", &c.occasion_date, c.occasion_date.parse().ok())?,
             years: c.years.and_then(|y| u32::try_from(y).ok()),
             delivery: map(id, "delivery policy", &c.delivery, DeliveryPolicy::parse(&c.delivery))?,
+            facts: match &c.facts {
+                None => None,
+                Some(json) => Some(
+                    serde_json::from_str(json)
+                        .map_err(|e| MappingError { id, what: format!("unreadable facts ({e})") })?,
+                ),
+            },
             message_id: c.message_id,
             attempts: c.attempts,
             fence: c.fence,
@@ -344,6 +357,7 @@ pub(crate) struct ItemColumns<'a> {
     pub state: &'static str,
     pub occasion_date: String,
     pub years: Option<i64>,
+    pub facts: Option<String>,
 }
 
 impl NewItem {
@@ -361,6 +375,7 @@ impl NewItem {
             state: self.state.code(),
             occasion_date: self.occasion_date.to_string(),
             years: self.years.map(i64::from),
+            facts: self.facts.as_ref().and_then(|f| serde_json::to_string(f).ok()),
         }
     }
 

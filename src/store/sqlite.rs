@@ -126,8 +126,8 @@ impl SqliteStore {
                 let c = it.columns();
                 let done = sqlx::query(
                     "INSERT INTO outbox (key, customer, rule, kind, action, recipient, recipient_domain, nominal, occasion_date, years, timezone,
-                                         due_utc, deadline_utc, message_id, delivery, state, reason, created_utc, updated_utc)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                         due_utc, deadline_utc, message_id, delivery, state, reason, created_utc, updated_utc, facts)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                      ON CONFLICT (key) DO NOTHING",
                 )
                 .bind(c.key)
@@ -149,6 +149,7 @@ impl SqliteStore {
                 .bind(&it.reason)
                 .bind(now)
                 .bind(now)
+                .bind(c.facts)
                 .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() > 0 {

@@ -265,6 +265,7 @@ fn item(name: &str, due: UnixSecs, deadline: UnixSecs) -> NewItem {
         due,
         deadline,
         message_id: format!("<{name}@contactplan.test>"),
+        facts: None,
     }
 }
 
