@@ -9,7 +9,7 @@ use std::process::ExitCode;
 /// Print the email (headers, text and HTML parts) that one occasion would produce.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "The next occurrence on or after --date is shown (searching up to 4 years ahead).\n\nExamples:\n  contactplan preview --customer acme --occasion birthday\n  contactplan preview --customer acme --occasion anniversary --date 2027-01-01\n  contactplan preview --customer acme --occasion birthday --contact anna --raw > anna.eml"
+    after_help = "The next occurrence on or after --date is shown (searching up to 4 years ahead). For an order milestone rule (on = \"orders\"), a sample: its first threshold reached on --date, with sample totals.\n\nExamples:\n  contactplan preview --customer acme --occasion birthday\n  contactplan preview --customer acme --occasion anniversary --date 2027-01-01\n  contactplan preview --customer acme --occasion birthday --contact anna --raw > anna.eml\n  contactplan preview --customer acme --occasion hundredth-order"
 )]
 pub struct Args {
     /// Customer id.
@@ -29,6 +29,17 @@ pub struct Args {
     raw: bool,
 }
 
+/// The occurrence shown.
+struct Picked<'a> {
+    input: Input<'a>,
+    key: String,
+    due: chrono::DateTime<Utc>,
+    zone: chrono_tz::Tz,
+    adjustments: Vec<String>,
+    /// Said above the message when it is a sample.
+    note: Option<&'static str>,
+}
+
 pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let config = match super::load_config(config_path) {
         Ok(c) => c,
@@ -41,34 +52,73 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     };
     let day = args.date.unwrap_or_else(|| Utc::now().with_timezone(&customer.timezone).date_naive());
     let from = crate::calendar::resolve_local(customer.timezone, day.and_time(NaiveTime::MIN)).utc;
+    let facts = crate::render::sample_milestone(customer, rule, chrono::Datelike::year(&day));
     let mut found: Vec<Occurrence> = Vec::new();
-    occasion::for_rule(customer, rule, from, from + TimeDelta::days(4 * 366), &mut found);
-    found.retain(|o| args.contact.as_deref().is_none_or(|c| o.about.is_some_and(|a| *a.id == *c)));
-    found.sort_by_key(|o| o.due.utc);
-    let Some(o) = found.first() else {
-        eprintln!("error: occasion `{}` of `{}` does not occur within 4 years of {day}", rule.name, customer.id);
-        return Ok(ExitCode::from(1));
+    let mut events = Vec::new();
+    if let Some(f) = &facts {
+        // An event rule has no date to look for: its message for a sample event on that day.
+        let id = f.threshold.to_string();
+        events = occasion::event::occurrences(customer, rule, f.measure, &id, from);
+        events.retain(|o| args.contact.as_deref().is_none_or(|c| o.about.is_some_and(|a| *a.id == *c)));
+    } else {
+        occasion::for_rule(customer, rule, from, from + TimeDelta::days(4 * 366), &mut found);
+        found.retain(|o| args.contact.as_deref().is_none_or(|c| o.about.is_some_and(|a| *a.id == *c)));
+        found.sort_by_key(|o| o.due.utc);
+    }
+    let picked = match (found.first(), events.first()) {
+        (Some(o), _) => Picked {
+            input: Input::from(o),
+            key: o.key(),
+            due: o.due.utc,
+            zone: o.zone,
+            adjustments: o.adjustments.iter().map(ToString::to_string).collect(),
+            note: None,
+        },
+        (None, Some(e)) => Picked {
+            input: Input {
+                customer,
+                rule,
+                about: e.about,
+                recipient: e.recipient,
+                occasion_date: e.occasion_date,
+                years: None,
+                milestone: facts.as_ref(),
+            },
+            key: e.key.to_string(),
+            due: e.due,
+            zone: e.zone,
+            adjustments: Vec::new(),
+            note: Some("a sample order milestone (the rule's first threshold, sample totals)"),
+        },
+        (None, None) => {
+            eprintln!("error: occasion `{}` of `{}` does not occur within 4 years of {day}", rule.name, customer.id);
+            return Ok(ExitCode::from(1));
+        }
     };
-    let rendered = ws.renderer.render(&Input::from(o), config.sender.for_templates())?;
-    let key = o.key();
-    let message_id = crate::mail::message_id(&key, config.sender.email.domain());
-    let to_name = match o.recipient {
+    let rendered = ws.renderer.render(&picked.input, config.sender.for_templates())?;
+    let key = &picked.key;
+    let message_id = crate::mail::message_id(key, config.sender.email.domain());
+    let to = match picked.input.recipient {
+        occasion::Recipient::Contact(c) => &c.email,
+        occasion::Recipient::Owner => &customer.owner,
+    };
+    let to_name = match picked.input.recipient {
         occasion::Recipient::Contact(c) => Some(&*c.name),
         occasion::Recipient::Owner => None,
     };
-    let reply_to = match o.recipient {
+    let reply_to = match picked.input.recipient {
         occasion::Recipient::Contact(_) => Some(crate::mail::Party { name: None, address: customer.owner.as_str() }),
         occasion::Recipient::Owner => None,
     };
     let message = match crate::mail::build(&crate::mail::Outgoing {
         from: config.sender.party(),
-        to: crate::mail::Party { name: to_name, address: o.email().as_str() },
+        to: crate::mail::Party { name: to_name, address: to.as_str() },
         reply_to,
         subject: &rendered.subject,
         text: &rendered.text,
         html: &rendered.html,
         message_id: &message_id,
-        date: o.due.utc.with_timezone(&config.sender.timezone).fixed_offset(),
+        date: picked.due.with_timezone(&config.sender.timezone).fixed_offset(),
     }) {
         Ok(m) => m,
         Err(e) => {
@@ -81,10 +131,13 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         std::io::stdout().write_all(&message.formatted())?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("Due:        {} ({})", o.due.local.to_rfc3339(), o.zone.name());
+    println!("Due:        {} ({})", picked.due.with_timezone(&picked.zone).to_rfc3339(), picked.zone.name());
     println!("Key:        {key}");
     println!("Template:   {}", rendered.variant);
-    for a in &o.adjustments {
+    if let Some(note) = picked.note {
+        println!("Sample:     {note}");
+    }
+    for a in &picked.adjustments {
         println!("Adjusted:   {a}");
     }
     for name in ["From", "To", "Reply-To", "Subject", "Message-ID", "Date"] {

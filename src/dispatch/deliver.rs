@@ -78,7 +78,8 @@ pub fn prepare(row: &Claimed, plans: &Plans, renderer: &Renderer, sender: &Sende
         },
     };
     let occasion_date = row.occasion_date;
-    let input = Input { customer, rule, about, recipient, occasion_date, years: row.years };
+    let input =
+        Input { customer, rule, about, recipient, occasion_date, years: row.years, milestone: row.facts.as_ref() };
     let to = match recipient {
         Recipient::Contact(c) => &c.email,
         Recipient::Owner => &customer.owner,

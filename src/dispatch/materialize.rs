@@ -88,3 +88,34 @@ pub async fn run(
     store.set_value(WATERMARK, &next_mark.timestamp().to_string()).await?;
     Ok(result)
 }
+
+/// The outbox row for an event occurrence `o` (an order milestone …), in `state` (`Pending`,
+/// or `Suppressed` with a `reason`), carrying `facts` for its templates.
+pub fn event_item(
+    o: &crate::occasion::event::EventOccurrence,
+    state: RowState,
+    reason: Option<String>,
+    facts: Option<crate::orders::milestone::MilestoneFacts>,
+    sender: &crate::plan::Email,
+) -> NewItem {
+    let email = match o.recipient {
+        crate::occasion::Recipient::Contact(c) => &c.email,
+        crate::occasion::Recipient::Owner => &o.customer.owner,
+    };
+    NewItem {
+        message_id: crate::mail::message_id(&o.key.to_string(), sender.domain()),
+        facts,
+        key: o.key.clone(),
+        kind: o.rule.trigger.kind(),
+        action: o.rule.action,
+        delivery: o.rule.delivery,
+        state,
+        reason,
+        recipient_domain: email.domain().to_string(),
+        occasion_date: o.occasion_date,
+        years: None,
+        timezone: o.zone.name().to_string(),
+        due: secs(o.due),
+        deadline: secs(o.deadline),
+    }
+}

@@ -9,13 +9,14 @@
 
 mod deliver;
 mod materialize;
+pub mod milestones;
 mod notice;
 mod ops;
 pub mod reconcile;
 mod workers;
 
 pub use deliver::{MAX_ATTEMPTS, backoff};
-pub use materialize::{CUSTOMERS_PER_PASS_STEP, WATERMARK, new_item};
+pub use materialize::{CUSTOMERS_PER_PASS_STEP, WATERMARK, event_item, new_item};
 
 use crate::clock::SharedClock;
 use crate::config::{Config, Sender};
@@ -56,6 +57,8 @@ pub struct OutboxGone(pub String);
 pub struct TickReport {
     /// Rows newly written into the outbox as `pending`.
     pub materialized: u64,
+    /// Order milestone rows written (pending, or suppressed under `on_multiple = "highest"`).
+    pub milestones: u64,
     /// Rows that became `missed`: written as missed (due while no daemon ran) or expired.
     pub missed: u64,
     /// Messages the server (or the Maildir) accepted.
@@ -84,6 +87,7 @@ pub struct TickReport {
 impl std::ops::AddAssign for TickReport {
     fn add_assign(&mut self, o: TickReport) {
         self.materialized += o.materialized;
+        self.milestones += o.milestones;
         self.missed += o.missed;
         self.accepted += o.accepted;
         self.retried += o.retried;
@@ -294,6 +298,18 @@ impl Scheduler {
             if m.inserted + m.missed > 0 {
                 tracing::info!(new = m.inserted, missed = m.missed, "materialised occasions into the outbox");
             }
+        }
+
+        let beat = || self.health.beat();
+        let m = milestones::run(&self.store, &snap.plans, now, &self.settings.sender.email, &beat).await?;
+        report.milestones = m.written;
+        if m.evaluated > 0 {
+            tracing::info!(
+                changes = m.evaluated,
+                rows = m.written,
+                unknown_customers = m.unknown_customers,
+                "evaluated order milestones"
+            );
         }
 
         for row in self.store.expire(secs(now)).await? {

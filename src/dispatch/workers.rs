@@ -383,7 +383,22 @@ async fn prepare(
     row: &Claimed,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Prepared {
-    let (snap, owned, sender) = (snap.clone(), row.clone(), daemon.settings.sender.clone());
+    let (snap, mut owned, sender) = (snap.clone(), row.clone(), daemon.settings.sender.clone());
+    // A milestone's revenue by year, as of now (one query per milestone message; evaluation
+    // stays one pass over the changes without a query per customer).
+    if let Some(facts) = owned.facts.as_mut() {
+        match daemon.store.revenue_by_year(&owned.key.customer, facts.currency).await {
+            Ok(years) => {
+                facts.revenue_by_year = years
+                    .into_iter()
+                    .map(|(year, amount)| crate::orders::milestone::YearRevenue { year, amount })
+                    .collect();
+            }
+            Err(e) => {
+                tracing::warn!(key = %owned.key, error = %e, "revenue by year unavailable; the message goes without it")
+            }
+        }
+    }
     let built = tokio::task::spawn_blocking(move || {
         #[cfg(feature = "failpoints")]
         if let Some(Some(victim)) = fail::eval("dispatch::prepare", |s| s)

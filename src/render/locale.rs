@@ -100,18 +100,40 @@ pub fn ordinal(n: u64, language: Language) -> String {
 /// `1.234,56 €` (German: after the number, with a non-breaking space), `€1,234.56` (English:
 /// before). Currencies other than EUR, USD, GBP and CHF are written by their ISO code.
 pub fn money(amount: f64, currency: &str, language: Language) -> Option<String> {
-    let n = number(amount, 2, language)?;
+    Some(with_sign(&number(amount, 2, language)?, currency, language))
+}
+
+/// [`money`] for an exact decimal amount (order revenue: never through a float), rounded half
+/// away from zero to `decimals` fraction digits (at most 2): `1.234,50 €` (2), `100.000 €` (0,
+/// for thresholds).
+pub fn money_exact(amount: rust_decimal::Decimal, decimals: u32, currency: &str, language: Language) -> String {
+    let decimals = decimals.min(2);
+    let mut rounded = amount.round_dp_with_strategy(decimals, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+    rounded.rescale(decimals);
+    let text = rounded.to_string();
+    let n = match Decimal::try_from_str(&text) {
+        Ok(value) => with(language, |f| match &f.decimal {
+            Some(fmt) => fmt.format(&value).to_string(),
+            None => text.clone(),
+        }),
+        Err(_) => text,
+    };
+    with_sign(&n, currency, language)
+}
+
+/// A formatted number with the currency's sign where the language puts it.
+fn with_sign(n: &str, currency: &str, language: Language) -> String {
     let sign = match currency {
         "EUR" => "€",
         "USD" => "$",
         "GBP" => "£",
         other => other,
     };
-    Some(match language {
+    match language {
         Language::De => format!("{n}\u{a0}{sign}"),
         Language::En if sign.chars().count() == 1 => format!("{sign}{n}"),
         Language::En => format!("{sign}\u{a0}{n}"),
-    })
+    }
 }
 
 #[cfg(test)]
@@ -145,5 +167,16 @@ mod tests {
         assert_eq!(money(1234.56, "EUR", Language::De).unwrap(), "1.234,56\u{a0}€");
         assert_eq!(money(1234.56, "EUR", Language::En).unwrap(), "€1,234.56");
         assert_eq!(money(0.5, "CHF", Language::De).unwrap(), "0,50\u{a0}CHF");
+        let d = |s: &str| s.parse::<rust_decimal::Decimal>().unwrap();
+        assert_eq!(money_exact(d("1234.5"), 2, "EUR", Language::De), "1.234,50\u{a0}€");
+        assert_eq!(money_exact(d("45678"), 2, "EUR", Language::De), "45.678,00\u{a0}€");
+        assert_eq!(money_exact(d("100000"), 0, "EUR", Language::De), "100.000\u{a0}€");
+        assert_eq!(money_exact(d("100000.00"), 0, "EUR", Language::En), "€100,000");
+        assert_eq!(money_exact(d("0.005"), 2, "USD", Language::En), "$0.01", "half away from zero");
+        assert_eq!(
+            money_exact(d("99999999999999.995"), 2, "CHF", Language::En),
+            "CHF\u{a0}100,000,000,000,000.00",
+            "beyond f64's exact range"
+        );
     }
 }

@@ -9,10 +9,11 @@ mod sample;
 
 pub use catalog::{DEFAULT_VARIANT, PARTS, TemplateCatalog};
 pub use report::{REPORT_TEMPLATE, ReportRow, plain_report};
-pub use sample::{trial_report, trial_run};
+pub use sample::{sample_milestone, trial_report, trial_run};
 
 use crate::diagnostics::Diagnostic;
 use crate::occasion::{Occurrence, Recipient};
+use crate::orders::milestone::MilestoneFacts;
 use crate::plan::{Action, Contact, Customer, Rule};
 use chrono::NaiveDate;
 use minijinja::{Environment, Value, context};
@@ -33,6 +34,8 @@ pub struct Input<'a> {
     pub occasion_date: NaiveDate,
     /// Years of the relationship (anniversaries only; `occasion.years`).
     pub years: Option<u32>,
+    /// What an order milestone's templates are told (`milestone.*`); `None` for other kinds.
+    pub milestone: Option<&'a MilestoneFacts>,
 }
 
 impl<'a> From<&Occurrence<'a>> for Input<'a> {
@@ -44,6 +47,7 @@ impl<'a> From<&Occurrence<'a>> for Input<'a> {
             recipient: o.recipient,
             occasion_date: o.occasion_date,
             years: o.years,
+            milestone: None,
         }
     }
 }
@@ -379,6 +383,7 @@ impl Renderer {
                 date => locale::date(input.occasion_date, language),
                 years => input.years,
             },
+            milestone => input.milestone.map(|m| milestone_value(m, language)).unwrap_or(Value::from(())),
             sender => context! { name => sender.name, email => sender.email },
             owner => context! { email => customer.owner.as_str() },
         };
@@ -390,6 +395,37 @@ impl Renderer {
         };
         let subject = render("subject.txt.j2")?.split_whitespace().collect::<Vec<_>>().join(" ");
         Ok(Rendered { subject, text: render("body.txt.j2")?, html: render("body.html.j2")?, variant, fuel: fuel.get() })
+    }
+}
+
+/// `milestone.*`: the facts, with the amounts written out in `language` (exact decimals, never
+/// through a float):
+/// - `measure`: `orders` or `revenue`; `threshold`: the number reached (an integer);
+/// - `reached`: the threshold written out: `100.` / `100th` for orders, `100.000 €` / `€100,000`
+///   for revenue;
+/// - `order_count`: orders after the change; `revenue`: the total, written out; `currency`;
+/// - `revenue_by_year`: `[{year, revenue}]`, ascending (revenue written out).
+fn milestone_value(m: &MilestoneFacts, language: crate::plan::Language) -> Value {
+    let currency = m.currency.as_str();
+    let reached = match m.measure {
+        crate::occasion::EventKind::Revenue => {
+            locale::money_exact(rust_decimal::Decimal::from(m.threshold), 0, currency, language)
+        }
+        _ => locale::ordinal(m.threshold, language),
+    };
+    let by_year: Vec<Value> = m
+        .revenue_by_year
+        .iter()
+        .map(|y| context! { year => y.year, revenue => locale::money_exact(y.amount, 2, currency, language) })
+        .collect();
+    context! {
+        measure => m.measure.code(),
+        threshold => m.threshold,
+        reached => reached,
+        order_count => m.order_count,
+        revenue => locale::money_exact(m.revenue, 2, currency, language),
+        currency => currency,
+        revenue_by_year => by_year,
     }
 }
 

@@ -6,13 +6,15 @@
 
 use super::{Input, Renderer, Sender};
 use crate::diagnostics::Diagnostic;
+use crate::occasion::EventKind;
 use crate::occasion::Recipient;
-use crate::plan::{Action, Customer, Plans, Rule, Target, TriggerKind};
+use crate::orders::milestone::{MilestoneFacts, YearRevenue};
+use crate::plan::{Action, Customer, Plans, Rule, Target, Trigger, TriggerKind};
 use chrono::{Datelike, NaiveDate};
 use std::collections::HashSet;
 
 /// The inputs one rule of one customer can render: (recipient, the contact it is about).
-fn inputs<'a>(customer: &'a Customer, rule: &'a Rule) -> Vec<Input<'a>> {
+fn inputs<'a>(customer: &'a Customer, rule: &'a Rule, milestone: Option<&'a MilestoneFacts>) -> Vec<Input<'a>> {
     let contacts: Vec<_> = match rule.target {
         Target::Contacts => customer.contacts.iter().collect(),
         Target::Primary => vec![customer.primary_contact()],
@@ -22,12 +24,35 @@ fn inputs<'a>(customer: &'a Customer, rule: &'a Rule) -> Vec<Input<'a>> {
     let years = (kind == TriggerKind::Anniversary).then_some(10);
     let occasion_date =
         NaiveDate::from_ymd_opt(customer.since.year() + 10, customer.since.month(), 1).unwrap_or(customer.since);
-    let input = |recipient, about| Input { customer, rule, about, recipient, occasion_date, years };
+    let input = |recipient, about| Input { customer, rule, about, recipient, occasion_date, years, milestone };
     match (rule.action, rule.target) {
         (_, Target::Owner) => vec![input(Recipient::Owner, None)],
         (Action::Email, _) => contacts.into_iter().map(|c| input(Recipient::Contact(c), Some(c))).collect(),
         (Action::Task, _) => contacts.into_iter().map(|c| input(Recipient::Owner, Some(c))).collect(),
     }
+}
+
+/// What an `on = "orders"` rule's templates are told in the trial run: its first threshold (a
+/// count, else a revenue threshold), with sample totals over `year` and the year before.
+pub fn sample_milestone(customer: &Customer, rule: &Rule, year: i32) -> Option<MilestoneFacts> {
+    let Trigger::Orders(m) = &rule.trigger else { return None };
+    let (measure, threshold) = match (m.counts.first(), m.every_count, m.revenue.first()) {
+        (Some(&n), _, _) | (None, Some(n), _) => (EventKind::Orders, n),
+        (None, None, Some(&r)) => (EventKind::Revenue, r),
+        (None, None, None) => (EventKind::Orders, 100),
+    };
+    let cents = |c: i64| rust_decimal::Decimal::new(c, 2);
+    Some(MilestoneFacts {
+        measure,
+        threshold,
+        order_count: if measure == EventKind::Orders { threshold } else { 250 },
+        currency: customer.currency,
+        revenue: cents(12_345_678),
+        revenue_by_year: vec![
+            YearRevenue { year: year - 1, amount: cents(4_567_800) },
+            YearRevenue { year, amount: cents(7_777_878) },
+        ],
+    })
 }
 
 /// Renders every variant the plans can use once; the failures as diagnostics.
@@ -36,7 +61,8 @@ pub fn trial_run(plans: &Plans, renderer: &Renderer, sender: Sender) -> Vec<Diag
     let mut diags = Vec::new();
     for customer in &plans.customers {
         for rule in customer.rules.iter() {
-            for input in inputs(customer, rule) {
+            let facts = sample_milestone(customer, rule, customer.since.year() + 10);
+            for input in inputs(customer, rule, facts.as_ref()) {
                 // A missing variant is the plan's problem, reported by validation.
                 let Some(key) = renderer.variant_for(&input) else { continue };
                 if !tried.insert((key, rule.trigger.kind(), rule.action, input.about.is_some())) {

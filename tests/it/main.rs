@@ -13,6 +13,7 @@ mod faults;
 mod hardening;
 mod helpers;
 mod messages;
+mod milestones;
 mod ops;
 mod ops_binary;
 mod peer;

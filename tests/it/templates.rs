@@ -66,6 +66,20 @@ to = "contacts"
 template = "anniversary"
 
 [[occasion]]
+name = "hundredth-order"
+on = "orders"
+counts = [100]
+to = "contacts"
+template = "order_milestone"
+
+[[occasion]]
+name = "revenue-call"
+on = "orders"
+revenue = [100000]
+send = "task"
+template = "order_milestone"
+
+[[occasion]]
 name = "checkin"
 on = "every"
 cron = "0 9 1 * *"
@@ -101,6 +115,8 @@ fn every_shipped_template_language_and_tone() {
         let c = customer(&renderer, language.code());
         for rule in c.rules.iter() {
             let years = rule.name.starts_with("anniversary").then_some(10);
+            let milestone = contactplan::render::sample_milestone(&c, rule, 2026);
+            let milestone = milestone.as_ref();
             let inputs: Vec<Input> = match rule.action {
                 plan::Action::Email => c
                     .contacts
@@ -112,6 +128,7 @@ fn every_shipped_template_language_and_tone() {
                         recipient: Recipient::Contact(k),
                         occasion_date: date,
                         years,
+                        milestone,
                     })
                     .collect(),
                 plan::Action::Task => vec![Input {
@@ -121,6 +138,7 @@ fn every_shipped_template_language_and_tone() {
                     recipient: Recipient::Owner,
                     occasion_date: date,
                     years,
+                    milestone,
                 }],
             };
             for input in inputs {
