@@ -60,7 +60,7 @@ fn setup(dir: &Path, n: usize, peer: &Peer, delivery_policy: &str, connections: 
     path
 }
 
-fn daemon(config: &Path, database_url: Option<&str>) -> Child {
+pub(crate) fn daemon(config: &Path, database_url: Option<&str>) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_contactplan"));
     cmd.args(["run", "--config"]).arg(config).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null());
     match database_url {
@@ -96,7 +96,7 @@ fn daemon_ready(config: &Path) -> Child {
 }
 
 /// Message-ID → how many times the peer accepted it (customer mails only, not ops reports).
-fn accepted(peer: &Peer) -> HashMap<String, usize> {
+pub(crate) fn accepted(peer: &Peer) -> HashMap<String, usize> {
     let mut m = HashMap::new();
     for r in peer.records().into_iter().filter(|r| r.rcpt.iter().all(|a| a != "ops@example.com")) {
         *m.entry(r.message_id).or_insert(0) += 1;

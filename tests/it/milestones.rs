@@ -288,3 +288,86 @@ on_both_engines!(
     orders_of_customers_without_rules_fire_nothing,
     the_send_time_follows_the_event_policy,
 );
+
+/// Three `contactplan run` daemons on one PostgreSQL database; another process (this test, as
+/// `orders import` or the API would) writes 10,000 orders for 1,000 customers in four rounds
+/// (3 + 3 + 2 + 2 orders each, so every customer passes 5 in round two and 10 in round four)
+/// and repeats round two at the end. Each milestone (2,000) reaches the SMTP server exactly
+/// once, with no restart.
+#[test]
+fn three_daemons_on_one_postgres_database_fire_each_milestone_exactly_once() {
+    use crate::crash::{accepted, daemon, wait_until};
+    use std::time::Duration;
+    const CUSTOMERS: usize = 1_000;
+    let peer = crate::peer::Peer::start(crate::peer::PeerOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("plans")).unwrap();
+    for i in 0..CUSTOMERS {
+        let plan = format!(
+            "[customer]\nid = \"c{i:04}\"\nname = \"C{i}\"\nsince = 2015-06-01\nowner = \"sales@example.com\"\ntimezone = \"Europe/Berlin\"\nlanguage = \"en\"\nphase = \"growth\"\n\n[[contact]]\nid = \"p\"\nname = \"Pat Doe\"\nemail = \"p{i}@example.net\"\ntone = \"formal\"\nprimary = true\n\n[[occasion]]\nname = \"call\"\non = \"orders\"\ncounts = [5, 10]\nsend = \"task\"\ntemplate = \"order_milestone\"\nat = \"00:00\"\n"
+        );
+        std::fs::write(dir.path().join("plans").join(format!("c{i:04}.toml")), plan).unwrap();
+    }
+    let config = dir.path().join("contactplan.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "database_url = \"sqlite://outbox.db\"\nhttp_bind = \"127.0.0.1:0\"\ntemplates = \"{}\"\nbatch_size = 100\n[sender]\nemail = \"team@example.com\"\nname = \"Team\"\n[ops]\nemail = \"ops@example.com\"\n[delivery]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout_secs = 10\nconnections = 2\n",
+            crate::helpers::templates_dir().display(),
+            peer.port
+        ),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(crate::store::TestDb::postgres());
+    let store = rt.block_on(db.connect());
+    let mut daemons: Vec<_> = (0..3).map(|_| daemon(&config, Some(db.url()))).collect();
+
+    let round = |r: usize| -> Vec<Order> {
+        let (from, n) = [(0, 3), (3, 3), (6, 2), (8, 2)][r];
+        (0..CUSTOMERS)
+            .flat_map(|c| (from..from + n).map(move |k| (c, k)))
+            .map(|(c, k)| {
+                let mut o = order(&format!("c{c:04}"), k as u32 + 1, "19.99", Currency::EUR);
+                o.id = format!("c{c:04}-{k}");
+                o
+            })
+            .collect()
+    };
+    let mut written = 0;
+    for r in [0, 1, 2, 3, 1] {
+        let orders = round(r);
+        // As an import does: a few commits of whole customers each.
+        for chunk in orders.chunks(750) {
+            let now = UnixSecs::from(chrono::Utc::now());
+            rt.block_on(store.ingest_orders(chunk, "test", now)).unwrap();
+        }
+        written += orders.len();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(written, 10_000 + 3_000, "10,000 orders and round two again");
+
+    let done = wait_until(Duration::from_secs(180), || {
+        let counts = rt.block_on(store.counts()).unwrap();
+        counts.iter().find(|(s, _)| *s == RowState::Accepted).map_or(0, |(_, n)| *n) as usize >= 2 * CUSTOMERS
+    });
+    // Settle: anything sent twice would arrive now.
+    std::thread::sleep(Duration::from_secs(2));
+    for d in &mut daemons {
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(d.id().to_string()).status();
+    }
+    for d in &mut daemons {
+        assert!(d.wait().unwrap().success(), "each daemon exits 0 on SIGTERM");
+    }
+    assert!(done, "all milestones accepted within 180 s");
+    let counts = rt.block_on(store.counts()).unwrap();
+    let get = |s: RowState| counts.iter().find(|(x, _)| *x == s).map_or(0, |(_, n)| *n);
+    assert_eq!(get(RowState::Accepted), 2 * CUSTOMERS as i64, "{counts:?}");
+    assert_eq!(get(RowState::Suppressed), 0, "no round passes two thresholds: {counts:?}");
+    let totals = rt.block_on(store.order_totals("c0999")).unwrap();
+    assert_eq!(totals.count, 10);
+    let accepted = accepted(&peer);
+    assert_eq!(accepted.len(), 2 * CUSTOMERS, "every milestone reached the server");
+    let twice: Vec<_> = accepted.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(twice.is_empty(), "accepted more than once: {twice:?}");
+}
