@@ -7,7 +7,7 @@ use crate::diagnostics::Diagnostic;
 use crate::mail::{SmtpSettings, TlsMode, Transport};
 use crate::plan::Email;
 use crate::plan::RawCalendar;
-use crate::plan::entries::{FromTable, Problem, parse_document, raw_table, unknown};
+use crate::plan::entries::{FromTable, Problem, parse_document, raw_table, type_with_article, unknown};
 use chrono_tz::Tz;
 use serde_spanned::Spanned;
 use std::path::{Path, PathBuf};
@@ -113,7 +113,7 @@ fn table<T: FromTable>(value: &Spanned<DeValue<'_>>, what: &str, problems: &mut 
         None => {
             problems.push(Problem {
                 span: Some(value.span()),
-                message: format!("{what} must be a table, not a {}", value.get_ref().type_str()),
+                message: format!("{what} must be a table, not {}", type_with_article(value.get_ref())),
                 hint: format!("write it as {what} on a line of its own, its keys below (README, \"{SECTION}\")"),
             });
             T::stand_in(&value.span())

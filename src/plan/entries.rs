@@ -208,11 +208,24 @@ impl Unusable {
 pub fn field<T: serde::de::DeserializeOwned>(value: &Spanned<DeValue<'_>>) -> Result<T, Problem> {
     let mut owned = value.clone();
     owned.get_mut().make_owned();
-    T::deserialize(ValueDeserializer::from(owned)).map_err(|e| Problem {
-        span: e.span().or_else(|| Some(value.span())),
-        message: e.message().trim().to_string(),
-        hint: "check the value's type: strings need quotes, dates are written 2016-03-01 without quotes".into(),
+    T::deserialize(ValueDeserializer::from(owned)).map_err(|e| {
+        let message = e.message().trim().to_string();
+        let hint = if message.starts_with("unknown variant") {
+            "use one of the values listed"
+        } else if message.starts_with("invalid value") {
+            "the number is out of range for this key"
+        } else {
+            "check the value's type: strings need quotes, dates are written 2016-03-01 without quotes"
+        };
+        Problem { span: e.span().or_else(|| Some(value.span())), message, hint: hint.into() }
     })
+}
+
+/// A TOML type's name with its article, as in "not a string", "not an array".
+pub fn type_with_article(value: &DeValue<'_>) -> String {
+    let name = value.type_str();
+    let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+    format!("{article} {name}")
 }
 
 /// The closest known key to a misspelt one, if any is close.

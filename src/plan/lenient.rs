@@ -12,7 +12,7 @@
 //! spans as a whole-document serde pass; the fast reader's differential test also holds this
 //! path to `toml::from_str` on every mutant the `toml` crate accepts.
 
-use super::entries::{FromTable, Problem, Unusable, field, parse_document, unknown};
+use super::entries::{FromTable, Problem, Unusable, field, parse_document, type_with_article, unknown};
 use super::raw::{RawContact, RawCustomer, RawPlan, RawPlaybook, RawRule};
 use serde_spanned::Spanned;
 use toml::de::DeValue;
@@ -20,7 +20,7 @@ use toml::de::DeValue;
 fn wrong_type(value: &Spanned<DeValue<'_>>, what: &str, expected: &str) -> Problem {
     Problem {
         span: Some(value.span()),
-        message: format!("{what} must be {expected}, not a {}", value.get_ref().type_str()),
+        message: format!("{what} must be {expected}, not {}", type_with_article(value.get_ref())),
         hint: "see README, \"Plan format\"".into(),
     }
 }

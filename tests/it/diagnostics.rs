@@ -18,7 +18,7 @@
 //! | 1 | plan/validate/mod.rs `toml_errors` (plan/entries.rs `parse_document`), syntax | invalid basic string … (every line's first error; stops after one inside an array) | `plan-toml-syntax`, `plan-toml-syntax-several`, `plan-toml-syntax-unclosed-array` |
 //! | 2 | plan/entries.rs `unknown` (via `raw_table!`) | unknown key `e-mail` in [[contact]] (did you mean …) | `plan-unknown-field`, `playbook-toml-error`, `plan-unknown-top-level-key` |
 //! | 3 | plan/entries.rs `absent` (via `raw_table!`), lenient.rs `plan` | missing key `phase` in [customer] / missing table [customer] (the rest is checked) | `plan-missing-field`, `plan-missing-field-hides-nothing`, `plan-no-customer-table`, `plan-rule-missing-name` |
-//! | 4 | plan/entries.rs `field` | invalid type: string "yes", expected a boolean (the table's other keys are checked) | `plan-invalid-type`, `plan-contact-wrong-type-hides-nothing`, `plan-rule-wrong-type-hides-nothing` |
+//! | 4 | plan/entries.rs `field` | invalid type: string "yes", expected a boolean (the table's other keys are checked) | `plan-invalid-type`, `plan-contact-wrong-type-hides-nothing`, `plan-rule-wrong-type-hides-nothing`, `playbook-rule-wrong-type` |
 //! | 4b | plan/lenient.rs `wrong_type` | [[contact]] must be an array of tables, not a table | `plan-contact-not-a-table` |
 //! | 5 | plan/validate/scalars.rs `parse_tz` | unknown time zone | `plan-timezone` |
 //! | 6 | plan/validate/scalars.rs `parse_email` (plan/model.rs `Email::parse`) | … is not a valid email address: … (not ASCII, too long, …) | `plan-owner-email`, `plan-contact-email`, `plan-contact-email-not-ascii` |
