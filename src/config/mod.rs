@@ -234,6 +234,31 @@ mod tests {
     }
 
     #[test]
+    fn unknown_keys_hide_no_other_problem_of_the_config() {
+        let text = "timezone = \"Mars/Olympus\"\nhorizn_days = 3\nhttp_bind = \"localhost\"\n\
+            [sender]\nemail = \"nope\"\nnmae = \"x\"\n[delivery]\nkind = \"smtp\"\nhost = \"mail\"\nport = \"25\"\n";
+        let errs = Config::parse(Path::new("c.toml"), text).unwrap_err();
+        let msgs: Vec<String> = errs.iter().map(|d| format!("{}:{}", d.line, d.message)).collect();
+        assert_eq!(
+            msgs,
+            [
+                "1:unknown time zone `Mars/Olympus`",
+                "2:unknown key `horizn_days` in the config's top level",
+                "3:http_bind `localhost` is not an address:port",
+                "5:`nope` is not a valid email address: it has no @",
+                "6:unknown key `nmae` in [sender]",
+                "10:invalid type: string \"25\", expected u16",
+            ],
+        );
+        let hint = |line: usize| errs.iter().find(|d| d.line == line).and_then(|d| d.hint.clone()).unwrap_or_default();
+        assert!(hint(2).starts_with("did you mean `horizon_days`?"), "{}", hint(2));
+        assert!(hint(6).starts_with("did you mean `name`?"), "{}", hint(6));
+        // Every problem has a line and a hint; the same text gives the same problems.
+        assert!(errs.iter().all(|d| d.line > 0 && d.hint.is_some()), "{errs:?}");
+        assert_eq!(Config::parse(Path::new("c.toml"), text).unwrap_err().len(), errs.len());
+    }
+
+    #[test]
     fn config_problems_are_all_reported() {
         let text = "timezone = \"Mars/Olympus\"\nhorizon_days = 0\n[sender]\nemail = \"nope\"\nname = \"x\"\n[delivery]\nkind = \"maildir\"\npath = \"m\"\n";
         let errs = Config::parse(Path::new("c.toml"), text).unwrap_err();

@@ -6,83 +6,197 @@ use super::{Config, DEFAULT_HTTP_BIND, DEFAULT_LEASE_SECS, Retention, Sender, no
 use crate::diagnostics::Diagnostic;
 use crate::mail::{SmtpSettings, TlsMode, Transport};
 use crate::plan::Email;
+use crate::plan::RawCalendar;
+use crate::plan::entries::{FromTable, Problem, parse_document, raw_table, type_with_article, unknown};
 use chrono_tz::Tz;
-use serde::Deserialize;
 use serde_spanned::Spanned;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use toml::de::{DeTable, DeValue};
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawConfig {
-    database_url: Option<Spanned<String>>,
-    plans: Option<String>,
-    playbooks: Option<String>,
-    templates: Option<String>,
-    timezone: Option<Spanned<String>>,
-    horizon_days: Option<Spanned<i64>>,
-    http_bind: Option<Spanned<String>>,
-    http_max_connections: Option<Spanned<u32>>,
-    http_timeout_secs: Option<Spanned<u64>>,
-    batch_size: Option<Spanned<u32>>,
-    sender: RawSender,
-    delivery: RawDelivery,
-    ops: Option<RawOps>,
-    calendar: Option<crate::plan::RawCalendar>,
-    retention: Option<RawRetention>,
+/// The README section every hint of the config points to.
+const SECTION: &str = "Daemon configuration";
+
+raw_table! {
+    section = "Daemon configuration";
+    /// The config's top-level keys as written (its tables are read on their own).
+    pub struct RawConfig {
+        pub database_url: Option<Spanned<String>>,
+        pub plans: Option<String>,
+        pub playbooks: Option<String>,
+        pub templates: Option<String>,
+        pub timezone: Option<Spanned<String>>,
+        pub horizon_days: Option<Spanned<i64>>,
+        pub http_bind: Option<Spanned<String>>,
+        pub http_max_connections: Option<Spanned<u32>>,
+        pub http_timeout_secs: Option<Spanned<u64>>,
+        pub batch_size: Option<Spanned<u32>>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawRetention {
-    outbox_days: Option<Spanned<i64>>,
-    maildir_days: Option<Spanned<i64>>,
+/// The config's tables, in the order the README lists them.
+const TABLES: [&str; 5] = ["[sender]", "[delivery]", "[ops]", "[calendar]", "[retention]"];
+
+raw_table! {
+    section = "Daemon configuration";
+    pub struct RawRetention {
+        pub outbox_days: Option<Spanned<i64>>,
+        pub maildir_days: Option<Spanned<i64>>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawOps {
-    email: Spanned<String>,
-    language: Option<Spanned<String>>,
+raw_table! {
+    section = "Daemon configuration";
+    pub struct RawOps {
+        pub email: Spanned<String>,
+        pub language: Option<Spanned<String>>,
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawSender {
-    email: Spanned<String>,
-    name: Spanned<String>,
-    timezone: Option<Spanned<String>>,
+raw_table! {
+    section = "Daemon configuration";
+    pub struct RawSender {
+        pub email: Spanned<String>,
+        pub name: Spanned<String>,
+        pub timezone: Option<Spanned<String>>,
+    }
 }
 
-/// `[delivery]` as written; which keys apply depends on `kind`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawDelivery {
-    kind: Spanned<String>,
-    path: Option<Spanned<String>>,
-    host: Option<Spanned<String>>,
-    port: Option<u16>,
-    tls: Option<crate::mail::TlsMode>,
-    username: Option<String>,
-    password_file: Option<String>,
-    timeout_secs: Option<Spanned<u64>>,
-    connections: Option<Spanned<u32>>,
-    lease_secs: Option<Spanned<u64>>,
-    ca_file: Option<String>,
-    tls_name: Option<String>,
+raw_table! {
+    section = "Daemon configuration";
+    /// `[delivery]` as written; which keys apply depends on `kind`.
+    pub struct RawDelivery {
+        pub kind: Spanned<String>,
+        pub path: Option<Spanned<String>>,
+        pub host: Option<Spanned<String>>,
+        pub port: Option<u16>,
+        pub tls: Option<crate::mail::TlsMode>,
+        pub username: Option<String>,
+        pub password_file: Option<String>,
+        pub timeout_secs: Option<Spanned<u64>>,
+        pub connections: Option<Spanned<u32>>,
+        pub lease_secs: Option<Spanned<u64>>,
+        pub ca_file: Option<String>,
+        pub tls_name: Option<String>,
+    }
+}
+
+/// One table of the config as read key by key, with the keys that are missing (required) or
+/// have the wrong type: those were reported already and hold stand-ins, so their checks (and
+/// the checks that need them) are skipped.
+struct Read<T> {
+    raw: T,
+    unusable: Vec<&'static str>,
+}
+
+impl<T> Read<T> {
+    fn bad(&self, key: &str) -> bool {
+        self.unusable.contains(&key)
+    }
+}
+
+/// The config's tables and top-level keys, read key by key: every unknown key (with a
+/// did-you-mean), missing key and wrong type of the file goes to `problems`.
+struct RawFile {
+    top: Read<RawConfig>,
+    sender: Read<RawSender>,
+    delivery: Read<RawDelivery>,
+    ops: Option<Read<RawOps>>,
+    calendar: Option<Read<RawCalendar>>,
+    retention: Option<Read<RawRetention>>,
+}
+
+/// `[name]`: a table read key by key, or a stand-in after its problem when it is not a table.
+fn table<T: FromTable>(value: &Spanned<DeValue<'_>>, what: &str, problems: &mut Vec<Problem>) -> Read<T> {
+    let (raw, unusable) = match value.get_ref().as_table() {
+        Some(t) => T::from_table(t, &value.span(), what, problems),
+        None => {
+            problems.push(Problem {
+                span: Some(value.span()),
+                message: format!("{what} must be a table, not {}", type_with_article(value.get_ref())),
+                hint: format!("write it as {what} on a line of its own, its keys below (README, \"{SECTION}\")"),
+            });
+            T::stand_in(&value.span())
+        }
+    };
+    Read { raw, unusable }
+}
+
+/// A required table that is not in the file: its problem, and a stand-in.
+fn missing<T: FromTable>(what: &str, text: &str, problems: &mut Vec<Problem>) -> Read<T> {
+    problems.push(Problem {
+        span: None,
+        message: format!("missing table {what}"),
+        hint: format!("add {what} with its keys (README, \"{SECTION}\")"),
+    });
+    let (raw, unusable) = T::stand_in(&(0..text.len()));
+    Read { raw, unusable }
+}
+
+/// Reads the document key by key (see [`RawFile`]).
+fn read(doc: &Spanned<DeTable<'_>>, text: &str, problems: &mut Vec<Problem>) -> RawFile {
+    let keys: Vec<&str> = RawConfig::KEYS.iter().chain(&TABLES).copied().collect();
+    let mut top = DeTable::new();
+    let (mut sender, mut delivery, mut ops, mut calendar, mut retention) = (None, None, None, None, None);
+    for (key, value) in doc.get_ref().iter() {
+        match key.get_ref().as_ref() {
+            "sender" => sender = Some(table(value, "[sender]", problems)),
+            "delivery" => delivery = Some(table(value, "[delivery]", problems)),
+            "ops" => ops = Some(table(value, "[ops]", problems)),
+            "calendar" => calendar = Some(table(value, "[calendar]", problems)),
+            "retention" => retention = Some(table(value, "[retention]", problems)),
+            k if RawConfig::KEYS.contains(&k) => {
+                top.insert(key.clone(), value.clone());
+            }
+            _ => problems.push(unknown(key, "the config's top level", &keys, SECTION)),
+        }
+    }
+    let (raw, unusable) = RawConfig::from_table(&top, &doc.span(), "the config's top level", problems);
+    RawFile {
+        top: Read { raw, unusable },
+        sender: sender.unwrap_or_else(|| missing("[sender]", text, problems)),
+        delivery: delivery.unwrap_or_else(|| missing("[delivery]", text, problems)),
+        ops,
+        calendar,
+        retention,
+    }
 }
 
 /// Validates config text; `path` names the file in messages and anchors relative paths.
+///
+/// Like a plan, the file is read key by key, so every problem of the file is reported in one
+/// run: every syntax error the `toml` crate finds, or else every unknown key (with a
+/// did-you-mean), missing key and wrong type of every table together with every bad value.
 pub(super) fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
-    let raw: RawConfig = toml::from_str(text).map_err(|e| {
-        vec![
-            Diagnostic::at(path, text, e.span(), e.message().trim().to_string())
-                .hint("see README.md, section \"Daemon configuration\""),
-        ]
+    let doc = parse_document(text).map_err(|errors| {
+        errors
+            .iter()
+            .map(|e| {
+                Diagnostic::at(path, text, e.span(), e.message().trim().to_string())
+                    .hint("fix the TOML syntax at this position; see README.md, section \"Daemon configuration\"")
+            })
+            .collect::<Vec<_>>()
     })?;
+    let mut problems = Vec::new();
+    let file = read(&doc, text, &mut problems);
+    let mut errors: Vec<Diagnostic> =
+        problems.into_iter().map(|p| Diagnostic::at(path, text, p.span, p.message).hint(p.hint)).collect();
+    let result = validate(path, text, file, &mut errors);
+    // In the order of the file, as a compiler reports.
+    errors.sort_by_key(|d| (d.line, d.column));
+    match result {
+        Some(config) if errors.is_empty() => Ok(config),
+        _ => Err(errors),
+    }
+}
+
+/// The values of a config read key by key; `None` when something is wrong (every problem is
+/// in `errors`).
+fn validate(path: &Path, text: &str, file: RawFile, errors: &mut Vec<Diagnostic>) -> Option<Config> {
+    let RawFile { top, sender, delivery: raw_delivery, ops, calendar, retention } = file;
+    let raw = &top.raw;
     let base = path.parent().unwrap_or(Path::new("."));
     let resolve = |p: &str| -> PathBuf { normalize(&base.join(p)) };
-    let mut errors = Vec::new();
 
     let mut zone = |v: &Option<Spanned<String>>, default: Tz| match v {
         None => default,
@@ -98,17 +212,19 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
         },
     };
     let default_timezone = zone(&raw.timezone, chrono_tz::UTC);
-    let sender_timezone = zone(&raw.sender.timezone, default_timezone);
+    let sender_timezone = zone(&sender.raw.timezone, default_timezone);
     // The sender's name is in every From: header and in the templates' signature.
-    let sender_name = raw.sender.name.get_ref().trim().to_string();
-    let name_problem = if sender_name.is_empty() {
+    let sender_name = sender.raw.name.get_ref().trim().to_string();
+    let name_problem = if sender.bad("name") {
+        None
+    } else if sender_name.is_empty() {
         Some("is empty".to_string())
     } else {
         crate::plan::text_problem(&sender_name, crate::plan::MAX_COMPANY_CHARS)
     };
     if let Some(why) = name_problem {
         errors.push(
-            Diagnostic::at(path, text, Some(raw.sender.name.span()), format!("sender.name {why}"))
+            Diagnostic::at(path, text, Some(sender.raw.name.span()), format!("sender.name {why}"))
                 .hint("the name shown in From: and signed under every message, on one line, e.g. \"Beispiel GmbH\""),
         );
     }
@@ -119,9 +235,9 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
             None
         }
     };
-    let sender_email = email(&raw.sender.email, "team@example.com");
-    let ops_email = raw.ops.as_ref().and_then(|o| email(&o.email, "ops@example.com"));
-    let ops_language = match raw.ops.as_ref().and_then(|o| o.language.as_ref()) {
+    let sender_email = (!sender.bad("email")).then(|| email(&sender.raw.email, "team@example.com")).flatten();
+    let ops_email = ops.as_ref().filter(|o| !o.bad("email")).and_then(|o| email(&o.raw.email, "ops@example.com"));
+    let ops_language = match ops.as_ref().and_then(|o| o.raw.language.as_ref()) {
         None => crate::plan::Language::En,
         Some(l) => crate::plan::Language::parse(l.get_ref()).unwrap_or_else(|| {
             errors.push(
@@ -138,18 +254,18 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
             Diagnostic::at(path, text, span, "horizon_days must be between 1 and 366").hint("2 is a good default"),
         );
     }
-    let http_limits = http_limits(path, text, &raw, &mut errors);
+    let http_limits = http_limits(path, text, raw, errors);
     let batch_size = raw.batch_size.as_ref().map_or(100, |b| *b.get_ref());
     if !(1..=10_000).contains(&batch_size) {
         let span = raw.batch_size.as_ref().map(|b| b.span());
         errors.push(Diagnostic::at(path, text, span, "batch_size must be between 1 and 10000"));
     }
-    let smtp_password_file = raw.delivery.password_file.as_deref().map(&resolve);
-    let lease = lease(path, text, raw.delivery.lease_secs.as_ref(), &mut errors);
-    let delivery = delivery(path, text, raw.delivery, &resolve, &mut errors);
-    let calendar = match &raw.calendar {
+    let smtp_password_file = raw_delivery.raw.password_file.as_deref().map(&resolve);
+    let lease = lease(path, text, raw_delivery.raw.lease_secs.as_ref(), errors);
+    let delivery = delivery(path, text, raw_delivery, &resolve, errors);
+    let calendar = match &calendar {
         None => crate::calendar::Settings::default(),
-        Some(c) => crate::plan::calendar_table(path, text, c).unwrap_or_else(|mut diags| {
+        Some(c) => crate::plan::calendar_table(path, text, &c.raw).unwrap_or_else(|mut diags| {
             errors.append(&mut diags);
             crate::calendar::Settings::default()
         }),
@@ -184,9 +300,9 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
         Some(chrono::TimeDelta::days(d))
     };
     let retention = Retention {
-        outbox: days(raw.retention.as_ref().and_then(|r| r.outbox_days.as_ref()), Some(400), "outbox_days")
+        outbox: days(retention.as_ref().and_then(|r| r.raw.outbox_days.as_ref()), Some(400), "outbox_days")
             .unwrap_or(chrono::TimeDelta::days(400)),
-        maildir: days(raw.retention.as_ref().and_then(|r| r.maildir_days.as_ref()), None, "maildir_days"),
+        maildir: days(retention.as_ref().and_then(|r| r.raw.maildir_days.as_ref()), None, "maildir_days"),
     };
     let url = raw.database_url.as_ref().map_or("sqlite://contactplan.db", |u| u.get_ref().as_str());
     let database_url = match resolve_database_url(url, base) {
@@ -200,10 +316,10 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
         }
     };
     if !errors.is_empty() {
-        return Err(errors);
+        return None;
     }
-    let Some(email) = sender_email else { return Err(errors) };
-    Ok(Config {
+    let email = sender_email?;
+    Some(Config {
         path: path.to_path_buf(),
         database_url,
         plans_dir: resolve(raw.plans.as_deref().unwrap_or("plans")),
@@ -228,10 +344,13 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
 fn delivery(
     path: &Path,
     text: &str,
-    d: RawDelivery,
+    read: Read<RawDelivery>,
     resolve: &dyn Fn(&str) -> PathBuf,
     errors: &mut Vec<Diagnostic>,
 ) -> Transport {
+    let bad = |key: &str| read.bad(key);
+    let d = &read.raw;
+    // A key of the wrong type counts as given (it was reported as such already).
     let smtp_only = d.host.is_some()
         || d.port.is_some()
         || d.tls.is_some()
@@ -239,7 +358,14 @@ fn delivery(
         || d.password_file.is_some()
         || d.timeout_secs.is_some()
         || d.connections.is_some()
-        || d.lease_secs.is_some();
+        || d.lease_secs.is_some()
+        || ["host", "port", "tls", "username", "password_file", "timeout_secs", "connections", "lease_secs"]
+            .iter()
+            .any(|k| bad(k));
+    if bad("kind") {
+        // Which keys apply depends on the kind, which was reported already.
+        return Transport::Maildir { path: PathBuf::new() };
+    }
     match d.kind.get_ref().as_str() {
         "maildir" => {
             if smtp_only {
@@ -248,8 +374,9 @@ fn delivery(
                         .hint("remove host/port/tls/… or set kind = \"smtp\""),
                 );
             }
-            match d.path {
+            match &d.path {
                 Some(p) => Transport::Maildir { path: resolve(p.get_ref()) },
+                None if bad("path") => Transport::Maildir { path: PathBuf::new() },
                 None => {
                     errors.push(
                         Diagnostic::at(path, text, Some(d.kind.span()), "maildir delivery needs `path`")
@@ -266,8 +393,9 @@ fn delivery(
                         .hint("remove it"),
                 );
             }
-            let host = match d.host {
+            let host = match &d.host {
                 Some(h) if !h.get_ref().trim().is_empty() => h.get_ref().trim().to_string(),
+                None if bad("host") => String::new(),
                 _ => {
                     errors.push(
                         Diagnostic::at(path, text, Some(d.kind.span()), "smtp delivery needs `host`")
@@ -304,11 +432,11 @@ fn delivery(
                 host,
                 port,
                 tls,
-                username: d.username,
+                username: d.username.clone(),
                 timeout: Duration::from_secs(timeout),
                 connections,
                 ca_file: d.ca_file.as_deref().map(resolve),
-                tls_name: d.tls_name,
+                tls_name: d.tls_name.clone(),
             })
         }
         other => {

@@ -125,13 +125,80 @@ pub struct Problem {
     pub hint: String,
 }
 
+/// What a field of a table read key by key holds when its key is absent or unusable.
+pub trait Absent: Sized {
+    /// The value when the key is absent: only `Option` fields may be absent.
+    fn absent() -> Option<Self>;
+    /// A stand-in for a required key that is missing or has the wrong type. Its table is then
+    /// never used, only checked: the stand-in lets the table's other keys be checked too.
+    fn stand_in(table: &Range<usize>) -> Self;
+}
+
+impl<T> Absent for Option<T> {
+    fn absent() -> Option<Self> {
+        Some(None)
+    }
+    fn stand_in(_: &Range<usize>) -> Self {
+        None
+    }
+}
+
+impl Absent for Spanned<String> {
+    fn absent() -> Option<Self> {
+        None
+    }
+    fn stand_in(table: &Range<usize>) -> Self {
+        Spanned::new(table.clone(), String::new())
+    }
+}
+
+impl Absent for Spanned<toml::Value> {
+    fn absent() -> Option<Self> {
+        None
+    }
+    fn stand_in(table: &Range<usize>) -> Self {
+        Spanned::new(table.clone(), toml::Value::String(String::new()))
+    }
+}
+
 /// A raw table read key by key; implemented by `raw_table!`.
 pub trait FromTable: Sized {
     /// The keys of the table, in declaration order.
     const KEYS: &'static [&'static str];
-    /// Reads the table: every unknown key, missing key and wrong type goes to `problems`;
-    /// `None` when a key is missing or has the wrong type.
-    fn from_table(table: &DeTable<'_>, span: &Range<usize>, what: &str, problems: &mut Vec<Problem>) -> Option<Self>;
+    /// Reads the table: every unknown key, missing key and wrong type goes to `problems`.
+    /// Returns the table and its unusable keys: missing (required), of the wrong type, or
+    /// absent but probably written under a misspelt name (the did-you-mean of an unknown key).
+    /// Such a key holds a stand-in (required) or `None` (optional), so the table's other keys
+    /// can still be checked, but a table with one is never used.
+    fn from_table(
+        table: &DeTable<'_>,
+        span: &Range<usize>,
+        what: &str,
+        problems: &mut Vec<Problem>,
+    ) -> (Self, Vec<&'static str>);
+    /// A stand-in for a table that is missing or is not a table (its absence is reported by
+    /// the caller): every key absent, the required ones listed as unusable.
+    fn stand_in(span: &Range<usize>) -> (Self, Vec<&'static str>);
+}
+
+/// The keys of tables (by the table's span) that are missing (required) or have the wrong
+/// type: the checks of those keys, and of anything that needs them, are skipped, because the
+/// problem was reported already.
+#[derive(Debug, Default, Clone)]
+pub struct Unusable(Vec<(Range<usize>, Vec<&'static str>)>);
+
+impl Unusable {
+    /// Records the unusable keys of the table at `span` (nothing when there are none).
+    pub fn add(&mut self, span: &Range<usize>, keys: Vec<&'static str>) {
+        if !keys.is_empty() {
+            self.0.push((span.clone(), keys));
+        }
+    }
+
+    /// Whether `key` of the table at `span` is unusable.
+    pub fn has(&self, span: &Range<usize>, key: &str) -> bool {
+        self.0.iter().any(|(s, keys)| s == span && keys.contains(&key))
+    }
 }
 
 /// One value, exactly as serde through `toml` makes it.
@@ -141,11 +208,24 @@ pub trait FromTable: Sized {
 pub fn field<T: serde::de::DeserializeOwned>(value: &Spanned<DeValue<'_>>) -> Result<T, Problem> {
     let mut owned = value.clone();
     owned.get_mut().make_owned();
-    T::deserialize(ValueDeserializer::from(owned)).map_err(|e| Problem {
-        span: e.span().or_else(|| Some(value.span())),
-        message: e.message().trim().to_string(),
-        hint: "check the value's type: strings need quotes, dates are written 2016-03-01 without quotes".into(),
+    T::deserialize(ValueDeserializer::from(owned)).map_err(|e| {
+        let message = e.message().trim().to_string();
+        let hint = if message.starts_with("unknown variant") {
+            "use one of the values listed"
+        } else if message.starts_with("invalid value") {
+            "the number is out of range for this key"
+        } else {
+            "check the value's type: strings need quotes, dates are written 2016-03-01 without quotes"
+        };
+        Problem { span: e.span().or_else(|| Some(value.span())), message, hint: hint.into() }
     })
+}
+
+/// A TOML type's name with its article, as in "not a string", "not an array".
+pub fn type_with_article(value: &DeValue<'_>) -> String {
+    let name = value.type_str();
+    let article = if name.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+    format!("{article} {name}")
 }
 
 /// The closest known key to a misspelt one, if any is close.
@@ -157,14 +237,16 @@ pub fn closest<'k>(key: &str, keys: &[&'k str]) -> Option<&'k str> {
         .map(|(_, k)| k)
 }
 
-/// An unknown key of table `what`.
-pub fn unknown(key: &Spanned<std::borrow::Cow<'_, str>>, what: &str, keys: &[&str]) -> Problem {
+/// An unknown key of table `what`; `section` names the README section that lists the keys.
+pub fn unknown(key: &Spanned<std::borrow::Cow<'_, str>>, what: &str, keys: &[&str], section: &str) -> Problem {
     let name = key.get_ref();
     let known = keys.join(", ");
-    let hint = match closest(name, keys) {
-        Some(k) => format!("did you mean `{k}`? The keys of {what} are: {known} (README, \"Plan format\")"),
+    // Keys are compared without the brackets of table names (`sender` → `[sender]`).
+    let bare: Vec<&str> = keys.iter().map(|k| k.trim_matches(|c| c == '[' || c == ']')).collect();
+    let hint = match closest(name, &bare).and_then(|b| bare.iter().position(|k| *k == b)).map(|i| keys[i]) {
+        Some(k) => format!("did you mean `{k}`? The keys of {what} are: {known} (README, \"{section}\")"),
         None => {
-            format!("remove the key or fix its spelling; the keys of {what} are: {known} (README, \"Plan format\")")
+            format!("remove the key or fix its spelling; the keys of {what} are: {known} (README, \"{section}\")")
         }
     };
     Problem { span: Some(key.span()), message: format!("unknown key `{name}` in {what}"), hint }
@@ -174,12 +256,44 @@ pub fn unknown(key: &Spanned<std::borrow::Cow<'_, str>>, what: &str, keys: &[&st
 ///
 /// # Errors
 /// The key is required.
-pub fn absent<T: FromVal>(key: &str, what: &str, span: &Range<usize>) -> Result<T, Problem> {
+pub fn absent<T: Absent>(key: &str, what: &str, span: &Range<usize>, section: &str) -> Result<T, Problem> {
     T::absent().ok_or_else(|| Problem {
         span: Some(span.clone()),
         message: format!("missing key `{key}` in {what}"),
-        hint: format!("add {key} = … to {what} (README, \"Plan format\")"),
+        hint: format!("add {key} = … to {what} (README, \"{section}\")"),
     })
+}
+
+/// A TOML document, or every syntax error in it that is worth reading.
+///
+/// The `toml` crate recovers after a syntax error and goes on, so the errors of several lines
+/// are reported in one run. Only the first error of a line is kept (the rest of a line are
+/// mostly its echoes), and the report stops after the first error inside an array or inline
+/// table: such a value may run over many lines, and what follows an unclosed one is misread.
+///
+/// # Errors
+/// The text is not TOML: its syntax errors, in order, at least one.
+pub fn parse_document(text: &str) -> Result<Spanned<DeTable<'_>>, Vec<toml::de::Error>> {
+    let (doc, errors) = DeTable::parse_recoverable(text);
+    if errors.is_empty() {
+        return Ok(doc);
+    }
+    let newlines: Vec<usize> = text.match_indices('\n').map(|(i, _)| i).collect();
+    let line = |e: &toml::de::Error| e.span().map(|s| newlines.partition_point(|&n| n < s.start));
+    // The first error found on each line (the one a parse that stops at the first reports).
+    let mut lines = std::collections::HashSet::new();
+    let mut firsts: Vec<toml::de::Error> = errors.into_iter().filter(|e| lines.insert(line(e))).collect();
+    firsts.sort_by_key(|e| e.span().map_or(usize::MAX, |s| s.start));
+    let mut kept: Vec<toml::de::Error> = Vec::new();
+    for e in firsts {
+        let message = e.message();
+        let swallows = ["array", "inline table", "key-value pairs"].iter().any(|w| message.contains(w));
+        kept.push(e);
+        if swallows {
+            break;
+        }
+    }
+    Err(kept)
 }
 
 /// Puts a value into an empty slot; a second value for the same key gives up (TOML rejects
@@ -200,9 +314,26 @@ pub fn finish<T: FromVal>(slot: Option<T>) -> Option<T> {
     }
 }
 
-/// Declares a raw table struct (serde shape) together with its [`FromEntries`] impl, so the
-/// two can never disagree about the keys.
+/// Declares a raw table struct (serde shape) together with its [`FromEntries`] (the fast plan
+/// reader) and [`FromTable`] (key by key) impls, so the paths can never disagree about the
+/// keys. With `section = "…";` first, only [`FromTable`] is implemented and unknown or missing
+/// keys point to that README section (the daemon config, which has no fast reader); otherwise
+/// they point to "Plan format".
 macro_rules! raw_table {
+    (
+        section = $section:literal;
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$fmeta:meta])* pub $field:ident : $ty:ty, )*
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $( $(#[$fmeta])* pub $field: $ty, )*
+        }
+
+        $crate::plan::entries::raw_table!(@from_table $section, $name { $( $field: $ty, )* });
+    };
     (
         $(#[$meta:meta])*
         pub struct $name:ident {
@@ -228,6 +359,9 @@ macro_rules! raw_table {
             }
         }
 
+        $crate::plan::entries::raw_table!(@from_table "Plan format", $name { $( $field: $ty, )* });
+    };
+    (@from_table $section:literal, $name:ident { $( $field:ident : $ty:ty, )* }) => {
         impl $crate::plan::entries::FromTable for $name {
             const KEYS: &'static [&'static str] = &[$( stringify!($field) ),*];
 
@@ -236,11 +370,13 @@ macro_rules! raw_table {
                 span: &std::ops::Range<usize>,
                 what: &str,
                 problems: &mut Vec<$crate::plan::entries::Problem>,
-            ) -> Option<Self> {
-                use $crate::plan::entries::{absent, closest, field, unknown};
+            ) -> (Self, Vec<&'static str>) {
+                use $crate::plan::entries::{Absent, absent, closest, field, unknown};
                 $( let mut $field: Option<$ty> = None; )*
-                let mut ok = true;
-                // Keys an unknown key was probably meant to be: not reported again as missing.
+                // Keys that are missing (required) or have the wrong type.
+                let mut unusable: Vec<&'static str> = Vec::new();
+                // Keys an unknown key was probably meant to be: not reported again as missing,
+                // and unusable.
                 let mut meant: Vec<&str> = Vec::new();
                 for (key, value) in table.iter() {
                     match key.get_ref().as_ref() {
@@ -248,34 +384,51 @@ macro_rules! raw_table {
                             Ok(v) => $field = Some(v),
                             Err(p) => {
                                 problems.push(p);
-                                ok = false;
+                                unusable.push(stringify!($field));
                             }
                         }, )*
                         _ => {
                             meant.extend(closest(key.get_ref(), Self::KEYS));
-                            problems.push(unknown(key, what, Self::KEYS));
+                            problems.push(unknown(key, what, Self::KEYS, $section));
                         }
                     }
                 }
                 $(
-                    let $field: Option<$ty> = match $field {
-                        Some(v) => Some(v),
-                        None => match absent::<$ty>(stringify!($field), what, span) {
-                            Ok(v) => Some(v),
+                    let $field: $ty = match $field {
+                        Some(v) => v,
+                        None if unusable.contains(&stringify!($field)) => <$ty as Absent>::stand_in(span),
+                        // Probably written under a misspelt name (reported as unknown): what
+                        // needs it is not checked, nor is it reported as missing.
+                        None if meant.contains(&stringify!($field)) => {
+                            unusable.push(stringify!($field));
+                            <$ty as Absent>::stand_in(span)
+                        }
+                        None => match absent::<$ty>(stringify!($field), what, span, $section) {
+                            Ok(v) => v,
                             Err(p) => {
-                                if !meant.contains(&stringify!($field)) {
-                                    problems.push(p);
-                                }
-                                ok = false;
-                                None
+                                problems.push(p);
+                                unusable.push(stringify!($field));
+                                <$ty as Absent>::stand_in(span)
                             }
                         },
                     };
                 )*
-                if !ok {
-                    return None;
-                }
-                Some($name { $( $field: $field?, )* })
+                ($name { $( $field, )* }, unusable)
+            }
+
+            fn stand_in(span: &std::ops::Range<usize>) -> (Self, Vec<&'static str>) {
+                use $crate::plan::entries::Absent;
+                let mut unusable: Vec<&'static str> = Vec::new();
+                $(
+                    let $field: $ty = match <$ty as Absent>::absent() {
+                        Some(v) => v,
+                        None => {
+                            unusable.push(stringify!($field));
+                            <$ty as Absent>::stand_in(span)
+                        }
+                    };
+                )*
+                ($name { $( $field, )* }, unusable)
             }
         }
     };

@@ -383,12 +383,12 @@ enabled = false
             (Some(slow), Ok(l)) => {
                 prop_assert!(l.problems.is_empty(), "problems where serde has none: {:?}", l.problems);
                 prop_assert_eq!(
-                    format!("{:?}", Some(slow)),
+                    format!("{slow:?}"),
                     format!("{:?}", l.plan),
                     "serde (left) and lenient (right) differ"
                 );
             }
-            (Some(_), Err(e)) => prop_assert!(false, "lenient refuses what serde reads: {e}"),
+            (Some(_), Err(e)) => prop_assert!(false, "lenient refuses what serde reads: {e:?}"),
             (None, Ok(l)) => prop_assert!(!l.problems.is_empty(), "no problem where serde has one"),
             (None, Err(_)) => {}
         }

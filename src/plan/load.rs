@@ -160,13 +160,14 @@ pub fn playbooks_with_last_good(
 pub fn playbook_text(file: &Path, text: &str, ctx: &Context) -> (Option<Playbook>, Vec<Diagnostic>) {
     let mut src = Src::new(file, text);
     let playbook = match lenient::playbook(text) {
-        Err(e) => {
-            src.diags.push(validate::toml_error(file, text, &e));
+        Err(errors) => {
+            src.diags.extend(validate::toml_errors(file, text, &errors));
             None
         }
-        Ok((raw, problems)) => {
-            src.problems(problems);
-            let rules = raw.map(|raw| validate::playbook(&mut src, &raw, ctx)).unwrap_or_default();
+        Ok(read) => {
+            src.problems(read.problems);
+            src.unusable = read.unusable;
+            let rules = validate::playbook(&mut src, &read.playbook, ctx);
             src.diags.iter().all(|d| !d.is_error()).then(|| Playbook { rules: rules.into() })
         }
     };
@@ -210,14 +211,15 @@ pub fn plan_text(file: &Path, text: &str, ctx: &Context) -> (Option<Customer>, V
         return (customer, src.diags);
     }
     let customer = match lenient::plan(text) {
-        Err(e) => {
-            src.diags.push(validate::toml_error(file, text, &e));
+        Err(errors) => {
+            src.diags.extend(validate::toml_errors(file, text, &errors));
             None
         }
         Ok(read) => {
             src.problems(read.problems);
             src.complete = read.complete;
-            read.plan.and_then(|raw| validate::plan(&mut src, &raw, ctx))
+            src.unusable = read.unusable;
+            validate::plan(&mut src, &read.plan, ctx)
         }
     };
     (customer, src.diags)

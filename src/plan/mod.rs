@@ -1,6 +1,6 @@
 //! Contact plans: the model ops describe in TOML, and loading it with precise diagnostics.
 
-mod entries;
+pub(crate) mod entries;
 mod fast_parse;
 mod lenient;
 mod load;

@@ -138,22 +138,25 @@ macro_rules! calendar_keys {
 }
 calendar_keys!(RawCustomer, RawRule, RawCalendar);
 
-/// The daemon config's `[calendar]` table: defaults for every customer and rule.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCalendar {
-    /// `region`: public holidays of a region (`"DE-BY"`, `"none"`).
-    pub region: Option<Spanned<String>>,
-    /// `weekend`: weekdays always closed (`["sat", "sun"]`).
-    pub weekend: Option<Spanned<Vec<Spanned<String>>>>,
-    /// `closed`: closure dates, a TOML date once or `"--MM-DD"` yearly.
-    pub closed: Option<Spanned<Vec<Spanned<toml::Value>>>>,
-    /// `blackout`: closed periods, both ends included (`"--12-20..--01-06"`).
-    pub blackout: Option<Spanned<Vec<Spanned<String>>>>,
-    /// `on_closed`: `after`, `before`, `skip` or `ignore`.
-    pub on_closed: Option<Spanned<String>>,
-    /// `window`: local send hours, both ends included (`"08:00-18:00"`).
-    pub window: Option<Spanned<String>>,
-    /// `jitter`: per-recipient spread (`"15m"`; `s`, `m`, `h`, up to `12h`).
-    pub jitter: Option<Spanned<String>>,
+raw_table! {
+    section = "Business calendar and send window";
+    /// The daemon config's `[calendar]` table: defaults for every customer and rule (read key by
+    /// key with the rest of the config).
+    #[derive(Debug, Default)]
+    pub struct RawCalendar {
+        /// `region`: public holidays of a region (`"DE-BY"`, `"none"`).
+        pub region: Option<Spanned<String>>,
+        /// `weekend`: weekdays always closed (`["sat", "sun"]`).
+        pub weekend: Option<Spanned<Vec<Spanned<String>>>>,
+        /// `closed`: closure dates, a TOML date once or `"--MM-DD"` yearly.
+        pub closed: Option<Spanned<Vec<Spanned<toml::Value>>>>,
+        /// `blackout`: closed periods, both ends included (`"--12-20..--01-06"`).
+        pub blackout: Option<Spanned<Vec<Spanned<String>>>>,
+        /// `on_closed`: `after`, `before`, `skip` or `ignore`.
+        pub on_closed: Option<Spanned<String>>,
+        /// `window`: local send hours, both ends included (`"08:00-18:00"`).
+        pub window: Option<Spanned<String>>,
+        /// `jitter`: per-recipient spread (`"15m"`; `s`, `m`, `h`, up to `12h`).
+        pub jitter: Option<Spanned<String>>,
+    }
 }

@@ -15,10 +15,10 @@
 //!
 //! | # | site | message | fixture |
 //! |---|---|---|---|
-//! | 1 | plan/validate/mod.rs `toml_error`, syntax | invalid basic string … | `plan-toml-syntax` |
-//! | 2 | plan/lenient.rs `unknown` (via `raw_table!`) | unknown key `e-mail` in [[contact]] (did you mean …) | `plan-unknown-field`, `playbook-toml-error`, `plan-unknown-top-level-key` |
-//! | 3 | plan/lenient.rs `absent` (via `raw_table!`), `plan` | missing key `phase` in [customer] / missing table [customer] | `plan-missing-field`, `plan-no-customer-table` |
-//! | 4 | plan/lenient.rs `field` | invalid type: string "yes", expected a boolean | `plan-invalid-type` |
+//! | 1 | plan/validate/mod.rs `toml_errors` (plan/entries.rs `parse_document`), syntax | invalid basic string … (every line's first error; stops after one inside an array) | `plan-toml-syntax`, `plan-toml-syntax-several`, `plan-toml-syntax-unclosed-array` |
+//! | 2 | plan/entries.rs `unknown` (via `raw_table!`) | unknown key `e-mail` in [[contact]] (did you mean …) | `plan-unknown-field`, `playbook-toml-error`, `plan-unknown-top-level-key` |
+//! | 3 | plan/entries.rs `absent` (via `raw_table!`), lenient.rs `plan` | missing key `phase` in [customer] / missing table [customer] (the rest is checked) | `plan-missing-field`, `plan-missing-field-hides-nothing`, `plan-no-customer-table`, `plan-rule-missing-name` |
+//! | 4 | plan/entries.rs `field` | invalid type: string "yes", expected a boolean (the table's other keys are checked) | `plan-invalid-type`, `plan-contact-wrong-type-hides-nothing`, `plan-rule-wrong-type-hides-nothing`, `playbook-rule-wrong-type` |
 //! | 4b | plan/lenient.rs `wrong_type` | [[contact]] must be an array of tables, not a table | `plan-contact-not-a-table` |
 //! | 5 | plan/validate/scalars.rs `parse_tz` | unknown time zone | `plan-timezone` |
 //! | 6 | plan/validate/scalars.rs `parse_email` (plan/model.rs `Email::parse`) | … is not a valid email address: … (not ASCII, too long, …) | `plan-owner-email`, `plan-contact-email`, `plan-contact-email-not-ascii` |
@@ -88,7 +88,11 @@
 //! | 63 | render/mod.rs `compile` | cannot read template | `template-not-utf8` |
 //! | 64 | render/mod.rs `compile` | template syntax error | `template-syntax` |
 //! | 65 | config/mod.rs `Config::load` | cannot read the config file | `config-missing` |
-//! | 66 | config/parse.rs `parse`, TOML | unknown field / missing field … | `config-unknown-key`, `config-missing-sender` |
+//! | 66 | config/parse.rs `parse`, TOML syntax (plan/entries.rs `parse_document`) | invalid basic string … (every line's first error) | `config-toml-syntax` |
+//! | 66b | config/parse.rs `read` (plan/entries.rs `unknown`, via `raw_table!`) | unknown key `horizon` in the config's top level / in [delivery] (did you mean …) | `config-unknown-key`, `config-unknown-key-in-table` |
+//! | 66c | config/parse.rs `read`/`missing` (plan/entries.rs `absent`) | missing key `name` in [sender] / missing table [sender] | `config-missing-key`, `config-missing-sender` |
+//! | 66d | config/parse.rs `read` (plan/entries.rs `field`) | invalid type: string "7", expected i64 | `config-wrong-type` |
+//! | 66e | config/parse.rs `table` | [sender] must be a table, not a string | `config-table-not-a-table` |
 //! | 67 | config/parse.rs `parse` | unknown time zone | `config-timezone` |
 //! | 68 | config/parse.rs `parse`, `email` (sender, ops) | … is not a valid email address | `config-sender-email` |
 //! | 69 | config/parse.rs `parse` | horizon_days must be between 1 and 366 | `config-horizon-days` |
@@ -129,7 +133,12 @@
 //! | `several-problems-in-one-plan` | time zone, weekend, phase, contact email and a rule's `at`: five errors from one plan |
 //! | `several-problems-in-one-config` | time zone, sender email, horizon and delivery kind: four errors from one config |
 //! | `unknown-keys-hide-nothing` | fixed: an unknown key is reported with the bad email and time zone below it (it hid them until issue 14) |
-//! | `several-problems-with-unknown-keys` | unknown keys in three tables, a missing key, two wrong types, a bad zone, a bad tone and a bad `at`: all in one run. Still hidden: a table with a missing key or a wrong type is left out, so its other values are not checked (Bob's tone) |
+//! | `several-problems-with-unknown-keys` | unknown keys in three tables, a missing key, two wrong types, a bad zone, a bad tone and a bad `at`: all in one run. Fixed: a table with a missing key or a wrong type is still checked key by key (Bob's tone) |
+//! | `every-problem-in-one-plan` | unknown keys with suggestions in every table, a wrong type in [customer] and in a contact and a rule, bad values in all of them, a duplicate contact id, a missing `email`, a misspelt `template` (not also reported missing), a rule with no `cron`: 19 errors in one run (8 before) |
+//! | `every-problem-in-one-config` | unknown keys with suggestions at the top level and in [sender], [delivery], [ops] and [calendar], wrong types, bad values in every table: 17 errors in one run (1 before: serde stopped at the first unknown key) |
+//! | `plan-missing-field-hides-nothing`, `plan-contact-wrong-type-hides-nothing`, `plan-rule-wrong-type-hides-nothing`, `plan-rule-missing-name` | fixed: a missing or mistyped key no longer hides the other keys of its table (nor, for [customer], the contacts and rules); a mistyped key is not also "missing" |
+//! | `config-missing-key`, `config-unknown-key-in-table`, `config-wrong-type`, `config-table-not-a-table` | fixed: the config is read key by key like a plan; an unknown, missing or mistyped key no longer hides the other problems of the file |
+//! | `plan-toml-syntax-several`, `config-toml-syntax` | fixed: every line's first syntax error is reported, not only the file's first; after an error inside an array or inline table the report stops (`plan-toml-syntax-unclosed-array`), and a file with syntax errors is not checked further |
 //! | `hidden-rule-completeness` | fixed: a bad value no longer hides that the rule is incomplete (no `cron`), no `on` no longer hides no `template` |
 //! | `hidden-template-variant` | fixed: missing template variants are checked for the valid contacts and rules even when the plan has other errors |
 //! | `hidden-by-config-error` | a config error stops `check` (exit 2) before any plan is read |

@@ -22,20 +22,31 @@ use std::sync::Arc;
 pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
     let (playbooks, broken, templates, default_tz) = (ctx.playbooks, ctx.broken, ctx.templates, ctx.default_tz);
     let c = raw.customer.get_ref();
-    parse_id(src, &c.id, "customer id");
-    if c.name.get_ref().trim().is_empty() {
-        src.error(&c.name, "customer name is empty", "write the company name as it should appear in emails");
-    } else {
-        check_text(src, &c.name, "customer name", MAX_COMPANY_CHARS);
+    // Keys that are missing or of the wrong type were reported while reading; they hold
+    // stand-ins, so their checks (and what needs them) are skipped.
+    let bad = |key: &str| src.unusable(&raw.customer, key);
+    let (id_bad, name_bad, since_bad, owner_bad) = (bad("id"), bad("name"), bad("since"), bad("owner"));
+    let (language_bad, phase_bad, playbook_bad) = (bad("language"), bad("phase"), bad("playbook"));
+    if !id_bad {
+        parse_id(src, &c.id, "customer id");
     }
-    let since = parse_date(src, &c.since, "relationship start date `since`", false)
+    if !name_bad {
+        if c.name.get_ref().trim().is_empty() {
+            src.error(&c.name, "customer name is empty", "write the company name as it should appear in emails");
+        } else {
+            check_text(src, &c.name, "customer name", MAX_COMPANY_CHARS);
+        }
+    }
+    let since = (!since_bad)
+        .then(|| parse_date(src, &c.since, "relationship start date `since`", false))
+        .flatten()
         .and_then(|md| NaiveDate::from_ymd_opt(md.year?, md.month, md.day));
-    let owner = parse_email(src, &c.owner);
+    let owner = (!owner_bad).then(|| parse_email(src, &c.owner)).flatten();
     let timezone = match &c.timezone {
         Some(tz) => parse_tz(src, tz),
         None => Some(default_tz),
     };
-    let language = parse_language(src, &c.language);
+    let language = (!language_bad).then(|| parse_language(src, &c.language)).flatten();
     let currency = match &c.currency {
         None => crate::money::Currency::EUR,
         Some(v) => crate::money::Currency::parse(v.get_ref()).unwrap_or_else(|why| {
@@ -45,7 +56,7 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
     };
     let calendar = calendar_settings(src, c.calendar_keys()).over(ctx.default_calendar);
     let phase = Phase::parse(c.phase.get_ref());
-    if phase.is_none() {
+    if phase.is_none() && !phase_bad {
         src.error(
             &c.phase,
             format!("unknown phase `{}`", c.phase.get_ref()),
@@ -59,8 +70,10 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
     let mut contact_ids: HashSet<&str> = HashSet::with_capacity(raw.contacts.len());
     for rc in &raw.contacts {
         let rc_span = rc.span();
+        let bad = |key: &str| src.unusable(rc, key);
+        let (id_bad, name_bad, email_bad, tone_bad) = (bad("id"), bad("name"), bad("email"), bad("tone"));
         let rc = rc.get_ref();
-        let id_ok = parse_id(src, &rc.id, "contact id");
+        let id_ok = !id_bad && parse_id(src, &rc.id, "contact id");
         if id_ok && !contact_ids.insert(rc.id.get_ref().as_str()) {
             src.error(
                 &rc.id,
@@ -68,7 +81,7 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
                 "give each contact a unique id",
             );
         }
-        let email = parse_email(src, &rc.email);
+        let email = (!email_bad).then(|| parse_email(src, &rc.email)).flatten();
         let gender = match rc.gender.as_ref().map(|g| g.get_ref().as_str()) {
             None | Some("other") | Some("diverse") => Some(Gender::None),
             Some("female") => Some(Gender::Female),
@@ -86,7 +99,7 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
         };
         let birthday = rc.birthday.as_ref().and_then(|b| parse_date(src, b, "birthday", true));
         let tone = Tone::parse(rc.tone.get_ref());
-        if tone.is_none() {
+        if tone.is_none() && !tone_bad {
             src.error(
                 &rc.tone,
                 format!("unknown tone `{}`", rc.tone.get_ref()),
@@ -98,7 +111,7 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
         if let Some(flag) = rc.primary.as_ref().filter(|p| *p.get_ref()) {
             primaries.push((contacts.len(), rc_span.clone(), flag.span()));
         }
-        let names = contact_names(src, rc);
+        let names = contact_names(src, rc, name_bad);
         let built = (|| {
             let names = names?;
             Some(Contact {
@@ -181,6 +194,13 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
     let mut merged: Vec<Option<Arc<Rule>>> = rules.iter().cloned().map(Some).collect();
     let mut own: HashSet<&str> = HashSet::with_capacity(raw.rules.len());
     for r in &raw.rules {
+        // An entry without a usable name, or with an unusable `enabled`, in a plan whose
+        // playbook is unusable (or with no usable [customer]): which rule it overrides, and
+        // whether it is used at all, cannot be told, so only its values are checked.
+        if playbook_bad || src.unusable(r, "name") || src.unusable(r, "enabled") {
+            check_keys(src, r, ctx);
+            continue;
+        }
         let name = r.get_ref().name.get_ref().as_str();
         if !own.insert(name) {
             src.error(
@@ -194,7 +214,7 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
         let pos = playbook_rules.get(name).copied();
         let enabled = r.get_ref().enabled.as_ref().is_none_or(|e| *e.get_ref());
         if !enabled {
-            check_keys(src, r.get_ref(), ctx);
+            check_keys(src, r, ctx);
             match pos {
                 Some(i) => merged[i] = None,
                 None => src.error(
@@ -214,7 +234,7 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
     }
     let rules: Vec<Arc<Rule>> = merged.into_iter().flatten().collect();
     // Template coverage for the contacts and rules that are valid, whatever else is wrong.
-    if let Some(language) = language {
+    if let Some(language) = language.filter(|_| !id_bad) {
         check_template_variants(src, raw, c.id.get_ref(), language, &contacts, &rules, templates);
     }
 
@@ -254,14 +274,18 @@ struct Names {
 }
 
 /// Checks `name`, `given_name`, `family_name`, `title` and `salutation` (each reaches headers or
-/// greetings) and works out the parts of the name; `None` when any of them is invalid.
-fn contact_names(src: &mut Src, rc: &RawContact) -> Option<Names> {
-    let mut ok = true;
-    if rc.name.get_ref().trim().is_empty() {
-        src.error(&rc.name, "contact name is empty", "write the person's full name, e.g. \"Anna Müller\"");
-        ok = false;
-    } else {
-        ok &= check_text(src, &rc.name, "contact name", MAX_NAME_CHARS);
+/// greetings) and works out the parts of the name; `None` when any of them is invalid, or when
+/// `name` is unusable (missing or of the wrong type: reported already, the other parts are
+/// still checked).
+fn contact_names(src: &mut Src, rc: &RawContact, name_bad: bool) -> Option<Names> {
+    let mut ok = !name_bad;
+    if !name_bad {
+        if rc.name.get_ref().trim().is_empty() {
+            src.error(&rc.name, "contact name is empty", "write the person's full name, e.g. \"Anna Müller\"");
+            ok = false;
+        } else {
+            ok &= check_text(src, &rc.name, "contact name", MAX_NAME_CHARS);
+        }
     }
     for (value, what, max) in [
         (&rc.given_name, "given_name", MAX_NAME_CHARS),

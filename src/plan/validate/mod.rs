@@ -43,14 +43,23 @@ pub struct Src<'a> {
     pub path: &'a Path,
     pub text: &'a str,
     pub diags: Vec<Diagnostic>,
-    /// Whether every `[[contact]]` and `[[occasion]]` table could be read (see
+    /// Whether every `[[contact]]` and `[[occasion]]` table could be read whole (see
     /// `lenient::LenientPlan::complete`); checks across all of them are skipped when not.
     pub complete: bool,
+    /// Keys, by table, that are missing or have the wrong type (reported already): they hold
+    /// stand-ins, so their checks, and the checks that need them, are skipped.
+    pub unusable: crate::plan::entries::Unusable,
 }
 
 impl<'a> Src<'a> {
     pub fn new(path: &'a Path, text: &'a str) -> Self {
-        Src { path, text, diags: Vec::new(), complete: true }
+        Src { path, text, diags: Vec::new(), complete: true, unusable: Default::default() }
+    }
+
+    /// Whether `key` of the table `table` is unusable (missing or of the wrong type; reported
+    /// already), so that its checks are skipped.
+    pub fn unusable<T>(&self, table: &Spanned<T>, key: &str) -> bool {
+        self.unusable.has(&table.span(), key)
     }
 
     /// Reports problems of shape (unknown, missing or mistyped keys) as errors.
@@ -74,6 +83,11 @@ impl<'a> Src<'a> {
     pub(super) fn ok(&self) -> bool {
         !self.diags.iter().any(Diagnostic::is_error)
     }
+}
+
+/// Every syntax error of a file (see `entries::parse_document`) as diagnostics.
+pub fn toml_errors(path: &Path, text: &str, errors: &[toml::de::Error]) -> Vec<Diagnostic> {
+    errors.iter().map(|e| toml_error(path, text, e)).collect()
 }
 
 /// Turns a TOML parse/shape error into a diagnostic with a hint.

@@ -83,25 +83,34 @@ fn kinds() -> String {
 pub(super) fn build_rule(src: &mut Src, raw: &Spanned<RawRule>, base: Option<&Rule>, ctx: &Context) -> Option<Rule> {
     let before_errors = src.diags.len();
     let mut b = base.map(RuleBuilder::from_rule).unwrap_or_default();
-    let name_ok = apply_keys(src, raw.get_ref(), &mut b, ctx);
+    let unusable = unusable_keys(src, raw);
+    let name_ok = apply_keys(src, raw.get_ref(), &mut b, ctx, &unusable);
     let keys_ok = src.diags.len() == before_errors && name_ok;
     // Completeness is checked even when a value was bad (a key that is present but invalid
     // does not count as missing), so both kinds of problem show in one run.
-    let rule = complete(src, raw.get_ref(), b);
+    let rule = complete(src, raw.get_ref(), b, &unusable);
     if keys_ok { rule } else { None }
 }
 
-/// Checks every key of an entry whose rule is not used (`enabled = false` in a plan): a bad
-/// value is still an error, so it does not wait until the rule is enabled again.
-pub(super) fn check_keys(src: &mut Src, raw: &RawRule, ctx: &Context) {
-    apply_keys(src, raw, &mut RuleBuilder::default(), ctx);
+/// Checks every key of an entry whose rule is not used (`enabled = false` in a plan), or
+/// cannot be completed (its name or its customer's playbook is unusable): a bad value is still
+/// an error, so it does not wait until the rule is used.
+pub(super) fn check_keys(src: &mut Src, raw: &Spanned<RawRule>, ctx: &Context) {
+    let unusable = unusable_keys(src, raw);
+    apply_keys(src, raw.get_ref(), &mut RuleBuilder::default(), ctx, &unusable);
+}
+
+/// The keys of `raw` that are missing or have the wrong type (reported already while reading).
+fn unusable_keys(src: &Src, raw: &Spanned<RawRule>) -> Vec<&'static str> {
+    use crate::plan::entries::FromTable;
+    RawRule::KEYS.iter().copied().filter(|k| src.unusable(raw, k)).collect()
 }
 
 /// Parses every key `r` sets into `b`, reporting each bad value; returns whether the name is
-/// valid.
-fn apply_keys(src: &mut Src, r: &RawRule, b: &mut RuleBuilder, ctx: &Context) -> bool {
+/// valid (`unusable`: keys reported already while reading).
+fn apply_keys(src: &mut Src, r: &RawRule, b: &mut RuleBuilder, ctx: &Context, unusable: &[&str]) -> bool {
     let templates = ctx.templates;
-    let name_ok = parse_id(src, &r.name, "occasion name");
+    let name_ok = !unusable.contains(&"name") && parse_id(src, &r.name, "occasion name");
     if let Some(on) = &r.on {
         match TriggerKind::parse(on.get_ref()) {
             Some(k) => b.kind = Some(k),
@@ -263,18 +272,20 @@ fn apply_keys(src: &mut Src, r: &RawRule, b: &mut RuleBuilder, ctx: &Context) ->
 
 /// Completeness and consistency of a rule whose keys all parsed, reported at the rule's name;
 /// then the rule.
-fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder) -> Option<Rule> {
+fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder, unusable: &[&str]) -> Option<Rule> {
     let before_errors = src.diags.len();
     let at = r.name.span();
-    // A key that is present but invalid was reported already; it is not also "missing".
-    if b.kind.is_none() && r.on.is_none() {
+    // A key that is present but invalid (or of the wrong type) was reported already; it is not
+    // also "missing".
+    let bad = |key: &str| unusable.contains(&key);
+    if b.kind.is_none() && r.on.is_none() && !bad("on") {
         src.error_span(
             at.clone(),
             format!("occasion `{}` has no `on`", r.name.get_ref()),
             format!("add on = \"…\" ({})", kinds()),
         );
     }
-    if b.template.is_none() && r.template.is_none() {
+    if b.template.is_none() && r.template.is_none() && !bad("template") {
         src.error_span(
             at.clone(),
             format!("occasion `{}` has no `template`", r.name.get_ref()),
@@ -322,7 +333,13 @@ fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder) -> Option<Rule> {
             Trigger::Birthday
         }
         TriggerKind::Anniversary => {
-            if b.years.is_none() && b.every_years.is_none() && r.years.is_none() && r.every_years.is_none() {
+            if b.years.is_none()
+                && b.every_years.is_none()
+                && r.years.is_none()
+                && r.every_years.is_none()
+                && !bad("years")
+                && !bad("every_years")
+            {
                 src.error_span(
                     at.clone(),
                     format!("occasion `{}` needs `years` or `every_years`", r.name.get_ref()),
@@ -333,7 +350,10 @@ fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder) -> Option<Rule> {
         }
         TriggerKind::Orders => {
             let given = b.counts.is_some() || b.every_count.is_some() || b.revenue.is_some();
-            let tried = r.counts.is_some() || r.every_count.is_some() || r.revenue.is_some();
+            let tried = r.counts.is_some()
+                || r.every_count.is_some()
+                || r.revenue.is_some()
+                || ["counts", "every_count", "revenue"].iter().any(|k| bad(k));
             if !given && !tried {
                 src.error_span(
                     at.clone(),
@@ -354,7 +374,7 @@ fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder) -> Option<Rule> {
         TriggerKind::Handover => Trigger::Handover,
         TriggerKind::Every => match b.cron.clone() {
             Some(cron) => Trigger::Every { cron },
-            None if r.cron.is_some() => return None,
+            None if r.cron.is_some() || bad("cron") => return None,
             None => {
                 src.error_span(
                     at.clone(),
@@ -366,7 +386,7 @@ fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder) -> Option<Rule> {
         },
         TriggerKind::Date => match b.date {
             Some(d) => Trigger::Date(d),
-            None if r.date.is_some() => return None,
+            None if r.date.is_some() || bad("date") => return None,
             None => {
                 src.error_span(
                     at.clone(),
@@ -434,6 +454,11 @@ pub fn playbook(src: &mut Src, raw: &RawPlaybook, ctx: &Context) -> Vec<Arc<Rule
     let mut rules: Vec<Arc<Rule>> = Vec::new();
     let mut names: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for r in &raw.rules {
+        if src.unusable(r, "name") {
+            // No name to check for twice or to report completeness at: the values only.
+            check_keys(src, r, ctx);
+            continue;
+        }
         if let Some(en) = &r.get_ref().enabled {
             src.error(
                 en,
