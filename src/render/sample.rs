@@ -17,7 +17,7 @@ use std::collections::HashSet;
 fn inputs<'a>(customer: &'a Customer, rule: &'a Rule, milestone: Option<&'a MilestoneFacts>) -> Vec<Input<'a>> {
     let contacts: Vec<_> = match rule.target {
         Target::Contacts => customer.contacts.iter().collect(),
-        Target::Primary => vec![customer.primary_contact()],
+        Target::Primary | Target::New | Target::Departed => vec![customer.primary_contact()],
         Target::Owner => Vec::new(),
     };
     let kind = rule.trigger.kind();
