@@ -81,8 +81,16 @@ pub fn prepare(row: &Claimed, plans: &Plans, renderer: &Renderer, sender: &Sende
         },
     };
     let occasion_date = row.occasion_date;
-    let input =
-        Input { customer, rule, about, recipient, occasion_date, years: row.years, milestone: row.facts.as_ref() };
+    let input = Input {
+        customer,
+        rule,
+        about,
+        recipient,
+        occasion_date,
+        years: row.years,
+        milestone: row.facts.as_ref().and_then(|f| f.milestone()),
+        handover: row.facts.as_ref().and_then(|f| f.handover()),
+    };
     let to = match recipient {
         Recipient::Contact(c) => &c.email,
         Recipient::Owner => &customer.owner,
