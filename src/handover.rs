@@ -263,7 +263,10 @@ mod tests {
         assert!(diff(&a, &renamed).is_empty(), "a renamed contact is no handover");
         let b = state("bob", "p@x.example", "maturity");
         let d = diff(&a, &b);
-        assert_eq!(d.iter().map(|c| c.kind).collect::<Vec<_>>(), [ChangeKind::Handover, ChangeKind::Owner, ChangeKind::Phase]);
+        assert_eq!(
+            d.iter().map(|c| c.kind).collect::<Vec<_>>(),
+            [ChangeKind::Handover, ChangeKind::Owner, ChangeKind::Phase]
+        );
         assert_eq!(d[0].departed.as_ref().map(|c| c.name.as_str()), Some("ANNA"));
     }
 

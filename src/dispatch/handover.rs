@@ -76,7 +76,9 @@ pub async fn run(
         for change in &changes {
             match plans.get(&change.customer) {
                 Some(customer) => items.extend(rows_for(customer, change, sender)),
-                None => tracing::info!(customer = %change.customer, kind = change.kind.code(), "a change of a customer that is no longer in the plans: nothing to send"),
+                None => {
+                    tracing::info!(customer = %change.customer, kind = change.kind.code(), "a change of a customer that is no longer in the plans: nothing to send")
+                }
             }
         }
         let written = store.materialize(&items, secs(now)).await?;

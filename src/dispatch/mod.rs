@@ -294,7 +294,11 @@ impl Scheduler {
             let d = handover::detect(&self.store, &snap.plans, now).await?;
             report.changes = d.changes;
             if d.changes > 0 {
-                tracing::info!(changes = d.changes, first_seen = d.first_seen, "recorded customer changes (handover, owner, phase)");
+                tracing::info!(
+                    changes = d.changes,
+                    first_seen = d.first_seen,
+                    "recorded customer changes (handover, owner, phase)"
+                );
             }
         }
         if due_for_pass {

@@ -12,8 +12,8 @@ pub use report::{REPORT_TEMPLATE, ReportRow, plain_report};
 pub use sample::{sample_handover, sample_milestone, trial_report, trial_run};
 
 use crate::diagnostics::Diagnostic;
-use crate::occasion::{Occurrence, Recipient};
 use crate::handover::HandoverFacts;
+use crate::occasion::{Occurrence, Recipient};
 use crate::orders::milestone::MilestoneFacts;
 use crate::plan::{Action, Contact, Customer, Rule};
 use chrono::NaiveDate;
@@ -465,7 +465,10 @@ fn brief_value(h: &HandoverFacts, customer: &Customer, language: crate::plan::La
             None => card(c),
         }
     });
-    let new = (h.change == ChangeKind::Handover).then(|| customer.contact(&h.to)).flatten().map(|c| card(&ContactCard::of(c)));
+    let new = (h.change == ChangeKind::Handover)
+        .then(|| customer.contact(&h.to))
+        .flatten()
+        .map(|c| card(&ContactCard::of(c)));
     let currency = customer.currency.as_str();
     let figures = h.brief.as_ref();
     let revenue = figures.map(|f| {

@@ -6,9 +6,9 @@
 
 use super::{Input, Renderer, Sender};
 use crate::diagnostics::Diagnostic;
+use crate::handover::{BriefFigures, ChangeKind, ContactCard, HandoverFacts, Recent};
 use crate::occasion::EventKind;
 use crate::occasion::Recipient;
-use crate::handover::{BriefFigures, ChangeKind, ContactCard, HandoverFacts, Recent};
 use crate::orders::milestone::{MilestoneFacts, YearRevenue};
 use crate::plan::{Action, Customer, Plans, Rule, Target, Trigger, TriggerKind};
 use chrono::{Datelike, NaiveDate};
@@ -30,7 +30,8 @@ fn inputs<'a>(
     let years = (kind == TriggerKind::Anniversary).then_some(10);
     let occasion_date =
         NaiveDate::from_ymd_opt(customer.since.year() + 10, customer.since.month(), 1).unwrap_or(customer.since);
-    let input = |recipient, about| Input { customer, rule, about, recipient, occasion_date, years, milestone, handover };
+    let input =
+        |recipient, about| Input { customer, rule, about, recipient, occasion_date, years, milestone, handover };
     match (rule.action, rule.target) {
         (_, Target::Owner) => vec![input(Recipient::Owner, None)],
         (Action::Email, _) => contacts.into_iter().map(|c| input(Recipient::Contact(c), Some(c))).collect(),
@@ -68,15 +69,14 @@ pub fn sample_handover(customer: &Customer, rule: &Rule, year: i32) -> Option<Ha
     let primary = customer.primary_contact();
     let (change, from, to, departed) = match rule.trigger {
         Trigger::Handover => {
-            let departed = customer.contacts.iter().find(|c| c.id != primary.id).map(ContactCard::of).unwrap_or(
-                ContactCard {
+            let departed =
+                customer.contacts.iter().find(|c| c.id != primary.id).map(ContactCard::of).unwrap_or(ContactCard {
                     id: "departed".into(),
                     name: "Max Mustermann".into(),
                     email: "max.mustermann@example.com".into(),
                     phone: Some("+49 30 1234567".into()),
                     role: Some("Einkauf".into()),
-                },
-            );
+                });
             (ChangeKind::Handover, departed.id.clone(), primary.id.to_string(), Some(departed))
         }
         Trigger::Phase { to } => {

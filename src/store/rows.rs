@@ -2,8 +2,8 @@
 //! columns (text and integers, the same in both engines, so existing databases keep working).
 //! Nothing outside this file compares a state, kind, action or policy as a string.
 
-use crate::occasion::{NominalKey, OutboxKey};
 use crate::handover::EventFacts;
+use crate::occasion::{NominalKey, OutboxKey};
 use crate::plan::{Action, DeliveryPolicy, TriggerKind};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};

@@ -226,7 +226,11 @@ fn apply_keys(src: &mut Src, r: &RawRule, b: &mut RuleBuilder, ctx: &Context) ->
             }
         }
         if list.get_ref().is_empty() {
-            src.error(list, "phases is empty: the rule would never apply", "list phases, or leave the key out (every phase)");
+            src.error(
+                list,
+                "phases is empty: the rule would never apply",
+                "list phases, or leave the key out (every phase)",
+            );
         } else if ok {
             phases.sort_by_key(|p| Phase::ALL.iter().position(|x| x == p));
             phases.dedup();
@@ -432,9 +436,14 @@ fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder) -> Option<Rule> {
     if matches!(kind, TriggerKind::Handover | TriggerKind::Phase)
         && let Some(b) = &r.before
     {
-        let d = Diagnostic::at(src.path, src.text, Some(b.span()), format!("`before` has no effect on `on = \"{kind}\"` rules"))
-            .hint("remove it; the message is sent when the change is seen")
-            .warning();
+        let d = Diagnostic::at(
+            src.path,
+            src.text,
+            Some(b.span()),
+            format!("`before` has no effect on `on = \"{kind}\"` rules"),
+        )
+        .hint("remove it; the message is sent when the change is seen")
+        .warning();
         src.diags.push(d);
     }
     // A lead time means nothing to an order milestone (it is sent once the threshold is passed,
