@@ -11,6 +11,7 @@ pub mod config;
 pub mod diagnostics;
 pub mod dispatch;
 pub mod files;
+pub mod handover;
 pub mod hash;
 pub mod health;
 pub mod http;

@@ -89,6 +89,7 @@ fuzz_target!(|data: &[u8]| {
         occasion_date: chrono::NaiveDate::from_ymd_opt(2028, 2, 29).unwrap_or_default(),
         years: Some(48),
         milestone: None,
+        handover: None,
     };
     let sender = contactplan::render::Sender { name: "Team \"Ω\"", email: "team@example.com" };
     if let Ok(rendered) = renderer.render(&input, sender) {

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 /// Print the email (headers, text and HTML parts) that one occasion would produce.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "The next occurrence on or after --date is shown (searching up to 4 years ahead). For an order milestone rule (on = \"orders\"), a sample: its first threshold reached on --date, with sample totals.\n\nExamples:\n  contactplan preview --customer acme --occasion birthday\n  contactplan preview --customer acme --occasion anniversary --date 2027-01-01\n  contactplan preview --customer acme --occasion birthday --contact anna --raw > anna.eml\n  contactplan preview --customer acme --occasion hundredth-order"
+    after_help = "The next occurrence on or after --date is shown (searching up to 4 years ahead). For an order milestone rule (on = \"orders\"), a sample: its first threshold reached on --date, with sample totals. For a handover or phase rule (on = \"handover\", \"phase\"), a sample change on --date with sample figures.\n\nExamples:\n  contactplan preview --customer acme --occasion birthday\n  contactplan preview --customer acme --occasion anniversary --date 2027-01-01\n  contactplan preview --customer acme --occasion birthday --contact anna --raw > anna.eml\n  contactplan preview --customer acme --occasion hundredth-order"
 )]
 pub struct Args {
     /// Customer id.
@@ -53,9 +53,30 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let day = args.date.unwrap_or_else(|| Utc::now().with_timezone(&customer.timezone).date_naive());
     let from = crate::calendar::resolve_local(customer.timezone, day.and_time(NaiveTime::MIN)).utc;
     let facts = crate::render::sample_milestone(customer, rule, chrono::Datelike::year(&day));
+    let handover = crate::render::sample_handover(customer, rule, chrono::Datelike::year(&day));
     let mut found: Vec<Occurrence> = Vec::new();
     let mut events = Vec::new();
-    if let Some(f) = &facts {
+    if let Some(h) = &handover {
+        // A sample change on that day: the departed contact is the sample's (a contact of the
+        // plan, when there is another one).
+        let kind = match rule.trigger {
+            crate::plan::Trigger::Phase { .. } => occasion::EventKind::Phase,
+            _ => occasion::EventKind::Handover,
+        };
+        let about: Vec<Option<&crate::plan::Contact>> = match rule.target {
+            crate::plan::Target::New => vec![customer.contact(&h.to)],
+            crate::plan::Target::Departed => {
+                vec![h.departed.as_ref().and_then(|d| customer.contact(&d.id)).or(Some(customer.primary_contact()))]
+            }
+            _ => Vec::new(),
+        };
+        events = if about.is_empty() {
+            occasion::event::occurrences(customer, rule, kind, "1", from)
+        } else {
+            occasion::event::occurrences_about(customer, rule, kind, "1", from, about)
+        };
+        events.retain(|o| args.contact.as_deref().is_none_or(|c| o.about.is_some_and(|a| *a.id == *c)));
+    } else if let Some(f) = &facts {
         // An event rule has no date to look for: its message for a sample event on that day.
         let id = f.threshold.to_string();
         events = occasion::event::occurrences(customer, rule, f.measure, &id, from);
@@ -83,12 +104,17 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 occasion_date: e.occasion_date,
                 years: None,
                 milestone: facts.as_ref(),
+                handover: handover.as_ref(),
             },
             key: e.key.to_string(),
             due: e.due,
             zone: e.zone,
             adjustments: Vec::new(),
-            note: Some("a sample order milestone (the rule's first threshold, sample totals)"),
+            note: Some(if handover.is_some() {
+                "a sample change (a handover from another contact to the primary one, or a phase change; sample figures)"
+            } else {
+                "a sample order milestone (the rule's first threshold, sample totals)"
+            }),
         },
         (None, None) => {
             eprintln!("error: occasion `{}` of `{}` does not occur within 4 years of {day}", rule.name, customer.id);

@@ -65,6 +65,9 @@ pub fn prepare(row: &Claimed, plans: &Plans, renderer: &Renderer, sender: &Sende
     let Some(rule) = customer.rule(&key.rule) else {
         return suppressed(format!("occasion `{}` is no longer in the plan of `{}`", key.rule, key.customer));
     };
+    if !rule.applies_in(customer.phase) {
+        return suppressed(crate::occasion::reconcile::phase_excluded(customer, rule));
+    }
     let gone = |id: &str| format!("contact `{id}` is no longer in the plan of `{}`", key.customer);
     let (recipient, about) = match key.recipient.as_ref() {
         RecipientKey::Contact(id) => match customer.contact(id) {
@@ -78,8 +81,16 @@ pub fn prepare(row: &Claimed, plans: &Plans, renderer: &Renderer, sender: &Sende
         },
     };
     let occasion_date = row.occasion_date;
-    let input =
-        Input { customer, rule, about, recipient, occasion_date, years: row.years, milestone: row.facts.as_ref() };
+    let input = Input {
+        customer,
+        rule,
+        about,
+        recipient,
+        occasion_date,
+        years: row.years,
+        milestone: row.facts.as_ref().and_then(|f| f.milestone()),
+        handover: row.facts.as_ref().and_then(|f| f.handover()),
+    };
     let to = match recipient {
         Recipient::Contact(c) => &c.email,
         Recipient::Owner => &customer.owner,

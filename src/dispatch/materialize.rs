@@ -95,7 +95,7 @@ pub fn event_item(
     o: &crate::occasion::event::EventOccurrence,
     state: RowState,
     reason: Option<String>,
-    facts: Option<crate::orders::milestone::MilestoneFacts>,
+    facts: Option<crate::handover::EventFacts>,
     sender: &crate::plan::Email,
 ) -> NewItem {
     let email = match o.recipient {

@@ -121,7 +121,8 @@ pub fn rows_for(customer: &Customer, change: &OrderChange, sender: &Email) -> Ve
             };
             let state = if passed.suppressed.is_some() { RowState::Suppressed } else { RowState::Pending };
             for o in event::occurrences(customer, rule, passed.measure, &passed.threshold.to_string(), at) {
-                items.push(event_item(&o, state, passed.suppressed.clone(), Some(facts.clone()), sender));
+                let facts = crate::handover::EventFacts::Milestone(facts.clone());
+                items.push(event_item(&o, state, passed.suppressed.clone(), Some(facts), sender));
             }
         }
     }

@@ -8,6 +8,7 @@
 //! retention) run beside it, wired in `app.rs`.
 
 mod deliver;
+pub mod handover;
 mod materialize;
 pub mod milestones;
 mod notice;
@@ -59,6 +60,11 @@ pub struct TickReport {
     pub materialized: u64,
     /// Order milestone rows written (pending, or suppressed under `on_multiple = "highest"`).
     pub milestones: u64,
+    /// Customer changes recorded at this tick's plan revision (handovers, owner and phase
+    /// changes; 0 when another daemon recorded them first).
+    pub changes: u64,
+    /// Handover, owner-change and phase-change rows written.
+    pub handovers: u64,
     /// Rows that became `missed`: written as missed (due while no daemon ran) or expired.
     pub missed: u64,
     /// Messages the server (or the Maildir) accepted.
@@ -285,6 +291,15 @@ impl Scheduler {
                     "reconciled the outbox with the plans"
                 );
             }
+            let d = handover::detect(&self.store, &snap.plans, now).await?;
+            report.changes = d.changes;
+            if d.changes > 0 {
+                tracing::info!(
+                    changes = d.changes,
+                    first_seen = d.first_seen,
+                    "recorded customer changes (handover, owner, phase)"
+                );
+            }
         }
         if due_for_pass {
             let m = materialize::run(&self.store, &snap.plans, now, self.settings.horizon, &self.settings.sender.email)
@@ -310,6 +325,12 @@ impl Scheduler {
                 unknown_customers = m.unknown_customers,
                 "evaluated order milestones"
             );
+        }
+
+        let h = handover::run(&self.store, &snap.plans, now, &self.settings.sender.email, &beat).await?;
+        report.handovers = h.written;
+        if h.evaluated > 0 {
+            tracing::info!(changes = h.evaluated, rows = h.written, "evaluated customer changes");
         }
 
         for row in self.store.expire(secs(now)).await? {

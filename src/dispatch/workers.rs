@@ -384,20 +384,32 @@ async fn prepare(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Prepared {
     let (snap, mut owned, sender) = (snap.clone(), row.clone(), daemon.settings.sender.clone());
-    // A milestone's revenue by year, as of now (one query per milestone message; evaluation
-    // stays one pass over the changes without a query per customer).
-    if let Some(facts) = owned.facts.as_mut() {
-        match daemon.store.revenue_by_year(&owned.key.customer, facts.currency).await {
-            Ok(years) => {
-                facts.revenue_by_year = years
-                    .into_iter()
-                    .map(|(year, amount)| crate::orders::milestone::YearRevenue { year, amount })
-                    .collect();
-            }
-            Err(e) => {
-                tracing::warn!(key = %owned.key, error = %e, "revenue by year unavailable; the message goes without it")
+    // A milestone's revenue by year, and a brief's figures and history, as of now (queries
+    // per message; evaluation stays one pass over the changes without a query per customer).
+    match owned.facts.as_mut() {
+        Some(crate::handover::EventFacts::Milestone(facts)) => {
+            match daemon.store.revenue_by_year(&owned.key.customer, facts.currency).await {
+                Ok(years) => {
+                    facts.revenue_by_year = years
+                        .into_iter()
+                        .map(|(year, amount)| crate::orders::milestone::YearRevenue { year, amount })
+                        .collect();
+                }
+                Err(e) => {
+                    tracing::warn!(key = %owned.key, error = %e, "revenue by year unavailable; the message goes without it")
+                }
             }
         }
+        Some(crate::handover::EventFacts::Handover(facts)) => {
+            let currency = snap.plans.get(&owned.key.customer).map_or(crate::money::Currency::EUR, |c| c.currency);
+            match brief_figures(&daemon.store, &owned.key, currency).await {
+                Ok(b) => facts.brief = Some(b),
+                Err(e) => {
+                    tracing::warn!(key = %owned.key, error = %e, "brief figures unavailable; the message goes without them")
+                }
+            }
+        }
+        None => {}
     }
     let built = tokio::task::spawn_blocking(move || {
         #[cfg(feature = "failpoints")]
@@ -429,6 +441,27 @@ async fn prepare(
             })
         }
     }
+}
+
+/// What the store knows about the customer of `key` for a brief: orders, revenue by year
+/// in `currency`, the last five messages sent (other than this one).
+async fn brief_figures(
+    store: &crate::store::Store,
+    key: &crate::occasion::OutboxKey,
+    currency: crate::money::Currency,
+) -> anyhow::Result<crate::handover::BriefFigures> {
+    let customer = &key.customer;
+    let totals = store.order_totals(customer).await?;
+    let years = store.revenue_by_year(customer, currency).await?;
+    let recent = store.recent_sent(customer, &key.to_string(), 5).await?;
+    Ok(crate::handover::BriefFigures {
+        order_count: totals.count,
+        revenue_by_year: years
+            .into_iter()
+            .map(|(year, amount)| crate::orders::milestone::YearRevenue { year, amount })
+            .collect(),
+        recent,
+    })
 }
 
 fn log(row: &Claimed, d: &Delivery, report: &mut TickReport) {

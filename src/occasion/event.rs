@@ -53,8 +53,22 @@ pub fn occurrences<'a>(
     id: &str,
     at: DateTime<Utc>,
 ) -> Vec<EventOccurrence<'a>> {
+    occurrences_about(customer, rule, kind, id, at, subjects(customer, rule))
+}
+
+/// [`occurrences`] for the contacts an event names itself (a handover's new or departed
+/// contact: `to = "new"`/`"departed"`); `None` in `about` is the customer as a whole.
+pub fn occurrences_about<'a>(
+    customer: &'a Customer,
+    rule: &'a Rule,
+    kind: EventKind,
+    id: &str,
+    at: DateTime<Utc>,
+    about: impl IntoIterator<Item = Option<&'a Contact>>,
+) -> Vec<EventOccurrence<'a>> {
     let cal = customer.calendar_for(rule);
-    subjects(customer, rule)
+    about
+        .into_iter()
         .map(|about| {
             let recipient = recipient_for(rule, about);
             let zone = customer.zone_of(about);

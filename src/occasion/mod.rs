@@ -198,6 +198,8 @@ fn subjects<'a>(customer: &'a Customer, rule: &Rule) -> impl Iterator<Item = Opt
         Target::Contacts => (&customer.contacts, None),
         Target::Primary => (&[], Some(Some(customer.primary_contact()))),
         Target::Owner => (&[], Some(None)),
+        // The contacts of a handover: named by the event, not by the plan (`event.rs`).
+        Target::New | Target::Departed => (&[], None),
     };
     all.iter().map(Some).chain(one)
 }
@@ -282,12 +284,16 @@ fn rule_in<'a, S: Sink<'a>>(
     local: &LocalWindow,
     sink: &mut S,
 ) {
+    // A rule limited to phases (`phases`) gives nothing for a customer in another phase.
+    if !rule.applies_in(customer.phase) {
+        return;
+    }
     let ctx = RuleCtx { customer, rule, cal: customer.calendar_for(rule), from, to, local };
     match &rule.trigger {
         Trigger::Birthday | Trigger::Anniversary { .. } | Trigger::Date(_) => dated::rule(&ctx, sink),
         Trigger::Every { cron } => every::rule(&ctx, cron, sink),
         // Event-driven; they enter the outbox from order and handover events, not the calendar.
-        Trigger::Orders(_) | Trigger::Handover => {}
+        Trigger::Orders(_) | Trigger::Handover | Trigger::Phase { .. } => {}
     }
 }
 

@@ -115,6 +115,9 @@ fn settled(plans: &Plans, row: &Row<'_>) -> Option<Located> {
     if kind != row.kind {
         return Some(Located::Gone(format!("rule `{}` now has on = \"{kind}\" (was \"{}\")", key.rule, row.kind)));
     }
+    if !rule.applies_in(customer.phase) {
+        return Some(Located::Gone(phase_excluded(customer, rule)));
+    }
     if let Some(id) = key.recipient.contact()
         && customer.contact(id).is_none()
     {
@@ -124,6 +127,18 @@ fn settled(plans: &Plans, row: &Row<'_>) -> Option<Located> {
         NominalKey::Event { .. } => Some(Located::Event),
         NominalKey::Calendar(_) => None,
     }
+}
+
+/// Why a rule limited to phases does not apply to `customer` now, e.g. "rule `upsell`
+/// applies only in phases growth, maturity; `acme` is now in phase degeneration (phase changed)".
+pub fn phase_excluded(customer: &Customer, rule: &Rule) -> String {
+    format!(
+        "rule `{}` applies only in phases {}; `{}` is now in phase {} (phase changed)",
+        rule.name,
+        rule.phases_text(),
+        customer.id,
+        customer.phase
+    )
 }
 
 fn nominal(key: &OutboxKey) -> Option<Nominal> {

@@ -18,6 +18,14 @@ pub const MAX_COMPANY_CHARS: usize = 200;
 pub const MAX_TITLE_CHARS: usize = 64;
 /// Longest `salutation` (characters).
 pub const MAX_SALUTATION_CHARS: usize = 200;
+/// Longest contact `phone` (characters).
+pub const MAX_PHONE_CHARS: usize = 40;
+/// Longest contact `role` (characters).
+pub const MAX_ROLE_CHARS: usize = 100;
+/// Longest single entry of a customer's `notes` or `goals` (characters).
+pub const MAX_NOTE_CHARS: usize = 500;
+/// Most entries of a customer's `notes` or `goals`.
+pub const MAX_NOTES: usize = 20;
 
 /// `s` with control characters written as escapes (`\n`, `\u{1b}`), for messages.
 pub fn shown(s: &str) -> String {
@@ -174,7 +182,8 @@ pub enum Gender {
     None,
 }
 
-/// Customer life-cycle phase (rules may later depend on it).
+/// Customer life-cycle phase: rules may be limited to phases (`phases = [...]`), and
+/// `on = "phase"` rules react to a change of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
@@ -198,6 +207,25 @@ impl Phase {
             "degeneration" => Some(Phase::Degeneration),
             _ => None,
         }
+    }
+
+    /// Every phase, in life-cycle order.
+    pub const ALL: [Phase; 4] = [Phase::Initiation, Phase::Growth, Phase::Maturity, Phase::Degeneration];
+
+    /// The word in plans (`phase = "growth"`).
+    pub fn code(self) -> &'static str {
+        match self {
+            Phase::Initiation => "initiation",
+            Phase::Growth => "growth",
+            Phase::Maturity => "maturity",
+            Phase::Degeneration => "degeneration",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
     }
 }
 
@@ -235,6 +263,10 @@ pub struct Contact {
     pub language: Option<Language>,
     /// Overrides the customer's zone (a contact in another office).
     pub timezone: Option<Tz>,
+    /// Telephone number as written (`phone`: digits, spaces, `+ ( ) / - .`), for briefs.
+    pub phone: Option<Box<str>>,
+    /// The person's role at the customer (`role`, e.g. "Head of Purchasing"), for briefs.
+    pub role: Option<Box<str>>,
 }
 
 /// Whether `s` is an id as plans allow them (customer ids, contact ids, rule names, and the ids
@@ -263,8 +295,14 @@ pub enum Trigger {
     /// Order milestones: the Nth order and revenue thresholds, counted from the orders stored
     /// for the customer.
     Orders(OrderMilestones),
-    /// The primary contact changed (completed by the handover capability).
+    /// The primary contact changed (a handover), or the salesperson (`owner`) did: the new
+    /// owner gets the same brief.
     Handover,
+    /// The customer's phase changed (to `to`, when the rule names one: `to_phase`).
+    Phase {
+        /// Only changes into this phase (`to_phase`); `None`: every change.
+        to: Option<Phase>,
+    },
     /// A recurring crontab schedule in the customer's zone.
     Every {
         /// The schedule, interned per load (rules with one expression share it).
@@ -282,6 +320,7 @@ impl Trigger {
             Trigger::Anniversary { .. } => TriggerKind::Anniversary,
             Trigger::Orders(_) => TriggerKind::Orders,
             Trigger::Handover => TriggerKind::Handover,
+            Trigger::Phase { .. } => TriggerKind::Phase,
             Trigger::Every { .. } => TriggerKind::Every,
             Trigger::Date(_) => TriggerKind::Date,
         }
@@ -341,6 +380,8 @@ pub enum TriggerKind {
     Orders,
     /// `handover`.
     Handover,
+    /// `phase`.
+    Phase,
     /// `every` (crontab).
     Every,
     /// `date`.
@@ -349,11 +390,12 @@ pub enum TriggerKind {
 
 impl TriggerKind {
     /// Every kind, in the order the README lists them.
-    pub const ALL: [TriggerKind; 6] = [
+    pub const ALL: [TriggerKind; 7] = [
         TriggerKind::Birthday,
         TriggerKind::Anniversary,
         TriggerKind::Orders,
         TriggerKind::Handover,
+        TriggerKind::Phase,
         TriggerKind::Every,
         TriggerKind::Date,
     ];
@@ -370,6 +412,7 @@ impl TriggerKind {
             TriggerKind::Anniversary => "anniversary",
             TriggerKind::Orders => "orders",
             TriggerKind::Handover => "handover",
+            TriggerKind::Phase => "phase",
             TriggerKind::Every => "every",
             TriggerKind::Date => "date",
         }
@@ -416,6 +459,11 @@ pub enum Target {
     Primary,
     /// The salesperson only (`to = "owner"`).
     Owner,
+    /// Handover rules only: the new primary contact (`to = "new"`).
+    New,
+    /// Handover rules only: the previous primary contact, while still in the plan
+    /// (`to = "departed"`).
+    Departed,
 }
 
 impl Target {
@@ -425,6 +473,8 @@ impl Target {
             Target::Contacts => "contacts",
             Target::Primary => "primary",
             Target::Owner => "owner",
+            Target::New => "new",
+            Target::Departed => "departed",
         }
     }
 }
@@ -493,6 +543,20 @@ pub struct Rule {
     /// Business-calendar and send-window keys set on the rule; unset keys come from the
     /// customer (see `calendar::business` for the precedence).
     pub calendar: crate::calendar::Settings,
+    /// `phases`: only customers in one of these phases; `None`: every phase.
+    pub phases: Option<Box<[Phase]>>,
+}
+
+impl Rule {
+    /// Whether the rule applies to a customer in `phase` (`phases`).
+    pub fn applies_in(&self, phase: Phase) -> bool {
+        self.phases.as_ref().is_none_or(|p| p.contains(&phase))
+    }
+
+    /// The phases the rule is limited to, for messages (`growth, maturity`).
+    pub fn phases_text(&self) -> String {
+        self.phases.as_ref().map_or_else(String::new, |p| p.iter().map(|x| x.code()).collect::<Vec<_>>().join(", "))
+    }
 }
 
 /// A customer with everything needed to compute and render its occasions.
@@ -516,6 +580,10 @@ pub struct Customer {
     pub currency: crate::money::Currency,
     /// Life-cycle phase.
     pub phase: Phase,
+    /// `notes`: what the salesperson should know (briefs), each entry one line.
+    pub notes: Box<[Box<str>]>,
+    /// `goals`: what the relationship aims at (briefs), each entry one line.
+    pub goals: Box<[Box<str>]>,
     /// The contacts, in plan order; never empty.
     pub contacts: Box<[Contact]>,
     /// Index into `contacts` of the one primary contact.

@@ -27,6 +27,8 @@ raw_table! {
         pub timezone: Option<Spanned<String>>,
         pub language: Spanned<String>,
         pub phase: Spanned<String>,
+        pub notes: Option<Spanned<toml::Value>>,
+        pub goals: Option<Spanned<toml::Value>>,
         pub currency: Option<Spanned<String>>,
         pub playbook: Option<Spanned<String>>,
         pub region: Option<Spanned<String>>,
@@ -56,6 +58,8 @@ raw_table! {
         pub language: Option<Spanned<String>>,
         pub timezone: Option<Spanned<String>>,
         pub primary: Option<Spanned<bool>>,
+        pub phone: Option<Spanned<String>>,
+        pub role: Option<Spanned<String>>,
     }
 }
 
@@ -96,6 +100,8 @@ raw_table! {
         pub delivery: Option<Spanned<String>>,
         pub deadline: Option<Spanned<String>>,
         pub enabled: Option<Spanned<bool>>,
+        pub phases: Option<Spanned<Vec<Spanned<String>>>>,
+        pub to_phase: Option<Spanned<String>>,
         pub region: Option<Spanned<String>>,
         pub weekend: Option<Spanned<Vec<Spanned<String>>>>,
         pub closed: Option<Spanned<Vec<Spanned<toml::Value>>>>,

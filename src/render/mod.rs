@@ -9,9 +9,10 @@ mod sample;
 
 pub use catalog::{DEFAULT_VARIANT, PARTS, TemplateCatalog};
 pub use report::{REPORT_TEMPLATE, ReportRow, plain_report};
-pub use sample::{sample_milestone, trial_report, trial_run};
+pub use sample::{sample_handover, sample_milestone, trial_report, trial_run};
 
 use crate::diagnostics::Diagnostic;
+use crate::handover::HandoverFacts;
 use crate::occasion::{Occurrence, Recipient};
 use crate::orders::milestone::MilestoneFacts;
 use crate::plan::{Action, Contact, Customer, Rule};
@@ -36,6 +37,9 @@ pub struct Input<'a> {
     pub years: Option<u32>,
     /// What an order milestone's templates are told (`milestone.*`); `None` for other kinds.
     pub milestone: Option<&'a MilestoneFacts>,
+    /// What a handover, owner change or phase change's templates are told (`brief.*`); `None`
+    /// for other kinds.
+    pub handover: Option<&'a HandoverFacts>,
 }
 
 impl<'a> From<&Occurrence<'a>> for Input<'a> {
@@ -48,6 +52,7 @@ impl<'a> From<&Occurrence<'a>> for Input<'a> {
             occasion_date: o.occasion_date,
             years: o.years,
             milestone: None,
+            handover: None,
         }
     }
 }
@@ -384,6 +389,7 @@ impl Renderer {
                 years => input.years,
             },
             milestone => input.milestone.map(|m| milestone_value(m, language)).unwrap_or(Value::from(())),
+            brief => input.handover.map(|h| brief_value(h, customer, language)).unwrap_or(Value::from(())),
             sender => context! { name => sender.name, email => sender.email },
             owner => context! { email => customer.owner.as_str() },
         };
@@ -426,6 +432,83 @@ fn milestone_value(m: &MilestoneFacts, language: crate::plan::Language) -> Value
         revenue => locale::money_exact(m.revenue, 2, currency, language),
         currency => currency,
         revenue_by_year => by_year,
+    }
+}
+
+/// `brief.*`: what a handover, owner change or phase change's templates are told.
+/// - `change`: `handover`, `owner` or `phase`; `from`, `to`: contact ids, owner addresses or
+///   phases;
+/// - `departed`, `new`: the previous and the new primary contact (`{id, name, email, phone,
+///   tel, role}`; `tel` a `tel:` URI, `phone`/`role`/`tel` `none` when not given), `none` when
+///   not a handover (`new` also when the contact left the plan since);
+/// - `previous_owner` (owner changes), `previous_phase` (phase changes), `phase` (now);
+/// - `since`: the relationship's start, written out; `orders`, `revenue`, `revenue_by_year`
+///   (`[{year, revenue}]`), `recent` (`[{rule, kind, action, date}]`, newest first) from the
+///   store when the message is built (`orders`/`revenue` `none` without it);
+/// - `notes`, `goals`: the plan's lists (possibly empty).
+fn brief_value(h: &HandoverFacts, customer: &Customer, language: crate::plan::Language) -> Value {
+    use crate::handover::{ChangeKind, ContactCard, tel_uri};
+    let card = |c: &ContactCard| {
+        context! {
+            id => &c.id,
+            name => &c.name,
+            email => &c.email,
+            phone => c.phone.as_deref(),
+            tel => c.phone.as_deref().map(tel_uri),
+            role => c.role.as_deref(),
+        }
+    };
+    let departed = (h.change == ChangeKind::Handover).then_some(h.departed.as_ref()).flatten().map(|c| {
+        // The departed contact's current phone and role when still in the plan.
+        match customer.contact(&c.id) {
+            Some(now) => card(&ContactCard { name: c.name.clone(), email: c.email.clone(), ..ContactCard::of(now) }),
+            None => card(c),
+        }
+    });
+    let new = (h.change == ChangeKind::Handover)
+        .then(|| customer.contact(&h.to))
+        .flatten()
+        .map(|c| card(&ContactCard::of(c)));
+    let currency = customer.currency.as_str();
+    let figures = h.brief.as_ref();
+    let revenue = figures.map(|f| {
+        let total: rust_decimal::Decimal = f.revenue_by_year.iter().map(|y| y.amount).sum();
+        locale::money_exact(total, 2, currency, language)
+    });
+    let by_year: Vec<Value> = figures
+        .map(|f| {
+            f.revenue_by_year
+                .iter()
+                .map(|y| context! { year => y.year, revenue => locale::money_exact(y.amount, 2, currency, language) })
+                .collect()
+        })
+        .unwrap_or_default();
+    let recent: Vec<Value> = figures
+        .map(|f| {
+            f.recent
+                .iter()
+                .map(|r| context! { rule => &r.rule, kind => &r.kind, action => &r.action, date => locale::date(r.date, language) })
+                .collect()
+        })
+        .unwrap_or_default();
+    let lines = |v: &[Box<str>]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    context! {
+        change => h.change.code(),
+        from => &h.from,
+        to => &h.to,
+        departed => departed,
+        new => new,
+        previous_owner => (h.change == ChangeKind::Owner).then_some(h.from.as_str()),
+        previous_phase => (h.change == ChangeKind::Phase).then_some(h.from.as_str()),
+        phase => customer.phase.code(),
+        since => locale::date(customer.since, language),
+        orders => figures.map(|f| f.order_count),
+        revenue => revenue,
+        currency => currency,
+        revenue_by_year => by_year,
+        recent => recent,
+        notes => lines(&customer.notes),
+        goals => lines(&customer.goals),
     }
 }
 

@@ -6,6 +6,7 @@
 
 use super::{Input, Renderer, Sender};
 use crate::diagnostics::Diagnostic;
+use crate::handover::{BriefFigures, ChangeKind, ContactCard, HandoverFacts, Recent};
 use crate::occasion::EventKind;
 use crate::occasion::Recipient;
 use crate::orders::milestone::{MilestoneFacts, YearRevenue};
@@ -14,17 +15,23 @@ use chrono::{Datelike, NaiveDate};
 use std::collections::HashSet;
 
 /// The inputs one rule of one customer can render: (recipient, the contact it is about).
-fn inputs<'a>(customer: &'a Customer, rule: &'a Rule, milestone: Option<&'a MilestoneFacts>) -> Vec<Input<'a>> {
+fn inputs<'a>(
+    customer: &'a Customer,
+    rule: &'a Rule,
+    milestone: Option<&'a MilestoneFacts>,
+    handover: Option<&'a HandoverFacts>,
+) -> Vec<Input<'a>> {
     let contacts: Vec<_> = match rule.target {
         Target::Contacts => customer.contacts.iter().collect(),
-        Target::Primary => vec![customer.primary_contact()],
+        Target::Primary | Target::New | Target::Departed => vec![customer.primary_contact()],
         Target::Owner => Vec::new(),
     };
     let kind = rule.trigger.kind();
     let years = (kind == TriggerKind::Anniversary).then_some(10);
     let occasion_date =
         NaiveDate::from_ymd_opt(customer.since.year() + 10, customer.since.month(), 1).unwrap_or(customer.since);
-    let input = |recipient, about| Input { customer, rule, about, recipient, occasion_date, years, milestone };
+    let input =
+        |recipient, about| Input { customer, rule, about, recipient, occasion_date, years, milestone, handover };
     match (rule.action, rule.target) {
         (_, Target::Owner) => vec![input(Recipient::Owner, None)],
         (Action::Email, _) => contacts.into_iter().map(|c| input(Recipient::Contact(c), Some(c))).collect(),
@@ -55,6 +62,51 @@ pub fn sample_milestone(customer: &Customer, rule: &Rule, year: i32) -> Option<M
     })
 }
 
+/// What an `on = "handover"` or `on = "phase"` rule's templates are told in the trial run and
+/// `preview`: a handover from a sample departed contact to the primary contact (a phase
+/// change into the customer's phase), with sample figures over `year` and the year before.
+pub fn sample_handover(customer: &Customer, rule: &Rule, year: i32) -> Option<HandoverFacts> {
+    let primary = customer.primary_contact();
+    let (change, from, to, departed) = match rule.trigger {
+        Trigger::Handover => {
+            let departed =
+                customer.contacts.iter().find(|c| c.id != primary.id).map(ContactCard::of).unwrap_or(ContactCard {
+                    id: "departed".into(),
+                    name: "Max Mustermann".into(),
+                    email: "max.mustermann@example.com".into(),
+                    phone: Some("+49 30 1234567".into()),
+                    role: Some("Einkauf".into()),
+                });
+            (ChangeKind::Handover, departed.id.clone(), primary.id.to_string(), Some(departed))
+        }
+        Trigger::Phase { to } => {
+            let to = to.unwrap_or(customer.phase);
+            let from = crate::plan::Phase::ALL.into_iter().find(|p| *p != to).unwrap_or(to);
+            (ChangeKind::Phase, from.code().to_string(), to.code().to_string(), None)
+        }
+        _ => return None,
+    };
+    let cents = |c: i64| rust_decimal::Decimal::new(c, 2);
+    let day = |m: u32, d: u32| NaiveDate::from_ymd_opt(year, m, d).unwrap_or(customer.since);
+    Some(HandoverFacts {
+        change,
+        from,
+        to,
+        departed,
+        brief: Some(BriefFigures {
+            order_count: 42,
+            revenue_by_year: vec![
+                YearRevenue { year: year - 1, amount: cents(4_567_800) },
+                YearRevenue { year, amount: cents(7_777_878) },
+            ],
+            recent: vec![
+                Recent { rule: "checkin".into(), kind: "every".into(), action: "task".into(), date: day(1, 2) },
+                Recent { rule: "birthday".into(), kind: "birthday".into(), action: "email".into(), date: day(3, 4) },
+            ],
+        }),
+    })
+}
+
 /// Renders every variant the plans can use once; the failures as diagnostics.
 pub fn trial_run(plans: &Plans, renderer: &Renderer, sender: Sender) -> Vec<Diagnostic> {
     let mut tried: HashSet<(String, TriggerKind, Action, bool)> = HashSet::new();
@@ -62,7 +114,8 @@ pub fn trial_run(plans: &Plans, renderer: &Renderer, sender: Sender) -> Vec<Diag
     for customer in &plans.customers {
         for rule in customer.rules.iter() {
             let facts = sample_milestone(customer, rule, customer.since.year() + 10);
-            for input in inputs(customer, rule, facts.as_ref()) {
+            let handover = sample_handover(customer, rule, customer.since.year() + 10);
+            for input in inputs(customer, rule, facts.as_ref(), handover.as_ref()) {
                 // A missing variant is the plan's problem, reported by validation.
                 let Some(key) = renderer.variant_for(&input) else { continue };
                 if !tried.insert((key, rule.trigger.kind(), rule.action, input.about.is_some())) {

@@ -12,6 +12,7 @@
 //! at-most-once send whose outcome cannot be known: reported to ops, never resent).
 //! `failed`, `missed` and `unknown` rows are reported to ops once (`reported_utc`).
 
+mod customers;
 mod orders;
 mod postgres;
 mod reconcile;
@@ -19,6 +20,7 @@ mod rows;
 mod sqlite;
 mod upkeep;
 
+pub use customers::{CUSTOMERS_PER_CHUNK, CustomerChange, Detected};
 pub use orders::{CustomerTotals, Ingested, OrderChange, Revenue};
 pub use postgres::PgStore;
 pub use reconcile::{Change, Reconcilable, Reconciled, Retiming};

@@ -2,8 +2,8 @@
 //! columns (text and integers, the same in both engines, so existing databases keep working).
 //! Nothing outside this file compares a state, kind, action or policy as a string.
 
+use crate::handover::EventFacts;
 use crate::occasion::{NominalKey, OutboxKey};
-use crate::orders::milestone::MilestoneFacts;
 use crate::plan::{Action, DeliveryPolicy, TriggerKind};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -188,8 +188,9 @@ pub struct NewItem {
     pub deadline: UnixSecs,
     /// Message-ID derived from the key (`mail::message_id`), the same on every resend.
     pub message_id: String,
-    /// What an event's templates are told (order milestones); `None` for calendar occasions.
-    pub facts: Option<MilestoneFacts>,
+    /// What an event's templates are told (an order milestone, a handover); `None` for
+    /// calendar occasions.
+    pub facts: Option<EventFacts>,
 }
 
 /// A row claimed for sending; `fence` must be presented to record the outcome.
@@ -218,8 +219,9 @@ pub struct Claimed {
     pub deadline: UnixSecs,
     /// What to do when the outcome is unknown.
     pub delivery: DeliveryPolicy,
-    /// What an event's templates are told (order milestones); `None` for calendar occasions.
-    pub facts: Option<MilestoneFacts>,
+    /// What an event's templates are told (an order milestone, a handover); `None` for
+    /// calendar occasions.
+    pub facts: Option<EventFacts>,
 }
 
 /// The columns of a claimed row, as selected (`RETURNING`/`SELECT … CLAIMED_COLUMNS`).

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The pure core, each with the core modules it may use (the layering: no arrow goes up).
-const CORE: [(&str, &[&str]); 10] = [
+const CORE: [(&str, &[&str]); 11] = [
     ("hash", &[]),
     ("money", &[]),
     ("files", &[]),
@@ -17,7 +17,8 @@ const CORE: [(&str, &[&str]); 10] = [
     ("plan", &["calendar", "diagnostics", "files", "money"]),
     ("occasion", &["plan", "calendar", "hash"]),
     ("orders", &["plan", "occasion", "money", "diagnostics"]),
-    ("render", &["plan", "occasion", "orders", "money", "calendar", "diagnostics", "files"]),
+    ("handover", &["plan", "occasion", "orders", "money"]),
+    ("render", &["plan", "occasion", "orders", "handover", "money", "calendar", "diagnostics", "files"]),
 ];
 
 /// Core files that may do I/O: reading plan and template files (bounded, through `files.rs`),

@@ -59,7 +59,12 @@
 //! | 37 | plan/validate/rule.rs `complete`, orders | … needs `counts`, `every_count` or `revenue` | `rule-orders-needs-counts` |
 //! | 37b | plan/validate/rule.rs `complete`, misplaced orders keys | `counts/every_count/revenue/on_multiple` applies only to `on = "orders"` rules | `rule-orders-keys-misplaced` |
 //! | 37c | plan/validate/rule.rs `complete`, warning | `before` has no effect on `on = "orders"` rules | `rule-orders-before` |
-//! | 37d | plan/validate/rule.rs `complete`, warning | `on = "handover"` is not implemented yet | `rule-handover-not-implemented` |
+//! | 37d | plan/validate/rule.rs `complete`, misplaced | `to = "new"/"departed"` applies only to `on = "handover"` rules | `rule-handover-target-elsewhere` |
+//! | 37e | plan/validate/rule.rs `apply_keys`, `phases` | unknown phase | `rule-phases` |
+//! | 37f | plan/validate/rule.rs `apply_keys`, `to_phase` | unknown phase | `rule-to-phase` |
+//! | 37g | plan/validate/rule.rs `complete`, misplaced | `to_phase` applies only to `on = "phase"` rules | `rule-to-phase-misplaced` |
+//! | 37h | plan/validate/customer.rs `contact_phone`, `plan` (role) | phone … contains …; role is empty | `plan-contact-phone` |
+//! | 37i | plan/validate/customer.rs `note_list` | notes must be a string or an array of strings; an entry of goals contains the control character | `plan-customer-notes` |
 //! | 38 | plan/validate/rule.rs `complete`, every | … needs `cron` | `rule-every-needs-cron` |
 //! | 39 | plan/validate/rule.rs `complete`, date | … needs `date` | `rule-date-needs-date` |
 //! | 40 | plan/validate/rule.rs `complete`, warning | `before` has no effect on `on = "every"` rules | `rule-before-on-every` |

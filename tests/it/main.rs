@@ -10,6 +10,7 @@ mod daemon;
 mod delivery;
 mod diagnostics;
 mod faults;
+mod handover;
 mod hardening;
 mod helpers;
 mod messages;

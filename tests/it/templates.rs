@@ -18,6 +18,8 @@ since = 2016-03-14
 owner = "katrin.vogel@example.com"
 language = "{language}"
 phase = "maturity"
+goals = ["Rahmenvertrag 2027 verlängern", "Service-Team kennenlernen"]
+notes = "Bestellt quartalsweise; Entscheidungen über den Einkauf"
 
 [[contact]]
 id = "anna"
@@ -26,6 +28,8 @@ gender = "female"
 email = "anna@example.com"
 tone = "formal"
 primary = true
+phone = "+49 89 1234-567"
+role = "Leiterin Einkauf"
 
 [[contact]]
 id = "joerg"
@@ -80,6 +84,30 @@ send = "task"
 template = "order_milestone"
 
 [[occasion]]
+name = "handover-brief"
+on = "handover"
+send = "task"
+template = "handover_brief"
+
+[[occasion]]
+name = "welcome"
+on = "handover"
+to = "new"
+template = "handover_welcome"
+
+[[occasion]]
+name = "farewell"
+on = "handover"
+to = "departed"
+template = "handover_farewell"
+
+[[occasion]]
+name = "phase-brief"
+on = "phase"
+send = "task"
+template = "handover_brief"
+
+[[occasion]]
 name = "checkin"
 on = "every"
 cron = "0 9 1 * *"
@@ -117,6 +145,8 @@ fn every_shipped_template_language_and_tone() {
             let years = rule.name.starts_with("anniversary").then_some(10);
             let milestone = contactplan::render::sample_milestone(&c, rule, 2026);
             let milestone = milestone.as_ref();
+            let handover = contactplan::render::sample_handover(&c, rule, 2026);
+            let handover = handover.as_ref();
             let inputs: Vec<Input> = match rule.action {
                 plan::Action::Email => c
                     .contacts
@@ -129,6 +159,7 @@ fn every_shipped_template_language_and_tone() {
                         occasion_date: date,
                         years,
                         milestone,
+                        handover,
                     })
                     .collect(),
                 plan::Action::Task => vec![Input {
@@ -139,6 +170,7 @@ fn every_shipped_template_language_and_tone() {
                     occasion_date: date,
                     years,
                     milestone,
+                    handover,
                 }],
             };
             for input in inputs {

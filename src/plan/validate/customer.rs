@@ -7,8 +7,8 @@ use super::scalars::{calendar_settings, check_text, parse_date, parse_email, par
 use super::{Context, Src, present_and_valid};
 use crate::diagnostics::Diagnostic;
 use crate::plan::model::{
-    Action, Contact, Customer, Gender, Language, MAX_COMPANY_CHARS, MAX_NAME_CHARS, MAX_SALUTATION_CHARS,
-    MAX_TITLE_CHARS, Phase, Rule, Target, Templates, Tone,
+    Action, Contact, Customer, Gender, Language, MAX_COMPANY_CHARS, MAX_NAME_CHARS, MAX_NOTE_CHARS, MAX_NOTES,
+    MAX_PHONE_CHARS, MAX_ROLE_CHARS, MAX_SALUTATION_CHARS, MAX_TITLE_CHARS, Phase, Rule, Target, Templates, Tone,
 };
 use crate::plan::names;
 use crate::plan::raw::RawContact;
@@ -55,6 +55,8 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
         }),
     };
     let calendar = calendar_settings(src, c.calendar_keys()).over(ctx.default_calendar);
+    let notes = note_list(src, c.notes.as_ref(), "notes");
+    let goals = note_list(src, c.goals.as_ref(), "goals");
     let phase = Phase::parse(c.phase.get_ref());
     if phase.is_none() && !phase_bad {
         src.error(
@@ -112,6 +114,15 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
             primaries.push((contacts.len(), rc_span.clone(), flag.span()));
         }
         let names = contact_names(src, rc, name_bad);
+        let phone = contact_phone(src, rc.phone.as_ref());
+        let role = match &rc.role {
+            Some(r) if r.get_ref().trim().is_empty() => {
+                src.error(r, "role is empty", "write the person's role, or leave the key out");
+                None
+            }
+            Some(r) => check_text(src, r, "role", MAX_ROLE_CHARS).then(|| Some(r.get_ref().trim().into())),
+            None => Some(None),
+        };
         let built = (|| {
             let names = names?;
             Some(Contact {
@@ -129,6 +140,8 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
                 tone: tone?,
                 language: present_and_valid(language)?,
                 timezone: present_and_valid(tz)?,
+                phone: phone?,
+                role: role?,
             })
         })();
         // `None` entries keep indices aligned with the file; they always come with an error.
@@ -256,6 +269,8 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
         language,
         currency,
         phase,
+        notes: notes?,
+        goals: goals?,
         contacts: contacts.into_iter().collect::<Option<Box<[Contact]>>>()?,
         primary,
         rules: shared.unwrap_or_else(|| rules.into()),
@@ -263,6 +278,65 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
         calendar,
     };
     src.ok().then_some(customer)
+}
+
+/// A contact's `phone`: one line of at most [`MAX_PHONE_CHARS`] characters, digits and
+/// `+ ( ) / - .` and spaces, with at least one digit. `None` when it is invalid (reported).
+fn contact_phone(src: &mut Src, v: Option<&serde_spanned::Spanned<String>>) -> Option<Option<Box<str>>> {
+    let Some(v) = v else { return Some(None) };
+    if !check_text(src, v, "phone", MAX_PHONE_CHARS) {
+        return None;
+    }
+    let p = v.get_ref().trim();
+    let allowed = |c: char| c.is_ascii_digit() || " +()/-.".contains(c);
+    if let Some(bad) = p.chars().find(|c| !allowed(*c)) {
+        src.error(
+            v,
+            format!("phone `{p}` contains `{bad}`"),
+            "write the number with digits, spaces and + ( ) / - . only, e.g. \"+49 89 1234-567\"",
+        );
+        return None;
+    }
+    if !p.chars().any(|c| c.is_ascii_digit()) {
+        src.error(v, format!("phone `{p}` has no digits"), "write the number, e.g. \"+49 89 1234-567\"");
+        return None;
+    }
+    Some(Some(p.into()))
+}
+
+/// A customer's `notes` or `goals`: a string or an array of strings, each one line of at most
+/// [`MAX_NOTE_CHARS`] characters, at most [`MAX_NOTES`] entries. `None` when invalid (reported).
+fn note_list(src: &mut Src, v: Option<&serde_spanned::Spanned<toml::Value>>, what: &str) -> Option<Box<[Box<str>]>> {
+    let Some(v) = v else { return Some(Box::default()) };
+    let items: Vec<&toml::Value> = match v.get_ref() {
+        toml::Value::Array(a) => a.iter().collect(),
+        one => vec![one],
+    };
+    let hint = format!("write {what} = \"…\" or {what} = [\"…\", \"…\"] (at most {MAX_NOTES} entries)");
+    if items.len() > MAX_NOTES {
+        src.error(v, format!("{what} has {} entries (at most {MAX_NOTES})", items.len()), hint);
+        return None;
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let Some(text) = item.as_str() else {
+            src.error(v, format!("{what} must be a string or an array of strings"), hint);
+            return None;
+        };
+        let text = text.trim();
+        if let Some(why) = crate::plan::model::text_problem(text, MAX_NOTE_CHARS) {
+            src.error(
+                v,
+                format!("an entry of {what} {why}"),
+                "each entry reaches the salesperson's brief: write it on one line, without control characters, shorter",
+            );
+            return None;
+        }
+        if !text.is_empty() {
+            out.push(text.into());
+        }
+    }
+    Some(out.into())
 }
 
 /// A contact's name parts, as the greetings use them.

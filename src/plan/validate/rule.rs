@@ -8,7 +8,7 @@ use super::{Context, Src};
 use crate::calendar::{Crontab, LeapDay, MonthDay};
 use crate::diagnostics::Diagnostic;
 use crate::plan::model::{
-    Action, DeliveryPolicy, Lead, OnMultiple, OrderMilestones, Rule, Target, Trigger, TriggerKind,
+    Action, DeliveryPolicy, Lead, OnMultiple, OrderMilestones, Phase, Rule, Target, Trigger, TriggerKind,
 };
 use crate::plan::raw::{RawPlaybook, RawRule};
 use chrono::NaiveTime;
@@ -37,6 +37,8 @@ struct RuleBuilder {
     delivery: Option<DeliveryPolicy>,
     deadline: Option<Option<chrono::TimeDelta>>,
     calendar: crate::calendar::Settings,
+    phases: Option<Box<[Phase]>>,
+    to_phase: Option<Phase>,
 }
 
 impl RuleBuilder {
@@ -52,6 +54,7 @@ impl RuleBuilder {
             delivery: Some(r.delivery),
             deadline: Some(r.deadline),
             calendar: r.calendar.clone(),
+            phases: r.phases.clone(),
             ..Default::default()
         };
         match &r.trigger {
@@ -67,6 +70,7 @@ impl RuleBuilder {
             }
             Trigger::Every { cron } => b.cron = Some(cron.clone()),
             Trigger::Date(d) => b.date = Some(*d),
+            Trigger::Phase { to } => b.to_phase = *to,
             Trigger::Birthday | Trigger::Handover => {}
         }
         b
@@ -208,7 +212,44 @@ fn apply_keys(src: &mut Src, r: &RawRule, b: &mut RuleBuilder, ctx: &Context, un
             "contacts" => b.target = Some(Target::Contacts),
             "primary" => b.target = Some(Target::Primary),
             "owner" => b.target = Some(Target::Owner),
-            other => src.error(t, format!("unknown recipient `{other}`"), "use \"contacts\", \"primary\" or \"owner\""),
+            "new" => b.target = Some(Target::New),
+            "departed" => b.target = Some(Target::Departed),
+            other => src.error(
+                t,
+                format!("unknown recipient `{other}`"),
+                "use \"contacts\", \"primary\" or \"owner\" (handover rules also \"new\" or \"departed\")",
+            ),
+        }
+    }
+    let phase_hint = || format!("use one of: {}", Phase::ALL.map(Phase::code).join(", "));
+    if let Some(list) = &r.phases {
+        let mut phases: Vec<Phase> = Vec::new();
+        let mut ok = true;
+        for p in list.get_ref() {
+            match Phase::parse(p.get_ref()) {
+                Some(x) => phases.push(x),
+                None => {
+                    src.error(p, format!("unknown phase `{}`", p.get_ref()), phase_hint());
+                    ok = false;
+                }
+            }
+        }
+        if list.get_ref().is_empty() {
+            src.error(
+                list,
+                "phases is empty: the rule would never apply",
+                "list phases, or leave the key out (every phase)",
+            );
+        } else if ok {
+            phases.sort_by_key(|p| Phase::ALL.iter().position(|x| x == p));
+            phases.dedup();
+            b.phases = Some(phases.into());
+        }
+    }
+    if let Some(t) = &r.to_phase {
+        match Phase::parse(t.get_ref()) {
+            Some(p) => b.to_phase = Some(p),
+            None => src.error(t, format!("unknown phase `{}`", t.get_ref()), phase_hint()),
         }
     }
     if let Some(t) = &r.template {
@@ -310,6 +351,12 @@ fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder, unusable: &[&str]) -> Op
         ),
         misplaced(kind != TriggerKind::Every && b.cron.is_some(), "cron", "every"),
         misplaced(kind != TriggerKind::Date && b.date.is_some(), "date", "date"),
+        misplaced(kind != TriggerKind::Phase && (b.to_phase.is_some() || r.to_phase.is_some()), "to_phase", "phase"),
+        misplaced(
+            kind != TriggerKind::Handover && matches!(b.target, Some(Target::New | Target::Departed)),
+            "to = \"new\"/\"departed\"",
+            "handover",
+        ),
     ];
     for p in problems.into_iter().flatten() {
         src.error_span(at.clone(), format!("occasion `{}`: {p}", r.name.get_ref()), "remove the key or change `on`");
@@ -317,7 +364,11 @@ fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder, unusable: &[&str]) -> Op
     let action = b.action.unwrap_or(Action::Email);
     let default_target = match kind {
         TriggerKind::Birthday => Target::Contacts,
-        TriggerKind::Every | TriggerKind::Orders | TriggerKind::Handover if action == Action::Task => Target::Owner,
+        TriggerKind::Every | TriggerKind::Orders | TriggerKind::Handover | TriggerKind::Phase
+            if action == Action::Task =>
+        {
+            Target::Owner
+        }
         _ => Target::Primary,
     };
     let target = b.target.unwrap_or(default_target);
@@ -372,6 +423,7 @@ fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder, unusable: &[&str]) -> Op
             })
         }
         TriggerKind::Handover => Trigger::Handover,
+        TriggerKind::Phase => Trigger::Phase { to: b.to_phase },
         TriggerKind::Every => match b.cron.clone() {
             Some(cron) => Trigger::Every { cron },
             None if r.cron.is_some() || bad("cron") => return None,
@@ -400,18 +452,17 @@ fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder, unusable: &[&str]) -> Op
     if src.diags.len() > before_errors {
         return None;
     }
-    // A rule kind that parses but does nothing yet is a warning, never silence.
-    if kind == TriggerKind::Handover {
+    // A lead time means nothing to an event (handover, phase change): say so.
+    if matches!(kind, TriggerKind::Handover | TriggerKind::Phase)
+        && let Some(b) = &r.before
+    {
         let d = Diagnostic::at(
             src.path,
             src.text,
-            Some(at.clone()),
-            format!(
-                "occasion `{}`: `on = \"handover\"` is not implemented yet; this rule never fires",
-                r.name.get_ref()
-            ),
+            Some(b.span()),
+            format!("`before` has no effect on `on = \"{kind}\"` rules"),
         )
-        .hint("it will act on contact-person changes once handovers are tracked; until then, remove or disable it")
+        .hint("remove it; the message is sent when the change is seen")
         .warning();
         src.diags.push(d);
     }
@@ -446,6 +497,7 @@ fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder, unusable: &[&str]) -> Op
         delivery: b.delivery.unwrap_or_default(),
         deadline: b.deadline.flatten(),
         calendar: b.calendar,
+        phases: b.phases,
     })
 }
 
