@@ -176,7 +176,7 @@ impl Drop for Daemon {
     }
 }
 
-/// Fault 1: a full disk. SQLite on a 4 MiB tmpfs (a private mount namespace: `unshare
+/// Fault 1: a full disk. SQLite on a 16 MiB tmpfs (a private mount namespace: `unshare
 /// --mount`, so the machine sees nothing of it) that a filler leaves too little room for the
 /// first materialisation: `database or disk is full`. While that lasts, ticks fail, `/readyz`
 /// says why, and the watchdog gets no ping (so systemd would restart a wedged daemon). Once
@@ -199,7 +199,7 @@ fn a_full_disk_fails_ticks_visibly_and_the_daemon_recovers_once_space_is_freed()
         let store = contactplan::store::Store::connect(&url).await.unwrap();
         drop(store);
     });
-    let script = "mount -t tmpfs -o size=4m tmpfs \"$1\" && cp \"$2\" \"$1/outbox.db\" && \
+    let script = "mount -t tmpfs -o size=16m tmpfs \"$1\" && cp \"$2\" \"$1/outbox.db\" && \
                   avail=$(df --output=avail -B1 \"$1\" | tail -1) && \
                   head -c $((avail - 49152)) /dev/zero > \"$1/filler\" && shift 2 && exec \"$@\"";
     let db_arg = db.display().to_string();
