@@ -409,7 +409,7 @@ async fn prepare(
                 }
             }
         }
-        None => {}
+        Some(crate::handover::EventFacts::Moment(_)) | None => {}
     }
     let built = tokio::task::spawn_blocking(move || {
         #[cfg(feature = "failpoints")]
