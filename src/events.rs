@@ -213,6 +213,32 @@ pub fn departure_id(contact: &str, address: &str) -> String {
     format!("{contact}.{:08x}", h.0 as u32)
 }
 
+/// The rule-name part of departure keys (`acme/departure/owner:anna/departure:anna.1f2e3d4c`).
+pub const DEPARTURE_RULE: &str = "departure";
+
+/// The template of departure tasks.
+pub const DEPARTURE_TEMPLATE: &str = "departure_task";
+
+/// The built-in rule departure tasks render with (no plan names it): a task to the
+/// salesperson about the contact, template [`DEPARTURE_TEMPLATE`].
+pub fn departure_rule() -> crate::plan::Rule {
+    use crate::plan::{Action, DeliveryPolicy, Lead, LeapDay, Rule, Target, Trigger};
+    Rule {
+        name: DEPARTURE_RULE.into(),
+        trigger: Trigger::Event { event: DEPARTURE_RULE.into(), cc: None },
+        action: Action::Task,
+        target: Target::Owner,
+        template: DEPARTURE_TEMPLATE.into(),
+        at: chrono::NaiveTime::MIN,
+        before: Lead::None,
+        leap_day: LeapDay::default(),
+        delivery: DeliveryPolicy::AtLeastOnce,
+        deadline: None,
+        calendar: crate::calendar::Settings::default(),
+        phases: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

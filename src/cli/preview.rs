@@ -105,6 +105,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 years: None,
                 milestone: facts.as_ref(),
                 handover: handover.as_ref(),
+                moment: None,
             },
             key: e.key.to_string(),
             due: e.due,
@@ -139,6 +140,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let message = match crate::mail::build(&crate::mail::Outgoing {
         from: config.sender.party(),
         to: crate::mail::Party { name: to_name, address: to.as_str() },
+        cc: None,
         reply_to,
         subject: &rendered.subject,
         text: &rendered.text,

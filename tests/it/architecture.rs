@@ -17,7 +17,7 @@ const CORE: [(&str, &[&str]); 12] = [
     ("plan", &["calendar", "diagnostics", "files", "money"]),
     ("occasion", &["plan", "calendar", "hash"]),
     ("orders", &["plan", "occasion", "money", "diagnostics"]),
-    ("events", &["plan", "hash"]),
+    ("events", &["plan", "hash", "calendar"]),
     ("handover", &["plan", "occasion", "orders", "money", "events"]),
     ("render", &["plan", "occasion", "orders", "handover", "events", "money", "calendar", "diagnostics", "files"]),
 ];
