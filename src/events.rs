@@ -116,7 +116,7 @@ pub fn quiet_spell(dates: &[NaiveDate], days: Option<u32>, factor: Option<f64>) 
             let mut gaps: Vec<i64> = d.windows(2).map(|w| (w[1] - w[0]).num_days()).collect();
             gaps.sort_unstable();
             let mid = gaps.len() / 2;
-            let median = if gaps.len() % 2 == 0 { (gaps[mid - 1] + gaps[mid] + 1) / 2 } else { gaps[mid] };
+            let median = if gaps.len().is_multiple_of(2) { (gaps[mid - 1] + gaps[mid] + 1) / 2 } else { gaps[mid] };
             u32::try_from(median).ok()
         })
         .flatten();
