@@ -6,6 +6,7 @@
 //! Detection (the store's `record_customers`) and evaluation (`dispatch::handover`) are
 //! the edges around it.
 
+use crate::events::MomentFacts;
 use crate::orders::milestone::{MilestoneFacts, YearRevenue};
 use crate::plan::{Contact, Customer};
 use serde::{Deserialize, Serialize};
@@ -182,12 +183,16 @@ pub enum EventFacts {
     Milestone(MilestoneFacts),
     /// A handover, owner change or phase change (`brief.*`).
     Handover(HandoverFacts),
+    /// A custom event, a quiet spell or a departure (`event.*`, `inactivity.*`,
+    /// `departure.*`), written as `{"moment": "event", …}`.
+    Moment(MomentFacts),
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(untagged)]
 enum Repr {
     Handover { handover: HandoverFacts },
+    Moment(MomentFacts),
     Milestone(MilestoneFacts),
 }
 
@@ -202,6 +207,7 @@ impl Serialize for EventFacts {
                 }
                 Tagged { handover: h }.serialize(s)
             }
+            EventFacts::Moment(m) => m.serialize(s),
         }
     }
 }
@@ -210,6 +216,7 @@ impl<'de> Deserialize<'de> for EventFacts {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<EventFacts, D::Error> {
         Ok(match Repr::deserialize(d)? {
             Repr::Handover { handover } => EventFacts::Handover(handover),
+            Repr::Moment(m) => EventFacts::Moment(m),
             Repr::Milestone(m) => EventFacts::Milestone(m),
         })
     }
@@ -220,7 +227,7 @@ impl EventFacts {
     pub fn milestone(&self) -> Option<&MilestoneFacts> {
         match self {
             EventFacts::Milestone(m) => Some(m),
-            EventFacts::Handover(_) => None,
+            _ => None,
         }
     }
 
@@ -228,7 +235,15 @@ impl EventFacts {
     pub fn handover(&self) -> Option<&HandoverFacts> {
         match self {
             EventFacts::Handover(h) => Some(h),
-            EventFacts::Milestone(_) => None,
+            _ => None,
+        }
+    }
+
+    /// The facts of a custom event, quiet spell or departure, if these are.
+    pub fn moment(&self) -> Option<&MomentFacts> {
+        match self {
+            EventFacts::Moment(m) => Some(m),
+            _ => None,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod diagnostics;
 pub mod dispatch;
+pub mod events;
 pub mod files;
 pub mod handover;
 pub mod hash;

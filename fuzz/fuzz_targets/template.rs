@@ -90,6 +90,7 @@ fuzz_target!(|data: &[u8]| {
         years: Some(48),
         milestone: None,
         handover: None,
+        moment: None,
     };
     let sender = contactplan::render::Sender { name: "Team \"Ω\"", email: "team@example.com" };
     if let Ok(rendered) = renderer.render(&input, sender) {
@@ -97,6 +98,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = contactplan::mail::build(&contactplan::mail::Outgoing {
             from: contactplan::mail::Party { name: Some(sender.name), address: sender.email },
             to: contactplan::mail::Party { name: Some(&contact.name), address: contact.email.as_str() },
+            cc: None,
             reply_to: Some(contactplan::mail::Party { name: None, address: c.owner.as_str() }),
             subject: &rendered.subject,
             text: &rendered.text,

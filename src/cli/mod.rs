@@ -3,7 +3,9 @@
 mod agenda;
 mod check;
 mod docs;
+mod event;
 mod explain;
+mod handover;
 mod outbox;
 mod preview;
 mod run;
@@ -21,7 +23,7 @@ use std::process::ExitCode;
     about = "Keeps B2B customer relationships warm: contact plans in, greetings and tasks out."
 )]
 #[command(
-    after_help = "Examples:\n  contactplan check\n  contactplan agenda --days 14\n  contactplan preview --customer acme --occasion birthday\n  contactplan explain --customer acme --occasion birthday --year 2027\n  contactplan run --config /etc/contactplan/contactplan.toml\n  contactplan status"
+    after_help = "Examples:\n  contactplan check\n  contactplan agenda --days 14\n  contactplan preview --customer acme --occasion birthday\n  contactplan explain --customer acme --occasion birthday --year 2027\n  contactplan run --config /etc/contactplan/contactplan.toml\n  contactplan status\n  contactplan handover --customer acme --to bob\n  contactplan event --customer acme --kind complaint --note \"Delivery late\""
 )]
 /// The parsed command line: global options and one command.
 pub struct Cli {
@@ -73,6 +75,10 @@ pub enum Command {
     Status(status::Args),
     /// List outbox rows with their state and reason: what was sent, and why anything was not.
     Outbox(outbox::Args),
+    /// Declare that another contact is now a customer's primary contact (a handover).
+    Handover(handover::Args),
+    /// Record a custom event of a customer (a complaint, …) for its `on = "event"` rules.
+    Event(event::Args),
     /// Print the man page (roff) on stdout.
     Man(docs::ManArgs),
     /// Print a shell completion script on stdout.
@@ -93,6 +99,8 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Run(args) => run::run(&cli.config, args),
         Command::Status(args) => status::run(&cli.config, args),
         Command::Outbox(args) => outbox::run(&cli.config, args),
+        Command::Handover(args) => handover::run(&cli.config, args),
+        Command::Event(args) => event::run(&cli.config, args),
         Command::Man(args) => docs::man(args),
         Command::Completions(args) => docs::completions(args),
     };

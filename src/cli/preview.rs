@@ -9,7 +9,7 @@ use std::process::ExitCode;
 /// Print the email (headers, text and HTML parts) that one occasion would produce.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "The next occurrence on or after --date is shown (searching up to 4 years ahead). For an order milestone rule (on = \"orders\"), a sample: its first threshold reached on --date, with sample totals. For a handover or phase rule (on = \"handover\", \"phase\"), a sample change on --date with sample figures.\n\nExamples:\n  contactplan preview --customer acme --occasion birthday\n  contactplan preview --customer acme --occasion anniversary --date 2027-01-01\n  contactplan preview --customer acme --occasion birthday --contact anna --raw > anna.eml\n  contactplan preview --customer acme --occasion hundredth-order"
+    after_help = "The next occurrence on or after --date is shown (searching up to 4 years ahead). For an order milestone rule (on = \"orders\"), a sample: its first threshold reached on --date, with sample totals. For a handover or phase rule (on = \"handover\", \"phase\"), a sample change on --date with sample figures. For on = \"event\", \"inactivity\" and \"end\" rules, a sample event with a note, a sample quiet spell, or the end, on --date.\n\nExamples:\n  contactplan preview --customer acme --occasion birthday\n  contactplan preview --customer acme --occasion anniversary --date 2027-01-01\n  contactplan preview --customer acme --occasion birthday --contact anna --raw > anna.eml\n  contactplan preview --customer acme --occasion hundredth-order"
 )]
 pub struct Args {
     /// Customer id.
@@ -54,9 +54,20 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let from = crate::calendar::resolve_local(customer.timezone, day.and_time(NaiveTime::MIN)).utc;
     let facts = crate::render::sample_milestone(customer, rule, chrono::Datelike::year(&day));
     let handover = crate::render::sample_handover(customer, rule, chrono::Datelike::year(&day));
+    let moment = crate::render::sample_moment(rule, day);
     let mut found: Vec<Occurrence> = Vec::new();
     let mut events = Vec::new();
-    if let Some(h) = &handover {
+    let moment_kind = match rule.trigger {
+        crate::plan::Trigger::Event { .. } => Some((occasion::EventKind::Custom, "sample-1".to_string())),
+        crate::plan::Trigger::Inactivity { .. } => Some((occasion::EventKind::Inactivity, day.to_string())),
+        crate::plan::Trigger::End => Some((occasion::EventKind::End, customer.ended.unwrap_or(day).to_string())),
+        _ => None,
+    };
+    if let Some((kind, id)) = &moment_kind {
+        // A sample event of the rule's kind with a note, a quiet spell, or the end, on that day.
+        events = occasion::event::occurrences(customer, rule, *kind, id, from);
+        events.retain(|o| args.contact.as_deref().is_none_or(|c| o.about.is_some_and(|a| *a.id == *c)));
+    } else if let Some(h) = &handover {
         // A sample change on that day: the departed contact is the sample's (a contact of the
         // plan, when there is another one).
         let kind = match rule.trigger {
@@ -105,12 +116,15 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 years: None,
                 milestone: facts.as_ref(),
                 handover: handover.as_ref(),
+                moment: moment.as_ref(),
             },
             key: e.key.to_string(),
             due: e.due,
             zone: e.zone,
             adjustments: Vec::new(),
-            note: Some(if handover.is_some() {
+            note: Some(if moment_kind.is_some() {
+                "a sample event with a note, a sample quiet spell (orders about every 30 days), or the end on --date"
+            } else if handover.is_some() {
                 "a sample change (a handover from another contact to the primary one, or a phase change; sample figures)"
             } else {
                 "a sample order milestone (the rule's first threshold, sample totals)"
@@ -139,6 +153,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let message = match crate::mail::build(&crate::mail::Outgoing {
         from: config.sender.party(),
         to: crate::mail::Party { name: to_name, address: to.as_str() },
+        cc: None,
         reply_to,
         subject: &rendered.subject,
         text: &rendered.text,

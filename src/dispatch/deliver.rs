@@ -62,7 +62,22 @@ pub fn prepare(row: &Claimed, plans: &Plans, renderer: &Renderer, sender: &Sende
     let Some(customer) = plans.get(&key.customer) else {
         return suppressed(format!("customer `{}` is no longer in the plans", key.customer));
     };
-    let Some(rule) = customer.rule(&key.rule) else {
+    let event_kind = match &key.nominal {
+        crate::occasion::NominalKey::Event { kind, .. } => Some(*kind),
+        crate::occasion::NominalKey::Calendar(_) => None,
+    };
+    // After its end, a relationship gets nothing (the end rule's own row has its week).
+    if customer.ended_by(now) && event_kind != Some(crate::occasion::EventKind::End) {
+        return suppressed(customer.ended_reason());
+    }
+    let builtin;
+    let rule = if event_kind == Some(crate::occasion::EventKind::Departure) {
+        builtin = crate::events::departure_rule();
+        Some(&builtin)
+    } else {
+        customer.rule(&key.rule)
+    };
+    let Some(rule) = rule else {
         return suppressed(format!("occasion `{}` is no longer in the plan of `{}`", key.rule, key.customer));
     };
     if !rule.applies_in(customer.phase) {
@@ -90,6 +105,7 @@ pub fn prepare(row: &Claimed, plans: &Plans, renderer: &Renderer, sender: &Sende
         years: row.years,
         milestone: row.facts.as_ref().and_then(|f| f.milestone()),
         handover: row.facts.as_ref().and_then(|f| f.handover()),
+        moment: row.facts.as_ref().and_then(|f| f.moment()),
     };
     let to = match recipient {
         Recipient::Contact(c) => &c.email,
@@ -109,9 +125,18 @@ pub fn prepare(row: &Claimed, plans: &Plans, renderer: &Renderer, sender: &Sende
         Recipient::Contact(_) => Some(crate::mail::Party { name: None, address: customer.owner.as_str() }),
         Recipient::Owner => None,
     };
+    // An event rule's task may go to a second address too (`cc`): one message, both in the
+    // envelope, so each gets it exactly once.
+    let cc = match (&rule.trigger, recipient) {
+        (crate::plan::Trigger::Event { cc: Some(cc), .. }, Recipient::Owner) => {
+            Some(crate::mail::Party { name: None, address: cc.as_str() })
+        }
+        _ => None,
+    };
     let outgoing = crate::mail::Outgoing {
         from: sender.party(),
         to: crate::mail::Party { name: to_name, address: to.as_str() },
+        cc,
         reply_to,
         subject: &rendered.subject,
         text: &rendered.text,

@@ -11,6 +11,7 @@ mod deliver;
 pub mod handover;
 mod materialize;
 pub mod milestones;
+pub mod moments;
 mod notice;
 mod ops;
 pub mod reconcile;
@@ -65,6 +66,10 @@ pub struct TickReport {
     pub changes: u64,
     /// Handover, owner-change and phase-change rows written.
     pub handovers: u64,
+    /// Rows of custom events, quiet spells (inactivity) and ends written.
+    pub moments: u64,
+    /// Departure tasks written (a contact's address refused as unknown).
+    pub departures: u64,
     /// Rows that became `missed`: written as missed (due while no daemon ran) or expired.
     pub missed: u64,
     /// Messages the server (or the Maildir) accepted.
@@ -94,6 +99,7 @@ impl std::ops::AddAssign for TickReport {
     fn add_assign(&mut self, o: TickReport) {
         self.materialized += o.materialized;
         self.milestones += o.milestones;
+        self.departures += o.departures;
         self.missed += o.missed;
         self.accepted += o.accepted;
         self.retried += o.retried;
@@ -331,6 +337,13 @@ impl Scheduler {
         report.handovers = h.written;
         if h.evaluated > 0 {
             tracing::info!(changes = h.evaluated, rows = h.written, "evaluated customer changes");
+        }
+
+        let mo = moments::run(&self.store, &snap.plans, now, self.settings.horizon, &self.settings.sender.email, &beat)
+            .await?;
+        report.moments = mo.written;
+        if mo.events > 0 || mo.written > 0 {
+            tracing::info!(events = mo.events, rows = mo.written, "evaluated events, quiet spells and ends");
         }
 
         for row in self.store.expire(secs(now)).await? {

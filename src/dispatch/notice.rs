@@ -15,6 +15,7 @@ pub async fn send(s: &Scheduler, subject: &str, text: &str) {
     let built = crate::mail::build(&crate::mail::Outgoing {
         from: sender.party(),
         to: crate::mail::Party { name: None, address: ops.as_str() },
+        cc: None,
         reply_to: None,
         subject,
         text,

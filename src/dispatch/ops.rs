@@ -70,6 +70,7 @@ fn digest(
     Ok(crate::mail::build(&crate::mail::Outgoing {
         from: sender.party(),
         to: crate::mail::Party { name: None, address: ops.as_str() },
+        cc: None,
         reply_to: None,
         subject: &rendered.subject,
         text: &rendered.text,

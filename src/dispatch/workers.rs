@@ -99,6 +99,8 @@ struct Shared {
     live: AtomicUsize,
     /// Ids of the batch's rows that are settled: their outcome committed, or given back.
     settled: Mutex<HashSet<i64>>,
+    /// Departure tasks the batch's permanent failures gave, written after the batch.
+    departures: Mutex<Vec<crate::store::NewItem>>,
 }
 
 impl Shared {
@@ -142,6 +144,7 @@ pub async fn deliver_batch(
         report: Mutex::default(),
         live: AtomicUsize::new(sessions),
         settled: Mutex::default(),
+        departures: Mutex::default(),
     });
     let (tx, rx) = mpsc::channel::<Pending>(sessions * 2);
     let workers: Vec<_> = (0..sessions)
@@ -190,6 +193,20 @@ pub async fn deliver_batch(
     }
     committed?;
     released?;
+    // Departure signals: written once the failures that gave them are recorded.
+    let departures: Vec<crate::store::NewItem> =
+        std::mem::take(&mut *shared.departures.lock().unwrap_or_else(|p| p.into_inner()));
+    if !departures.is_empty() {
+        let now = daemon.clock.now();
+        let written = daemon.store.materialize(&departures, secs(now)).await?;
+        report.departures += written.inserted;
+        if written.inserted > 0 {
+            tracing::warn!(
+                tasks = written.inserted,
+                "contacts' addresses refused as unknown: the salespeople are asked whether they left"
+            );
+        }
+    }
     Ok(report)
 }
 
@@ -358,6 +375,9 @@ async fn work(
             break;
         }
         if early || started(verdict, 0) {
+            if let Some(item) = departure(snap, &row, &delivery, now, &daemon.settings.sender.email) {
+                shared.departures.lock().unwrap_or_else(|p| p.into_inner()).push(item);
+            }
             log(&row, &delivery, &mut shared.report.lock().unwrap_or_else(|p| p.into_inner()));
             daemon.record(&row, &delivery, now);
             finished = Some((row, delivery));
@@ -409,7 +429,7 @@ async fn prepare(
                 }
             }
         }
-        None => {}
+        Some(crate::handover::EventFacts::Moment(_)) | None => {}
     }
     let built = tokio::task::spawn_blocking(move || {
         #[cfg(feature = "failpoints")]
@@ -462,6 +482,22 @@ async fn brief_figures(
             .collect(),
         recent,
     })
+}
+
+/// The departure task a permanent failure of an email to a contact gives, if its reason says
+/// the mailbox is unknown (see `moments::departure_item`).
+fn departure(
+    snap: &Snapshot,
+    row: &Claimed,
+    d: &Delivery,
+    now: chrono::DateTime<chrono::Utc>,
+    sender: &crate::plan::Email,
+) -> Option<crate::store::NewItem> {
+    let Outcome::Failed { reason } = &d.outcome else { return None };
+    let crate::occasion::RecipientKey::Contact(id) = &row.key.recipient else { return None };
+    let customer = snap.plans.get(&row.key.customer)?;
+    let contact = customer.contact(id)?;
+    super::moments::departure_item(customer, contact, reason, now, sender)
 }
 
 fn log(row: &Claimed, d: &Delivery, report: &mut TickReport) {

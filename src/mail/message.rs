@@ -31,8 +31,10 @@ pub struct Party<'a> {
 pub struct Outgoing<'a> {
     /// `From:` (and the envelope sender).
     pub from: Party<'a>,
-    /// `To:` (and the one envelope recipient).
+    /// `To:` (and the first envelope recipient).
     pub to: Party<'a>,
+    /// `Cc:` (and a second envelope recipient): an event task's copy (`cc`).
+    pub cc: Option<Party<'a>>,
     /// `Reply-To:`, where answers should go (the salesperson, for emails to customers).
     pub reply_to: Option<Party<'a>>,
     /// `Subject:` (one line).
@@ -76,7 +78,7 @@ fn set(headers: &mut lettre::message::header::Headers, name: &'static str, encod
     headers.insert_raw(HeaderValue::dangerous_new_pre_encoded(name, encoded.clone(), encoded));
 }
 
-/// Builds the message: multipart/alternative (text, then HTML), with `From`, `To`, `Reply-To`,
+/// Builds the message: multipart/alternative (text, then HTML), with `From`, `To`, `Cc`, `Reply-To`,
 /// `Subject`, `Date`, `Message-ID`, `MIME-Version`, `Auto-Submitted` and
 /// `X-Auto-Response-Suppress`. Never panics on any input.
 ///
@@ -89,6 +91,7 @@ pub fn build(m: &Outgoing) -> Result<Message, BuildError> {
     let from = header::mailbox("From", m.from.name, m.from.address)?;
     let to = header::mailbox("To", m.to.name, m.to.address)?;
     let reply_to = m.reply_to.map(|r| header::mailbox("Reply-To", r.name, r.address)).transpose()?;
+    let cc = m.cc.map(|c| header::mailbox("Cc", c.name, c.address)).transpose()?;
     let subject = header::unstructured("Subject", m.subject)?;
     let date = m.date.to_rfc2822();
     header::verify("Date", &date)?;
@@ -98,6 +101,9 @@ pub fn build(m: &Outgoing) -> Result<Message, BuildError> {
         .to(Mailbox::new(None, address(m.to, "recipient")?));
     if let Some(r) = m.reply_to {
         builder = builder.reply_to(Mailbox::new(None, address(r, "reply-to")?));
+    }
+    if let Some(c) = m.cc {
+        builder = builder.cc(Mailbox::new(None, address(c, "cc")?));
     }
     let mut message = builder
         .subject(String::new())
@@ -109,6 +115,9 @@ pub fn build(m: &Outgoing) -> Result<Message, BuildError> {
     let headers = message.headers_mut();
     set(headers, "From", from);
     set(headers, "To", to);
+    if let Some(c) = cc {
+        set(headers, "Cc", c);
+    }
     if let Some(r) = reply_to {
         set(headers, "Reply-To", r);
     }

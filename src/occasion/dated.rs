@@ -66,7 +66,13 @@ pub(super) fn rule<'a, S: Sink<'a>>(ctx: &RuleCtx<'a, '_>, sink: &mut S) {
                 yearly(ctx, about, *md, md.year, sink);
             }
         }
-        Trigger::Every { .. } | Trigger::Orders(_) | Trigger::Handover | Trigger::Phase { .. } => {}
+        Trigger::Every { .. }
+        | Trigger::Orders(_)
+        | Trigger::Handover
+        | Trigger::Phase { .. }
+        | Trigger::Event { .. }
+        | Trigger::Inactivity { .. }
+        | Trigger::End => {}
     }
 }
 

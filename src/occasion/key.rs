@@ -115,6 +115,9 @@ pub enum EventKind {
     Custom,
     /// The relationship ended; the id is its date.
     End,
+    /// A contact's address was refused as unknown; the id is the contact and a hash of the
+    /// address (`anna.1f2e3d4c`).
+    Departure,
 }
 
 impl serde::Serialize for EventKind {
@@ -133,7 +136,7 @@ impl<'de> serde::Deserialize<'de> for EventKind {
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Orders,
         EventKind::Revenue,
         EventKind::Handover,
@@ -142,6 +145,7 @@ impl EventKind {
         EventKind::Inactivity,
         EventKind::Custom,
         EventKind::End,
+        EventKind::Departure,
     ];
 
     /// The word in keys.
@@ -155,6 +159,7 @@ impl EventKind {
             EventKind::Inactivity => "inactivity",
             EventKind::Custom => "event",
             EventKind::End => "end",
+            EventKind::Departure => "departure",
         }
     }
 

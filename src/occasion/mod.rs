@@ -288,12 +288,28 @@ fn rule_in<'a, S: Sink<'a>>(
     if !rule.applies_in(customer.phase) {
         return;
     }
+    // Nothing is due after the relationship ended (`ended`): the window stops at the end of
+    // that day.
+    let to = match customer.ended.and_then(|e| e.succ_opt()) {
+        Some(after) => {
+            to.min(crate::calendar::resolve_local(customer.timezone, after.and_time(chrono::NaiveTime::MIN)).utc)
+        }
+        None => to,
+    };
+    if to <= from {
+        return;
+    }
     let ctx = RuleCtx { customer, rule, cal: customer.calendar_for(rule), from, to, local };
     match &rule.trigger {
         Trigger::Birthday | Trigger::Anniversary { .. } | Trigger::Date(_) => dated::rule(&ctx, sink),
         Trigger::Every { cron } => every::rule(&ctx, cron, sink),
         // Event-driven; they enter the outbox from order and handover events, not the calendar.
-        Trigger::Orders(_) | Trigger::Handover | Trigger::Phase { .. } => {}
+        Trigger::Orders(_)
+        | Trigger::Handover
+        | Trigger::Phase { .. }
+        | Trigger::Event { .. }
+        | Trigger::Inactivity { .. }
+        | Trigger::End => {}
     }
 }
 

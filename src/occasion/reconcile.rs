@@ -12,7 +12,7 @@
 //! customer, rule, rule kind, contact, recipient (`to`, `send`), then the occasion itself
 //! (birthday, date, crontab, anniversary), then a policy that now skips it (`explain`'s reason).
 
-use super::{Explained, Nominal, NominalKey, OutboxKey, RecipientKey, recipient_for, subjects};
+use super::{EventKind, Explained, Nominal, NominalKey, OutboxKey, RecipientKey, recipient_for, subjects};
 use crate::calendar::OnClosed;
 use crate::calendar::business::MAX_SEARCH_DAYS;
 use crate::plan::{Customer, Lead, Plans, Rule, Trigger, TriggerKind};
@@ -108,6 +108,22 @@ fn settled(plans: &Plans, row: &Row<'_>) -> Option<Located> {
     let Some(customer) = plans.get(&key.customer) else {
         return Some(Located::Gone(format!("customer `{}` removed from the plans", key.customer)));
     };
+    // A departure task is built in (no rule): it stays while its contact does.
+    if let NominalKey::Event { kind: EventKind::Departure, .. } = key.nominal {
+        return Some(match key.recipient.contact().filter(|id| customer.contact(id).is_none()) {
+            Some(id) => Located::Gone(format!("contact `{id}` removed from the plan of `{}`", key.customer)),
+            None => Located::Event,
+        });
+    }
+    // Nothing is due after the relationship ended: its later occasions are suppressed.
+    if let (Some(end), NominalKey::Calendar(n)) = (customer.ended, &key.nominal)
+        && match n {
+            Nominal::Date(d) => *d,
+            Nominal::Wall(w) => w.date(),
+        } > end
+    {
+        return Some(Located::Gone(customer.ended_reason()));
+    }
     let Some(rule) = customer.rule(&key.rule) else {
         return Some(Located::Gone(format!("rule `{}` removed from the plan of `{}`", key.rule, key.customer)));
     };

@@ -280,6 +280,14 @@ pub fn is_id(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
+/// Whether `s` is an event kind as `event = "…"` and `contactplan event --kind` take it: one
+/// lowercase word of 1–64 characters (`a`–`z`, digits, `-`, `_`), starting with a letter.
+pub fn is_event_kind(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
 /// What a rule reacts to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Trigger {
@@ -310,6 +318,24 @@ pub enum Trigger {
     },
     /// A fixed date: yearly (`--12-01`) or once (`2026-12-01`).
     Date(MonthDay),
+    /// A custom event recorded for the customer (`contactplan event`, `Store::record_event`)
+    /// whose kind is `event` (a lowercase word such as `complaint`).
+    Event {
+        /// The event kind this rule reacts to (`event = "complaint"`).
+        event: Box<str>,
+        /// A second recipient of the task (`cc`), e.g. the sales manager.
+        cc: Option<Email>,
+    },
+    /// No order for a while: `days`, or `factor` × the customer's median order interval (at
+    /// least 3 orders; else `days`, if given). Once per quiet spell.
+    Inactivity {
+        /// Days without an order (`days`).
+        days: Option<u32>,
+        /// Multiple of the median interval between orders (`factor`).
+        factor: Option<f64>,
+    },
+    /// The relationship ends (`[customer] ended`): sent on that day.
+    End,
 }
 
 impl Trigger {
@@ -323,6 +349,9 @@ impl Trigger {
             Trigger::Phase { .. } => TriggerKind::Phase,
             Trigger::Every { .. } => TriggerKind::Every,
             Trigger::Date(_) => TriggerKind::Date,
+            Trigger::Event { .. } => TriggerKind::Event,
+            Trigger::Inactivity { .. } => TriggerKind::Inactivity,
+            Trigger::End => TriggerKind::End,
         }
     }
 }
@@ -386,11 +415,20 @@ pub enum TriggerKind {
     Every,
     /// `date`.
     Date,
+    /// `event` (a custom event such as a complaint).
+    Event,
+    /// `inactivity` (no order for a while).
+    Inactivity,
+    /// `end` (the relationship ends).
+    End,
+    /// Not a rule kind: the built-in task about a contact whose address was refused as unknown
+    /// (outbox rows and metrics only; `on` does not take it).
+    Departure,
 }
 
 impl TriggerKind {
-    /// Every kind, in the order the README lists them.
-    pub const ALL: [TriggerKind; 7] = [
+    /// Every kind `on` takes, in the order the README lists them.
+    pub const ALL: [TriggerKind; 10] = [
         TriggerKind::Birthday,
         TriggerKind::Anniversary,
         TriggerKind::Orders,
@@ -398,11 +436,19 @@ impl TriggerKind {
         TriggerKind::Phase,
         TriggerKind::Every,
         TriggerKind::Date,
+        TriggerKind::Event,
+        TriggerKind::Inactivity,
+        TriggerKind::End,
     ];
 
-    /// The kind `on = "…"` names, if any.
-    pub fn parse(s: &str) -> Option<TriggerKind> {
+    /// The kind `on = "…"` names, if any (never [`TriggerKind::Departure`]).
+    pub fn parse_rule(s: &str) -> Option<TriggerKind> {
         Self::ALL.into_iter().find(|k| k.code() == s)
+    }
+
+    /// The kind an outbox row's `kind` column names (the rule kinds and `departure`).
+    pub fn parse(s: &str) -> Option<TriggerKind> {
+        Self::ALL.into_iter().chain([TriggerKind::Departure]).find(|k| k.code() == s)
     }
 
     /// The word in plans (`on = "birthday"`), outbox rows and metrics labels.
@@ -415,6 +461,10 @@ impl TriggerKind {
             TriggerKind::Phase => "phase",
             TriggerKind::Every => "every",
             TriggerKind::Date => "date",
+            TriggerKind::Event => "event",
+            TriggerKind::Inactivity => "inactivity",
+            TriggerKind::End => "end",
+            TriggerKind::Departure => "departure",
         }
     }
 }
@@ -568,6 +618,9 @@ pub struct Customer {
     pub name: Box<str>,
     /// Start of the relationship (year 0 of anniversaries).
     pub since: NaiveDate,
+    /// `ended`: the last day of the relationship; nothing is computed or sent after it (but an
+    /// `on = "end"` rule's message on that day).
+    pub ended: Option<NaiveDate>,
     /// The responsible salesperson; receives tasks.
     pub owner: Email,
     /// IANA zone (tzdata) for the customer's contacts that name none; the daemon's `timezone` when
@@ -623,6 +676,16 @@ impl Customer {
     /// The effective business calendar of one of this customer's rules.
     pub fn calendar_for<'a>(&'a self, rule: &'a Rule) -> crate::calendar::Calendar<'a> {
         crate::calendar::Calendar::new(&rule.calendar, &self.calendar)
+    }
+
+    /// Whether the relationship has ended by `now` (its local day is after `ended`).
+    pub fn ended_by(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.ended.is_some_and(|e| now.with_timezone(&self.timezone).date_naive() > e)
+    }
+
+    /// Why nothing more is sent: "the relationship ended on 2026-12-31".
+    pub fn ended_reason(&self) -> String {
+        self.ended.map_or_else(String::new, |e| format!("the relationship ended on {e}"))
     }
 
     /// Language for a contact: contact → customer.

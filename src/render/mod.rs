@@ -9,9 +9,10 @@ mod sample;
 
 pub use catalog::{DEFAULT_VARIANT, PARTS, TemplateCatalog};
 pub use report::{REPORT_TEMPLATE, ReportRow, plain_report};
-pub use sample::{sample_handover, sample_milestone, trial_report, trial_run};
+pub use sample::{sample_departure, sample_handover, sample_milestone, sample_moment, trial_report, trial_run};
 
 use crate::diagnostics::Diagnostic;
+use crate::events::MomentFacts;
 use crate::handover::HandoverFacts;
 use crate::occasion::{Occurrence, Recipient};
 use crate::orders::milestone::MilestoneFacts;
@@ -40,6 +41,9 @@ pub struct Input<'a> {
     /// What a handover, owner change or phase change's templates are told (`brief.*`); `None`
     /// for other kinds.
     pub handover: Option<&'a HandoverFacts>,
+    /// What a custom event's, a quiet spell's or a departure's templates are told
+    /// (`event.*`, `inactivity.*`, `departure.*`); `None` for other kinds.
+    pub moment: Option<&'a MomentFacts>,
 }
 
 impl<'a> From<&Occurrence<'a>> for Input<'a> {
@@ -53,6 +57,7 @@ impl<'a> From<&Occurrence<'a>> for Input<'a> {
             years: o.years,
             milestone: None,
             handover: None,
+            moment: None,
         }
     }
 }
@@ -384,12 +389,39 @@ impl Renderer {
             },
             occasion => context! {
                 name => &*input.rule.name,
-                kind => input.rule.trigger.kind().code(),
+                kind => match input.moment {
+                    Some(MomentFacts::Departure { .. }) => crate::plan::TriggerKind::Departure.code(),
+                    _ => input.rule.trigger.kind().code(),
+                },
                 date => locale::date(input.occasion_date, language),
                 years => input.years,
             },
             milestone => input.milestone.map(|m| milestone_value(m, language)).unwrap_or(Value::from(())),
             brief => input.handover.map(|h| brief_value(h, customer, language)).unwrap_or(Value::from(())),
+            event => match input.moment {
+                Some(MomentFacts::Event { id, kind, note, date }) => context! {
+                    id => id,
+                    kind => kind,
+                    note => note,
+                    date => locale::date(*date, language),
+                },
+                _ => Value::from(()),
+            },
+            inactivity => match input.moment {
+                Some(MomentFacts::Inactivity { last_order, usual_days, threshold_days }) => context! {
+                    last_order => locale::date(*last_order, language),
+                    usual_days => usual_days,
+                    days => threshold_days,
+                },
+                _ => Value::from(()),
+            },
+            departure => match input.moment {
+                Some(MomentFacts::Departure { contact, reason }) => context! {
+                    contact => context! { id => &contact.id, name => &contact.name, email => &contact.email },
+                    reason => reason,
+                },
+                _ => Value::from(()),
+            },
             sender => context! { name => sender.name, email => sender.email },
             owner => context! { email => customer.owner.as_str() },
         };

@@ -6,6 +6,7 @@
 
 use super::{Input, Renderer, Sender};
 use crate::diagnostics::Diagnostic;
+use crate::events::{DepartedContact, MomentFacts};
 use crate::handover::{BriefFigures, ChangeKind, ContactCard, HandoverFacts, Recent};
 use crate::occasion::EventKind;
 use crate::occasion::Recipient;
@@ -20,6 +21,7 @@ fn inputs<'a>(
     rule: &'a Rule,
     milestone: Option<&'a MilestoneFacts>,
     handover: Option<&'a HandoverFacts>,
+    moment: Option<&'a MomentFacts>,
 ) -> Vec<Input<'a>> {
     let contacts: Vec<_> = match rule.target {
         Target::Contacts => customer.contacts.iter().collect(),
@@ -30,8 +32,17 @@ fn inputs<'a>(
     let years = (kind == TriggerKind::Anniversary).then_some(10);
     let occasion_date =
         NaiveDate::from_ymd_opt(customer.since.year() + 10, customer.since.month(), 1).unwrap_or(customer.since);
-    let input =
-        |recipient, about| Input { customer, rule, about, recipient, occasion_date, years, milestone, handover };
+    let input = |recipient, about| Input {
+        customer,
+        rule,
+        about,
+        recipient,
+        occasion_date,
+        years,
+        milestone,
+        handover,
+        moment,
+    };
     match (rule.action, rule.target) {
         (_, Target::Owner) => vec![input(Recipient::Owner, None)],
         (Action::Email, _) => contacts.into_iter().map(|c| input(Recipient::Contact(c), Some(c))).collect(),
@@ -107,6 +118,37 @@ pub fn sample_handover(customer: &Customer, rule: &Rule, year: i32) -> Option<Ha
     })
 }
 
+/// What an `on = "event"` or `on = "inactivity"` rule's templates are told in the trial run and
+/// `preview`: a sample event of the rule's kind with a note on `day`, or a quiet spell that
+/// began 90 days before `day` after orders about every 30 days.
+pub fn sample_moment(rule: &Rule, day: NaiveDate) -> Option<MomentFacts> {
+    match &rule.trigger {
+        Trigger::Event { event, .. } => Some(MomentFacts::Event {
+            id: "sample-1".into(),
+            kind: event.to_string(),
+            note: Some("Lieferung kam zwei Wochen zu spät; Kunde ist verärgert".into()),
+            date: day,
+        }),
+        Trigger::Inactivity { days, factor } => {
+            let threshold_days = factor.map_or(days.unwrap_or(60), |f| (f * 30.0).ceil() as u32);
+            Some(MomentFacts::Inactivity {
+                last_order: day - chrono::TimeDelta::days(i64::from(threshold_days)),
+                usual_days: Some(30),
+                threshold_days,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// A departure task's sample facts: the primary contact's address refused as unknown.
+pub fn sample_departure(customer: &Customer) -> MomentFacts {
+    MomentFacts::Departure {
+        contact: DepartedContact::of(customer.primary_contact()),
+        reason: "550 5.1.1 <recipient>: user unknown".into(),
+    }
+}
+
 /// Renders every variant the plans can use once; the failures as diagnostics.
 pub fn trial_run(plans: &Plans, renderer: &Renderer, sender: Sender) -> Vec<Diagnostic> {
     let mut tried: HashSet<(String, TriggerKind, Action, bool)> = HashSet::new();
@@ -115,7 +157,8 @@ pub fn trial_run(plans: &Plans, renderer: &Renderer, sender: Sender) -> Vec<Diag
         for rule in customer.rules.iter() {
             let facts = sample_milestone(customer, rule, customer.since.year() + 10);
             let handover = sample_handover(customer, rule, customer.since.year() + 10);
-            for input in inputs(customer, rule, facts.as_ref(), handover.as_ref()) {
+            let moment = sample_moment(rule, customer.since);
+            for input in inputs(customer, rule, facts.as_ref(), handover.as_ref(), moment.as_ref()) {
                 // A missing variant is the plan's problem, reported by validation.
                 let Some(key) = renderer.variant_for(&input) else { continue };
                 if !tried.insert((key, rule.trigger.kind(), rule.action, input.about.is_some())) {
@@ -127,6 +170,28 @@ pub fn trial_run(plans: &Plans, renderer: &Renderer, sender: Sender) -> Vec<Diag
                     diags.push(renderer.diagnostic(&e, &context));
                 }
             }
+        }
+        // The built-in departure task, once per language.
+        let rule = crate::events::departure_rule();
+        let moment = sample_departure(customer);
+        let input = Input {
+            customer,
+            rule: &rule,
+            about: Some(customer.primary_contact()),
+            recipient: Recipient::Owner,
+            occasion_date: customer.since,
+            years: None,
+            milestone: None,
+            handover: None,
+            moment: Some(&moment),
+        };
+        let Some(key) = renderer.variant_for(&input) else { continue };
+        if !tried.insert((key, TriggerKind::Departure, Action::Task, true)) {
+            continue;
+        }
+        if let Err(e) = renderer.render(&input, sender) {
+            let context = format!("for customer `{}`, the departure task", customer.id);
+            diags.push(renderer.diagnostic(&e, &context));
         }
     }
     diags

@@ -56,6 +56,8 @@ struct StateColumns {
     primary_card: String,
     owner: String,
     phase: String,
+    declared_from: Option<String>,
+    declared_on: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -102,6 +104,10 @@ fn card_json(c: &ContactCard) -> String {
 struct Stored {
     state: State,
     card_text: String,
+    /// A handover declared with `contactplan handover`: the previous primary contact named
+    /// then, and the day (see [`Store::declare_handover`]).
+    declared_from: Option<String>,
+    declared_on: Option<String>,
 }
 
 fn stored(c: StateColumns) -> (String, Stored) {
@@ -113,7 +119,10 @@ fn stored(c: StateColumns) -> (String, Stored) {
         owner: c.owner,
         phase: c.phase,
     };
-    (c.customer, Stored { state, card_text: c.primary_card })
+    (
+        c.customer,
+        Stored { state, card_text: c.primary_card, declared_from: c.declared_from, declared_on: c.declared_on },
+    )
 }
 
 /// Sorted for a stable lock order (PostgreSQL row locks of concurrent daemons).
@@ -157,11 +166,37 @@ macro_rules! engine {
                             done.first_seen += r.rows_affected();
                             continue;
                         };
-                        if old.state == **new && old.card_text == card {
+                        // A declared handover the plan does not show yet: the plan still names
+                        // the declared previous primary, which is no reverse handover.
+                        let pending = old.declared_from.as_deref().filter(|from| {
+                            new.primary.id == *from && old.state.primary.id != *from
+                        });
+                        let masked;
+                        let (new, card) = match pending {
+                            Some(from) => {
+                                tracing::warn!(
+                                    customer = %new.customer,
+                                    "a handover to {} was declared on {}; the plan still names {from} as primary: update the plan",
+                                    old.state.primary.id,
+                                    old.declared_on.as_deref().unwrap_or("?"),
+                                );
+                                masked = State { primary: old.state.primary.clone(), ..(*new).clone() };
+                                (&masked, old.card_text.clone())
+                            }
+                            None => (*new, card),
+                        };
+                        let keep_declared = pending.is_some();
+                        if old.state == *new && old.card_text == card && (keep_declared || old.declared_from.is_none()) {
                             continue;
                         }
+                        let (declared_from, declared_on) = if keep_declared {
+                            (old.declared_from.clone(), old.declared_on.clone())
+                        } else {
+                            (None, None)
+                        };
                         let r = sqlx::query(concat!(
-                            "UPDATE customer_state SET primary_id = ", $p, "1, primary_card = ", $p, "2, owner = ", $p, "3, phase = ", $p, "4, updated_utc = ", $p, "5
+                            "UPDATE customer_state SET primary_id = ", $p, "1, primary_card = ", $p, "2, owner = ", $p, "3, phase = ", $p, "4, updated_utc = ", $p, "5,
+                             declared_from = ", $p, "11, declared_on = ", $p, "12
                              WHERE customer = ", $p, "6 AND primary_id = ", $p, "7 AND primary_card = ", $p, "8 AND owner = ", $p, "9 AND phase = ", $p, "10"
                         ))
                         .bind(&new.primary.id)
@@ -174,6 +209,8 @@ macro_rules! engine {
                         .bind(&old.card_text)
                         .bind(&old.state.owner)
                         .bind(&old.state.phase)
+                        .bind(declared_from)
+                        .bind(declared_on)
                         .execute(&mut *tx)
                         .await?;
                         if r.rows_affected() == 0 {
@@ -244,7 +281,7 @@ fn pg_ids<T: Clone>(ids: &[T]) -> anyhow::Result<Vec<T>> {
 engine!(
     SqliteStore,
     |pool| pool.begin_with("BEGIN IMMEDIATE"),
-    "SELECT s.customer, s.primary_id, s.primary_card, s.owner, s.phase FROM customer_state s
+    "SELECT s.customer, s.primary_id, s.primary_card, s.owner, s.phase, s.declared_from, s.declared_on FROM customer_state s
      JOIN json_each(?1) j ON s.customer = j.value",
     json_ids,
     "?",
@@ -255,7 +292,7 @@ engine!(
 engine!(
     PgStore,
     |pool| pool.begin(),
-    "SELECT customer, primary_id, primary_card, owner, phase FROM customer_state WHERE customer = ANY($1)",
+    "SELECT customer, primary_id, primary_card, owner, phase, declared_from, declared_on FROM customer_state WHERE customer = ANY($1)",
     pg_ids,
     "$",
     "UPDATE customer_changes SET evaluated_utc = $2 WHERE seq = ANY($1) AND evaluated_utc IS NULL"

@@ -13,6 +13,7 @@
 //! `failed`, `missed` and `unknown` rows are reported to ops once (`reported_utc`).
 
 mod customers;
+mod events;
 mod orders;
 mod postgres;
 mod reconcile;
@@ -21,6 +22,7 @@ mod sqlite;
 mod upkeep;
 
 pub use customers::{CUSTOMERS_PER_CHUNK, CustomerChange, Detected};
+pub use events::{Declared, ORDER_DAYS_PER_CUSTOMER, StoredEvent};
 pub use orders::{CustomerTotals, Ingested, OrderChange, Revenue};
 pub use postgres::PgStore;
 pub use reconcile::{Change, Reconcilable, Reconciled, Retiming};

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The pure core, each with the core modules it may use (the layering: no arrow goes up).
-const CORE: [(&str, &[&str]); 11] = [
+const CORE: [(&str, &[&str]); 12] = [
     ("hash", &[]),
     ("money", &[]),
     ("files", &[]),
@@ -17,8 +17,9 @@ const CORE: [(&str, &[&str]); 11] = [
     ("plan", &["calendar", "diagnostics", "files", "money"]),
     ("occasion", &["plan", "calendar", "hash"]),
     ("orders", &["plan", "occasion", "money", "diagnostics"]),
-    ("handover", &["plan", "occasion", "orders", "money"]),
-    ("render", &["plan", "occasion", "orders", "handover", "money", "calendar", "diagnostics", "files"]),
+    ("events", &["plan", "hash", "calendar"]),
+    ("handover", &["plan", "occasion", "orders", "money", "events"]),
+    ("render", &["plan", "occasion", "orders", "handover", "events", "money", "calendar", "diagnostics", "files"]),
 ];
 
 /// Core files that may do I/O: reading plan and template files (bounded, through `files.rs`),

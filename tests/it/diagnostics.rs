@@ -127,6 +127,15 @@
 //! | 90 | render/sample.rs `trial_run` (render/mod.rs `Renderer::diagnostic`), template error | template fails for customer …: undefined value / engine ran out of fuel | `template-render-undefined`, `template-render-fuel`, `template-override-broken` |
 //! | 91 | render/sample.rs `trial_run`, output cap | template … produced more than 262144 bytes | `template-render-too-large` |
 //! | 92 | cli/check.rs `run`, warning | template overrides for …, which no valid plan defines | `template-override-unknown-customer` |
+//! | 93 | plan/validate/rule.rs `apply_keys`, `event` | … is not an event kind | `rule-event-kind` |
+//! | 94 | plan/validate/rule.rs `apply_keys`, `cc` (scalars.rs `parse_email`) | … is not a valid email address | `rule-cc` |
+//! | 95 | plan/validate/rule.rs `complete`, event | `cc` applies only to tasks | `rule-cc-needs-task` |
+//! | 96 | plan/validate/rule.rs `complete`, event | … needs `event` | `rule-event-needs-event` |
+//! | 97 | plan/validate/rule.rs `apply_keys`, `days` | days must be between 1 and 3660 | `rule-days` |
+//! | 98 | plan/validate/rule.rs `apply_keys`, `factor` | … is not a factor between 1 and 20 | `rule-factor` |
+//! | 99 | plan/validate/rule.rs `complete`, inactivity | … needs `days` or `factor` | `rule-inactivity-needs-days` |
+//! | 100 | plan/validate/rule.rs `complete`, misplaced | `event/cc` applies only to `on = "event"` rules; `days/factor` … `on = "inactivity"` | `rule-event-keys-misplaced` |
+//! | 101 | plan/validate/customer.rs `plan`, `ended` | the relationship cannot end … before it started; … is not a valid end date | `plan-ended`, `plan-ended-not-a-date` |
 //!
 //! Every site is reachable through `check`. (\*) The file whose path sorts first keeps the id,
 //! whatever order `read_dir` lists the plans directory in (it differs between ext4 and tmpfs).

@@ -9,6 +9,7 @@ mod crontab;
 mod daemon;
 mod delivery;
 mod diagnostics;
+mod events;
 mod faults;
 mod handover;
 mod hardening;

@@ -187,6 +187,7 @@ fn building_never_panics_and_folds_any_name() {
         let out = Outgoing {
             from: Party { name: Some("Beispiel GmbH – Ihr Kundenteam"), address: "team@example.com" },
             to: Party { name: Some(name), address: "anna@example.com" },
+            cc: None,
             reply_to: Some(Party { name: None, address: "owner@example.com" }),
             subject: &subject,
             text: &format!("Hallo {name},\n\nalles Gute!\n"),
@@ -212,6 +213,7 @@ fn building_never_panics_and_folds_any_name() {
         let out = Outgoing {
             from: Party { name: Some("Team"), address: "team@example.com" },
             to: Party { name: Some(bad), address: "eve@example.com" },
+            cc: None,
             reply_to: None,
             subject: bad,
             text: "",

@@ -400,7 +400,8 @@ async fn metrics_count_permanent_failures_and_missed_occasions() {
     t.smtp.refuse("pat@a.example");
     tick_at(&t, "2027-03-10T12:00:00Z").await;
     let r = tick_at(&t, "2027-03-11T08:00:00Z").await;
-    assert_eq!((r.failed, r.accepted), (1, 1), "{r:?}");
+    // Pat of `a` is refused (5.1.1): failed, and the salesperson's departure task is sent.
+    assert_eq!((r.failed, r.accepted, r.departures), (1, 2, 1), "{r:?}");
     // The next year's occasions are materialised later; b's 2028 birthday is never sent:
     // the daemon "sleeps" through its whole send day.
     tick_at(&t, "2028-03-09T12:00:00Z").await;

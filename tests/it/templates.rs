@@ -108,6 +108,21 @@ send = "task"
 template = "handover_brief"
 
 [[occasion]]
+name = "complaint"
+on = "event"
+event = "complaint"
+send = "task"
+cc = "vertrieb@example.com"
+template = "event_task"
+
+[[occasion]]
+name = "quiet"
+on = "inactivity"
+factor = 2.5
+send = "task"
+template = "inactivity_task"
+
+[[occasion]]
 name = "checkin"
 on = "every"
 cron = "0 9 1 * *"
@@ -147,6 +162,8 @@ fn every_shipped_template_language_and_tone() {
             let milestone = milestone.as_ref();
             let handover = contactplan::render::sample_handover(&c, rule, 2026);
             let handover = handover.as_ref();
+            let moment = contactplan::render::sample_moment(rule, date);
+            let moment = moment.as_ref();
             let inputs: Vec<Input> = match rule.action {
                 plan::Action::Email => c
                     .contacts
@@ -160,6 +177,7 @@ fn every_shipped_template_language_and_tone() {
                         years,
                         milestone,
                         handover,
+                        moment,
                     })
                     .collect(),
                 plan::Action::Task => vec![Input {
@@ -171,6 +189,7 @@ fn every_shipped_template_language_and_tone() {
                     years,
                     milestone,
                     handover,
+                    moment,
                 }],
             };
             for input in inputs {
@@ -181,6 +200,23 @@ fn every_shipped_template_language_and_tone() {
                 seen.push(r.variant);
             }
         }
+        // The built-in departure task.
+        let rule = contactplan::events::departure_rule();
+        let moment = contactplan::render::sample_departure(&c);
+        let input = Input {
+            customer: &c,
+            rule: &rule,
+            about: Some(c.primary_contact()),
+            recipient: Recipient::Owner,
+            occasion_date: date,
+            years: None,
+            milestone: None,
+            handover: None,
+            moment: Some(&moment),
+        };
+        let r = renderer.render(&input, sender).unwrap();
+        insta::assert_snapshot!(format!("{}-departure", r.variant.replace('/', "-")), shown(&r));
+        seen.push(r.variant);
         let row = ReportRow {
             state: "failed".into(),
             key: "mueller/birthday/contact:anna/2026-03-14".into(),

@@ -27,6 +27,7 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
     let bad = |key: &str| src.unusable(&raw.customer, key);
     let (id_bad, name_bad, since_bad, owner_bad) = (bad("id"), bad("name"), bad("since"), bad("owner"));
     let (language_bad, phase_bad, playbook_bad) = (bad("language"), bad("phase"), bad("playbook"));
+    let ended_bad = bad("ended");
     if !id_bad {
         parse_id(src, &c.id, "customer id");
     }
@@ -41,6 +42,23 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
         .then(|| parse_date(src, &c.since, "relationship start date `since`", false))
         .flatten()
         .and_then(|md| NaiveDate::from_ymd_opt(md.year?, md.month, md.day));
+    let ended = match &c.ended {
+        Some(v) if !ended_bad => {
+            let day = parse_date(src, v, "end date `ended`", false)
+                .and_then(|md| NaiveDate::from_ymd_opt(md.year?, md.month, md.day));
+            if let (Some(end), Some(start)) = (day, since)
+                && end < start
+            {
+                src.error(
+                    v,
+                    format!("the relationship cannot end ({end}) before it started (since = {start})"),
+                    "write the last day of the relationship, on or after `since`",
+                );
+            }
+            day.map(Some)
+        }
+        _ => Some(None),
+    };
     let owner = (!owner_bad).then(|| parse_email(src, &c.owner)).flatten();
     let timezone = match &c.timezone {
         Some(tz) => parse_tz(src, tz),
@@ -264,6 +282,7 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
         id: c.id.get_ref().as_str().into(),
         name: c.name.get_ref().trim().into(),
         since,
+        ended: ended?,
         owner,
         timezone,
         language,

@@ -39,6 +39,10 @@ struct RuleBuilder {
     calendar: crate::calendar::Settings,
     phases: Option<Box<[Phase]>>,
     to_phase: Option<Phase>,
+    event: Option<Box<str>>,
+    cc: Option<crate::plan::Email>,
+    days: Option<u32>,
+    factor: Option<f64>,
 }
 
 impl RuleBuilder {
@@ -71,7 +75,15 @@ impl RuleBuilder {
             Trigger::Every { cron } => b.cron = Some(cron.clone()),
             Trigger::Date(d) => b.date = Some(*d),
             Trigger::Phase { to } => b.to_phase = *to,
-            Trigger::Birthday | Trigger::Handover => {}
+            Trigger::Event { event, cc } => {
+                b.event = Some(event.clone());
+                b.cc = cc.clone();
+            }
+            Trigger::Inactivity { days, factor } => {
+                b.days = *days;
+                b.factor = *factor;
+            }
+            Trigger::Birthday | Trigger::Handover | Trigger::End => {}
         }
         b
     }
@@ -116,7 +128,7 @@ fn apply_keys(src: &mut Src, r: &RawRule, b: &mut RuleBuilder, ctx: &Context, un
     let templates = ctx.templates;
     let name_ok = !unusable.contains(&"name") && parse_id(src, &r.name, "occasion name");
     if let Some(on) = &r.on {
-        match TriggerKind::parse(on.get_ref()) {
+        match TriggerKind::parse_rule(on.get_ref()) {
             Some(k) => b.kind = Some(k),
             None => {
                 src.error(on, format!("unknown occasion kind `{}`", on.get_ref()), format!("use one of: {}", kinds()))
@@ -252,6 +264,44 @@ fn apply_keys(src: &mut Src, r: &RawRule, b: &mut RuleBuilder, ctx: &Context, un
             None => src.error(t, format!("unknown phase `{}`", t.get_ref()), phase_hint()),
         }
     }
+    if let Some(e) = &r.event {
+        if crate::plan::model::is_event_kind(e.get_ref()) {
+            b.event = Some(e.get_ref().as_str().into());
+        } else {
+            src.error(
+                e,
+                format!("`{}` is not an event kind", e.get_ref()),
+                "write one lowercase word (a-z, digits, `-`, `_`, at most 64 characters), e.g. event = \"complaint\"",
+            );
+        }
+    }
+    if let Some(cc) = &r.cc
+        && let Some(email) = super::scalars::parse_email(src, cc)
+    {
+        b.cc = Some(email);
+    }
+    if let Some(d) = &r.days {
+        if !(1..=3660).contains(d.get_ref()) {
+            src.error(d, format!("days must be between 1 and 3660, not {}", d.get_ref()), "e.g. days = 90");
+        } else {
+            b.days = Some(*d.get_ref());
+        }
+    }
+    if let Some(f) = &r.factor {
+        let value = match f.get_ref() {
+            toml::Value::Float(x) => Some(*x),
+            toml::Value::Integer(n) => Some(*n as f64),
+            _ => None,
+        };
+        match value {
+            Some(x) if x.is_finite() && (1.0..=20.0).contains(&x) => b.factor = Some(x),
+            _ => src.error(
+                f,
+                format!("`{}` is not a factor between 1 and 20", f.get_ref()),
+                "a multiple of the customer's usual interval between orders, e.g. factor = 2.5",
+            ),
+        }
+    }
     if let Some(t) = &r.template {
         if templates.has_template(t.get_ref()) {
             b.template = Some(t.get_ref().as_str().into());
@@ -352,6 +402,12 @@ fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder, unusable: &[&str]) -> Op
         misplaced(kind != TriggerKind::Every && b.cron.is_some(), "cron", "every"),
         misplaced(kind != TriggerKind::Date && b.date.is_some(), "date", "date"),
         misplaced(kind != TriggerKind::Phase && (b.to_phase.is_some() || r.to_phase.is_some()), "to_phase", "phase"),
+        misplaced(kind != TriggerKind::Event && (b.event.is_some() || b.cc.is_some()), "event/cc", "event"),
+        misplaced(
+            kind != TriggerKind::Inactivity && (b.days.is_some() || b.factor.is_some()),
+            "days/factor",
+            "inactivity",
+        ),
         misplaced(
             kind != TriggerKind::Handover && matches!(b.target, Some(Target::New | Target::Departed)),
             "to = \"new\"/\"departed\"",
@@ -364,7 +420,13 @@ fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder, unusable: &[&str]) -> Op
     let action = b.action.unwrap_or(Action::Email);
     let default_target = match kind {
         TriggerKind::Birthday => Target::Contacts,
-        TriggerKind::Every | TriggerKind::Orders | TriggerKind::Handover | TriggerKind::Phase
+        TriggerKind::Every
+        | TriggerKind::Orders
+        | TriggerKind::Handover
+        | TriggerKind::Phase
+        | TriggerKind::Event
+        | TriggerKind::Inactivity
+        | TriggerKind::End
             if action == Action::Task =>
         {
             Target::Owner
@@ -424,6 +486,49 @@ fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder, unusable: &[&str]) -> Op
         }
         TriggerKind::Handover => Trigger::Handover,
         TriggerKind::Phase => Trigger::Phase { to: b.to_phase },
+        TriggerKind::Event => {
+            if b.cc.is_some() && action != Action::Task {
+                src.error_span(
+                    at.clone(),
+                    format!("occasion `{}`: `cc` applies only to tasks", r.name.get_ref()),
+                    "add send = \"task\" (the salesperson gets the task, `cc` a copy), or remove `cc`",
+                );
+            }
+            match b.event.clone() {
+                Some(event) => Trigger::Event { event, cc: b.cc.clone() },
+                None if r.event.is_some() || bad("event") => return None,
+                None => {
+                    src.error_span(
+                        at.clone(),
+                        format!("occasion `{}` needs `event`", r.name.get_ref()),
+                        "name the kind of event it reacts to, e.g. event = \"complaint\"",
+                    );
+                    return None;
+                }
+            }
+        }
+        TriggerKind::Inactivity => {
+            if b.days.is_none()
+                && b.factor.is_none()
+                && r.days.is_none()
+                && r.factor.is_none()
+                && !bad("days")
+                && !bad("factor")
+            {
+                src.error_span(
+                    at.clone(),
+                    format!("occasion `{}` needs `days` or `factor`", r.name.get_ref()),
+                    "e.g. days = 90, or factor = 2.5 (times the customer's usual interval between orders)",
+                );
+            }
+            if b.days.is_none() && b.factor.is_none() {
+                return None;
+            }
+            Trigger::Inactivity { days: b.days, factor: b.factor }
+        }
+        TriggerKind::End => Trigger::End,
+        // `on` never names it (`parse_rule`).
+        TriggerKind::Departure => return None,
         TriggerKind::Every => match b.cron.clone() {
             Some(cron) => Trigger::Every { cron },
             None if r.cron.is_some() || bad("cron") => return None,
@@ -453,8 +558,10 @@ fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder, unusable: &[&str]) -> Op
         return None;
     }
     // A lead time means nothing to an event (handover, phase change): say so.
-    if matches!(kind, TriggerKind::Handover | TriggerKind::Phase)
-        && let Some(b) = &r.before
+    if matches!(
+        kind,
+        TriggerKind::Handover | TriggerKind::Phase | TriggerKind::Event | TriggerKind::Inactivity | TriggerKind::End
+    ) && let Some(b) = &r.before
     {
         let d = Diagnostic::at(
             src.path,
