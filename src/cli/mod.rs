@@ -4,6 +4,7 @@ mod agenda;
 mod check;
 mod docs;
 mod explain;
+mod orders;
 mod outbox;
 mod preview;
 mod run;
@@ -21,7 +22,7 @@ use std::process::ExitCode;
     about = "Keeps B2B customer relationships warm: contact plans in, greetings and tasks out."
 )]
 #[command(
-    after_help = "Examples:\n  contactplan check\n  contactplan agenda --days 14\n  contactplan preview --customer acme --occasion birthday\n  contactplan explain --customer acme --occasion birthday --year 2027\n  contactplan run --config /etc/contactplan/contactplan.toml\n  contactplan status"
+    after_help = "Examples:\n  contactplan check\n  contactplan agenda --days 14\n  contactplan preview --customer acme --occasion birthday\n  contactplan explain --customer acme --occasion birthday --year 2027\n  contactplan run --config /etc/contactplan/contactplan.toml\n  contactplan status\n  contactplan orders import orders.csv"
 )]
 /// The parsed command line: global options and one command.
 pub struct Cli {
@@ -73,6 +74,8 @@ pub enum Command {
     Status(status::Args),
     /// List outbox rows with their state and reason: what was sent, and why anything was not.
     Outbox(outbox::Args),
+    /// Add orders (the business events behind `on = "orders"` milestones): one by hand or a CSV file.
+    Orders(orders::Args),
     /// Print the man page (roff) on stdout.
     Man(docs::ManArgs),
     /// Print a shell completion script on stdout.
@@ -93,6 +96,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Run(args) => run::run(&cli.config, args),
         Command::Status(args) => status::run(&cli.config, args),
         Command::Outbox(args) => outbox::run(&cli.config, args),
+        Command::Orders(args) => orders::run(&cli.config, args),
         Command::Man(args) => docs::man(args),
         Command::Completions(args) => docs::completions(args),
     };
