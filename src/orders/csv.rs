@@ -294,7 +294,14 @@ impl<R: BufRead> OrderReader<R> {
                 )));
             }
             let decimal = options.decimal.unwrap_or(if d == b';' { DecimalMark::Comma } else { DecimalMark::Point });
-            let csv = ::csv::ReaderBuilder::new().has_headers(false).delimiter(d).flexible(true).from_reader(input);
+            // Lines end at `\n` (a `\r` before it is trimmed with the cell): csv 1.4 counts
+            // lines of CRLF files one behind, and the line numbers are what users look up.
+            let csv = ::csv::ReaderBuilder::new()
+                .has_headers(false)
+                .delimiter(d)
+                .terminator(::csv::Terminator::Any(b'\n'))
+                .flexible(true)
+                .from_reader(input);
             return Ok(OrderReader {
                 csv,
                 record: ::csv::ByteRecord::new(),
@@ -370,27 +377,30 @@ impl<R: Read> OrderReader<R> {
     /// # Errors
     /// Reading failed, or (`auto`, `utf-8`) a line is not valid UTF-8.
     pub fn next_row(&mut self) -> Result<Option<Row>, FileError> {
-        let more = match self.csv.read_byte_record(&mut self.record) {
-            Ok(more) => more,
-            Err(e) => {
-                let line = e.position().map_or(0, |p| p.line()) + self.line_offset;
-                return match e.into_kind() {
-                    ::csv::ErrorKind::Io(io) => Err(FileError::Io(io)),
-                    other => Err(FileError::Csv { line, message: format!("{other:?}") }),
-                };
+        loop {
+            match self.csv.read_byte_record(&mut self.record) {
+                Ok(false) => return Ok(None),
+                // Blank lines, and lines of empty cells (`;;;;` from spreadsheets), are no rows.
+                Ok(true) if self.record.iter().all(|f| f.trim_ascii().is_empty()) => continue,
+                Ok(true) => break,
+                Err(e) => {
+                    let line = e.position().map_or(0, |p| p.line()) + self.line_offset;
+                    return match e.into_kind() {
+                        ::csv::ErrorKind::Io(io) => Err(FileError::Io(io)),
+                        other => Err(FileError::Csv { line, message: format!("{other:?}") }),
+                    };
+                }
             }
-        };
-        if !more {
-            return Ok(None);
         }
         let line = self.record.position().map_or(0, |p| p.line()) + self.line_offset;
         let mut cells: Vec<std::borrow::Cow<'_, str>> = Vec::with_capacity(self.record.len());
         for field in self.record.iter() {
             cells.push(decode(field, self.encoding).ok_or(FileError::NotUtf8 { line })?);
         }
-        if cells.len() != self.width && !(cells.len() > self.width && cells[self.width..].iter().all(|c| c.is_empty()))
+        if cells.len() != self.width
+            && !(cells.len() > self.width && cells[self.width..].iter().all(|c| c.trim().is_empty()))
         {
-            let shown: Vec<&str> = cells.iter().map(|c| c.as_ref()).collect();
+            let shown: Vec<&str> = cells.iter().map(|c| c.trim_end_matches('\r')).collect();
             let d = self.dialect.delimiter as char;
             let hint = if cells.len() > self.width && d == ',' {
                 " (an unquoted decimal comma? quote the amount or use ';' as the delimiter)"
@@ -616,6 +626,15 @@ mod tests {
                 (5, "row", "acme;4;2026-01-01;5,00;x;y".to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn crlf_lines_and_blank_lines_keep_their_numbers() {
+        let file =
+            "customer;order;date;reference\r\n\r\na;1;2026-01-01;\"x\r\ny\"\r\n;;;\r\nb;2;x;\r\nc;3;2026-01-01;\r\n";
+        let (_, rows) = read(file.as_bytes(), Options::default());
+        assert_eq!(orders(&rows)[0].0, 7, "{rows:?}");
+        assert_eq!(errors(&rows).iter().map(|e| (e.0, e.1)).collect::<Vec<_>>(), [(3, "reference"), (6, "date")]);
     }
 
     #[test]

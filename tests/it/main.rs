@@ -15,6 +15,7 @@ mod helpers;
 mod messages;
 mod ops;
 mod ops_binary;
+mod orders;
 mod peer;
 mod reconcile;
 mod store;
