@@ -259,14 +259,17 @@ fn order_of(item: &Value) -> Result<Order, Vec<Problem>> {
     }
 }
 
-/// A string field; a missing required one, or one of another type, is a problem. `null` is
-/// missing.
+/// A string field; a missing required one, or one of another type (`null` too), is a problem.
 fn text<'a>(m: &'a Map<String, Value>, field: &str, required: bool, problems: &mut Vec<Problem>) -> Option<&'a str> {
     match m.get(field) {
         Some(Value::String(s)) => Some(s),
-        None | Some(Value::Null) if !required => None,
-        None | Some(Value::Null) => {
+        None if !required => None,
+        None => {
             problems.push((field.into(), Value::Null, "is required".into()));
+            None
+        }
+        Some(Value::Null) if !required => {
+            problems.push((field.into(), Value::Null, "must be a string; leave the field out instead of null".into()));
             None
         }
         Some(other) => {
@@ -301,7 +304,10 @@ mod tests {
 
     #[test]
     fn orders_from_json() {
-        let o = order_of(&json!({"customer": "acme", "order": "A-1", "date": "2026-11-30", "amount": "1234.50", "currency": "eur", "reference": null})).unwrap();
+        let o = order_of(
+            &json!({"customer": "acme", "order": "A-1", "date": "2026-11-30", "amount": "1234.50", "currency": "eur"}),
+        )
+        .unwrap();
         assert_eq!(o.amount.unwrap().to_string(), "1234.50 EUR");
         assert_eq!(
             fields(
@@ -316,6 +322,10 @@ mod tests {
             ["x", "date", "amount", "currency", "customer", "order"]
         );
         assert_eq!(fields(json!({"order": 5, "date": "2026-11-30"})), ["customer", "order"]);
+        assert_eq!(
+            fields(json!({"customer": "a", "order": "1", "date": "2026-11-30", "reference": null})),
+            ["reference"]
+        );
         assert_eq!(fields(json!({"customer": "a", "order": "1", "date": "2026-11-30", "amount": "1"})), ["currency"]);
         assert_eq!(fields(json!([1])), [""]);
         for date in ["0001-01-01", "2026-1-01", "+2026-01-01", "2026-02-30"] {
