@@ -5,6 +5,8 @@
 //! - API: the same orders through `POST /api/v1/orders` on a daemon in this process, in
 //!   batches of 5,000 per request, one request at a time (bodies built before the clock starts).
 //!
+//! Run it so:
+//!
 //!     cargo bench --bench orders                # 1,000,000 orders
 //!     cargo bench --bench orders -- 100000      # another size
 //!

@@ -340,7 +340,7 @@ fn import(config: &crate::config::Config, a: ImportArgs, clock: &dyn Clock) -> a
                 }
             }
             n += 1;
-            if n % 4096 == 0 {
+            if n.is_multiple_of(4096) {
                 checking.set_position(reader.position());
             }
         }
@@ -377,7 +377,7 @@ fn import(config: &crate::config::Config, a: ImportArgs, clock: &dyn Clock) -> a
                 ingest(&store, &mut chunk, &source, now, &mut report).await?;
             }
             n += 1;
-            if n % 4096 == 0 {
+            if n.is_multiple_of(4096) {
                 storing.set_position(reader.position());
             }
         }
