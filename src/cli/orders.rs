@@ -270,7 +270,8 @@ struct Report {
     decimal: &'static str,
     encoding: &'static str,
     header_line: u64,
-    columns: Vec<(String, &'static str)>,
+    /// The header's columns that were recognised: as written, and what they mean.
+    columns: Vec<ColumnReport>,
     ignored_columns: Vec<String>,
     /// Data rows read.
     rows: u64,
@@ -291,6 +292,12 @@ struct Report {
     /// Customers not in the plans: how many, and the first few.
     unknown_customers: usize,
     unknown_customers_first: Vec<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ColumnReport {
+    header: String,
+    field: &'static str,
 }
 
 fn import(config: &crate::config::Config, a: ImportArgs, clock: &dyn Clock) -> anyhow::Result<ExitCode> {
@@ -440,7 +447,7 @@ fn describe(report: &mut Report, d: &Dialect, encoding: EncodingArg) {
         _ => "utf-8",
     };
     report.header_line = d.header_line;
-    report.columns = d.columns.iter().map(|(h, c)| (h.clone(), c.name())).collect();
+    report.columns = d.columns.iter().map(|(h, c)| ColumnReport { header: h.clone(), field: c.name() }).collect();
     report.ignored_columns = d.ignored.clone();
 }
 
@@ -460,7 +467,13 @@ fn text(r: &Report) -> String {
     let columns: Vec<String> = r
         .columns
         .iter()
-        .map(|(h, c)| if h.eq_ignore_ascii_case(c) { h.clone() } else { format!("{h} = {c}") })
+        .map(|c| {
+            if c.header.eq_ignore_ascii_case(c.field) {
+                c.header.clone()
+            } else {
+                format!("{} = {}", c.header, c.field)
+            }
+        })
         .collect();
     let _ = writeln!(
         o,
