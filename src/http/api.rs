@@ -28,6 +28,8 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 const SOURCE: &str = "api";
 /// Problems listed in a 422 (all are counted).
 const MAX_ERRORS: usize = 1000;
+/// Customers not in the plans named in a response (all are counted).
+const SHOWN_UNKNOWN: usize = 5;
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
@@ -107,6 +109,14 @@ pub async fn post_orders(State(ops): State<Ops>, request: Request) -> Response {
     }
     match ops.store.ingest_orders(&orders, SOURCE, secs(ops.clock.now())).await {
         Ok(done) => {
+            let unknown = not_in_plans(&ops, &orders);
+            if !unknown.is_empty() {
+                tracing::warn!(
+                    customers = unknown.len(),
+                    first = %unknown.iter().take(SHOWN_UNKNOWN).copied().collect::<Vec<_>>().join(", "),
+                    "orders stored for customers not in the plans"
+                );
+            }
             tracing::info!(
                 orders = orders.len(),
                 inserted = done.inserted,
@@ -118,6 +128,8 @@ pub async fn post_orders(State(ops): State<Ops>, request: Request) -> Response {
                 "updated": done.updated,
                 "unchanged": done.unchanged,
                 "changed_customers": done.changed_customers,
+                "unknown_customers": unknown.len(),
+                "unknown_customers_first": unknown.iter().take(SHOWN_UNKNOWN).collect::<Vec<_>>(),
             });
             (StatusCode::OK, axum::Json(body)).into_response()
         }
@@ -129,6 +141,14 @@ pub async fn post_orders(State(ops): State<Ops>, request: Request) -> Response {
             )
         }
     }
+}
+
+/// The customers of `orders` that no plan in force names, sorted.
+fn not_in_plans<'o>(ops: &Ops, orders: &'o [Order]) -> Vec<&'o str> {
+    let snapshot = ops.served.current();
+    let unknown: std::collections::BTreeSet<&str> =
+        orders.iter().map(|o| o.customer.as_str()).filter(|c| snapshot.plans.get(c).is_none()).collect();
+    unknown.into_iter().collect()
 }
 
 /// A `Content-Type` other than JSON is refused (none at all is taken as JSON).

@@ -58,6 +58,8 @@ pub struct Ops {
     pub api_token: Option<SecretString>,
     /// The daemon's lease owner id, for `/status`.
     pub instance: Arc<str>,
+    /// The plans in force: which customers `POST /api/v1/orders` names that no plan does.
+    pub served: Arc<crate::workspace::Served>,
 }
 
 /// The ops router: probes, metrics, status and the orders API.

@@ -302,6 +302,10 @@ async fn http_api(engine: Engine) {
     );
     assert_eq!(t.totals("acme").await, (2, d("1234.50")));
     assert_eq!(t.totals("globex").await, (1, d("250")));
+    assert_eq!(
+        (body["unknown_customers"].as_u64(), body["unknown_customers_first"][0].as_str()),
+        (Some(1), Some("globex"))
+    );
     let (code, _, body) = post(addr, Some(TOKEN), batch).await;
     assert_eq!((code, body["unchanged"].as_u64()), (200, Some(3)), "{body}");
     let one = r#"{"customer": "acme", "order": "A-2", "date": "2026-11-03", "amount": "100.00", "currency": "EUR"}"#;
