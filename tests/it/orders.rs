@@ -386,3 +386,34 @@ async fn http_api_holds_to_its_openapi_document_under_schemathesis() {
     assert!(!text.contains("Server error"), "{text}");
     running.stop().await;
 }
+
+/// Transactions hold about 10,000 orders and whole customers: a file sorted by customer is cut
+/// between customers, and one whose customers alternate is not cut at all, so every customer
+/// gets one change per import.
+#[tokio::test(flavor = "multi_thread")]
+async fn csv_import_never_splits_a_customer_across_transactions() {
+    use std::fmt::Write;
+    let t = OrdersApp::start(Engine::Sqlite, None).await;
+    let import = |name: &str, rows: &mut dyn Iterator<Item = (String, usize)>| {
+        let mut text = String::from("customer,order,date\n");
+        for (c, i) in rows {
+            writeln!(text, "{c},{i},2026-01-01").unwrap();
+        }
+        let path = t.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let (code, out, err) = t.cli(&["orders", "import", path.to_str().unwrap(), "--format", "json"]);
+        assert_eq!(code, 0, "{out}{err}");
+        json(&out)
+    };
+    let sorted = import(
+        "sorted.csv",
+        &mut ["s1", "s2", "s3"].into_iter().flat_map(|c| (0..10_000).map(move |i| (c.to_string(), i))),
+    );
+    assert_eq!((sorted["inserted"].as_u64(), sorted["transactions"].as_u64()), (Some(30_000), Some(3)), "{sorted}");
+    let mixed = import("mixed.csv", &mut (0..20_002).map(|i| (format!("m{}", i % 2), i)));
+    assert_eq!((mixed["inserted"].as_u64(), mixed["transactions"].as_u64()), (Some(20_002), Some(1)), "{mixed}");
+    let changes = t.store().unevaluated_changes(100).await.unwrap();
+    let mut per_customer: Vec<(&str, u64)> = changes.iter().map(|c| (c.customer.as_str(), c.after.count)).collect();
+    per_customer.sort();
+    assert_eq!(per_customer, [("m0", 10_001), ("m1", 10_001), ("s1", 10_000), ("s2", 10_000), ("s3", 10_000)]);
+}
