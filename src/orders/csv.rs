@@ -232,7 +232,7 @@ impl<R: BufRead> OrderReader<R> {
                 return Err(FileError::Header(if line_no == 0 {
                     "the file is empty: expected a header row (e.g. customer;order;date;amount;currency)".into()
                 } else {
-                    no_header(line_no)
+                    no_header(line_no, options.delimiter)
                 }));
             }
             line_no += 1;
@@ -282,7 +282,7 @@ impl<R: BufRead> OrderReader<R> {
             }
             if at[Column::Customer as usize].is_none() || at[Column::Order as usize].is_none() {
                 if line_no as usize > MAX_PREAMBLE {
-                    return Err(FileError::Header(no_header(line_no)));
+                    return Err(FileError::Header(no_header(line_no, options.delimiter)));
                 }
                 continue;
             }
@@ -320,12 +320,25 @@ fn aliases(c: Column) -> String {
     c.aliases().join(", ")
 }
 
-fn no_header(lines: u64) -> String {
+fn no_header(lines: u64, delimiter: Option<u8>) -> String {
+    let given = match delimiter {
+        Some(d) => format!(" separated by '{}' (as --delimiter says)", d as char),
+        None => String::new(),
+    };
     format!(
-        "no header row in the first {lines} line(s): expected a line naming a customer column ({}) and an order column ({})",
+        "no header row in the first {lines} line(s): expected a line naming a customer column ({}) and an order column ({}){given}",
         aliases(Column::Customer),
         aliases(Column::Order)
     )
+}
+
+/// `1.23457E+15`: what Excel shows, and may save, for a long number (an id) it took for a
+/// number; the digits are lost.
+fn scientific(s: &str) -> bool {
+    let Some((mantissa, exponent)) = s.split_once(['E', 'e']) else { return false };
+    let Some(exponent) = exponent.strip_prefix('+') else { return false };
+    let (int, frac) = mantissa.split_once([',', '.']).unwrap_or((mantissa, "0"));
+    [int, frac, exponent].iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// `;` when the line has more of them than `,` (outside quotes), else `,`.
@@ -455,6 +468,10 @@ fn order_of<'c>(line: u64, cell: &dyn Fn(Column) -> &'c str, mark: DecimalMark, 
             None
         }
     };
+    if scientific(cell(Column::Order)) {
+        let why = "looks like a number in scientific notation, as Excel shows long ids it took for numbers (the digits are lost): export the column as text";
+        reject(&mut errors, Column::Order, why.into());
+    }
     let reference = Some(cell(Column::Reference)).filter(|r| !r.is_empty());
     // The other fields are checked whatever else is wrong, so one run shows everything (the
     // date does not matter to their checks).
@@ -649,6 +666,21 @@ mod tests {
         assert_eq!(e.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>(), [(3, "amount"), (4, "amount")]);
         let (_, rows) = read(file.as_bytes(), Options { currency: Some(Currency::EUR), ..Options::default() });
         assert_eq!(orders(&rows).len(), 3);
+    }
+
+    #[test]
+    fn ids_excel_turned_into_scientific_notation_are_rejected() {
+        for (id, sci) in [
+            ("1.23457E+15", true),
+            ("4,7E+12", true),
+            ("1E+15", true),
+            ("1E5", false),
+            ("E5", false),
+            ("A-1E+5", false),
+            ("4711", false),
+        ] {
+            assert_eq!(scientific(id), sci, "{id}");
+        }
     }
 
     #[test]
