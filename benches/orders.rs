@@ -1,7 +1,8 @@
-//! Orders in: N generated orders (default 1,000,000) for N/10 customers, on SQLite.
+//! Orders in: N generated orders (default 1,000,000) for N/10 customers, on SQLite and (when
+//! it answers at CONTACTPLAN_TEST_POSTGRES_URL) PostgreSQL, each into a fresh database.
 //! - CSV: a German-dialect file (`;`, decimal comma, sorted by customer, as ERP exports are)
 //!   imported by the real binary (`contactplan orders import`), timed from start to exit;
-//!   peak RSS is the child's (`getrusage(RUSAGE_CHILDREN)`).
+//!   peak RSS is the child's (`wait4`'s rusage).
 //! - API: the same orders through `POST /api/v1/orders` on a daemon in this process, in
 //!   batches of 5,000 per request, one request at a time (bodies built before the clock starts).
 //!
@@ -9,6 +10,7 @@
 //!
 //!     cargo bench --bench orders                # 1,000,000 orders
 //!     cargo bench --bench orders -- 100000      # another size
+//!     cargo bench --bench orders -- sqlite      # one engine only
 //!
 //! `cargo test --benches` runs it with 20,000 orders (no `--bench` argument: a smoke run).
 
@@ -31,62 +33,111 @@ fn main() {
     let dir = tempfile::tempdir().expect("tmp");
     let csv = dir.path().join("orders.csv");
     write_csv(&csv, n, customers).expect("csv");
-    let size = std::fs::metadata(&csv).map(|m| m.len()).unwrap_or(0);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let pg_base = std::env::var("CONTACTPLAN_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let engines: Vec<&str> = match args.iter().find(|a| *a == "sqlite" || *a == "postgres") {
+        Some(e) => vec![e.as_str()],
+        None => vec!["sqlite", "postgres"],
+    };
+    for engine in engines {
+        let urls = match engine {
+            "sqlite" => Some(("sqlite://outbox.db".to_string(), "sqlite://outbox.db".to_string())),
+            _ => rt.block_on(async {
+                Some((fresh_pg_schema(&pg_base, "csv").await?, fresh_pg_schema(&pg_base, "api").await?))
+            }),
+        };
+        let Some((csv_url, api_url)) = urls else {
+            println!("{engine}: skipped (no PostgreSQL at {pg_base})");
+            continue;
+        };
+        import_csv(&write_config(dir.path(), &format!("{engine}-csv"), &csv_url), &csv, n, customers, engine);
+        rt.block_on(post_api(&write_config(dir.path(), &format!("{engine}-api"), &api_url), n, customers, engine));
+        if engine == "postgres" {
+            rt.block_on(drop_pg_schemas(&pg_base));
+        }
+    }
+}
 
-    // CSV through the binary.
-    let config = write_config(dir.path(), "csv");
+/// The CSV file through the binary.
+fn import_csv(config: &Path, csv: &Path, n: usize, customers: usize, engine: &str) {
+    let size = std::fs::metadata(csv).map(|m| m.len()).unwrap_or(0);
     let start = Instant::now();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_contactplan"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_contactplan"))
         .arg("--config")
-        .arg(&config)
+        .arg(config)
         .args(["orders", "import"])
-        .arg(&csv)
+        .arg(csv)
         .args(["--format", "json"])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
         .expect("run contactplan");
+    let mut stdout = Vec::new();
+    std::io::Read::read_to_end(&mut child.stdout.take().expect("stdout"), &mut stdout).expect("read");
+    let (code, peak_kib) = wait_with_rusage(child.id());
     let secs = start.elapsed().as_secs_f64();
-    assert!(out.status.success(), "import failed: {}", String::from_utf8_lossy(&out.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json report");
+    assert_eq!(code, 0, "import failed: {}", String::from_utf8_lossy(&stdout));
+    let report: serde_json::Value = serde_json::from_slice(&stdout).expect("json report");
     assert_eq!(report["inserted"].as_u64(), Some(n as u64), "{report}");
     println!(
-        "CSV import, {n} orders for {customers} customers ({:.0} MB, {} transactions): {secs:.2} s, {:.0} orders/s; peak RSS of the import {:.0} MB",
+        "{engine}: CSV import, {n} orders for {customers} customers ({:.0} MB, {} transactions): {secs:.2} s, {:.0} orders/s; peak RSS of the import {:.0} MB",
         size as f64 / 1e6,
         report["transactions"],
         n as f64 / secs,
-        children_peak_rss_kib() as f64 / 1024.0
+        peak_kib as f64 / 1024.0
     );
+}
 
-    // The same orders through the API.
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    rt.block_on(async {
-        let config = Config::load(&write_config(dir.path(), "api"), &Environment::default()).expect("config");
-        let env = Environment::default().with(contactplan::config::ENV_API_TOKEN, TOKEN);
-        let edge =
-            contactplan::app::Edge { secrets: Secrets::resolve(&config, &env).expect("secrets"), ..Default::default() };
-        let clock = ManualClock::new(chrono::DateTime::parse_from_rfc3339("2026-11-30T10:00:00Z").expect("t").into());
-        let app = Application::build(config, Arc::new(clock), edge).await.expect("build");
-        let running = app.start(Services { http: true, ..Services::NONE }).await.expect("start");
-        let addr = running.http_addr().expect("listening");
-        let bodies: Vec<Vec<u8>> =
-            (0..n).step_by(BATCH).map(|from| json_batch(from, (from + BATCH).min(n), customers)).collect();
-        let start = Instant::now();
-        let mut inserted = 0;
-        for body in bodies {
-            let (code, _, reply) = contactplan::http::request(addr, "POST", "/api/v1/orders", Some(TOKEN), Some(body))
-                .await
-                .expect("post");
-            assert_eq!(code, 200, "{reply}");
-            let v: serde_json::Value = serde_json::from_str(&reply).expect("reply");
-            inserted += v["inserted"].as_u64().unwrap_or(0);
+/// The same orders through the API, batch after batch.
+async fn post_api(config: &Path, n: usize, customers: usize, engine: &str) {
+    let config = Config::load(config, &Environment::default()).expect("config");
+    let env = Environment::default().with(contactplan::config::ENV_API_TOKEN, TOKEN);
+    let edge =
+        contactplan::app::Edge { secrets: Secrets::resolve(&config, &env).expect("secrets"), ..Default::default() };
+    let clock = ManualClock::new(chrono::DateTime::parse_from_rfc3339("2026-11-30T10:00:00Z").expect("t").into());
+    let app = Application::build(config, Arc::new(clock), edge).await.expect("build");
+    let running = app.start(Services { http: true, ..Services::NONE }).await.expect("start");
+    let addr = running.http_addr().expect("listening");
+    let bodies: Vec<Vec<u8>> =
+        (0..n).step_by(BATCH).map(|from| json_batch(from, (from + BATCH).min(n), customers)).collect();
+    let start = Instant::now();
+    let mut inserted = 0;
+    for body in bodies {
+        let (code, _, reply) =
+            contactplan::http::request(addr, "POST", "/api/v1/orders", Some(TOKEN), Some(body)).await.expect("post");
+        assert_eq!(code, 200, "{reply}");
+        let v: serde_json::Value = serde_json::from_str(&reply).expect("reply");
+        inserted += v["inserted"].as_u64().unwrap_or(0);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(inserted, n as u64);
+    println!(
+        "{engine}: API, {n} orders in batches of {BATCH}, one request at a time: {secs:.2} s, {:.0} orders/s",
+        n as f64 / secs
+    );
+    running.stop().await;
+}
+
+/// A new, empty schema on the PostgreSQL server; its URL (`None`: no server).
+async fn fresh_pg_schema(base: &str, name: &str) -> Option<String> {
+    let pool = sqlx::PgPool::connect(base).await.ok()?;
+    let schema = format!("bench_orders_{}_{name}", std::process::id());
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))).execute(&pool).await.ok()?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&pool).await.ok()?;
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{sep}options=-c%20search_path%3D{schema}"))
+}
+
+async fn drop_pg_schemas(base: &str) {
+    if let Ok(pool) = sqlx::PgPool::connect(base).await {
+        for name in ["csv", "api"] {
+            let schema = format!("bench_orders_{}_{name}", std::process::id());
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
+                .execute(&pool)
+                .await;
         }
-        let secs = start.elapsed().as_secs_f64();
-        assert_eq!(inserted, n as u64);
-        println!(
-            "API, {n} orders in batches of {BATCH}, one request at a time: {secs:.2} s, {:.0} orders/s",
-            n as f64 / secs
-        );
-        running.stop().await;
-    });
+    }
 }
 
 /// The i-th order: customer, order id, date, amount (cents).
@@ -129,12 +180,12 @@ fn json_batch(from: usize, to: usize, customers: usize) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({ "orders": orders })).expect("json")
 }
 
-fn write_config(dir: &Path, name: &str) -> std::path::PathBuf {
+fn write_config(dir: &Path, name: &str, database_url: &str) -> std::path::PathBuf {
     let root = dir.join(name);
     std::fs::create_dir_all(root.join("plans")).expect("plans");
     std::fs::create_dir_all(root.join("playbooks")).expect("playbooks");
     let text = format!(
-        "database_url = \"sqlite://outbox.db\"\nplans = \"plans\"\nplaybooks = \"playbooks\"\ntemplates = \"{}\"\ntimezone = \"Europe/Berlin\"\nhttp_bind = \"127.0.0.1:0\"\n[sender]\nemail = \"team@example.com\"\nname = \"Team\"\n[delivery]\nkind = \"maildir\"\npath = \"maildir\"\n",
+        "database_url = \"{database_url}\"\nplans = \"plans\"\nplaybooks = \"playbooks\"\ntemplates = \"{}\"\ntimezone = \"Europe/Berlin\"\nhttp_bind = \"127.0.0.1:0\"\n[sender]\nemail = \"team@example.com\"\nname = \"Team\"\n[delivery]\nkind = \"maildir\"\npath = \"maildir\"\n",
         Path::new(env!("CARGO_MANIFEST_DIR")).join("templates").display()
     );
     let path = root.join("contactplan.toml");
@@ -142,11 +193,16 @@ fn write_config(dir: &Path, name: &str) -> std::path::PathBuf {
     path
 }
 
-/// Largest peak RSS of the waited-for children, in KiB.
-fn children_peak_rss_kib() -> i64 {
-    // SAFETY: getrusage writes into the zeroed struct we pass.
+/// Waits for the child `pid`: its exit code (-1 unless it exited) and peak RSS in KiB.
+fn wait_with_rusage(pid: u32) -> (i32, i64) {
+    // SAFETY: wait4 on our own child, writing into the zeroed structs we pass.
     unsafe {
+        let mut status = 0;
         let mut usage: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) == 0 { usage.ru_maxrss } else { 0 }
+        if libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) < 0 {
+            return (-1, 0);
+        }
+        let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
+        (code, usage.ru_maxrss)
     }
 }
