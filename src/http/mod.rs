@@ -43,7 +43,7 @@ use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// What the ops router reads.
+/// What the ops router reads, and the store it writes orders to.
 #[derive(Clone)]
 pub struct Ops {
     /// The outbox, for the backlog (`/metrics`, `/status`) and the ping (`/readyz`).
