@@ -40,6 +40,7 @@ fn main() {
         Some(e) => vec![e.as_str()],
         None => vec!["sqlite", "postgres"],
     };
+    let mut targets = Vec::new();
     for engine in engines {
         let urls = match engine {
             "sqlite" => Some(("sqlite://outbox.db".to_string(), "sqlite://outbox.db".to_string())),
@@ -47,15 +48,21 @@ fn main() {
                 Some((fresh_pg_schema(&pg_base, "csv").await?, fresh_pg_schema(&pg_base, "api").await?))
             }),
         };
-        let Some((csv_url, api_url)) = urls else {
-            println!("{engine}: skipped (no PostgreSQL at {pg_base})");
-            continue;
-        };
-        import_csv(&write_config(dir.path(), &format!("{engine}-csv"), &csv_url), &csv, n, customers, engine);
-        rt.block_on(post_api(&write_config(dir.path(), &format!("{engine}-api"), &api_url), n, customers, engine));
-        if engine == "postgres" {
-            rt.block_on(drop_pg_schemas(&pg_base));
+        match urls {
+            Some(urls) => targets.push((engine, urls)),
+            None => println!("{engine}: skipped (no PostgreSQL at {pg_base})"),
         }
+    }
+    // Every CSV import first: a child's peak RSS includes what it had before `exec`, a copy of
+    // this process's, which the API runs (their JSON bodies) make large.
+    for (engine, (csv_url, _)) in &targets {
+        import_csv(&write_config(dir.path(), &format!("{engine}-csv"), csv_url), &csv, n, customers, engine);
+    }
+    for (engine, (_, api_url)) in &targets {
+        rt.block_on(post_api(&write_config(dir.path(), &format!("{engine}-api"), api_url), n, customers, engine));
+    }
+    if targets.iter().any(|(e, _)| *e == "postgres") {
+        rt.block_on(drop_pg_schemas(&pg_base));
     }
 }
 

@@ -272,6 +272,17 @@ async fn http_api(engine: Engine) {
     }
     assert_eq!(t.totals("acme").await.0, 0);
 
+    // Too large: 413, nothing stored (over 8 MiB, or over 10,000 orders).
+    let big = format!("{}{batch}", " ".repeat(9 * 1024 * 1024));
+    let (code, _, body) = post(addr, Some(TOKEN), &big).await;
+    assert_eq!(code, 413, "{body}");
+    let many: Vec<String> =
+        (0..10_001).map(|i| format!(r#"{{"customer": "acme", "order": "{i}", "date": "2026-11-02"}}"#)).collect();
+    let (code, _, body) = post(addr, Some(TOKEN), &format!("[{}]", many.join(","))).await;
+    assert_eq!(code, 413, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("at most 10000"), "{body}");
+    assert_eq!(t.totals("acme").await.0, 0);
+
     // Malformed JSON: 400.
     let (code, _, body) = post(addr, Some(TOKEN), r#"{"orders": [{"customer": "acme""#).await;
     assert_eq!(code, 400, "{body}");
