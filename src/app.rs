@@ -257,6 +257,7 @@ impl Application {
                 metrics: self.metrics.clone(),
                 api_token: self.api_token.clone(),
                 instance: self.scheduler.instance().into(),
+                served: self.served.clone(),
             });
             tracker.spawn(crate::http::serve(listener, router, self.config.http_limits, stop.clone(), tracker.clone()));
         }

@@ -6,6 +6,7 @@ mod docs;
 mod event;
 mod explain;
 mod handover;
+mod orders;
 mod outbox;
 mod preview;
 mod run;
@@ -23,7 +24,7 @@ use std::process::ExitCode;
     about = "Keeps B2B customer relationships warm: contact plans in, greetings and tasks out."
 )]
 #[command(
-    after_help = "Examples:\n  contactplan check\n  contactplan agenda --days 14\n  contactplan preview --customer acme --occasion birthday\n  contactplan explain --customer acme --occasion birthday --year 2027\n  contactplan run --config /etc/contactplan/contactplan.toml\n  contactplan status\n  contactplan handover --customer acme --to bob\n  contactplan event --customer acme --kind complaint --note \"Delivery late\""
+    after_help = "Examples:\n  contactplan check\n  contactplan agenda --days 14\n  contactplan preview --customer acme --occasion birthday\n  contactplan explain --customer acme --occasion birthday --year 2027\n  contactplan run --config /etc/contactplan/contactplan.toml\n  contactplan status\n  contactplan handover --customer acme --to bob\n  contactplan event --customer acme --kind complaint --note \"Delivery late\"\n  contactplan orders import orders.csv"
 )]
 /// The parsed command line: global options and one command.
 pub struct Cli {
@@ -79,6 +80,8 @@ pub enum Command {
     Handover(handover::Args),
     /// Record a custom event of a customer (a complaint, …) for its `on = "event"` rules.
     Event(event::Args),
+    /// Add orders (the business events behind `on = "orders"` milestones): one by hand or a CSV file.
+    Orders(orders::Args),
     /// Print the man page (roff) on stdout.
     Man(docs::ManArgs),
     /// Print a shell completion script on stdout.
@@ -101,6 +104,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Outbox(args) => outbox::run(&cli.config, args),
         Command::Handover(args) => handover::run(&cli.config, args),
         Command::Event(args) => event::run(&cli.config, args),
+        Command::Orders(args) => orders::run(&cli.config, args),
         Command::Man(args) => docs::man(args),
         Command::Completions(args) => docs::completions(args),
     };

@@ -4,6 +4,7 @@
 //! ([`milestone`]). The store keeps orders per (customer, order id), so the same order
 //! imported twice counts once and a correction updates it.
 
+pub mod csv;
 pub mod milestone;
 
 use crate::money::{Currency, Money};

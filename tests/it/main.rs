@@ -18,6 +18,7 @@ mod messages;
 mod milestones;
 mod ops;
 mod ops_binary;
+mod orders;
 mod peer;
 mod reconcile;
 mod store;

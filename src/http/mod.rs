@@ -6,6 +6,9 @@
 //! - `/metrics`: Prometheus text format 0.0.4 (counters from `metrics`, gauges from the
 //!   database at scrape time).
 //! - `/status`: the `Status` as JSON (what `contactplan status` shows).
+//! - `POST /api/v1/orders`: orders into the store ([`api`]); always needs the API token, and
+//!   refuses writes (403) when none is configured.
+//! - `GET /api/v1/openapi.json`: the API's OpenAPI 3 document (open).
 //!
 //! With an API token (`CONTACTPLAN_API_TOKEN` or the credential `api-token`), `/metrics` and
 //! `/status` need `Authorization: Bearer <token>` (compared in constant time); the probes stay
@@ -15,7 +18,11 @@
 //! lets each open connection finish its request (hyper's graceful shutdown); connection tasks
 //! run on the caller's task tracker, so shutdown awaits them.
 //!
-//! **Architecture Invariant:** the ops router only reads: it never changes the outbox or plans.
+//! **Architecture Invariant:** the ops router changes nothing but orders: it never changes the
+//! outbox or plans, and it writes orders only through `Store::ingest_orders`, one request in
+//! one transaction, behind the API token.
+
+pub mod api;
 
 use crate::clock::SharedClock;
 use crate::config::HttpLimits;
@@ -36,7 +43,7 @@ use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// What the ops router reads.
+/// What the ops router reads, and the store it writes orders to.
 #[derive(Clone)]
 pub struct Ops {
     /// The outbox, for the backlog (`/metrics`, `/status`) and the ping (`/readyz`).
@@ -51,9 +58,11 @@ pub struct Ops {
     pub api_token: Option<SecretString>,
     /// The daemon's lease owner id, for `/status`.
     pub instance: Arc<str>,
+    /// The plans in force: which customers `POST /api/v1/orders` names that no plan does.
+    pub served: Arc<crate::workspace::Served>,
 }
 
-/// The ops router: probes, metrics and status.
+/// The ops router: probes, metrics, status and the orders API.
 pub fn ops_router(ops: Ops) -> Router {
     let guarded = Router::new()
         .route("/metrics", routing::get(metrics))
@@ -62,6 +71,9 @@ pub fn ops_router(ops: Ops) -> Router {
     Router::new()
         .route("/healthz", routing::get(healthz))
         .route("/readyz", routing::get(readyz))
+        .route("/api/v1/openapi.json", routing::get(api::openapi))
+        // Its body limit is its own (`api::MAX_BODY_BYTES`, applied in the handler).
+        .route("/api/v1/orders", routing::post(api::post_orders))
         .merge(guarded)
         .fallback(not_found)
         .with_state(ops)
@@ -95,7 +107,7 @@ pub async fn serve(
     tracker: TaskTracker,
 ) {
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, max_connections = limits.max_connections, "HTTP listener: /healthz /readyz /metrics /status");
+        tracing::info!(%addr, max_connections = limits.max_connections, "HTTP listener: /healthz /readyz /metrics /status /api/v1/orders");
     }
     let router = router.layer(axum::extract::DefaultBodyLimit::max(limits.max_body_bytes));
     let service = hyper_util::service::TowerToHyperService::new(router);
@@ -199,7 +211,11 @@ async fn status(State(ops): State<Ops>) -> Response {
 }
 
 async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, TEXT)], "not found: try /healthz /readyz /metrics /status\n")
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, TEXT)],
+        "not found: try /healthz /readyz /metrics /status /api/v1/orders /api/v1/openapi.json\n",
+    )
         .into_response()
 }
 
@@ -245,18 +261,38 @@ fn authorized(token: Option<&SecretString>, headers: &axum::http::HeaderMap) -> 
 /// # Errors
 /// The connection or the HTTP exchange failed.
 pub async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> anyhow::Result<(u16, String)> {
+    request(addr, "GET", path, token, None).await.map(|(status, _, body)| (status, body))
+}
+
+/// One request to the daemon's listener (tests, benchmarks): method, path, an optional bearer
+/// token and JSON body; returns the status code, the headers and the body.
+///
+/// # Errors
+/// The connection or the HTTP exchange failed.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<Vec<u8>>,
+) -> anyhow::Result<(u16, axum::http::HeaderMap, String)> {
     use http_body_util::BodyExt;
     let stream = tokio::net::TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let mut req = hyper::Request::builder().uri(path).header(header::HOST, addr.to_string());
+    let mut req = hyper::Request::builder().method(method).uri(path).header(header::HOST, addr.to_string());
     if let Some(t) = token {
         req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
     }
-    let resp = sender.send_request(req.body(http_body_util::Empty::<bytes::Bytes>::new())?).await?;
+    if json.is_some() {
+        req = req.header(header::CONTENT_TYPE, "application/json");
+    }
+    let body = http_body_util::Full::new(bytes::Bytes::from(json.unwrap_or_default()));
+    let resp = sender.send_request(req.body(body)?).await?;
     let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
     let body = resp.into_body().collect().await?.to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    Ok((status, headers, String::from_utf8_lossy(&body).into_owned()))
 }
 
 #[cfg(test)]
