@@ -258,6 +258,10 @@ impl Application {
                 api_token: self.api_token.clone(),
                 instance: self.scheduler.instance().into(),
                 served: self.served.clone(),
+                orders_stored: {
+                    let scheduler = self.scheduler.clone();
+                    Arc::new(move || scheduler.wake())
+                },
             });
             tracker.spawn(crate::http::serve(listener, router, self.config.http_limits, stop.clone(), tracker.clone()));
         }

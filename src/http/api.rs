@@ -109,6 +109,9 @@ pub async fn post_orders(State(ops): State<Ops>, request: Request) -> Response {
     }
     match ops.store.ingest_orders(&orders, SOURCE, secs(ops.clock.now())).await {
         Ok(done) => {
+            if done.changed_customers > 0 {
+                (ops.orders_stored)();
+            }
             let unknown = not_in_plans(&ops, &orders);
             if !unknown.is_empty() {
                 tracing::warn!(

@@ -60,6 +60,9 @@ pub struct Ops {
     pub instance: Arc<str>,
     /// The plans in force: which customers `POST /api/v1/orders` names that no plan does.
     pub served: Arc<crate::workspace::Served>,
+    /// Called after `POST /api/v1/orders` changed a customer's totals: wakes the scheduler, so
+    /// milestones the orders reach go out now rather than at its next tick (at most a minute).
+    pub orders_stored: Arc<dyn Fn() + Send + Sync>,
 }
 
 /// The ops router: probes, metrics, status and the orders API.

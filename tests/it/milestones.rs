@@ -371,3 +371,42 @@ fn three_daemons_on_one_postgres_database_fire_each_milestone_exactly_once() {
     let twice: Vec<_> = accepted.iter().filter(|(_, c)| **c > 1).collect();
     assert!(twice.is_empty(), "accepted more than once: {twice:?}");
 }
+
+/// Orders posted to `POST /api/v1/orders` while the daemon runs: the scheduler is woken, and the
+/// 100th order's thanks reaches the SMTP server at once, not at the next tick a minute later.
+#[tokio::test(flavor = "multi_thread")]
+async fn orders_posted_to_the_api_send_their_milestone_at_once() {
+    use contactplan::app::{Application, Services};
+    use contactplan::config::{Environment, Secrets};
+    const TOKEN: &str = "milestone-test-token-0123456789";
+    let mut t = spawn_app_on(Engine::Sqlite, &[("acme", &plan(COUNTS))], &[], utc(START), Delivery::Smtp).await;
+    let config_path = t.dir.path().join("contactplan.toml");
+    let text = std::fs::read_to_string(&config_path).unwrap().replacen('\n', "\nhttp_bind = \"127.0.0.1:0\"\n", 1);
+    std::fs::write(&config_path, text).unwrap();
+    let config = contactplan::config::Config::load(&config_path, &Environment::default()).unwrap();
+    let mut edge = crate::helpers::edge(&config);
+    edge.secrets =
+        Secrets::resolve(&config, &Environment::default().with(contactplan::config::ENV_API_TOKEN, TOKEN)).unwrap();
+    t.app = Application::build(config, std::sync::Arc::new(t.clock.clone()), edge).await.unwrap();
+    ingest(&t, &orders(1..=99)).await;
+    let running = t.app.start(Services { scheduler: true, http: true, ..Services::NONE }).await.unwrap();
+    let addr = running.http_addr().unwrap();
+    // The first tick runs at start; give it a moment, then the loop sleeps (nothing is due).
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert!(t.smtp.messages().is_empty());
+
+    let body =
+        r#"{"customer": "acme", "order": "PO-00100", "date": "2026-11-30", "amount": "10.00", "currency": "EUR"}"#;
+    let (code, _, answer) =
+        contactplan::http::request(addr, "POST", "/api/v1/orders", Some(TOKEN), Some(body.as_bytes().to_vec()))
+            .await
+            .unwrap();
+    assert_eq!(code, 200, "{answer}");
+    let started = std::time::Instant::now();
+    while t.smtp.messages().len() < 2 && started.elapsed() < std::time::Duration::from_secs(20) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let to: Vec<Vec<String>> = t.smtp.messages().into_iter().map(|m| m.to).collect();
+    assert_eq!(to.len(), 2, "the thanks and the task, long before the loop's minute: {to:?}");
+    running.stop().await;
+}
