@@ -2,7 +2,9 @@
 //! stderr's device and inode), events go to journald natively (`tracing-journald`: priority
 //! from the level, each field a journal field, so `journalctl -u contactplan KEY=…` filters).
 //! Otherwise `tracing` writes to stderr: text, or JSON with `--log-format json`.
-//! Level from `RUST_LOG` (default `info`).
+//! Level from `RUST_LOG` (default [`DEFAULT_FILTER`]: `info`, with PostgreSQL's harmless
+//! NOTICEs, such as "relation _sqlx_migrations already exists, skipping" at every start and
+//! every CLI command, at `warn`).
 //!
 //! What is logged is decided where events are emitted: never message bodies or secrets, and
 //! recipient domains, never addresses (see `dispatch`). SMTP replies often quote the recipient
@@ -13,11 +15,14 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+/// The log filter without `RUST_LOG`.
+pub const DEFAULT_FILTER: &str = "info,sqlx::postgres::notice=warn";
+
 /// Installs the global `tracing` subscriber: journald when stderr is the journal, else stderr
 /// as text or, with `json`, one JSON object per event. The level comes from `RUST_LOG` (default
-/// `info`). A second call does nothing (the first subscriber stays).
+/// [`DEFAULT_FILTER`]). A second call does nothing (the first subscriber stays).
 pub fn init(json: bool) {
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     if stderr_is_journal() {
         match tracing_journald::layer() {
             Ok(journald) => {

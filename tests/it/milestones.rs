@@ -264,6 +264,68 @@ on_closed = "skip"
     assert_eq!(pending[0].due.datetime(), utc("2026-12-07T09:00:00Z"), "Monday 10:00 in Berlin");
 }
 
+/// The real ways in: `contactplan orders import` (a German CSV file with a bad row, then the same
+/// file again, then a corrected file) and `contactplan orders add`, run as separate processes
+/// while the daemon runs. The 100th order is thanked exactly once.
+async fn orders_from_the_cli_fire_their_milestone_once(engine: Engine) {
+    let app = start(engine, COUNTS).await;
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_contactplan"))
+            .arg("--config")
+            .arg(app.dir.path().join("contactplan.toml"))
+            .args(args)
+            .env_remove("CONTACTPLAN_DATABASE_URL")
+            .env_remove("CONTACTPLAN_CONFIG")
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!text.contains("_sqlx_migrations"), "no database notices on a CLI run: {text}");
+        (out.status.code().unwrap_or(-1), text)
+    };
+    // 98 good rows and one bad one (line 100: an amount with a stray letter).
+    let mut csv = String::from("Kundennummer;Bestellnummer;Datum;Betrag;Währung\n");
+    for n in 1..=98 {
+        csv.push_str(&format!("acme;B-{n};{:02}.11.2026;1.000,50;EUR\n", 1 + n % 28));
+    }
+    csv.push_str("acme;B-99;29.11.2026;12,5x;EUR\n");
+    let file = app.dir.path().join("auftraege.csv");
+    std::fs::write(&file, &csv).unwrap();
+    let file = file.to_str().unwrap();
+    let (code, err) = cli(&["orders", "import", file]);
+    assert_eq!(code, 1, "some rows rejected: {err}");
+    assert!(err.contains("line 100"), "the bad row's line: {err}");
+    assert_eq!(app.tick().await.milestones, 0, "98 orders");
+
+    // The fixed file: one more order and a new one make 100.
+    let fixed = csv.replace("12,5x", "12,50") + "acme;B-100;30.11.2026;7,00;EUR\n";
+    std::fs::write(file, &fixed).unwrap();
+    let (code, err) = cli(&["orders", "import", file]);
+    assert_eq!(code, 0, "{err}");
+    // The CLI stamps the change with its own (wall) clock: the daemon's clock follows.
+    app.clock.set(chrono::Utc::now() + chrono::TimeDelta::seconds(1));
+    let r = app.tick().await;
+    assert_eq!((r.milestones, r.accepted), (2, 2), "the 100th: {r:?}");
+
+    // The same file again, a corrected amount, one more order by hand: nothing more.
+    let (code, err) = cli(&["orders", "import", file]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(file, fixed.replace("acme;B-7;08.11.2026;1.000,50", "acme;B-7;08.11.2026;2.000,00")).unwrap();
+    let (code, err) = cli(&["orders", "import", file]);
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = cli(&["orders", "add", "--customer", "acme", "--order", "B-101", "--amount", "5.00 EUR"]);
+    assert_eq!(code, 0, "{err}");
+    for days in [0, 1] {
+        app.clock.set(chrono::Utc::now() + chrono::TimeDelta::days(days));
+        let r = app.tick().await;
+        assert_eq!((r.milestones, r.accepted), (0, 0), "+{days} d: {r:?}");
+    }
+    let totals = app.app.store().order_totals("acme").await.unwrap();
+    assert_eq!(totals.count, 101);
+    let expected: rust_decimal::Decimal = "99073.00".parse().unwrap();
+    assert_eq!(totals.revenue[&Currency::EUR], expected, "97 × 1000.50 + 2000.00 + 12.50 + 7.00 + 5.00");
+    assert_eq!(app.smtp.messages().len(), 2, "exactly once");
+}
+
 macro_rules! on_both_engines {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -287,6 +349,7 @@ on_both_engines!(
     revenue_thresholds_count_the_customers_currency_once,
     orders_of_customers_without_rules_fire_nothing,
     the_send_time_follows_the_event_policy,
+    orders_from_the_cli_fire_their_milestone_once,
 );
 
 /// Three `contactplan run` daemons on one PostgreSQL database; another process (this test, as
