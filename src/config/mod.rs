@@ -6,7 +6,7 @@
 //! - [`Config::parse`] is pure: text in, a `Config` or every problem out (`parse.rs`);
 //! - [`Config::load`] reads the file and applies the environment's overrides
 //!   ([`Environment`], read once by the CLI);
-//! - [`Secrets::resolve`] reads the secrets (SMTP password, API token) from the
+//! - [`Secrets::resolve`] reads the secrets (SMTP password, OAuth client secret, API token) from the
 //!   environment, systemd credentials or a file (`secrets.rs`).
 
 mod env;
@@ -138,6 +138,8 @@ impl Sender {
 pub const ENV_DATABASE_URL: &str = "CONTACTPLAN_DATABASE_URL";
 /// The SMTP AUTH password (before the credential `smtp-password` and `password_file`).
 pub const ENV_SMTP_PASSWORD: &str = "CONTACTPLAN_SMTP_PASSWORD";
+/// The OAuth client secret for `auth = "xoauth2"` (before the credential `oauth-client-secret`).
+pub const ENV_OAUTH_CLIENT_SECRET: &str = "CONTACTPLAN_OAUTH_CLIENT_SECRET";
 /// The token that guards `/metrics` and `/status` (before the credential `api-token`).
 pub const ENV_API_TOKEN: &str = "CONTACTPLAN_API_TOKEN";
 
