@@ -21,3 +21,4 @@ mod peer;
 mod reconcile;
 mod store;
 mod templates;
+mod xoauth2;
