@@ -261,6 +261,37 @@ mod tests {
     }
 
     #[test]
+    fn xoauth2_presets_per_provider_and_password_stays_the_default() {
+        use crate::mail::{OauthSettings, SmtpAuth};
+        let base = "[sender]\nemail = \"team@example.com\"\nname = \"x\"\n[delivery]\nkind = \"smtp\"\nhost = \"smtp.office365.com\"\nusername = \"team@example.com\"\n";
+        let auth = |text: &str| match Config::parse(Path::new("c.toml"), text).unwrap().delivery {
+            Transport::Smtp(s) => s.auth,
+            Transport::Maildir { .. } => unreachable!(),
+        };
+        assert_eq!(auth(base), SmtpAuth::Password, "an existing config is unchanged");
+        let ms = format!(
+            "{base}auth = \"xoauth2\"\n[delivery.oauth]\nprovider = \"microsoft\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"id\"\n"
+        );
+        assert_eq!(
+            auth(&ms),
+            SmtpAuth::Xoauth2(OauthSettings {
+                provider: "microsoft".into(),
+                token_url: "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token".into(),
+                client_id: "id".into(),
+                scope: "https://outlook.office365.com/.default".into(),
+            })
+        );
+        let google = format!(
+            "{base}auth = \"xoauth2\"\n[delivery.oauth]\nprovider = \"google\"\nclient_id = \"id\"\nscope = \"https://mail.google.com/\"\n"
+        );
+        let SmtpAuth::Xoauth2(g) = auth(&google) else { panic!("xoauth2") };
+        assert_eq!(
+            (g.token_url.as_str(), g.scope.as_str()),
+            ("https://oauth2.googleapis.com/token", "https://mail.google.com/")
+        );
+    }
+
+    #[test]
     fn config_problems_are_all_reported() {
         let text = "timezone = \"Mars/Olympus\"\nhorizon_days = 0\n[sender]\nemail = \"nope\"\nname = \"x\"\n[delivery]\nkind = \"maildir\"\npath = \"m\"\n";
         let errs = Config::parse(Path::new("c.toml"), text).unwrap_err();
