@@ -56,6 +56,30 @@ impl Edge {
     }
 }
 
+/// Where the XOAUTH2 token source's events go: `/readyz` (with the reason), the metrics, and
+/// through health to the scheduler, which emails ops (`dispatch::Scheduler::tick`).
+struct OauthReport {
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+}
+
+impl crate::mail::oauth::TokenEvents for OauthReport {
+    fn renewed(&self, expires_at: chrono::DateTime<chrono::Utc>) {
+        self.health.oauth_renewal(None);
+        self.metrics.oauth_token_renewed(expires_at.timestamp());
+    }
+    fn renewal_failed(&self, reason: &str) {
+        self.health.oauth_renewal(Some(reason.to_string()));
+        self.metrics.oauth_renewal_failed();
+    }
+    fn refused(&self, reason: &str) {
+        self.health.oauth_refusal(Some(reason.to_string()));
+    }
+    fn accepted(&self) {
+        self.health.oauth_refusal(None);
+    }
+}
+
 /// Which services [`Application::start`] runs. The reloader always runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Services {
@@ -109,7 +133,11 @@ impl Application {
     /// # Errors
     /// The database cannot be opened or migrated, or the transport cannot be set up.
     pub async fn build(config: Config, clock: SharedClock, edge: Edge) -> anyhow::Result<Application> {
-        let mailer = Mailer::new(&config.delivery, edge.secrets.smtp_password.as_ref())?;
+        let credentials = crate::mail::Credentials {
+            password: edge.secrets.smtp_password.clone(),
+            oauth_client_secret: edge.secrets.oauth_client_secret.clone(),
+        };
+        let mailer = Mailer::with_credentials(&config.delivery, credentials, clock.clone())?;
         Self::build_with(config, clock, edge, mailer).await
     }
 
@@ -137,6 +165,9 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         metrics.reloaded(plan_health.customers, plan_health.problems.len());
         health.reloaded(plan_health);
+        if let Some(source) = mailer.oauth() {
+            source.observe(Arc::new(OauthReport { health: health.clone(), metrics: metrics.clone() }));
+        }
         let served = Arc::new(Served::new(loaded.snapshot));
         let config = Arc::new(config);
         let instance = format!("{}-{}-{}", edge.hostname, std::process::id(), clock.now().timestamp_millis());

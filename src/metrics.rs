@@ -121,6 +121,8 @@ pub struct Metrics {
     database_up: Gauge,
     outbox_depth: Family<StateLabel, Gauge>,
     oldest_due_age: Family<Vec<(String, String)>, Gauge>,
+    oauth_renewal_failures: Counter,
+    oauth_token_expiry: Gauge,
 }
 
 impl Default for Metrics {
@@ -153,6 +155,8 @@ impl Metrics {
             database_up: Gauge::default(),
             outbox_depth: Family::default(),
             oldest_due_age: Family::default(),
+            oauth_renewal_failures: Counter::default(),
+            oauth_token_expiry: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -204,7 +208,27 @@ impl Metrics {
             "Age of the oldest open row that is due (0 when nothing is due).",
             m.oldest_due_age.clone(),
         );
+        registry.register(
+            "contactplan_oauth_token_renewal_failures",
+            "Failed requests for an OAuth access token (SMTP AUTH XOAUTH2).",
+            m.oauth_renewal_failures.clone(),
+        );
+        registry.register(
+            "contactplan_oauth_token_expiry_timestamp_seconds",
+            "When the current OAuth access token expires, in Unix seconds (0: none yet).",
+            m.oauth_token_expiry.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// XOAUTH2: a token request failed.
+    pub fn oauth_renewal_failed(&self) {
+        self.oauth_renewal_failures.inc();
+    }
+
+    /// XOAUTH2: a new token expires at `unix_secs`.
+    pub fn oauth_token_renewed(&self, unix_secs: i64) {
+        self.oauth_token_expiry.set(unix_secs);
     }
 
     /// The counter of `kind` in one per-kind family. A kind seen for the first time gets all

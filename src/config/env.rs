@@ -13,9 +13,10 @@ pub struct Environment {
 }
 
 /// Every variable [`Environment::from_process`] captures.
-pub const VARIABLES: [&str; 7] = [
+pub const VARIABLES: [&str; 8] = [
     super::ENV_DATABASE_URL,
     super::ENV_SMTP_PASSWORD,
+    super::ENV_OAUTH_CLIENT_SECRET,
     super::ENV_API_TOKEN,
     // systemd: `LoadCredential=` (credentials, `systemd.exec(5)`), `Type=notify` and
     // `WatchdogSec=` (`sd_notify(3)`, `sd_watchdog_enabled(3)`).
@@ -26,7 +27,7 @@ pub const VARIABLES: [&str; 7] = [
 ];
 
 impl Environment {
-    /// The current process's values of the variables the daemon reads (`VARIABLES`: the three
+    /// The current process's values of the variables the daemon reads (`VARIABLES`: the four
     /// `CONTACTPLAN_*` ones and systemd's `CREDENTIALS_DIRECTORY`, `NOTIFY_SOCKET`,
     /// `WATCHDOG_USEC`, `WATCHDOG_PID`), those that are set and valid UTF-8.
     pub fn from_process() -> Environment {

@@ -6,7 +6,7 @@
 //! - [`Config::parse`] is pure: text in, a `Config` or every problem out (`parse.rs`);
 //! - [`Config::load`] reads the file and applies the environment's overrides
 //!   ([`Environment`], read once by the CLI);
-//! - [`Secrets::resolve`] reads the secrets (SMTP password, API token) from the
+//! - [`Secrets::resolve`] reads the secrets (SMTP password, OAuth client secret, API token) from the
 //!   environment, systemd credentials or a file (`secrets.rs`).
 
 mod env;
@@ -138,6 +138,8 @@ impl Sender {
 pub const ENV_DATABASE_URL: &str = "CONTACTPLAN_DATABASE_URL";
 /// The SMTP AUTH password (before the credential `smtp-password` and `password_file`).
 pub const ENV_SMTP_PASSWORD: &str = "CONTACTPLAN_SMTP_PASSWORD";
+/// The OAuth client secret for `auth = "xoauth2"` (before the credential `oauth-client-secret`).
+pub const ENV_OAUTH_CLIENT_SECRET: &str = "CONTACTPLAN_OAUTH_CLIENT_SECRET";
 /// The token that guards `/metrics` and `/status` (before the credential `api-token`).
 pub const ENV_API_TOKEN: &str = "CONTACTPLAN_API_TOKEN";
 
@@ -256,6 +258,37 @@ mod tests {
         // Every problem has a line and a hint; the same text gives the same problems.
         assert!(errs.iter().all(|d| d.line > 0 && d.hint.is_some()), "{errs:?}");
         assert_eq!(Config::parse(Path::new("c.toml"), text).unwrap_err().len(), errs.len());
+    }
+
+    #[test]
+    fn xoauth2_presets_per_provider_and_password_stays_the_default() {
+        use crate::mail::{OauthSettings, SmtpAuth};
+        let base = "[sender]\nemail = \"team@example.com\"\nname = \"x\"\n[delivery]\nkind = \"smtp\"\nhost = \"smtp.office365.com\"\nusername = \"team@example.com\"\n";
+        let auth = |text: &str| match Config::parse(Path::new("c.toml"), text).unwrap().delivery {
+            Transport::Smtp(s) => s.auth,
+            Transport::Maildir { .. } => unreachable!(),
+        };
+        assert_eq!(auth(base), SmtpAuth::Password, "an existing config is unchanged");
+        let ms = format!(
+            "{base}auth = \"xoauth2\"\n[delivery.oauth]\nprovider = \"microsoft\"\ntenant = \"contoso.onmicrosoft.com\"\nclient_id = \"id\"\n"
+        );
+        assert_eq!(
+            auth(&ms),
+            SmtpAuth::Xoauth2(OauthSettings {
+                provider: "microsoft".into(),
+                token_url: "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token".into(),
+                client_id: "id".into(),
+                scope: "https://outlook.office365.com/.default".into(),
+            })
+        );
+        let google = format!(
+            "{base}auth = \"xoauth2\"\n[delivery.oauth]\nprovider = \"google\"\nclient_id = \"id\"\nscope = \"https://mail.google.com/\"\n"
+        );
+        let SmtpAuth::Xoauth2(g) = auth(&google) else { panic!("xoauth2") };
+        assert_eq!(
+            (g.token_url.as_str(), g.scope.as_str()),
+            ("https://oauth2.googleapis.com/token", "https://mail.google.com/")
+        );
     }
 
     #[test]

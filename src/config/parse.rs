@@ -4,12 +4,13 @@
 
 use super::{Config, DEFAULT_HTTP_BIND, DEFAULT_LEASE_SECS, Retention, Sender, normalize};
 use crate::diagnostics::Diagnostic;
-use crate::mail::{SmtpSettings, TlsMode, Transport};
+use crate::mail::{OauthSettings, SmtpAuth, SmtpSettings, TlsMode, Transport};
 use crate::plan::Email;
 use crate::plan::RawCalendar;
 use crate::plan::entries::{FromTable, Problem, parse_document, raw_table, type_with_article, unknown};
 use chrono_tz::Tz;
 use serde_spanned::Spanned;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::de::{DeTable, DeValue};
@@ -72,12 +73,27 @@ raw_table! {
         pub port: Option<u16>,
         pub tls: Option<crate::mail::TlsMode>,
         pub username: Option<String>,
-        pub password_file: Option<String>,
+        pub auth: Option<Spanned<String>>,
+        pub password_file: Option<Spanned<String>>,
         pub timeout_secs: Option<Spanned<u64>>,
         pub connections: Option<Spanned<u32>>,
         pub lease_secs: Option<Spanned<u64>>,
         pub ca_file: Option<String>,
         pub tls_name: Option<String>,
+    }
+}
+
+raw_table! {
+    section = "Daemon configuration";
+    /// `[delivery.oauth]` as written (`auth = "xoauth2"`). `client_secret` is read only to
+    /// refuse it: the secret never goes into the config file.
+    pub struct RawOauth {
+        pub provider: Spanned<String>,
+        pub tenant: Option<Spanned<String>>,
+        pub token_url: Option<Spanned<String>>,
+        pub client_id: Spanned<String>,
+        pub scope: Option<Spanned<String>>,
+        pub client_secret: Option<Spanned<String>>,
     }
 }
 
@@ -101,6 +117,8 @@ struct RawFile {
     top: Read<RawConfig>,
     sender: Read<RawSender>,
     delivery: Read<RawDelivery>,
+    /// `[delivery.oauth]` and its span.
+    oauth: Option<(Read<RawOauth>, Range<usize>)>,
     ops: Option<Read<RawOps>>,
     calendar: Option<Read<RawCalendar>>,
     retention: Option<Read<RawRetention>>,
@@ -122,6 +140,24 @@ fn table<T: FromTable>(value: &Spanned<DeValue<'_>>, what: &str, problems: &mut 
     Read { raw, unusable }
 }
 
+/// `[delivery]` with its sub-table `[delivery.oauth]` read on its own.
+type DeliveryTables = (Read<RawDelivery>, Option<(Read<RawOauth>, Range<usize>)>);
+
+fn delivery_tables(value: &Spanned<DeValue<'_>>, problems: &mut Vec<Problem>) -> DeliveryTables {
+    let Some(t) = value.get_ref().as_table() else { return (table(value, "[delivery]", problems), None) };
+    let mut rest = DeTable::new();
+    let mut oauth = None;
+    for (key, v) in t.iter() {
+        if key.get_ref().as_ref() == "oauth" {
+            oauth = Some((table(v, "[delivery.oauth]", problems), v.span()));
+        } else {
+            rest.insert(key.clone(), v.clone());
+        }
+    }
+    let (raw, unusable) = RawDelivery::from_table(&rest, &value.span(), "[delivery]", problems);
+    (Read { raw, unusable }, oauth)
+}
+
 /// A required table that is not in the file: its problem, and a stand-in.
 fn missing<T: FromTable>(what: &str, text: &str, problems: &mut Vec<Problem>) -> Read<T> {
     problems.push(Problem {
@@ -138,10 +174,15 @@ fn read(doc: &Spanned<DeTable<'_>>, text: &str, problems: &mut Vec<Problem>) -> 
     let keys: Vec<&str> = RawConfig::KEYS.iter().chain(&TABLES).copied().collect();
     let mut top = DeTable::new();
     let (mut sender, mut delivery, mut ops, mut calendar, mut retention) = (None, None, None, None, None);
+    let mut oauth = None;
     for (key, value) in doc.get_ref().iter() {
         match key.get_ref().as_ref() {
             "sender" => sender = Some(table(value, "[sender]", problems)),
-            "delivery" => delivery = Some(table(value, "[delivery]", problems)),
+            "delivery" => {
+                let (d, o) = delivery_tables(value, problems);
+                delivery = Some(d);
+                oauth = o;
+            }
             "ops" => ops = Some(table(value, "[ops]", problems)),
             "calendar" => calendar = Some(table(value, "[calendar]", problems)),
             "retention" => retention = Some(table(value, "[retention]", problems)),
@@ -156,6 +197,7 @@ fn read(doc: &Spanned<DeTable<'_>>, text: &str, problems: &mut Vec<Problem>) -> 
         top: Read { raw, unusable },
         sender: sender.unwrap_or_else(|| missing("[sender]", text, problems)),
         delivery: delivery.unwrap_or_else(|| missing("[delivery]", text, problems)),
+        oauth,
         ops,
         calendar,
         retention,
@@ -193,7 +235,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> 
 /// The values of a config read key by key; `None` when something is wrong (every problem is
 /// in `errors`).
 fn validate(path: &Path, text: &str, file: RawFile, errors: &mut Vec<Diagnostic>) -> Option<Config> {
-    let RawFile { top, sender, delivery: raw_delivery, ops, calendar, retention } = file;
+    let RawFile { top, sender, delivery: raw_delivery, oauth, ops, calendar, retention } = file;
     let raw = &top.raw;
     let base = path.parent().unwrap_or(Path::new("."));
     let resolve = |p: &str| -> PathBuf { normalize(&base.join(p)) };
@@ -260,9 +302,9 @@ fn validate(path: &Path, text: &str, file: RawFile, errors: &mut Vec<Diagnostic>
         let span = raw.batch_size.as_ref().map(|b| b.span());
         errors.push(Diagnostic::at(path, text, span, "batch_size must be between 1 and 10000"));
     }
-    let smtp_password_file = raw_delivery.raw.password_file.as_deref().map(&resolve);
+    let smtp_password_file = raw_delivery.raw.password_file.as_ref().map(|f| resolve(f.get_ref()));
     let lease = lease(path, text, raw_delivery.raw.lease_secs.as_ref(), errors);
-    let delivery = delivery(path, text, raw_delivery, &resolve, errors);
+    let delivery = delivery(path, text, raw_delivery, oauth.as_ref(), &resolve, errors);
     let calendar = match &calendar {
         None => crate::calendar::Settings::default(),
         Some(c) => crate::plan::calendar_table(path, text, &c.raw).unwrap_or_else(|mut diags| {
@@ -345,6 +387,7 @@ fn delivery(
     path: &Path,
     text: &str,
     read: Read<RawDelivery>,
+    oauth: Option<&(Read<RawOauth>, Range<usize>)>,
     resolve: &dyn Fn(&str) -> PathBuf,
     errors: &mut Vec<Diagnostic>,
 ) -> Transport {
@@ -359,7 +402,9 @@ fn delivery(
         || d.timeout_secs.is_some()
         || d.connections.is_some()
         || d.lease_secs.is_some()
-        || ["host", "port", "tls", "username", "password_file", "timeout_secs", "connections", "lease_secs"]
+        || d.auth.is_some()
+        || oauth.is_some()
+        || ["host", "port", "tls", "username", "auth", "password_file", "timeout_secs", "connections", "lease_secs"]
             .iter()
             .any(|k| bad(k));
     if bad("kind") {
@@ -428,11 +473,13 @@ fn delivery(
                     "delivery.timeout_secs must be positive",
                 ));
             }
+            let auth = smtp_auth(path, text, &read, oauth, &host, tls, errors);
             Transport::Smtp(SmtpSettings {
                 host,
                 port,
                 tls,
                 username: d.username.clone(),
+                auth,
                 timeout: Duration::from_secs(timeout),
                 connections,
                 ca_file: d.ca_file.as_deref().map(resolve),
@@ -446,6 +493,185 @@ fn delivery(
             );
             Transport::Maildir { path: PathBuf::new() }
         }
+    }
+}
+
+/// The README section of XOAUTH2, for hints.
+const OAUTH_SECTION: &str = "README, \"Microsoft 365 and Google Workspace (XOAUTH2)\"";
+
+/// `[delivery] auth` and, for XOAUTH2, `[delivery.oauth]`.
+fn smtp_auth(
+    path: &Path,
+    text: &str,
+    read: &Read<RawDelivery>,
+    oauth: Option<&(Read<RawOauth>, Range<usize>)>,
+    host: &str,
+    tls: TlsMode,
+    errors: &mut Vec<Diagnostic>,
+) -> SmtpAuth {
+    let d = &read.raw;
+    let method = d.auth.as_ref().map_or("password", |a| a.get_ref().as_str());
+    let auth_span = d.auth.as_ref().map(|a| a.span());
+    match method {
+        "password" => {
+            if let Some((_, span)) = oauth {
+                errors.push(
+                    Diagnostic::at(path, text, Some(span.clone()), "[delivery.oauth] applies to auth = \"xoauth2\" only")
+                        .hint("set auth = \"xoauth2\" in [delivery] to send with OAuth 2.0 tokens, or remove [delivery.oauth]"),
+                );
+            }
+            SmtpAuth::Password
+        }
+        "xoauth2" => {
+            if let Some(f) = &d.password_file {
+                errors.push(
+                    Diagnostic::at(path, text, Some(f.span()), "password_file applies to auth = \"password\" only")
+                        .hint("XOAUTH2 sends a token, not a password: remove password_file"),
+                );
+            }
+            if d.username.is_none() && !read.bad("username") {
+                errors.push(
+                    Diagnostic::at(
+                        path,
+                        text,
+                        auth_span.clone(),
+                        "auth = \"xoauth2\" needs `username`, the mailbox that sends",
+                    )
+                    .hint(
+                        "e.g. username = \"team@example.com\" in [delivery] (the mailbox the application may send as)",
+                    ),
+                );
+            }
+            if tls == TlsMode::None && !host.is_empty() && !crate::mail::oauth::is_loopback(host) {
+                errors.push(
+                    Diagnostic::at(
+                        path,
+                        text,
+                        auth_span.clone(),
+                        format!("auth = \"xoauth2\" with tls = \"none\" would send the token to {host} unencrypted"),
+                    )
+                    .hint("use tls = \"starttls\" (port 587) or tls = \"tls\" (port 465); plain text is only allowed to a loopback relay"),
+                );
+            }
+            match oauth {
+                Some((o, _)) => SmtpAuth::Xoauth2(oauth_settings(path, text, o, errors)),
+                None => {
+                    errors.push(
+                        Diagnostic::at(path, text, auth_span, "auth = \"xoauth2\" needs a [delivery.oauth] table")
+                            .hint(format!("add [delivery.oauth] with provider and client_id (and tenant for Microsoft); see {OAUTH_SECTION}")),
+                    );
+                    SmtpAuth::Password
+                }
+            }
+        }
+        other => {
+            errors.push(Diagnostic::at(path, text, auth_span, format!("unknown delivery.auth `{other}`")).hint(
+                "\"password\" (AUTH PLAIN/LOGIN) or \"xoauth2\" (OAuth 2.0 tokens: Microsoft 365, Google Workspace)",
+            ));
+            SmtpAuth::Password
+        }
+    }
+}
+
+/// `[delivery.oauth]`: the provider's presets, overridden by `token_url` and `scope`.
+fn oauth_settings(path: &Path, text: &str, read: &Read<RawOauth>, errors: &mut Vec<Diagnostic>) -> OauthSettings {
+    use crate::mail::oauth::{GOOGLE_SCOPE, GOOGLE_TOKEN_URL, MICROSOFT_SCOPE, MICROSOFT_TOKEN_URL};
+    let o = &read.raw;
+    if let Some(s) = &o.client_secret {
+        errors.push(
+            Diagnostic::at(path, text, Some(s.span()), "the OAuth client secret must not be written in the config file")
+                .hint("remove client_secret; pass it as the systemd credential oauth-client-secret or in CONTACTPLAN_OAUTH_CLIENT_SECRET (and replace it: this file was readable)"),
+        );
+    }
+    let mut value = |v: &Spanned<String>, key: &str| -> String {
+        let s = v.get_ref().trim().to_string();
+        if s.is_empty() {
+            errors
+                .push(Diagnostic::at(path, text, Some(v.span()), format!("delivery.oauth.{key} is empty")).hint(
+                    format!("give it a value, or leave the key out where it has a default; see {OAUTH_SECTION}"),
+                ));
+        }
+        s
+    };
+    let client_id = if read.bad("client_id") { String::new() } else { value(&o.client_id, "client_id") };
+    let scope = o.scope.as_ref().map(|s| value(s, "scope"));
+    let token_url = o.token_url.as_ref().map(|u| value(u, "token_url"));
+    let tenant = o.tenant.as_ref().map(|t| (value(t, "tenant"), t.span()));
+    let provider = o.provider.get_ref().trim().to_string();
+    let provider_span = Some(o.provider.span());
+    let tenant_elsewhere = |errors: &mut Vec<Diagnostic>| {
+        if let Some((_, span)) = &tenant {
+            errors.push(
+                Diagnostic::at(path, text, Some(span.clone()), "`tenant` applies to provider = \"microsoft\" only")
+                    .hint("remove it; for another endpoint, set token_url"),
+            );
+        }
+    };
+    let (preset_url, preset_scope) = match provider.as_str() {
+        _ if read.bad("provider") => (String::new(), String::new()),
+        "microsoft" => {
+            let url = match &tenant {
+                None => {
+                    errors.push(
+                        Diagnostic::at(path, text, provider_span, "provider = \"microsoft\" needs `tenant`").hint(
+                            "the directory (tenant) id or a verified domain, e.g. tenant = \"contoso.onmicrosoft.com\"",
+                        ),
+                    );
+                    String::new()
+                }
+                Some((t, span)) => {
+                    if !t.is_empty() && !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
+                        errors.push(
+                            Diagnostic::at(
+                                path,
+                                text,
+                                Some(span.clone()),
+                                format!("delivery.oauth.tenant `{}` is not a tenant id or domain", t.escape_debug()),
+                            )
+                            .hint("the directory (tenant) id (a GUID) or a verified domain such as contoso.onmicrosoft.com"),
+                        );
+                    }
+                    MICROSOFT_TOKEN_URL.replace("{tenant}", t)
+                }
+            };
+            (url, MICROSOFT_SCOPE.to_string())
+        }
+        "google" => {
+            tenant_elsewhere(errors);
+            (GOOGLE_TOKEN_URL.to_string(), GOOGLE_SCOPE.to_string())
+        }
+        "custom" => {
+            tenant_elsewhere(errors);
+            if token_url.is_none() || scope.is_none() {
+                errors.push(
+                    Diagnostic::at(path, text, provider_span, "provider = \"custom\" needs `token_url` and `scope`")
+                        .hint("the token endpoint (https://…) and the scope your relay's tokens need"),
+                );
+            }
+            (String::new(), String::new())
+        }
+        other => {
+            errors.push(
+                Diagnostic::at(path, text, provider_span, format!("unknown delivery.oauth.provider `{other}`"))
+                    .hint("\"microsoft\" (Microsoft 365), \"google\" (Google Workspace) or \"custom\" (with token_url and scope)"),
+            );
+            (String::new(), String::new())
+        }
+    };
+    if let (Some(url), Some(u)) = (&token_url, &o.token_url)
+        && !url.is_empty()
+        && let Err(why) = crate::mail::oauth::check_token_url(url)
+    {
+        errors.push(
+            Diagnostic::at(path, text, Some(u.span()), format!("delivery.oauth.token_url {why}"))
+                .hint("an https:// URL; plain http:// only to a loopback address (tests)"),
+        );
+    }
+    OauthSettings {
+        provider,
+        token_url: token_url.unwrap_or(preset_url),
+        client_id,
+        scope: scope.unwrap_or(preset_scope),
     }
 }
 

@@ -1,5 +1,6 @@
-//! Secrets, resolved in a step of their own after the config is parsed: the SMTP password and
-//! the API token. Each comes from an environment variable, then a systemd credential
+//! Secrets, resolved in a step of their own after the config is parsed: the SMTP password, the
+//! OAuth client secret (XOAUTH2) and the API token. Each comes from an environment variable,
+//! then a systemd credential
 //! (`LoadCredential=`, `systemd.exec(5)`: a file in `$CREDENTIALS_DIRECTORY`), then (SMTP
 //! password only) `[delivery] password_file`. They never appear in the config file, are held
 //! as [`SecretString`] (zeroed when dropped, `Debug` redacted) and are never logged.
@@ -8,7 +9,7 @@
 //! empty `api-token` credential (what `install -m 0600 /dev/stdin …` makes from an empty
 //! stdin) must not leave `/metrics` open while looking protected.
 
-use super::{Config, ENV_API_TOKEN, ENV_SMTP_PASSWORD, Environment};
+use super::{Config, ENV_API_TOKEN, ENV_OAUTH_CLIENT_SECRET, ENV_SMTP_PASSWORD, Environment};
 use crate::diagnostics::Diagnostic;
 use secrecy::SecretString;
 use std::path::Path;
@@ -18,6 +19,8 @@ use std::path::Path;
 pub struct Secrets {
     /// SMTP AUTH password (with `[delivery] username`).
     pub smtp_password: Option<SecretString>,
+    /// OAuth 2.0 client secret (with `[delivery] auth = "xoauth2"`); required then.
+    pub oauth_client_secret: Option<SecretString>,
     /// Bearer token that `/metrics` and `/status` require; `None`: those endpoints are open
     /// (the listener is on loopback by default).
     pub api_token: Option<SecretString>,
@@ -50,7 +53,22 @@ impl Secrets {
             }),
             "check the SMTP password's source: CONTACTPLAN_SMTP_PASSWORD, the credential smtp-password, or delivery.password_file",
         );
-        if errors.is_empty() { Ok(Secrets { smtp_password, api_token }) } else { Err(errors) }
+        let oauth_client_secret = take(
+            from_env(env, ENV_OAUTH_CLIENT_SECRET)
+                .and_then(|s| s.map_or_else(|| credential(env, "oauth-client-secret"), |s| Ok(Some(s)))),
+            "check CONTACTPLAN_OAUTH_CLIENT_SECRET or the unit's LoadCredential=oauth-client-secret; an empty secret is refused, not taken as \"no secret\"",
+        );
+        let xoauth2 = matches!(
+            &config.delivery,
+            crate::mail::Transport::Smtp(s) if matches!(s.auth, crate::mail::SmtpAuth::Xoauth2(_))
+        );
+        if xoauth2 && oauth_client_secret.is_none() && errors.is_empty() {
+            errors.push(
+                Diagnostic::whole_file(&config.path, "auth = \"xoauth2\" needs the OAuth client secret, and none was given")
+                    .hint("pass it as the systemd credential oauth-client-secret (LoadCredential=oauth-client-secret) or in CONTACTPLAN_OAUTH_CLIENT_SECRET; it is never read from the config file"),
+            );
+        }
+        if errors.is_empty() { Ok(Secrets { smtp_password, oauth_client_secret, api_token }) } else { Err(errors) }
     }
 }
 

@@ -180,6 +180,21 @@ pub struct Scheduler {
     last_materialized: Mutex<Option<(u64, DateTime<Utc>)>>,
     /// Wakes the loop before its sleep ends ([`Scheduler::wake`]).
     wake: tokio::sync::Notify,
+    /// XOAUTH2: the ops notice about the current token problem.
+    oauth_notice: Mutex<OauthNotice>,
+}
+
+/// The ops notice about an OAuth token problem: one per episode (from the problem's start to
+/// its end), attempted again every ten minutes while it could not be sent.
+#[derive(Debug, Default)]
+struct OauthNotice {
+    /// Since when a problem is going on (names the notice, so each episode's has its own
+    /// Message-ID).
+    since: Option<DateTime<Utc>>,
+    /// The notice was accepted by the transport.
+    sent: bool,
+    /// The last attempt (daemon clock).
+    tried_at: Option<DateTime<Utc>>,
 }
 
 /// What a [`Scheduler`] is built from.
@@ -217,6 +232,54 @@ impl Scheduler {
             health: p.health,
             last_materialized: Mutex::new(None),
             wake: tokio::sync::Notify::new(),
+            oauth_notice: Mutex::new(OauthNotice::default()),
+        }
+    }
+
+    /// XOAUTH2: renews the OAuth token when it is due (so an idle daemon keeps a valid one, and
+    /// a broken secret or endpoint shows in `/readyz` before a message needs a token), and
+    /// emails ops about a token problem once per episode (with the old token while it is still
+    /// valid; when it is not, the notice cannot go out either, and the log says so).
+    async fn oauth_upkeep(&self) {
+        let Some(source) = self.mailer.oauth() else { return };
+        // Failures are reported through the source's events (health, metrics, the log).
+        let _ = source.refresh().await;
+        let now = self.clock.now();
+        let problem = self.health.oauth_problem();
+        let attempt = {
+            let mut n = self.oauth_notice.lock().unwrap_or_else(|p| p.into_inner());
+            match &problem {
+                None => {
+                    if n.since.is_some() {
+                        tracing::info!("the OAuth token for SMTP is renewed and accepted again");
+                    }
+                    *n = OauthNotice::default();
+                    None
+                }
+                Some(_) => {
+                    let since = *n.since.get_or_insert(now);
+                    let due = !n.sent && n.tried_at.is_none_or(|t| now - t >= TimeDelta::minutes(10) || now < t);
+                    if due {
+                        n.tried_at = Some(now);
+                    }
+                    due.then_some(since)
+                }
+            }
+        };
+        if let (Some(since), Some(problem)) = (attempt, problem) {
+            let subject = format!(
+                "contactplan on {}: SMTP AUTH XOAUTH2 is failing since {}",
+                self.instance,
+                since.format("%Y-%m-%d %H:%M:%S UTC")
+            );
+            let text = format!(
+                "{problem}.\n\nMessages wait in the outbox and are retried; none is marked failed for this. \
+                 Check the client secret (credential oauth-client-secret or CONTACTPLAN_OAUTH_CLIENT_SECRET), \
+                 [delivery.oauth] in the config, and the application's permission to send as the mailbox. \
+                 `contactplan status` and /readyz show the current state.\n"
+            );
+            let sent = notice::send(self, &subject, &text).await;
+            self.oauth_notice.lock().unwrap_or_else(|p| p.into_inner()).sent = sent;
         }
     }
 
@@ -262,6 +325,7 @@ impl Scheduler {
     /// A store error (the loop logs it, reports it in `/readyz` and tries again).
     pub async fn tick(self: &Arc<Self>, stop: &CancellationToken) -> anyhow::Result<TickReport> {
         self.store.verify_file().map_err(OutboxGone)?;
+        self.oauth_upkeep().await;
         let mut report = TickReport::default();
         let now = self.clock.now();
         let snap = self.current();

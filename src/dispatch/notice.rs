@@ -5,9 +5,10 @@
 use super::Scheduler;
 
 /// Emails `[ops] email` (when set) with `subject` and `text`; without an ops address, the log
-/// line the caller writes is the notice.
-pub async fn send(s: &Scheduler, subject: &str, text: &str) {
-    let Some(ops) = &s.settings.ops_email else { return };
+/// line the caller writes is the notice. True when the notice was accepted (or there is no
+/// ops address, so nothing is left to do).
+pub async fn send(s: &Scheduler, subject: &str, text: &str) -> bool {
+    let Some(ops) = &s.settings.ops_email else { return true };
     let now = s.clock.now();
     let sender = &s.settings.sender;
     let message_id = crate::mail::message_id(&format!("notice/{}/{subject}", s.instance), sender.email.domain());
@@ -25,10 +26,19 @@ pub async fn send(s: &Scheduler, subject: &str, text: &str) {
     });
     match built {
         Ok(message) => match s.mailer.send(&message).await {
-            Ok(_) => tracing::info!(domain = ops.domain(), subject, "ops notice sent"),
-            Err(e) => tracing::error!(error = %e, subject, "could not send the ops notice"),
+            Ok(_) => {
+                tracing::info!(domain = ops.domain(), subject, "ops notice sent");
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, subject, "could not send the ops notice");
+                false
+            }
         },
-        Err(e) => tracing::error!(error = %e, subject, "could not build the ops notice"),
+        Err(e) => {
+            tracing::error!(error = %e, subject, "could not build the ops notice");
+            false
+        }
     }
 }
 

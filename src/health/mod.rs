@@ -95,6 +95,10 @@ struct State {
     plans: PlanHealth,
     /// For `status`: the most recent transport failure.
     last_smtp_error: Option<SmtpErrorInfo>,
+    /// XOAUTH2: why the OAuth token could not be renewed (cleared by a renewal).
+    oauth_renewal: Option<String>,
+    /// XOAUTH2: why the relay refused a fresh token (cleared by an accepted one).
+    oauth_refusal: Option<String>,
 }
 
 /// The daemon's live record of its health. Shared by the scheduler, the HTTP listener and
@@ -122,6 +126,8 @@ impl Health {
                 last_ping: None,
                 plans: PlanHealth::default(),
                 last_smtp_error: None,
+                oauth_renewal: None,
+                oauth_refusal: None,
             }),
         }
     }
@@ -221,6 +227,29 @@ impl Health {
     /// The last (re)load's result: customers served and plan problems.
     pub fn plans(&self) -> PlanHealth {
         self.state().plans.clone()
+    }
+
+    /// XOAUTH2: the last token renewal failed with `reason`, or (`None`) a renewal succeeded.
+    pub fn oauth_renewal(&self, reason: Option<String>) {
+        self.state().oauth_renewal = reason;
+    }
+
+    /// XOAUTH2: the relay refused a fresh token with `reason`, or (`None`) accepted one.
+    pub fn oauth_refusal(&self, reason: Option<String>) {
+        self.state().oauth_refusal = reason;
+    }
+
+    /// XOAUTH2: what is wrong with the OAuth token, as `/readyz` says it; `None` when nothing is.
+    pub fn oauth_problem(&self) -> Option<String> {
+        let s = self.state();
+        match (&s.oauth_renewal, &s.oauth_refusal) {
+            (None, None) => None,
+            (Some(r), None) => Some(format!("the OAuth token for SMTP cannot be renewed: {r}")),
+            (None, Some(r)) => Some(format!("the SMTP relay refuses the OAuth token: {r}")),
+            (Some(a), Some(b)) => Some(format!(
+                "the OAuth token for SMTP cannot be renewed: {a}; the SMTP relay refuses the OAuth token: {b}"
+            )),
+        }
     }
 
     /// The most recent transport failure, if any since the start.

@@ -15,7 +15,8 @@ pub const DB_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Status {
     /// `daemon` (asked over HTTP) or `database` (read directly; the daemon was unreachable).
     pub source: String,
-    /// Ready: plans loaded, database reachable, last tick recent and successful.
+    /// Ready: plans loaded, database reachable, last tick recent and successful, and (XOAUTH2)
+    /// the OAuth token renewed and accepted.
     pub ready: bool,
     /// Why not ready (empty when ready).
     pub not_ready: Vec<String>,
@@ -43,6 +44,9 @@ pub async fn not_ready(health: &Health, store: &Store) -> Vec<String> {
         reasons.push(why);
     }
     if let Err(why) = health.tick_health() {
+        reasons.push(why);
+    }
+    if let Some(why) = health.oauth_problem() {
         reasons.push(why);
     }
     reasons

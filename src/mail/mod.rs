@@ -4,11 +4,12 @@
 pub mod header;
 mod maildir;
 mod message;
+pub mod oauth;
 mod settings;
 mod smtp;
 
 pub use message::{AUTO_RESPONSE_SUPPRESS, AUTO_SUBMITTED, BuildError, Outgoing, Party, build, message_id};
-pub use settings::{SmtpSettings, TlsMode, Transport};
+pub use settings::{OauthSettings, SmtpAuth, SmtpSettings, TlsMode, Transport};
 
 use std::sync::{Arc, Mutex};
 
@@ -74,6 +75,15 @@ pub enum Gate {
     Content,
 }
 
+/// The secrets a transport may need (never logged; `Debug` is redacted).
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// The SMTP AUTH password (`auth = "password"`).
+    pub password: Option<secrecy::SecretString>,
+    /// The OAuth client secret (`auth = "xoauth2"`).
+    pub oauth_client_secret: Option<secrecy::SecretString>,
+}
+
 /// Messages kept in memory (tests, `preview`).
 #[derive(Debug, Clone, Default)]
 pub struct MemoryMailer {
@@ -95,13 +105,43 @@ impl Mailer {
     /// The transport for `transport`; `password` is the SMTP AUTH password, if any.
     ///
     /// # Errors
-    /// A Maildir that cannot be created, or TLS parameters that cannot be built (an unreadable
-    /// or invalid `ca_file`).
+    /// As [`Mailer::with_credentials`]; and XOAUTH2 configured (it needs a client secret).
     pub fn new(transport: &Transport, password: Option<&secrecy::SecretString>) -> anyhow::Result<Mailer> {
+        let credentials = Credentials { password: password.cloned(), oauth_client_secret: None };
+        Self::with_credentials(transport, credentials, std::sync::Arc::new(crate::clock::SystemClock))
+    }
+
+    /// The transport for `transport` with its secrets; `clock` times OAuth tokens.
+    ///
+    /// # Errors
+    /// A Maildir that cannot be created, TLS parameters that cannot be built (an unreadable or
+    /// invalid `ca_file`, no CA certificates for an https token endpoint), or XOAUTH2 without
+    /// a client secret.
+    pub fn with_credentials(
+        transport: &Transport,
+        credentials: Credentials,
+        clock: crate::clock::SharedClock,
+    ) -> anyhow::Result<Mailer> {
         Ok(match transport {
             Transport::Maildir { path } => Mailer::Maildir(maildir::MaildirMailer::new(path.clone())?),
-            Transport::Smtp(s) => Mailer::Smtp(Box::new(smtp::SmtpMailer::new(s, password.cloned())?)),
+            Transport::Smtp(s) => {
+                let oauth = match (&s.auth, credentials.oauth_client_secret) {
+                    (SmtpAuth::Xoauth2(o), Some(secret)) => {
+                        Some(std::sync::Arc::new(oauth::TokenSource::new(o, secret, clock)?))
+                    }
+                    _ => None,
+                };
+                Mailer::Smtp(Box::new(smtp::SmtpMailer::new(s, credentials.password, oauth)?))
+            }
         })
+    }
+
+    /// The XOAUTH2 token source, when SMTP AUTH uses one.
+    pub fn oauth(&self) -> Option<&std::sync::Arc<oauth::TokenSource>> {
+        match self {
+            Mailer::Smtp(m) => m.oauth(),
+            Mailer::Maildir(_) | Mailer::Memory(_) => None,
+        }
     }
 
     /// Sends one message; the file name or SMTP reply comes back on success.

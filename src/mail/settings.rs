@@ -27,8 +27,12 @@ pub struct SmtpSettings {
     pub port: u16,
     /// Transport security.
     pub tls: TlsMode,
-    /// Login name, when the relay wants AUTH (the password is passed to `Mailer::new`).
+    /// Login name, when the relay wants AUTH (the password is passed to `Mailer::new`); with
+    /// XOAUTH2, the mailbox the token is for.
     pub username: Option<String>,
+    /// How to authenticate with `username`: a password (PLAIN/LOGIN) or an OAuth 2.0 token
+    /// (XOAUTH2).
+    pub auth: SmtpAuth,
     /// Bound on one whole SMTP transaction (lettre's own timeout covers connecting only).
     pub timeout: Duration,
     /// Parallel SMTP sessions.
@@ -50,4 +54,27 @@ pub enum TlsMode {
     Starttls,
     /// Implicit TLS from the first byte (port 465, RFC 8314).
     Tls,
+}
+
+/// The SMTP AUTH method (`[delivery] auth`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SmtpAuth {
+    /// AUTH PLAIN or LOGIN with the password, when a username and a password are given.
+    Password,
+    /// AUTH XOAUTH2 with a token from the OAuth 2.0 client-credentials grant.
+    Xoauth2(OauthSettings),
+}
+
+/// Where and how the OAuth 2.0 access token for XOAUTH2 is obtained (`[delivery.oauth]`),
+/// everything but the client secret (passed to `Mailer::new` as a `SecretString`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OauthSettings {
+    /// `microsoft`, `google` or `custom` (for logs and messages).
+    pub provider: String,
+    /// The token endpoint: `https://…`, or `http://` on a loopback address (tests).
+    pub token_url: String,
+    /// The application (client) id.
+    pub client_id: String,
+    /// The scope requested, e.g. `https://outlook.office365.com/.default`.
+    pub scope: String,
 }

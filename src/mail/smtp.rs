@@ -5,13 +5,19 @@
 //! (lettre's own covers only connecting). Idle connections are kept for reuse. A connection
 //! that saw an error is dropped.
 //!
+//! AUTH is PLAIN/LOGIN with a password, or XOAUTH2 with an OAuth 2.0 token (`oauth.rs`). A
+//! token is sent only over TLS or to a loopback relay. A token the relay refuses (535) is
+//! renewed at once and the connection tried once more, so an expired or revoked token costs
+//! one extra round trip, not a failed message; refused twice, the send fails transiently.
+//!
 //! Failures are classified by phase. Before the message body is handed over, nothing was
 //! delivered: the failure is transient or permanent by its reply code. After it (connection
 //! cut, timeout, no reply to the final dot), the server may or may not have the message
 //! (RFC 1047), so the outcome is `Unknown`.
 
+use super::oauth::{Token, TokenSource};
 use super::{Accepted, FailureClass, Gate, SendError};
-use super::{SmtpSettings, TlsMode};
+use super::{SmtpAuth, SmtpSettings, TlsMode};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use secrecy::{ExposeSecret, SecretString};
 // `AsyncNetworkStream` is public but deprecated ("not meant to be made public"); it is the
@@ -22,8 +28,8 @@ use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, Cer
 use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
@@ -34,6 +40,8 @@ pub struct SmtpMailer {
     settings: SmtpSettings,
     /// The AUTH password (with `settings.username`).
     password: Option<SecretString>,
+    /// The token for AUTH XOAUTH2 (with `settings.username`), when `settings.auth` says so.
+    oauth: Option<Arc<TokenSource>>,
     /// TLS parameters (server name, trusted roots), built once.
     tls: Option<TlsParameters>,
     /// Our EHLO name.
@@ -45,7 +53,14 @@ pub struct SmtpMailer {
 }
 
 impl SmtpMailer {
-    pub fn new(s: &SmtpSettings, password: Option<SecretString>) -> anyhow::Result<Self> {
+    pub fn new(
+        s: &SmtpSettings,
+        password: Option<SecretString>,
+        oauth: Option<Arc<TokenSource>>,
+    ) -> anyhow::Result<Self> {
+        if matches!(s.auth, SmtpAuth::Xoauth2(_)) && oauth.is_none() {
+            anyhow::bail!("delivery.auth = \"xoauth2\" needs the OAuth client secret");
+        }
         let tls = match s.tls {
             TlsMode::None => None,
             TlsMode::Starttls | TlsMode::Tls => {
@@ -64,6 +79,7 @@ impl SmtpMailer {
         Ok(Self {
             settings: s.clone(),
             password,
+            oauth,
             tls,
             hello,
             idle: Mutex::new(Vec::new()),
@@ -75,6 +91,11 @@ impl SmtpMailer {
         self.settings.connections as usize
     }
 
+    /// The XOAUTH2 token source, when AUTH uses one.
+    pub fn oauth(&self) -> Option<&Arc<TokenSource>> {
+        self.oauth.as_ref()
+    }
+
     pub fn describe(&self) -> String {
         format!(
             "smtp {}:{} ({:?}, {} sessions)",
@@ -82,20 +103,59 @@ impl SmtpMailer {
         )
     }
 
+    /// A new session, greeted, secured and authenticated. With XOAUTH2, a token the relay
+    /// refuses is renewed once and the connection tried again.
     async fn connect(&self) -> Result<Session, SendError> {
-        let s = &self.settings;
-        let io = |e: std::io::Error| SendError {
+        let Some(source) = &self.oauth else { return self.connect_with(None).await.map_err(|e| e.into_send_error()) };
+        let no_token = |e: super::oauth::TokenError| SendError {
             class: FailureClass::Transient,
-            detail: format!("cannot connect to {}:{}: {e}", s.host, s.port),
+            detail: format!("no OAuth token for SMTP AUTH: {e}"),
+        };
+        let token = source.token().await.map_err(no_token)?;
+        let refused = match self.connect_with(Some(&token)).await {
+            Ok(session) => {
+                source.accepted();
+                return Ok(session);
+            }
+            Err(Handshake::Refused(detail)) => detail,
+            Err(e) => return Err(e.into_send_error()),
+        };
+        tracing::warn!(reason = %refused, "the SMTP relay refused the OAuth token; renewing it and trying again");
+        let fresh = source.renew_refused(&token).await.map_err(no_token)?;
+        match self.connect_with(Some(&fresh)).await {
+            Ok(session) => {
+                source.accepted();
+                Ok(session)
+            }
+            Err(Handshake::Refused(detail)) => {
+                source.refused(&detail);
+                // Transient, not permanent: the message is fine, the credentials are not; it is
+                // retried once ops fixed them (`/readyz` says so meanwhile).
+                Err(SendError {
+                    class: FailureClass::Transient,
+                    detail: format!("the relay refused a freshly obtained OAuth token too: {detail}"),
+                })
+            }
+            Err(e) => Err(e.into_send_error()),
+        }
+    }
+
+    async fn connect_with(&self, token: Option<&Token>) -> Result<Session, Handshake> {
+        let s = &self.settings;
+        let io = |e: std::io::Error| {
+            Handshake::Failed(SendError {
+                class: FailureClass::Transient,
+                detail: format!("cannot connect to {}:{}: {e}", s.host, s.port),
+            })
         };
         let tcp = tokio::net::TcpStream::connect((s.host.as_str(), s.port)).await.map_err(io)?;
         tcp.set_nodelay(true).map_err(io)?;
-        self.handshake(tcp).await.map_err(|e| classify(&e, false))
+        self.handshake(tcp, token).await
     }
 
     /// Greeting, TLS and AUTH on an open socket.
     #[allow(deprecated)]
-    async fn handshake(&self, tcp: tokio::net::TcpStream) -> Result<Session, lettre::transport::smtp::Error> {
+    async fn handshake(&self, tcp: tokio::net::TcpStream, token: Option<&Token>) -> Result<Session, Handshake> {
         let s = &self.settings;
         let mut conn = match (s.tls, &self.tls) {
             (TlsMode::Tls, Some(params)) => {
@@ -117,11 +177,74 @@ impl SmtpMailer {
         let pipelining = ehlo.message().any(|line| {
             line.split_whitespace().next().is_some_and(|keyword| keyword.eq_ignore_ascii_case("PIPELINING"))
         });
-        if let (Some(user), Some(pass)) = (&s.username, &self.password) {
-            let credentials = Credentials::new(user.clone(), pass.expose_secret().to_string());
-            conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials).await?;
+        match (&s.auth, &s.username, token) {
+            (SmtpAuth::Xoauth2(_), Some(user), Some(token)) => {
+                if let Err(e) = self.xoauth2(&mut conn, user, token).await {
+                    conn.abort().await;
+                    return Err(e);
+                }
+            }
+            (SmtpAuth::Password, Some(user), _) => {
+                if let Some(pass) = &self.password {
+                    let credentials = Credentials::new(user.clone(), pass.expose_secret().to_string());
+                    conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials).await?;
+                }
+            }
+            _ => {}
         }
-        Ok(Session { conn, pipelining })
+        Ok(Session { conn, pipelining, token_expires_at: token.map(|t| t.expires_at) })
+    }
+
+    /// Whether an idle session may be reused: with XOAUTH2, only while the token it
+    /// authenticated with has not expired.
+    fn still_authorized(&self, session: &Session) -> bool {
+        match (&self.oauth, session.token_expires_at) {
+            (Some(source), Some(expires_at)) => source.now() < expires_at,
+            _ => true,
+        }
+    }
+
+    /// `AUTH XOAUTH2` with the initial response (the SASL XOAUTH2 format of Google and
+    /// Microsoft). A relay that answers a bad token with a `334` error challenge (Google: a
+    /// base64 JSON status) gets the empty line it expects and then says `535`.
+    async fn xoauth2(&self, conn: &mut AsyncSmtpConnection, user: &str, token: &Token) -> Result<(), Handshake> {
+        let s = &self.settings;
+        if s.tls == TlsMode::None && !super::oauth::is_loopback(&s.host) {
+            return Err(Handshake::Failed(SendError {
+                class: FailureClass::Transient,
+                detail: format!(
+                    "refusing to send an OAuth token to {} without TLS (set tls = \"starttls\" or \"tls\")",
+                    s.host
+                ),
+            }));
+        }
+        if !conn.server_info().supports_auth_mechanism(Mechanism::Xoauth2) {
+            return Err(Handshake::Failed(SendError {
+                class: FailureClass::Transient,
+                detail: format!("{} does not offer AUTH XOAUTH2 (check host, port and tls)", s.host),
+            }));
+        }
+        let line = SecretString::from(format!(
+            "AUTH XOAUTH2 {}\r\n",
+            super::oauth::xoauth2_response(user, &token.value).expose_secret()
+        ));
+        let reply = |r: &lettre::transport::smtp::response::Response| {
+            format!("{} {}", r.code(), r.message().collect::<Vec<_>>().join(" "))
+        };
+        match conn.command(line.expose_secret()).await {
+            Ok(r) if r.has_code(235) => Ok(()),
+            Ok(r) if r.has_code(334) => {
+                let status = challenge_status(&r);
+                match conn.command("\r\n").await {
+                    Err(e) if e.is_permanent() => Err(Handshake::Refused(format!("{e} ({status})"))),
+                    Err(e) => Err(Handshake::Smtp(e)),
+                    Ok(r) => Err(Handshake::Refused(format!("unexpected reply {} ({status})", reply(&r)))),
+                }
+            }
+            Ok(r) => Err(Handshake::Refused(format!("unexpected reply {}", reply(&r)))),
+            Err(e) if e.is_permanent() => Err(Handshake::Refused(e.to_string())),
+            Err(e) => Err(Handshake::Smtp(e)),
+        }
     }
 
     /// One transaction on `conn`: the envelope, then — once `go` says yes — the content.
@@ -207,8 +330,15 @@ impl SmtpMailer {
         let attempt = async {
             let reused = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
             let mut conn = match reused {
-                Some(c) if !c.conn.has_broken() => c,
-                _ => self.connect().await?,
+                Some(c) if !c.conn.has_broken() && self.still_authorized(&c) => c,
+                Some(mut c) => {
+                    // Its token expired: the relay may end such a session at any moment.
+                    if !c.conn.has_broken() {
+                        c.conn.abort().await;
+                    }
+                    self.connect().await?
+                }
+                None => self.connect().await?,
             };
             match Self::transact(&mut conn, message, go, gate, &body_sent).await {
                 Ok(resp) => {
@@ -244,12 +374,59 @@ impl SmtpMailer {
     }
 }
 
+/// How opening a session failed.
+enum Handshake {
+    /// The relay refused the XOAUTH2 token (5xx to AUTH): worth one renewal.
+    Refused(String),
+    /// The server or the connection failed.
+    Smtp(lettre::transport::smtp::Error),
+    /// Anything else, classified already.
+    Failed(SendError),
+}
+
+impl Handshake {
+    fn into_send_error(self) -> SendError {
+        match self {
+            Handshake::Refused(detail) => SendError { class: FailureClass::Transient, detail },
+            Handshake::Smtp(e) => classify(&e, false),
+            Handshake::Failed(e) => e,
+        }
+    }
+}
+
+impl From<lettre::transport::smtp::Error> for Handshake {
+    fn from(e: lettre::transport::smtp::Error) -> Self {
+        Handshake::Smtp(e)
+    }
+}
+
+/// The status in a `334` XOAUTH2 error challenge (base64 JSON such as
+/// `{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}`), printable and
+/// bounded; "no status" when it is not that.
+fn challenge_status(r: &lettre::transport::smtp::response::Response) -> String {
+    use base64::Engine;
+    let first = r.message().next().unwrap_or("");
+    match base64::engine::general_purpose::STANDARD.decode(first.trim()) {
+        Ok(bytes) => {
+            let text: String = String::from_utf8_lossy(&bytes)
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(200)
+                .collect();
+            format!("relay says {text}")
+        }
+        Err(_) => "no status".into(),
+    }
+}
+
 /// An open SMTP connection and what its server offers beyond what lettre tracks.
 struct Session {
     /// The connection (greeted, TLS and AUTH done).
     conn: AsyncSmtpConnection,
     /// The server announced PIPELINING (RFC 2920): the envelope goes out in one write.
     pipelining: bool,
+    /// XOAUTH2: when the token this session authenticated with expires.
+    token_expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// How one transaction ended without a reply to the content.

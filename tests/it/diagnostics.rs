@@ -136,6 +136,22 @@
 //! | 99 | plan/validate/rule.rs `complete`, inactivity | … needs `days` or `factor` | `rule-inactivity-needs-days` |
 //! | 100 | plan/validate/rule.rs `complete`, misplaced | `event/cc` applies only to `on = "event"` rules; `days/factor` … `on = "inactivity"` | `rule-event-keys-misplaced` |
 //! | 101 | plan/validate/customer.rs `plan`, `ended` | the relationship cannot end … before it started; … is not a valid end date | `plan-ended`, `plan-ended-not-a-date` |
+//! | 102 | config/parse.rs `smtp_auth` | unknown delivery.auth | `config-auth-unknown` |
+//! | 103 | config/parse.rs `smtp_auth` | [delivery.oauth] applies to auth = "xoauth2" only | `config-oauth-without-xoauth2` |
+//! | 104 | config/parse.rs `smtp_auth` | password_file applies to auth = "password" only | `config-xoauth2-with-password-file` |
+//! | 105 | config/parse.rs `smtp_auth` | auth = "xoauth2" needs `username`, the mailbox that sends | `config-xoauth2-no-username` |
+//! | 106 | config/parse.rs `smtp_auth` | auth = "xoauth2" with tls = "none" would send the token … unencrypted | `config-xoauth2-plaintext` |
+//! | 107 | config/parse.rs `smtp_auth` | auth = "xoauth2" needs a [delivery.oauth] table | `config-xoauth2-no-oauth-table` |
+//! | 108 | config/parse.rs `oauth_settings` | the OAuth client secret must not be written in the config file | `config-oauth-client-secret-in-file` |
+//! | 109 | config/parse.rs `oauth_settings` | delivery.oauth.client_id is empty | `config-oauth-empty` |
+//! | 110 | config/parse.rs `oauth_settings` | provider = "microsoft" needs `tenant` | `config-oauth-no-tenant` |
+//! | 111 | config/parse.rs `oauth_settings` | delivery.oauth.tenant … is not a tenant id or domain | `config-oauth-tenant` |
+//! | 112 | config/parse.rs `oauth_settings` | `tenant` applies to provider = "microsoft" only | `config-oauth-tenant-elsewhere` |
+//! | 113 | config/parse.rs `oauth_settings` | provider = "custom" needs `token_url` and `scope` | `config-oauth-custom-incomplete` |
+//! | 114 | config/parse.rs `oauth_settings` | unknown delivery.oauth.provider | `config-oauth-provider` |
+//! | 115 | config/parse.rs `oauth_settings` (mail/oauth.rs `check_token_url`) | delivery.oauth.token_url … is plain http | `config-oauth-token-url` |
+//! | 116 | config/secrets.rs `Secrets::resolve` | auth = "xoauth2" needs the OAuth client secret, and none was given | `config-oauth-no-secret` |
+//! | 117 | config/secrets.rs `from_env` / `read_secret`, OAuth client secret | CONTACTPLAN_OAUTH_CLIENT_SECRET is set but empty / the credential `oauth-client-secret` … is empty | `config-oauth-secret-env-empty`, `config-oauth-secret-credential-empty` |
 //!
 //! Every site is reachable through `check`. (\*) The file whose path sorts first keeps the id,
 //! whatever order `read_dir` lists the plans directory in (it differs between ext4 and tmpfs).
@@ -222,6 +238,7 @@ fn run(case: &str) -> String {
         "CONTACTPLAN_CONFIG",
         "CONTACTPLAN_API_TOKEN",
         "CONTACTPLAN_SMTP_PASSWORD",
+        "CONTACTPLAN_OAUTH_CLIENT_SECRET",
         "CREDENTIALS_DIRECTORY",
         "JOURNAL_STREAM",
         "RUST_LOG",
@@ -266,6 +283,14 @@ fn run(case: &str) -> String {
         }
         "config-smtp-password-env-empty" => {
             cmd.env("CONTACTPLAN_SMTP_PASSWORD", "");
+        }
+        "config-oauth-secret-env-empty" => {
+            cmd.env("CONTACTPLAN_OAUTH_CLIENT_SECRET", "");
+        }
+        "config-oauth-secret-credential-empty" => {
+            std::fs::create_dir_all(root.join("credentials")).unwrap();
+            std::fs::write(root.join("credentials/oauth-client-secret"), "\n").unwrap();
+            cmd.env("CREDENTIALS_DIRECTORY", root.join("credentials"));
         }
         _ => {}
     }

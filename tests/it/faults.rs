@@ -202,6 +202,7 @@ fn mailer_for(peer: &Peer) -> contactplan::mail::Mailer {
         port: peer.port,
         tls: TlsMode::None,
         username: None,
+        auth: contactplan::mail::SmtpAuth::Password,
         timeout: std::time::Duration::from_secs(5),
         connections: 1,
         ca_file: None,

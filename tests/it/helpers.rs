@@ -173,6 +173,19 @@ pub async fn spawn_app_on(
     now: DateTime<Utc>,
     delivery: Delivery,
 ) -> TestApp {
+    spawn_app_with(engine, plans, playbooks, ManualClock::new(now), delivery, Environment::default()).await
+}
+
+/// [`spawn_app_on`] on a given clock, with secrets resolved from `env` (e.g. the OAuth client
+/// secret).
+pub async fn spawn_app_with(
+    engine: Engine,
+    plans: &[(&str, &str)],
+    playbooks: &[(&str, &str)],
+    clock: ManualClock,
+    delivery: Delivery,
+    env: Environment,
+) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("plans")).unwrap();
     std::fs::create_dir_all(dir.path().join("playbooks")).unwrap();
@@ -203,8 +216,8 @@ pub async fn spawn_app_on(
     let config_path = dir.path().join("contactplan.toml");
     std::fs::write(&config_path, config_text).unwrap();
     let config = Config::load(&config_path, &Environment::default()).unwrap();
-    let clock = ManualClock::new(now);
-    let app = Application::build(config.clone(), Arc::new(clock.clone()), edge(&config)).await.unwrap();
+    let edge = Edge { secrets: Secrets::resolve(&config, &env).unwrap(), ..Edge::default() };
+    let app = Application::build(config.clone(), Arc::new(clock.clone()), edge).await.unwrap();
     TestApp { app, clock, smtp, dir, config, _db: db }
 }
 

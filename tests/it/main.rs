@@ -23,3 +23,4 @@ mod peer;
 mod reconcile;
 mod store;
 mod templates;
+mod xoauth2;

@@ -28,6 +28,10 @@ pub struct PeerOptions {
     pub auth: Option<(String, String)>,
     /// Allow AUTH on a plaintext connection.
     pub auth_plaintext_ok: bool,
+    /// Require AUTH XOAUTH2 for this user with a bearer token listed in this file (one per
+    /// line, re-read at every AUTH: the test keeps the currently valid tokens there). A refused
+    /// token gets Google's `334 <status>` and then `535 5.7.8`. See [`Peer::xoauth2_attempts`].
+    pub xoauth2: Option<(String, PathBuf)>,
     /// For this long after start, close every new connection at once (server down).
     pub refuse_for_secs: Option<u64>,
     /// The first N connections get `421 4.3.2` at greeting and are closed.
@@ -67,6 +71,16 @@ pub struct Record {
     /// The message as received (dot-unstuffed), with `PeerOptions::record_content`; else empty.
     #[serde(default)]
     pub content: String,
+    /// `XOAUTH2:<user>` when the session authenticated with XOAUTH2; else empty.
+    #[serde(default)]
+    pub auth: String,
+}
+
+/// One AUTH XOAUTH2 attempt as the peer judged it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Xoauth2Attempt {
+    pub user: String,
+    pub ok: bool,
 }
 
 /// A running peer; dropping it stops the server (SIGTERM, then SIGKILL) and removes `dir`.
@@ -75,6 +89,7 @@ pub struct Peer {
     pub dir: tempfile::TempDir,
     child: Child,
     tls: bool,
+    xoauth2_log: Option<PathBuf>,
 }
 
 impl Peer {
@@ -109,6 +124,9 @@ impl Peer {
         if opts.auth_plaintext_ok {
             cmd.arg("--auth-plaintext-ok");
         }
+        if let Some((user, tokens)) = &opts.xoauth2 {
+            cmd.arg("--xoauth2").arg(format!("{user}:{}", tokens.display()));
+        }
         if let Some(secs) = opts.refuse_for_secs {
             cmd.arg("--refuse-for").arg(secs.to_string());
         }
@@ -140,7 +158,8 @@ impl Peer {
         let child = cmd.spawn().unwrap_or_else(|e| {
             panic!("cannot run {PYTHON} {}: {e} (is python3-aiosmtpd installed?)", script.display())
         });
-        let mut peer = Peer { port: 0, dir, child, tls };
+        let xoauth2_log = opts.xoauth2.as_ref().map(|(_, tokens)| PathBuf::from(format!("{}.log", tokens.display())));
+        let mut peer = Peer { port: 0, dir, child, tls, xoauth2_log };
         peer.port = peer.wait_ready();
         peer
     }
@@ -174,6 +193,20 @@ impl Peer {
     /// Messages read whole and then cut off without a reply (`drop_after_data`).
     pub fn dropped(&self) -> Vec<Record> {
         read_records(&self.dir.path().join("dropped.jsonl"))
+    }
+
+    /// Every AUTH XOAUTH2 attempt so far, in order (with `PeerOptions::xoauth2`).
+    pub fn xoauth2_attempts(&self) -> Vec<Xoauth2Attempt> {
+        let Some(path) = &self.xoauth2_log else { return Vec::new() };
+        match fs::read_to_string(path) {
+            Ok(text) => text
+                .lines()
+                .filter(|l| l.ends_with('}'))
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad attempt {l:?}: {e}")))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => panic!("read {}: {e}", path.display()),
+        }
     }
 
     /// The self-signed certificate (PEM) to trust; only with `tls` or `implicit_tls`.

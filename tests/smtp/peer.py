@@ -25,6 +25,14 @@ Flags (all optional, combinable):
                          offered only over TLS (STARTTLS or implicit) unless
                          --auth-plaintext-ok is given.
   --auth-plaintext-ok    allow AUTH over a plaintext connection
+  --xoauth2 USER:PATH    advertise AUTH XOAUTH2 (instead of PLAIN/LOGIN unless --auth
+                         is given too) and require it: accept user USER with a bearer
+                         token listed in PATH (one per line, re-read at every AUTH: the
+                         test keeps only the currently valid tokens there). A refused
+                         token gets Google's answer: "334 <base64 JSON status>", then
+                         "535 5.7.8" after the client's empty line. Every attempt is
+                         appended to PATH.log as JSON {"user","ok"}; records of
+                         messages sent on such a session carry "auth": "XOAUTH2:USER".
   --refuse-for SECONDS   for SECONDS after becoming ready, close every new
                          connection at once without a byte (server down)
   --greet-421 N          the first N connections (after any refused ones) get
@@ -66,6 +74,8 @@ import time
 import warnings
 
 from aiosmtpd.controller import Controller
+from base64 import b64decode, b64encode
+
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 DATA_OK = "250 2.0.0 OK: queued"
@@ -178,6 +188,7 @@ class Handler:
             "seq": seq,
             "pipelined": getattr(envelope, "pipelined", False),
         }
+        rec["auth"] = getattr(session, "xoauth2_auth", "")
         if st.args.record_content:
             rec["content"] = content.decode("utf-8", "replace")
         if seq in st.drop_set:
@@ -202,6 +213,42 @@ class Handler:
     async def handle_exception(self, error):
         log_err(f"session exception: {error!r}")
         return "500 Error: ({}) {}".format(error.__class__.__name__, error)
+
+
+class XOAuth2Handler(Handler):
+    """Handler with the SASL XOAUTH2 mechanism (aiosmtpd finds `auth_*` methods on it)."""
+
+    async def auth_XOAUTH2(self, server, args):
+        user, _, path = self.state.args.xoauth2.partition(":")
+        if len(args) == 2:
+            try:
+                raw = b64decode(args[1].encode(), validate=True)
+            except Exception:
+                await server.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        else:
+            raw = await server.challenge_auth("")
+            if not isinstance(raw, bytes):
+                return AuthResult(success=False)
+        parts = raw.split(b"\x01")
+        got_user = parts[0][len(b"user="):].decode("utf-8", "replace") if parts[0].startswith(b"user=") else None
+        token = None
+        if len(parts) == 4 and parts[2:] == [b"", b""] and parts[1].startswith(b"auth=Bearer "):
+            token = parts[1][len(b"auth=Bearer "):].decode("ascii", "replace")
+        try:
+            with open(path, encoding="utf-8") as f:
+                valid = {line.strip() for line in f if line.strip()}
+        except FileNotFoundError:
+            valid = set()
+        ok = got_user == user and token is not None and token in valid
+        with open(path + ".log", "a", encoding="utf-8") as f:
+            f.write(json.dumps({"user": got_user or "", "ok": ok}) + "\n")
+        if ok:
+            server.session.xoauth2_auth = f"XOAUTH2:{got_user}"
+            return AuthResult(success=True, auth_data=LoginPassword(got_user.encode(), b""))
+        status = json.dumps({"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"})
+        await server.challenge_auth(b64encode(status.encode()).decode(), encode_to_b64=False)
+        return AuthResult(success=False, handled=False, message="535 5.7.8 Username and Password not accepted")
 
 
 class Refuser(asyncio.Protocol):
@@ -316,6 +363,7 @@ def parse_args(argv):
     p.add_argument("--implicit-tls", action="store_true")
     p.add_argument("--auth", metavar="USER:PASS")
     p.add_argument("--auth-plaintext-ok", action="store_true")
+    p.add_argument("--xoauth2", metavar="USER:PATH")
     p.add_argument("--refuse-for", type=float, default=0.0, metavar="SECONDS")
     p.add_argument("--greet-421", type=int, default=0, metavar="N")
     p.add_argument("--defer-every", type=int, default=0, metavar="K")
@@ -337,6 +385,8 @@ def parse_args(argv):
         p.error("--self-signed and --tls-cert/--tls-key exclude each other")
     if a.auth is not None and ":" not in a.auth:
         p.error("--auth wants USER:PASS")
+    if a.xoauth2 is not None and ":" not in a.xoauth2:
+        p.error("--xoauth2 wants USER:PATH")
     if a.defer_every < 0 or a.greet_421 < 0 or a.refuse_for < 0:
         p.error("negative counts make no sense")
     return a
@@ -385,8 +435,15 @@ def main(argv):
         kw["auth_require_tls"] = not (args.auth_plaintext_ok or args.implicit_tls)
     elif args.auth_plaintext_ok:
         kw["auth_require_tls"] = False
+    handler = Handler(state)
+    if args.xoauth2 is not None:
+        handler = XOAuth2Handler(state)
+        kw["auth_required"] = True
+        kw["auth_require_tls"] = not (args.auth_plaintext_ok or args.implicit_tls)
+        if args.auth is None:
+            kw["auth_exclude_mechanism"] = ["PLAIN", "LOGIN"]
 
-    controller = PeerController(state, Handler(state), **kw)
+    controller = PeerController(state, handler, **kw)
     stop = threading.Event()
 
     def on_signal(signum, frame):
