@@ -251,7 +251,7 @@ impl Metrics {
     ) {
         let family = match outcome {
             Outcome::Accepted { .. } => SENT,
-            Outcome::Retry { .. } => DEFERRED,
+            Outcome::Retry { .. } | Outcome::Deferred { .. } => DEFERRED,
             Outcome::Failed { .. } => FAILED,
             Outcome::Suppressed { .. } => SUPPRESSED,
             Outcome::Unknown { .. } => UNKNOWN,

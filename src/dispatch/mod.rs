@@ -242,6 +242,7 @@ impl Scheduler {
         if let Some(class) = d.failure {
             let detail = match &d.outcome {
                 crate::store::Outcome::Retry { reason, .. }
+                | crate::store::Outcome::Deferred { reason, .. }
                 | crate::store::Outcome::Failed { reason }
                 | crate::store::Outcome::Unknown { reason } => reason.as_str(),
                 _ => "",

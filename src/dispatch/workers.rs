@@ -510,6 +510,10 @@ fn log(row: &Claimed, d: &Delivery, report: &mut TickReport) {
             report.retried += 1;
             tracing::warn!(key = %row.key, domain = %d.domain, attempt = row.attempts, reason = %redact(reason), "send failed; will retry");
         }
+        Outcome::Deferred { reason, at } => {
+            report.retried += 1;
+            tracing::warn!(key = %row.key, domain = %d.domain, until = %at, reason = %redact(reason), "the relay's sending limit: kept for later (attempt not counted)");
+        }
         Outcome::Failed { reason } => {
             report.failed += 1;
             tracing::error!(key = %row.key, domain = %d.domain, reason = %redact(reason), "send failed permanently");

@@ -90,7 +90,7 @@ impl SmtpMailer {
         };
         let tcp = tokio::net::TcpStream::connect((s.host.as_str(), s.port)).await.map_err(io)?;
         tcp.set_nodelay(true).map_err(io)?;
-        self.handshake(tcp).await.map_err(|e| classify(&e, false))
+        self.handshake(tcp).await.map_err(|e| classify(&e, false, &s.quota_patterns))
     }
 
     /// Greeting, TLS and AUTH on an open socket.
@@ -227,7 +227,7 @@ impl SmtpMailer {
                     if !conn.conn.has_broken() {
                         conn.conn.abort().await;
                     }
-                    Err(classify(&e, body_sent.load(Ordering::SeqCst)))
+                    Err(classify(&e, body_sent.load(Ordering::SeqCst), &self.settings.quota_patterns))
                 }
             }
         };
@@ -293,8 +293,14 @@ impl From<lettre::transport::smtp::Error> for TxError {
     }
 }
 
-fn classify(e: &lettre::transport::smtp::Error, body_sent: bool) -> SendError {
-    let class = if e.is_permanent() {
+fn classify(e: &lettre::transport::smtp::Error, body_sent: bool, quota: &[String]) -> SendError {
+    let detail = e.to_string();
+    // A refusal for the relay's own limit (4xx or 5xx) is neither transient nor permanent.
+    let over_quota = e.status().is_some()
+        && super::quota::split_detail(&detail).is_some_and(|(code, text)| super::quota::classify(code, text, quota).is_some());
+    let class = if over_quota {
+        FailureClass::Quota
+    } else if e.is_permanent() {
         FailureClass::Permanent
     } else if e.is_transient() {
         FailureClass::Transient
@@ -304,7 +310,7 @@ fn classify(e: &lettre::transport::smtp::Error, body_sent: bool) -> SendError {
     } else {
         FailureClass::Transient
     };
-    SendError { class, detail: e.to_string() }
+    SendError { class, detail }
 }
 
 /// An implicit-TLS stream (lettre's TLS-upgraded stream seen through tokio's I/O traits),
