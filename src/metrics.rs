@@ -121,6 +121,8 @@ pub struct Metrics {
     database_up: Gauge,
     outbox_depth: Family<StateLabel, Gauge>,
     oldest_due_age: Family<Vec<(String, String)>, Gauge>,
+    relay_rate: Gauge<f64, AtomicU64>,
+    relay_sessions: Gauge,
 }
 
 impl Default for Metrics {
@@ -153,6 +155,8 @@ impl Metrics {
             database_up: Gauge::default(),
             outbox_depth: Family::default(),
             oldest_due_age: Family::default(),
+            relay_rate: Gauge::default(),
+            relay_sessions: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -175,7 +179,7 @@ impl Metrics {
             "Transport failures by class: transient (retried), permanent, unknown (outcome not known).",
             m.smtp_errors.clone(),
         );
-        for class in ["transient", "permanent", "unknown"] {
+        for class in ["transient", "permanent", "unknown", "quota"] {
             let _ = m.smtp_errors.get_or_create_owned(&ClassLabel { class });
         }
         registry.register(
@@ -204,7 +208,23 @@ impl Metrics {
             "Age of the oldest open row that is due (0 when nothing is due).",
             m.oldest_due_age.clone(),
         );
+        registry.register(
+            "contactplan_relay_rate_limit",
+            "Messages per second this daemon sends at most now: the configured max_per_second or the adaptive rate after a throttle reply (0: no limit).",
+            m.relay_rate.clone(),
+        );
+        registry.register(
+            "contactplan_relay_sessions",
+            "SMTP sessions this daemon uses now (halved by a throttle reply, then one more per quiet interval up to [delivery] connections).",
+            m.relay_sessions.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// The relay's effective rate limit (`None`: none) and sessions.
+    pub fn relay(&self, rate: Option<f64>, sessions: usize) {
+        self.relay_rate.set(rate.unwrap_or(0.0));
+        self.relay_sessions.set(sessions as i64);
     }
 
     /// The counter of `kind` in one per-kind family. A kind seen for the first time gets all

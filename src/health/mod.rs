@@ -76,6 +76,26 @@ pub struct SmtpErrorInfo {
     pub detail: String,
 }
 
+/// What `/status` shows about the relay.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RelayStatus {
+    /// Messages per second this daemon claims at most now (the configured `max_per_second`
+    /// or the adaptive rate after a throttle reply); `None`: no rate limit.
+    pub rate_limit: Option<f64>,
+    /// SMTP sessions this daemon uses now (at most `[delivery] connections`).
+    pub sessions: usize,
+    /// The configured caps per window (from all daemons together).
+    pub max_per_second: Option<u32>,
+    /// See `max_per_second`.
+    pub max_per_minute: Option<u32>,
+    /// See `max_per_second`.
+    pub max_per_hour: Option<u32>,
+    /// See `max_per_second`.
+    pub max_per_day: Option<u32>,
+    /// Claims are paused (a quota reply) for this many more seconds, as last seen.
+    pub paused_for_secs: Option<u64>,
+}
+
 /// The last finished tick.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TickInfo {
@@ -95,6 +115,8 @@ struct State {
     plans: PlanHealth,
     /// For `status`: the most recent transport failure.
     last_smtp_error: Option<SmtpErrorInfo>,
+    /// For `status`: the relay's limits as the scheduler last applied them.
+    relay: Option<RelayStatus>,
 }
 
 /// The daemon's live record of its health. Shared by the scheduler, the HTTP listener and
@@ -122,6 +144,7 @@ impl Health {
                 last_ping: None,
                 plans: PlanHealth::default(),
                 last_smtp_error: None,
+                relay: None,
             }),
         }
     }
@@ -223,7 +246,17 @@ impl Health {
         self.state().plans.clone()
     }
 
-    /// The most recent transport failure, if any since the start.
+    /// Records the relay's limits as the scheduler applies them (for `/status`).
+    pub fn set_relay(&self, relay: RelayStatus) {
+        self.state().relay = Some(relay);
+    }
+
+    /// The relay's limits as the scheduler last applied them.
+    pub fn relay(&self) -> Option<RelayStatus> {
+        self.state().relay.clone()
+    }
+
+    /// The most recent transport failure.
     pub fn last_smtp_error(&self) -> Option<SmtpErrorInfo> {
         self.state().last_smtp_error.clone()
     }
