@@ -516,8 +516,15 @@ fn relay_limits(
             Ok(n) if (1..=1_000_000_000).contains(&n) => Some(n),
             _ => {
                 errors.push(
-                    Diagnostic::at(path, text, Some(v.span()), format!("delivery.{key} must be between 1 and 1000000000"))
-                        .hint("messages the relay takes in that window from all daemons together; leave it out for no limit"),
+                    Diagnostic::at(
+                        path,
+                        text,
+                        Some(v.span()),
+                        format!("delivery.{key} must be between 1 and 1000000000"),
+                    )
+                    .hint(
+                        "messages the relay takes in that window from all daemons together; leave it out for no limit",
+                    ),
                 );
                 None
             }
@@ -534,8 +541,13 @@ fn relay_limits(
         let t = p.get_ref().trim();
         if t.is_empty() || t.chars().count() > 200 {
             errors.push(
-                Diagnostic::at(path, text, Some(p.span()), "a delivery.quota_patterns entry must have 1 to 200 characters")
-                    .hint("a piece of the relay's reply text, e.g. \"sending quota exceeded\" (matched ignoring case)"),
+                Diagnostic::at(
+                    path,
+                    text,
+                    Some(p.span()),
+                    "a delivery.quota_patterns entry must have 1 to 200 characters",
+                )
+                .hint("a piece of the relay's reply text, e.g. \"sending quota exceeded\" (matched ignoring case)"),
             );
         } else {
             patterns.push(t.to_string());

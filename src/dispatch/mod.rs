@@ -244,6 +244,11 @@ impl Scheduler {
         self.wake.notify_one();
     }
 
+    /// The relay's limits as this daemon applies them now (effective rate, sessions, caps, pause).
+    pub fn relay_status(&self) -> relay::RelayStatus {
+        self.relay.status(tokio::time::Instant::now())
+    }
+
     /// This daemon's lease owner id.
     pub fn instance(&self) -> &str {
         &self.instance
@@ -448,8 +453,11 @@ impl Scheduler {
         let due = match self.store.next_due().await {
             Ok(Some(due)) => {
                 let wait = due - secs(now);
-                let wait =
-                    if wait <= 0 { Duration::from_millis(200) } else { Duration::from_secs(wait as u64).min(MAX_SLEEP) };
+                let wait = if wait <= 0 {
+                    Duration::from_millis(200)
+                } else {
+                    Duration::from_secs(wait as u64).min(MAX_SLEEP)
+                };
                 // Due rows the relay's limits hold back: not before the limit allows more.
                 wait.max(blocked.unwrap_or_default()).min(MAX_SLEEP)
             }

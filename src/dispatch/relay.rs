@@ -12,8 +12,8 @@
 //! - **Pauses**: a quota reply with a window (minute, hour, day) pauses every daemon's claims
 //!   through the database (`Store::pause_relay`); this daemon also stops its current batch.
 
-use crate::mail::quota::QuotaWindow;
 pub use crate::health::RelayStatus;
+use crate::mail::quota::QuotaWindow;
 use crate::store::Budget;
 use std::sync::Mutex;
 use tokio::time::{Duration, Instant};

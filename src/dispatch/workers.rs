@@ -424,7 +424,9 @@ async fn relay_feedback(daemon: &Scheduler, d: &Delivery) {
                         tracing::warn!(%until, ?window, reply = %redact(reason), "the relay's quota is spent: sending paused until its window rolls over (rows kept)");
                     }
                     Err(e) => {
-                        daemon.relay.pause(deliver::quota_wait(window, daemon.clock.now()).to_std().unwrap_or_default(), now);
+                        daemon
+                            .relay
+                            .pause(deliver::quota_wait(window, daemon.clock.now()).to_std().unwrap_or_default(), now);
                         tracing::error!(error = %e, "could not record the relay's pause in the database; this daemon pauses alone");
                     }
                 },

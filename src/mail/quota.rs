@@ -110,7 +110,11 @@ mod tests {
             (450, "4.2.1 Peak SMTP relay limit exceeded for customer", Some(QuotaWindow::Hour)),
             (454, "Throttling failure: Maximum sending rate exceeded.", Some(QuotaWindow::Rate)),
             (454, "Throttling failure: Daily message quota exceeded.", Some(QuotaWindow::Day)),
-            (421, "4.7.0 Try again later, closing connection. Our system has detected an unusual rate", Some(QuotaWindow::Rate)),
+            (
+                421,
+                "4.7.0 Try again later, closing connection. Our system has detected an unusual rate",
+                Some(QuotaWindow::Rate),
+            ),
             (451, "4.7.1 Too many messages per minute, slow down", Some(QuotaWindow::Rate)),
             (451, "4.7.1 Sending rate for this hour exceeded", Some(QuotaWindow::Hour)),
             (550, "5.1.1 mailbox unavailable", None),

@@ -297,7 +297,8 @@ fn classify(e: &lettre::transport::smtp::Error, body_sent: bool, quota: &[String
     let detail = e.to_string();
     // A refusal for the relay's own limit (4xx or 5xx) is neither transient nor permanent.
     let over_quota = e.status().is_some()
-        && super::quota::split_detail(&detail).is_some_and(|(code, text)| super::quota::classify(code, text, quota).is_some());
+        && super::quota::split_detail(&detail)
+            .is_some_and(|(code, text)| super::quota::classify(code, text, quota).is_some());
     let class = if over_quota {
         FailureClass::Quota
     } else if e.is_permanent() {

@@ -40,9 +40,14 @@ pub struct Budget {
 impl Budget {
     /// `(kind, window length in seconds, cap)` of every configured window.
     fn windows(&self) -> impl Iterator<Item = (&'static str, i64, u32)> {
-        [("second", 1, self.per_second), ("minute", 60, self.per_minute), ("hour", 3600, self.per_hour), ("day", 86_400, self.per_day)]
-            .into_iter()
-            .filter_map(|(k, len, cap)| cap.map(|c| (k, len, c)))
+        [
+            ("second", 1, self.per_second),
+            ("minute", 60, self.per_minute),
+            ("hour", 3600, self.per_hour),
+            ("day", 86_400, self.per_day),
+        ]
+        .into_iter()
+        .filter_map(|(k, len, cap)| cap.map(|c| (k, len, c)))
     }
 
     /// Whether any window is limited.
@@ -96,7 +101,12 @@ pub(crate) fn choose(candidates: &[Candidate], n: usize) -> Vec<i64> {
 
 /// How many rows the budget allows now (`now_ms`: the database clock in milliseconds), given the
 /// stored `(kind, start, used)` rows; and, when none, how long until some are.
-fn allowance(budget: &Budget, stored: &[(String, i64, i64)], now_ms: i64, want: u32) -> (u32, Option<i64>, Option<i64>) {
+fn allowance(
+    budget: &Budget,
+    stored: &[(String, i64, i64)],
+    now_ms: i64,
+    want: u32,
+) -> (u32, Option<i64>, Option<i64>) {
     let now = now_ms.div_euclid(1000);
     let get = |kind: &str| stored.iter().find(|(k, _, _)| k == kind).map_or((0, 0), |(_, s, u)| (*s, *u));
     let (pause, _) = get("pause");
@@ -214,7 +224,8 @@ impl SqliteStore {
 
     /// [`super::Store::relay_usage`] on SQLite.
     pub(crate) async fn relay_usage(&self) -> anyhow::Result<(Vec<(String, i64, i64)>, i64)> {
-        let rows = sqlx::query_as("SELECT kind, start, used FROM relay_budget ORDER BY kind").fetch_all(&self.pool).await?;
+        let rows =
+            sqlx::query_as("SELECT kind, start, used FROM relay_budget ORDER BY kind").fetch_all(&self.pool).await?;
         let now: i64 = sqlx::query_scalar("SELECT unixepoch()").fetch_one(&self.pool).await?;
         Ok((rows, now))
     }
@@ -237,7 +248,9 @@ impl PgStore {
                 .fetch_all(&mut *tx)
                 .await?
         } else {
-            sqlx::query_as("SELECT kind, start, used FROM relay_budget WHERE kind = 'pause'").fetch_all(&mut *tx).await?
+            sqlx::query_as("SELECT kind, start, used FROM relay_budget WHERE kind = 'pause'")
+                .fetch_all(&mut *tx)
+                .await?
         };
         // Read after the lock: a claim that waited for another daemon's must not count in the
         // window its transaction began in.
@@ -306,7 +319,8 @@ impl PgStore {
 
     /// [`super::Store::relay_usage`] on PostgreSQL.
     pub(crate) async fn relay_usage(&self) -> anyhow::Result<(Vec<(String, i64, i64)>, i64)> {
-        let rows = sqlx::query_as("SELECT kind, start, used FROM relay_budget ORDER BY kind").fetch_all(&self.pool).await?;
+        let rows =
+            sqlx::query_as("SELECT kind, start, used FROM relay_budget ORDER BY kind").fetch_all(&self.pool).await?;
         let now: i64 =
             sqlx::query_scalar("SELECT floor(extract(epoch from now()))::bigint").fetch_one(&self.pool).await?;
         Ok((rows, now))
@@ -351,6 +365,9 @@ mod tests {
         // A pause.
         let stored = vec![("pause".to_string(), 180, 0)];
         assert_eq!(allowance(&Budget::default(), &stored, now_ms, 100), (0, Some(59_700), Some(180)));
-        assert_eq!(spent(&b, &[("minute".to_string(), 120, 20)], now_ms, 5), vec![("second", 120, 5), ("minute", 120, 25)]);
+        assert_eq!(
+            spent(&b, &[("minute".to_string(), 120, 20)], now_ms, 5),
+            vec![("second", 120, 5), ("minute", 120, 25)]
+        );
     }
 }

@@ -86,8 +86,14 @@ pub(crate) struct OutcomeFields<'a> {
 
 impl Outcome {
     pub(crate) fn fields(&self, now: UnixSecs) -> OutcomeFields<'_> {
-        let with =
-            |state, reason| OutcomeFields { state, reply: None, reason: Some(reason), next_attempt: None, sent: None, refund: 0 };
+        let with = |state, reason| OutcomeFields {
+            state,
+            reply: None,
+            reason: Some(reason),
+            next_attempt: None,
+            sent: None,
+            refund: 0,
+        };
         match self {
             Outcome::Accepted { reply } => OutcomeFields {
                 state: RowState::Accepted,
@@ -336,7 +342,8 @@ impl Store {
         let (rows, order, wait_ms, paused_until) =
             engine!(self, s => s.claim_within(now.0, limit, owner, lease_secs, budget).await)?;
         let mut rows: Vec<Claimed> = typed(rows)?;
-        let position: std::collections::HashMap<i64, usize> = order.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        let position: std::collections::HashMap<i64, usize> =
+            order.iter().enumerate().map(|(i, id)| (*id, i)).collect();
         rows.sort_by_key(|r| position.get(&r.id).copied().unwrap_or(usize::MAX));
         Ok(Claim { rows, wait_ms, paused_until })
     }

@@ -5,9 +5,7 @@
 //!
 //! Semantics are those of the SQLite engine (`sqlite.rs`), statement for statement.
 
-use super::{
-    BatchResult, GroupRow, ItemColumns, Materialized, NewItem, Recovered, RowColumns, row_columns,
-};
+use super::{BatchResult, GroupRow, ItemColumns, Materialized, NewItem, Recovered, RowColumns, row_columns};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 use std::str::FromStr;

@@ -2,9 +2,7 @@
 //! and `BEGIN IMMEDIATE` for multi-statement writes (a deferred transaction that later writes
 //! fails with SQLITE_BUSY regardless of the busy timeout).
 
-use super::{
-    BatchResult, GroupRow, Materialized, NewItem, Recovered, RowColumns, RowState, row_columns,
-};
+use super::{BatchResult, GroupRow, Materialized, NewItem, Recovered, RowColumns, RowState, row_columns};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::str::FromStr;
 use std::time::Duration;

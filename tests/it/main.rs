@@ -20,5 +20,6 @@ mod ops;
 mod ops_binary;
 mod peer;
 mod reconcile;
+mod relay;
 mod store;
 mod templates;
