@@ -81,18 +81,25 @@ pub(crate) struct Candidate {
 }
 
 /// The ids of the `n` candidates to claim, in sending order: by deadline hour, priority (higher
-/// first), round-robin over customers (each customer's rows in deadline order), deadline, id.
+/// first), round-robin over customers (each customer's rows in deadline order; within a round,
+/// customers with fewer candidates first, so a customer's single greeting is not behind a big
+/// customer's rows in every claim), deadline, id.
 pub(crate) fn choose(candidates: &[Candidate], n: usize) -> Vec<i64> {
+    let mut per_customer: HashMap<&str, usize> = HashMap::new();
+    for c in candidates {
+        *per_customer.entry(c.customer.as_str()).or_insert(0) += 1;
+    }
     let mut sorted: Vec<&Candidate> = candidates.iter().collect();
     sorted.sort_by_key(|c| (c.deadline_utc.div_euclid(3600), -c.priority, c.deadline_utc, c.id));
     let mut seen: HashMap<(i64, i64, &str), usize> = HashMap::new();
-    let mut keyed: Vec<((i64, i64, usize, i64, i64), i64)> = sorted
+    let mut keyed: Vec<((i64, i64, usize, usize, i64, i64), i64)> = sorted
         .iter()
         .map(|c| {
             let bucket = c.deadline_utc.div_euclid(3600);
             let rank = seen.entry((bucket, c.priority, c.customer.as_str())).or_insert(0);
             *rank += 1;
-            ((bucket, -c.priority, *rank, c.deadline_utc, c.id), c.id)
+            let size = per_customer.get(c.customer.as_str()).copied().unwrap_or(0);
+            ((bucket, -c.priority, *rank, size, c.deadline_utc, c.id), c.id)
         })
         .collect();
     keyed.sort_by_key(|(k, _)| *k);
@@ -343,7 +350,11 @@ mod tests {
         cands.push(c(52, "later", 2 * h, 0));
         cands.push(c(53, "vip", h + 30, 5));
         let order = choose(&cands, 4);
-        assert_eq!(order, vec![53, 1, 51, 2], "priority, then one of each customer, then the big one's next");
+        assert_eq!(
+            order,
+            vec![53, 51, 1, 2],
+            "priority, then one of each customer (the smaller first), then the big one's next"
+        );
         let all = choose(&cands, 100);
         assert_eq!(all.last(), Some(&52), "the next hour's deadline comes after every row of this hour");
     }

@@ -55,7 +55,8 @@ async fn under_a_cap_of_n_per_second_no_second_at_the_server_carries_more() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_daemons_on_one_postgres_database_share_the_cap() {
-    let app = spawn(60, Engine::Postgres, "max_per_second = 10\nconnections = 2\n").await;
+    // One session each: the test server serves four connections at once.
+    let app = spawn(60, Engine::Postgres, "max_per_second = 10\n").await;
     let mut others = Vec::new();
     for host in ["b", "c"] {
         let e = contactplan::app::Edge { hostname: host.into(), ..edge(&app.config) };
@@ -112,20 +113,28 @@ async fn a_quota_reply_pauses_and_defers_without_failing_rows_then_sending_resum
         let mut app = spawn(3, Engine::Sqlite, "").await;
         app.smtp.reply_next(code, text);
         let report = app.tick().await;
-        assert_eq!((report.accepted, report.failed), (0, 0), "{code}: {report:?}");
+        // The session's next row may have been started with the refused one (at_least_once rows
+        // start one commit early); nothing else goes out.
+        assert!(report.accepted <= 1 && report.failed == 0, "{code}: {report:?}");
         let states: HashMap<_, _> = app.states().await.into_iter().collect();
         assert_eq!(states.get(&RowState::Retry), Some(&1), "{code}: {states:?}");
-        assert_eq!(states.get(&RowState::Pending), Some(&2), "{code}: the batch's other rows went back: {states:?}");
+        let pending = 2 - report.accepted as i64;
+        assert_eq!(
+            states.get(&RowState::Pending).copied().unwrap_or(0),
+            pending,
+            "{code}: the batch's other rows went back: {states:?}"
+        );
+        let sent_before = app.smtp.messages().len();
         assert!(app.app.scheduler().relay_status().paused_for_secs.is_some_and(|s| s >= 3500));
         // Still paused: nothing is claimed, nothing sent.
         assert_eq!(app.tick().await.accepted, 0);
-        assert!(app.smtp.messages().is_empty());
+        assert_eq!(app.smtp.messages().len(), sent_before);
         // The window rolls over (a daily text: an hour), the deferred row's retry comes.
         window_rolls_over(&app).await;
         app.restart().await;
         app.clock.set(utc(NOW) + chrono::TimeDelta::minutes(61));
         let report = app.tick().await;
-        assert_eq!((report.accepted, report.failed), (3, 0), "{code}: {report:?}");
+        assert_eq!((report.accepted, report.failed), (3 - sent_before as u64, 0), "{code}: {report:?}");
         assert!(app.app.store().rows(Some(RowState::Failed), 10).await.unwrap().is_empty());
     }
 }
@@ -159,5 +168,5 @@ async fn with_too_much_due_earliest_deadline_first_and_a_fair_share_per_customer
     let order: Vec<String> = app.smtp.messages().iter().map(|m| m.to[0].clone()).collect();
     assert_eq!(order[0], "jane.smith@harbor.example", "the earliest deadline first: {order:?}");
     let small_at = order.iter().skip(1).position(|t| t == "jane.smith@harbor.example").unwrap() + 1;
-    assert!(small_at <= 2, "the small customer's single greeting does not wait for the big one's eight: {order:?}");
+    assert!(small_at == 1, "the small customer's single greeting does not wait for the big one's eight: {order:?}");
 }
