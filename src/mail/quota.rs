@@ -62,28 +62,30 @@ pub fn classify(code: u16, text: &str, extra: &[String]) -> Option<QuotaWindow> 
         return Some(if lower.contains("daily") || lower.contains("24 h") { QuotaWindow::Day } else { *w });
     }
     if extra.iter().any(|p| !p.is_empty() && lower.contains(&p.to_ascii_lowercase())) {
-        return Some(implied(&lower));
+        return Some(implied(&lower, QuotaWindow::Hour));
     }
     // A temporary policy refusal (421/450/451/452/454 with 4.7.x) worded as a rate or "too many".
     if (400..500).contains(&code)
         && lower.split_whitespace().next().is_some_and(|c| c.starts_with("4.7."))
         && THROTTLE_WORDS.iter().any(|w| lower.contains(w))
     {
-        return Some(implied(&lower));
+        return Some(implied(&lower, QuotaWindow::Rate));
     }
     None
 }
 
-/// The window a matched reply's words imply.
-fn implied(lower: &str) -> QuotaWindow {
+/// The window a matched reply's words imply; `otherwise` when they name none.
+fn implied(lower: &str, otherwise: QuotaWindow) -> QuotaWindow {
     if lower.contains("daily") || lower.contains(" day") || lower.contains("24 h") {
         QuotaWindow::Day
     } else if lower.contains("hour") {
         QuotaWindow::Hour
     } else if lower.contains("minute") {
         QuotaWindow::Minute
-    } else {
+    } else if lower.contains("rate") {
         QuotaWindow::Rate
+    } else {
+        otherwise
     }
 }
 

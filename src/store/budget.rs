@@ -77,6 +77,7 @@ pub(crate) struct Candidate {
     pub id: i64,
     pub customer: String,
     pub deadline_utc: i64,
+    pub due_utc: i64,
     pub priority: i64,
 }
 
@@ -90,16 +91,16 @@ pub(crate) fn choose(candidates: &[Candidate], n: usize) -> Vec<i64> {
         *per_customer.entry(c.customer.as_str()).or_insert(0) += 1;
     }
     let mut sorted: Vec<&Candidate> = candidates.iter().collect();
-    sorted.sort_by_key(|c| (c.deadline_utc.div_euclid(3600), -c.priority, c.deadline_utc, c.id));
+    sorted.sort_by_key(|c| (c.deadline_utc.div_euclid(3600), -c.priority, c.deadline_utc, c.due_utc, c.id));
     let mut seen: HashMap<(i64, i64, &str), usize> = HashMap::new();
-    let mut keyed: Vec<((i64, i64, usize, usize, i64, i64), i64)> = sorted
+    let mut keyed: Vec<((i64, i64, usize, usize, i64, i64, i64), i64)> = sorted
         .iter()
         .map(|c| {
             let bucket = c.deadline_utc.div_euclid(3600);
             let rank = seen.entry((bucket, c.priority, c.customer.as_str())).or_insert(0);
             *rank += 1;
             let size = per_customer.get(c.customer.as_str()).copied().unwrap_or(0);
-            ((bucket, -c.priority, *rank, size, c.deadline_utc, c.id), c.id)
+            ((bucket, -c.priority, *rank, size, c.deadline_utc, c.due_utc, c.id), c.id)
         })
         .collect();
     keyed.sort_by_key(|(k, _)| *k);
@@ -178,10 +179,10 @@ impl SqliteStore {
             return Ok((Vec::new(), Vec::new(), wait, paused));
         }
         let candidates: Vec<Candidate> = sqlx::query_as(
-            "SELECT id, customer, deadline_utc, priority FROM outbox
+            "SELECT id, customer, deadline_utc, due_utc, priority FROM outbox
              WHERE state IN ('pending', 'retry') AND due_utc <= ?1 AND deadline_utc > ?1
                AND COALESCE(next_attempt_utc, 0) <= ?1
-             ORDER BY deadline_utc, id LIMIT ?2",
+             ORDER BY deadline_utc, due_utc, id LIMIT ?2",
         )
         .bind(now)
         .bind(i64::from(limit) * CANDIDATES_PER_ROW)
@@ -270,10 +271,10 @@ impl PgStore {
             return Ok((Vec::new(), Vec::new(), wait, paused));
         }
         let candidates: Vec<Candidate> = sqlx::query_as(
-            "SELECT id, customer, deadline_utc, priority FROM outbox
+            "SELECT id, customer, deadline_utc, due_utc, priority FROM outbox
              WHERE state IN ('pending', 'retry') AND due_utc <= $1 AND deadline_utc > $1
                AND COALESCE(next_attempt_utc, 0) <= $1
-             ORDER BY deadline_utc, id LIMIT $2
+             ORDER BY deadline_utc, due_utc, id LIMIT $2
              FOR UPDATE SKIP LOCKED",
         )
         .bind(now)
@@ -339,7 +340,7 @@ mod tests {
     use super::*;
 
     fn c(id: i64, customer: &str, deadline: i64, priority: i64) -> Candidate {
-        Candidate { id, customer: customer.into(), deadline_utc: deadline, priority }
+        Candidate { id, customer: customer.into(), deadline_utc: deadline, due_utc: 0, priority }
     }
 
     #[test]
