@@ -96,6 +96,9 @@ impl Relay {
 
     /// How many rows this daemon's adaptive rate lets it claim now (at most `want`), or how
     /// long until it may claim again.
+    ///
+    /// # Errors
+    /// Paused, or this second's share of the adaptive rate is spent: how long to wait.
     pub fn allowance(&self, want: u32, now: Instant) -> Result<u32, Duration> {
         let mut s = self.state();
         if let Some(until) = s.paused_until {

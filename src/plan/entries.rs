@@ -91,7 +91,7 @@ impl FromVal for u64 {
 impl FromVal for i64 {
     fn from_val(_: &Range<usize>, val: &Val) -> Option<Self> {
         match val {
-            Val::Int(i) => i64::try_from(*i).ok(),
+            Val::Int(i) => Some(*i),
             _ => None,
         }
     }

@@ -81,6 +81,9 @@ pub(crate) struct Candidate {
     pub priority: i64,
 }
 
+/// Deadline hour, negated priority, round, customer's candidates, deadline, due, id.
+type SortKey = (i64, i64, usize, usize, i64, i64, i64);
+
 /// The ids of the `n` candidates to claim, in sending order: by deadline hour, priority (higher
 /// first), round-robin over customers (each customer's rows in deadline order; within a round,
 /// customers with fewer candidates first, so a customer's single greeting is not behind a big
@@ -93,7 +96,7 @@ pub(crate) fn choose(candidates: &[Candidate], n: usize) -> Vec<i64> {
     let mut sorted: Vec<&Candidate> = candidates.iter().collect();
     sorted.sort_by_key(|c| (c.deadline_utc.div_euclid(3600), -c.priority, c.deadline_utc, c.due_utc, c.id));
     let mut seen: HashMap<(i64, i64, &str), usize> = HashMap::new();
-    let mut keyed: Vec<((i64, i64, usize, usize, i64, i64, i64), i64)> = sorted
+    let mut keyed: Vec<(SortKey, i64)> = sorted
         .iter()
         .map(|c| {
             let bucket = c.deadline_utc.div_euclid(3600);
