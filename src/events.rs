@@ -236,6 +236,7 @@ pub fn departure_rule() -> crate::plan::Rule {
         deadline: None,
         calendar: crate::calendar::Settings::default(),
         phases: None,
+        priority: 0,
     }
 }
 

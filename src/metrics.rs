@@ -123,6 +123,8 @@ pub struct Metrics {
     oldest_due_age: Family<Vec<(String, String)>, Gauge>,
     oauth_renewal_failures: Counter,
     oauth_token_expiry: Gauge,
+    relay_rate: Gauge<f64, AtomicU64>,
+    relay_sessions: Gauge,
 }
 
 impl Default for Metrics {
@@ -157,6 +159,8 @@ impl Metrics {
             oldest_due_age: Family::default(),
             oauth_renewal_failures: Counter::default(),
             oauth_token_expiry: Gauge::default(),
+            relay_rate: Gauge::default(),
+            relay_sessions: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -179,7 +183,7 @@ impl Metrics {
             "Transport failures by class: transient (retried), permanent, unknown (outcome not known).",
             m.smtp_errors.clone(),
         );
-        for class in ["transient", "permanent", "unknown"] {
+        for class in ["transient", "permanent", "unknown", "quota"] {
             let _ = m.smtp_errors.get_or_create_owned(&ClassLabel { class });
         }
         registry.register(
@@ -218,6 +222,16 @@ impl Metrics {
             "When the current OAuth access token expires, in Unix seconds (0: none yet).",
             m.oauth_token_expiry.clone(),
         );
+        registry.register(
+            "contactplan_relay_rate_limit",
+            "Messages per second this daemon sends at most now: the configured max_per_second or the adaptive rate after a throttle reply (0: no limit).",
+            m.relay_rate.clone(),
+        );
+        registry.register(
+            "contactplan_relay_sessions",
+            "SMTP sessions this daemon uses now (halved by a throttle reply, then one more per quiet interval up to [delivery] connections).",
+            m.relay_sessions.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -229,6 +243,12 @@ impl Metrics {
     /// XOAUTH2: a new token expires at `unix_secs`.
     pub fn oauth_token_renewed(&self, unix_secs: i64) {
         self.oauth_token_expiry.set(unix_secs);
+    }
+
+    /// The relay's effective rate limit (`None`: none) and sessions.
+    pub fn relay(&self, rate: Option<f64>, sessions: usize) {
+        self.relay_rate.set(rate.unwrap_or(0.0));
+        self.relay_sessions.set(sessions as i64);
     }
 
     /// The counter of `kind` in one per-kind family. A kind seen for the first time gets all
@@ -275,7 +295,7 @@ impl Metrics {
     ) {
         let family = match outcome {
             Outcome::Accepted { .. } => SENT,
-            Outcome::Retry { .. } => DEFERRED,
+            Outcome::Retry { .. } | Outcome::Deferred { .. } => DEFERRED,
             Outcome::Failed { .. } => FAILED,
             Outcome::Suppressed { .. } => SUPPRESSED,
             Outcome::Unknown { .. } => UNKNOWN,

@@ -51,6 +51,9 @@ pub struct Config {
     /// lease_secs`, default 45 s). A delivering daemon renews its leases every third of it,
     /// so only a stopped daemon's leases run out and another daemon takes its rows over.
     pub lease: Duration,
+    /// `[delivery] max_per_second`, `max_per_minute`, `max_per_hour`, `max_per_day`: what the
+    /// relay takes, from all daemons on the database together.
+    pub relay_limits: RelayLimits,
     /// Where the HTTP listener binds (health, metrics, status); `None` (`http_bind = "off"`)
     /// disables it.
     pub http_bind: Option<std::net::SocketAddr>,
@@ -66,6 +69,20 @@ pub struct Config {
     pub ops_language: crate::plan::Language,
     /// `[calendar]`: business-calendar and send-window defaults under every customer's keys.
     pub calendar: crate::calendar::Settings,
+}
+
+/// Messages the relay takes per window (UTC-aligned seconds, minutes, hours and days of the
+/// database clock), counted over every daemon sharing the database; `None`: no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayLimits {
+    /// `max_per_second`.
+    pub per_second: Option<u32>,
+    /// `max_per_minute`.
+    pub per_minute: Option<u32>,
+    /// `max_per_hour`.
+    pub per_hour: Option<u32>,
+    /// `max_per_day`.
+    pub per_day: Option<u32>,
 }
 
 /// Bounded growth: finished outbox rows and Maildir files older than this are deleted.

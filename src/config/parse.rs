@@ -78,6 +78,11 @@ raw_table! {
         pub timeout_secs: Option<Spanned<u64>>,
         pub connections: Option<Spanned<u32>>,
         pub lease_secs: Option<Spanned<u64>>,
+        pub max_per_second: Option<Spanned<i64>>,
+        pub max_per_minute: Option<Spanned<i64>>,
+        pub max_per_hour: Option<Spanned<i64>>,
+        pub max_per_day: Option<Spanned<i64>>,
+        pub quota_patterns: Option<Spanned<Vec<Spanned<String>>>>,
         pub ca_file: Option<String>,
         pub tls_name: Option<String>,
     }
@@ -304,7 +309,11 @@ fn validate(path: &Path, text: &str, file: RawFile, errors: &mut Vec<Diagnostic>
     }
     let smtp_password_file = raw_delivery.raw.password_file.as_ref().map(|f| resolve(f.get_ref()));
     let lease = lease(path, text, raw_delivery.raw.lease_secs.as_ref(), errors);
-    let delivery = delivery(path, text, raw_delivery, oauth.as_ref(), &resolve, errors);
+    let (relay_limits, quota_patterns) = relay_limits(path, text, &raw_delivery.raw, errors);
+    let mut delivery = delivery(path, text, raw_delivery, oauth.as_ref(), &resolve, errors);
+    if let Transport::Smtp(s) = &mut delivery {
+        s.quota_patterns = quota_patterns;
+    }
     let calendar = match &calendar {
         None => crate::calendar::Settings::default(),
         Some(c) => crate::plan::calendar_table(path, text, &c.raw).unwrap_or_else(|mut diags| {
@@ -373,6 +382,7 @@ fn validate(path: &Path, text: &str, file: RawFile, errors: &mut Vec<Diagnostic>
         delivery,
         smtp_password_file,
         lease,
+        relay_limits,
         http_bind,
         http_limits,
         retention,
@@ -484,6 +494,7 @@ fn delivery(
                 connections,
                 ca_file: d.ca_file.as_deref().map(resolve),
                 tls_name: d.tls_name.clone(),
+                quota_patterns: Vec::new(),
             })
         }
         other => {
@@ -714,6 +725,61 @@ fn lease(path: &Path, text: &str, v: Option<&Spanned<u64>>, errors: &mut Vec<Dia
         return Duration::from_secs(DEFAULT_LEASE_SECS);
     }
     Duration::from_secs(secs)
+}
+
+/// `[delivery] max_per_second`, `max_per_minute`, `max_per_hour`, `max_per_day` (each 1 to
+/// 1,000,000,000; none: unlimited) and `quota_patterns` (non-empty texts of at most 200
+/// characters).
+fn relay_limits(
+    path: &Path,
+    text: &str,
+    d: &RawDelivery,
+    errors: &mut Vec<Diagnostic>,
+) -> (super::RelayLimits, Vec<String>) {
+    let mut cap = |v: &Option<Spanned<i64>>, key: &str| -> Option<u32> {
+        let v = v.as_ref()?;
+        match u32::try_from(*v.get_ref()) {
+            Ok(n) if (1..=1_000_000_000).contains(&n) => Some(n),
+            _ => {
+                errors.push(
+                    Diagnostic::at(
+                        path,
+                        text,
+                        Some(v.span()),
+                        format!("delivery.{key} must be between 1 and 1000000000"),
+                    )
+                    .hint(
+                        "messages the relay takes in that window from all daemons together; leave it out for no limit",
+                    ),
+                );
+                None
+            }
+        }
+    };
+    let limits = super::RelayLimits {
+        per_second: cap(&d.max_per_second, "max_per_second"),
+        per_minute: cap(&d.max_per_minute, "max_per_minute"),
+        per_hour: cap(&d.max_per_hour, "max_per_hour"),
+        per_day: cap(&d.max_per_day, "max_per_day"),
+    };
+    let mut patterns = Vec::new();
+    for p in d.quota_patterns.as_ref().map_or(&[][..], |l| l.get_ref().as_slice()) {
+        let t = p.get_ref().trim();
+        if t.is_empty() || t.chars().count() > 200 {
+            errors.push(
+                Diagnostic::at(
+                    path,
+                    text,
+                    Some(p.span()),
+                    "a delivery.quota_patterns entry must have 1 to 200 characters",
+                )
+                .hint("a piece of the relay's reply text, e.g. \"sending quota exceeded\" (matched ignoring case)"),
+            );
+        } else {
+            patterns.push(t.to_string());
+        }
+    }
+    (limits, patterns)
 }
 
 /// SQLite paths are made absolute against the config directory; other URLs pass through.

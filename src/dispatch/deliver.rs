@@ -2,6 +2,7 @@
 //! (`outcome`). The worker in `workers.rs` sends in between, gated on the row's commit.
 
 use crate::config::Sender;
+use crate::mail::quota::QuotaWindow;
 use crate::mail::{Accepted, FailureClass, SendError};
 use crate::occasion::{Recipient, RecipientKey};
 use crate::plan::{DeliveryPolicy, Plans};
@@ -23,6 +24,33 @@ pub fn backoff(key: &str, attempts: i64) -> TimeDelta {
     let jitter = (h % 41) as i64 - 20; // −20 … +20 percent
     TimeDelta::seconds(base + base * jitter / 100)
 }
+
+/// The window a quota reply (its detail as [`SendError`] carries it) implies; a rate when the
+/// text says nothing more.
+pub fn quota_window(detail: &str) -> QuotaWindow {
+    crate::mail::quota::split_detail(detail)
+        .and_then(|(code, text)| crate::mail::quota::classify(code, text, &[]))
+        .unwrap_or(QuotaWindow::Rate)
+}
+
+/// How long a row refused for the relay's limit waits, from `now`: a rate [`RATE_PAUSE`]; a
+/// per-minute or per-hour limit until the next minute or hour; a daily one an hour (relays
+/// count a rolling 24 h we cannot see: one probe an hour).
+pub fn quota_wait(window: QuotaWindow, now: DateTime<Utc>) -> TimeDelta {
+    let t = now.timestamp();
+    let to_next = |len: i64| TimeDelta::seconds(len - t.rem_euclid(len));
+    match window {
+        QuotaWindow::Rate => RATE_PAUSE,
+        QuotaWindow::Minute => to_next(60),
+        QuotaWindow::Hour => to_next(3600),
+        QuotaWindow::Day => DAILY_PAUSE,
+    }
+}
+
+/// How long a row refused by a rate reply waits.
+pub const RATE_PAUSE: TimeDelta = TimeDelta::seconds(10);
+/// How long the relay is paused after a reply about a daily quota.
+pub const DAILY_PAUSE: TimeDelta = TimeDelta::hours(1);
 
 /// What happened, for logs and metrics.
 pub struct Delivery {
@@ -167,6 +195,11 @@ fn outcome(row: &Claimed, sent: Result<Accepted, SendError>, now: DateTime<Utc>)
     match sent {
         Ok(accepted) => Outcome::Accepted { reply: accepted.reply },
         Err(e) => match e.class {
+            // The relay's own limit, whatever the reply's first digit: kept, attempt not counted.
+            FailureClass::Quota => {
+                let window = quota_window(&e.detail);
+                Outcome::Deferred { at: secs(now + quota_wait(window, now)), reason: e.detail }
+            }
             FailureClass::Permanent => Outcome::Failed { reason: e.detail },
             FailureClass::Unknown if row.delivery == DeliveryPolicy::AtMostOnce => {
                 Outcome::Unknown { reason: format!("outcome unknown, not resent (at_most_once): {}", e.detail) }

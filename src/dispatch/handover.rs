@@ -183,5 +183,6 @@ fn departed_gone(
         timezone: customer.timezone.name().to_string(),
         due: UnixSecs::from(at),
         deadline: UnixSecs::from(at + rule.deadline.unwrap_or(DEFAULT_EVENT_DEADLINE)),
+        priority: rule.priority,
     }
 }

@@ -39,6 +39,7 @@ pub fn new_item(o: &Occurrence, state: RowState, reason: Option<String>, sender:
         timezone: o.zone.name().to_string(),
         due: secs(o.due.utc),
         deadline: secs(o.deadline),
+        priority: o.rule.priority,
     }
 }
 
@@ -117,5 +118,6 @@ pub fn event_item(
         timezone: o.zone.name().to_string(),
         due: secs(o.due),
         deadline: secs(o.deadline),
+        priority: o.rule.priority,
     }
 }

@@ -15,6 +15,7 @@ pub mod moments;
 mod notice;
 mod ops;
 pub mod reconcile;
+pub mod relay;
 mod workers;
 
 pub use deliver::{MAX_ATTEMPTS, backoff};
@@ -35,6 +36,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Longest sleep between ticks.
 pub const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// A spent budget that reopens within this many milliseconds is waited for inside the tick.
+const SHORT_WAIT_MS: i64 = 2000;
 /// Re-materialise at least this often even when nothing changed (the window moves).
 pub const REMATERIALIZE_EVERY: TimeDelta = TimeDelta::minutes(10);
 
@@ -133,6 +136,8 @@ pub struct Settings {
     pub lease_renewal: Duration,
     /// How long shutdown waits for sends in flight: the SMTP timeout plus a margin.
     pub shutdown_grace: Duration,
+    /// `[delivery] max_per_*`: the relay's caps, for all daemons on the database together.
+    pub budget: crate::store::Budget,
 }
 
 impl Settings {
@@ -150,6 +155,12 @@ impl Settings {
             shutdown_grace: match &config.delivery {
                 crate::mail::Transport::Smtp(s) => s.timeout + Duration::from_secs(5),
                 crate::mail::Transport::Maildir { .. } => Duration::from_secs(10),
+            },
+            budget: crate::store::Budget {
+                per_second: config.relay_limits.per_second,
+                per_minute: config.relay_limits.per_minute,
+                per_hour: config.relay_limits.per_hour,
+                per_day: config.relay_limits.per_day,
             },
         }
     }
@@ -180,6 +191,11 @@ pub struct Scheduler {
     last_materialized: Mutex<Option<(u64, DateTime<Utc>)>>,
     /// Wakes the loop before its sleep ends ([`Scheduler::wake`]).
     wake: tokio::sync::Notify,
+    /// The relay's limits: caps, adaptive rate and sessions, pauses.
+    relay: relay::Relay,
+    /// Nothing can be claimed before this (a spent budget, a pause): the loop sleeps until then
+    /// even when rows are due.
+    blocked_until: Mutex<Option<tokio::time::Instant>>,
     /// XOAUTH2: the ops notice about the current token problem.
     oauth_notice: Mutex<OauthNotice>,
 }
@@ -221,6 +237,7 @@ pub struct Parts {
 impl Scheduler {
     /// Builds the scheduler; nothing runs until [`Scheduler::run`] (or a [`Scheduler::tick`]).
     pub fn new(p: Parts) -> Scheduler {
+        let relay = relay::Relay::new(p.settings.budget, p.mailer.sessions());
         Scheduler {
             store: p.store,
             mailer: p.mailer,
@@ -232,6 +249,8 @@ impl Scheduler {
             health: p.health,
             last_materialized: Mutex::new(None),
             wake: tokio::sync::Notify::new(),
+            relay,
+            blocked_until: Mutex::new(None),
             oauth_notice: Mutex::new(OauthNotice::default()),
         }
     }
@@ -288,6 +307,11 @@ impl Scheduler {
         self.wake.notify_one();
     }
 
+    /// The relay's limits as this daemon applies them now (effective rate, sessions, caps, pause).
+    pub fn relay_status(&self) -> relay::RelayStatus {
+        self.relay.status(tokio::time::Instant::now())
+    }
+
     /// This daemon's lease owner id.
     pub fn instance(&self) -> &str {
         &self.instance
@@ -305,6 +329,7 @@ impl Scheduler {
         if let Some(class) = d.failure {
             let detail = match &d.outcome {
                 crate::store::Outcome::Retry { reason, .. }
+                | crate::store::Outcome::Deferred { reason, .. }
                 | crate::store::Outcome::Failed { reason }
                 | crate::store::Outcome::Unknown { reason } => reason.as_str(),
                 _ => "",
@@ -418,13 +443,46 @@ impl Scheduler {
 
         while !stop.is_cancelled() {
             let now = self.clock.now();
-            let batch = self
-                .store
-                .claim(secs(now), self.settings.batch_size, &self.instance, self.settings.lease_secs())
-                .await?;
+            let mono = tokio::time::Instant::now();
+            self.relay.maybe_increase(mono);
+            self.publish_relay(mono);
+            let claim = match self.relay.allowance(self.settings.batch_size, mono) {
+                Ok(n) => {
+                    self.store
+                        .claim_within(secs(now), n, &self.instance, self.settings.lease_secs(), self.relay.budget())
+                        .await?
+                }
+                Err(wait) => crate::store::Claim {
+                    wait_ms: Some(wait.as_millis().try_into().unwrap_or(i64::MAX)),
+                    ..Default::default()
+                },
+            };
+            if let Some(until) = claim.paused_until {
+                let wait = Duration::from_millis(claim.wait_ms.unwrap_or(0).max(0) as u64);
+                self.relay.pause(wait, mono);
+                tracing::info!(until = %crate::store::UnixSecs(until), "the relay is paused after a quota reply; nothing is claimed until then");
+            }
+            let batch = claim.rows;
             if batch.is_empty() {
+                match claim.wait_ms {
+                    // A spent per-second budget (or the adaptive rate): wait for the next window
+                    // within this tick, as long as something is due.
+                    Some(ms) if ms <= SHORT_WAIT_MS && self.store.next_due().await?.is_some_and(|d| d <= secs(now)) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(ms.max(1) as u64)) => {}
+                            _ = stop.cancelled() => {}
+                        }
+                        continue;
+                    }
+                    Some(ms) => {
+                        *self.blocked_until.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(mono + Duration::from_millis(ms.max(0) as u64));
+                    }
+                    None => {}
+                }
                 break;
             }
+            self.relay.claimed(batch.len());
             self.health.beat();
             // The fence counts claims and never goes back (unlike attempts, which a release
             // undoes): fence 1 is the row's first claim, so "due" counts each occasion once.
@@ -437,16 +495,35 @@ impl Scheduler {
         Ok(report)
     }
 
+    /// Shows the relay's current limits in the metrics and `/status`.
+    fn publish_relay(&self, now: tokio::time::Instant) {
+        let status = self.relay.status(now);
+        self.metrics.relay(status.rate_limit, status.sessions);
+        self.health.set_relay(status);
+    }
+
     /// How long to sleep before the next tick: until the next due row, or until a lease held
     /// by a stopped sender (a crashed or killed process) can be taken over, whichever is first.
     /// Without the second, a restarted daemon with nothing else due would notice such rows only
     /// a full [`MAX_SLEEP`] after their lease ended.
     async fn sleep_for(&self) -> Duration {
         let now = self.clock.now();
+        let blocked = self
+            .blocked_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .map(|until| until.saturating_duration_since(tokio::time::Instant::now()));
         let due = match self.store.next_due().await {
             Ok(Some(due)) => {
                 let wait = due - secs(now);
-                if wait <= 0 { Duration::from_millis(200) } else { Duration::from_secs(wait as u64).min(MAX_SLEEP) }
+                let wait = if wait <= 0 {
+                    Duration::from_millis(200)
+                } else {
+                    Duration::from_secs(wait as u64).min(MAX_SLEEP)
+                };
+                // Due rows the relay's limits hold back: not before the limit allows more.
+                wait.max(blocked.unwrap_or_default()).min(MAX_SLEEP)
             }
             _ => MAX_SLEEP,
         };

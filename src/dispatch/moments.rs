@@ -214,5 +214,6 @@ pub fn departure_item(
         timezone: zone.name().to_string(),
         due: UnixSecs::from(now),
         deadline: UnixSecs::from(now + DEFAULT_EVENT_DEADLINE),
+        priority: 0,
     })
 }

@@ -137,7 +137,8 @@ pub async fn deliver_batch(
     batch: Vec<Claimed>,
     stop: &CancellationToken,
 ) -> anyhow::Result<TickReport> {
-    let sessions = daemon.mailer.sessions().max(1);
+    // The relay's current sessions (halved after a throttle reply, up to `connections`).
+    let sessions = daemon.relay.sessions().min(daemon.mailer.sessions()).max(1);
     let all: Vec<(i64, i64)> = batch.iter().map(|r| (r.id, r.fence)).collect();
     let shared = Arc::new(Shared {
         queue: Mutex::new(VecDeque::from(batch)),
@@ -314,7 +315,8 @@ async fn work(
     // The row an earlier commit already moved to `sending` for this session (at_least_once).
     let mut ahead: Option<Claimed> = None;
     loop {
-        let stopping = stop.is_cancelled();
+        // A quota pause ends the batch too: its untouched rows go back (still counted).
+        let stopping = stop.is_cancelled() || daemon.relay.paused(tokio::time::Instant::now());
         let early = ahead.is_some();
         let row = ahead.take().or_else(|| if stopping { None } else { shared.pop() });
         if finished.is_none() && row.is_none() {
@@ -364,7 +366,9 @@ async fn work(
                 let sent = daemon.mailer.send_when(&message, go, gate).await;
                 // A send that failed before reaching the gate (e.g. connecting) spent it all there.
                 let latency = opened.get().unwrap_or(&started_at).elapsed();
-                deliver::delivered(&row, sent, domain, latency, now)
+                let d = deliver::delivered(&row, sent, domain, latency, now);
+                relay_feedback(daemon, &d).await;
+                d
             }
         };
         let verdict = ticket.wait().await;
@@ -391,6 +395,44 @@ async fn work(
                 tracing::warn!(key = %next.key, "claim lost before sending (lease expired?); skipped");
             }
         }
+    }
+}
+
+/// Tells the relay's limits how a send went: an acceptance counts towards the additive
+/// increase; a rate reply halves this daemon's rate and sessions; a quota reply with a window
+/// pauses every daemon's claims through the database.
+async fn relay_feedback(daemon: &Scheduler, d: &Delivery) {
+    let now = tokio::time::Instant::now();
+    match (&d.outcome, d.failure) {
+        (Outcome::Accepted { .. }, _) => daemon.relay.accepted(),
+        (Outcome::Deferred { reason, .. }, Some(crate::mail::FailureClass::Quota)) => {
+            let window = deliver::quota_window(reason);
+            match super::relay::pause_of(window) {
+                None => {
+                    let rate = daemon.relay.throttled(now);
+                    tracing::warn!(
+                        rate,
+                        sessions = daemon.relay.sessions(),
+                        reply = %redact(reason),
+                        "the relay throttles: rate and sessions halved"
+                    );
+                }
+                Some((min_secs, align)) => match daemon.store.pause_relay(min_secs, align).await {
+                    Ok((until, db_now)) => {
+                        let wait = std::time::Duration::from_secs((until - db_now).max(0) as u64);
+                        daemon.relay.pause(wait, now);
+                        tracing::warn!(%until, ?window, reply = %redact(reason), "the relay's quota is spent: sending paused until its window rolls over (rows kept)");
+                    }
+                    Err(e) => {
+                        daemon
+                            .relay
+                            .pause(deliver::quota_wait(window, daemon.clock.now()).to_std().unwrap_or_default(), now);
+                        tracing::error!(error = %e, "could not record the relay's pause in the database; this daemon pauses alone");
+                    }
+                },
+            }
+        }
+        _ => {}
     }
 }
 
@@ -509,6 +551,10 @@ fn log(row: &Claimed, d: &Delivery, report: &mut TickReport) {
         Outcome::Retry { reason, .. } => {
             report.retried += 1;
             tracing::warn!(key = %row.key, domain = %d.domain, attempt = row.attempts, reason = %redact(reason), "send failed; will retry");
+        }
+        Outcome::Deferred { reason, at } => {
+            report.retried += 1;
+            tracing::warn!(key = %row.key, domain = %d.domain, until = %at, reason = %redact(reason), "the relay's sending limit: kept for later (attempt not counted)");
         }
         Outcome::Failed { reason } => {
             report.failed += 1;

@@ -76,6 +76,26 @@ pub struct SmtpErrorInfo {
     pub detail: String,
 }
 
+/// What `/status` shows about the relay.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RelayStatus {
+    /// Messages per second this daemon claims at most now (the configured `max_per_second`
+    /// or the adaptive rate after a throttle reply); `None`: no rate limit.
+    pub rate_limit: Option<f64>,
+    /// SMTP sessions this daemon uses now (at most `[delivery] connections`).
+    pub sessions: usize,
+    /// The configured caps per window (from all daemons together).
+    pub max_per_second: Option<u32>,
+    /// See `max_per_second`.
+    pub max_per_minute: Option<u32>,
+    /// See `max_per_second`.
+    pub max_per_hour: Option<u32>,
+    /// See `max_per_second`.
+    pub max_per_day: Option<u32>,
+    /// Claims are paused (a quota reply) for this many more seconds, as last seen.
+    pub paused_for_secs: Option<u64>,
+}
+
 /// The last finished tick.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TickInfo {
@@ -99,6 +119,8 @@ struct State {
     oauth_renewal: Option<String>,
     /// XOAUTH2: why the relay refused a fresh token (cleared by an accepted one).
     oauth_refusal: Option<String>,
+    /// For `status`: the relay's limits as the scheduler last applied them.
+    relay: Option<RelayStatus>,
 }
 
 /// The daemon's live record of its health. Shared by the scheduler, the HTTP listener and
@@ -128,6 +150,7 @@ impl Health {
                 last_smtp_error: None,
                 oauth_renewal: None,
                 oauth_refusal: None,
+                relay: None,
             }),
         }
     }
@@ -227,6 +250,16 @@ impl Health {
     /// The last (re)load's result: customers served and plan problems.
     pub fn plans(&self) -> PlanHealth {
         self.state().plans.clone()
+    }
+
+    /// Records the relay's limits as the scheduler applies them (for `/status`).
+    pub fn set_relay(&self, relay: RelayStatus) {
+        self.state().relay = Some(relay);
+    }
+
+    /// The relay's limits as the scheduler last applied them.
+    pub fn relay(&self) -> Option<RelayStatus> {
+        self.state().relay.clone()
     }
 
     /// XOAUTH2: the last token renewal failed with `reason`, or (`None`) a renewal succeeded.

@@ -32,6 +32,9 @@ pub struct Status {
     pub plans: Option<PlanHealth>,
     /// The most recent transport failure (daemon only).
     pub last_smtp_error: Option<SmtpErrorInfo>,
+    /// The relay's limits: effective rate and sessions, configured caps, a pause (daemon only).
+    #[serde(default)]
+    pub relay: Option<super::RelayStatus>,
 }
 
 /// Readiness: the reasons the daemon is not ready (empty: ready).
@@ -77,6 +80,7 @@ pub async fn of_daemon(health: &Health, store: &Store, now: UnixSecs, instance: 
     s.last_tick = health.last_tick();
     s.plans = Some(health.plans());
     s.last_smtp_error = health.last_smtp_error();
+    s.relay = health.relay();
     s
 }
 

@@ -5,6 +5,7 @@ pub mod header;
 mod maildir;
 mod message;
 pub mod oauth;
+pub mod quota;
 mod settings;
 mod smtp;
 
@@ -32,6 +33,10 @@ pub enum FailureClass {
     /// The caller withdrew the message (its go-ahead said no) before any content went out:
     /// nothing was delivered, and the connection stays usable.
     Withdrawn,
+    /// The relay refused for its own sending limit (a rate, a quota; 4xx or 5xx, see
+    /// [`quota`]): not this message's fault. The message is kept for later, its attempt not
+    /// counted, and the relay is paused ([`quota::QuotaWindow`]).
+    Quota,
 }
 
 impl FailureClass {
@@ -42,6 +47,7 @@ impl FailureClass {
             FailureClass::Permanent => "permanent",
             FailureClass::Unknown => "unknown",
             FailureClass::Withdrawn => "withdrawn",
+            FailureClass::Quota => "quota",
         }
     }
 }

@@ -42,6 +42,9 @@ pub struct SmtpSettings {
     /// Name to verify in the server certificate, when it differs from `host` (e.g. connecting
     /// to 127.0.0.1 with a certificate for `localhost`).
     pub tls_name: Option<String>,
+    /// `[delivery] quota_patterns`: more reply texts (case-insensitive substrings) that mean
+    /// the relay's sending limit, beside the built-in ones (`quota::DEFAULT_PATTERNS`).
+    pub quota_patterns: Vec<String>,
 }
 
 /// SMTP transport security.

@@ -106,7 +106,9 @@ impl SmtpMailer {
     /// A new session, greeted, secured and authenticated. With XOAUTH2, a token the relay
     /// refuses is renewed once and the connection tried again.
     async fn connect(&self) -> Result<Session, SendError> {
-        let Some(source) = &self.oauth else { return self.connect_with(None).await.map_err(|e| e.into_send_error()) };
+        let Some(source) = &self.oauth else {
+            return self.connect_with(None).await.map_err(|e| e.into_send_error(&self.settings.quota_patterns));
+        };
         let no_token = |e: super::oauth::TokenError| SendError {
             class: FailureClass::Transient,
             detail: format!("no OAuth token for SMTP AUTH: {e}"),
@@ -118,7 +120,7 @@ impl SmtpMailer {
                 return Ok(session);
             }
             Err(Handshake::Refused(detail)) => detail,
-            Err(e) => return Err(e.into_send_error()),
+            Err(e) => return Err(e.into_send_error(&self.settings.quota_patterns)),
         };
         tracing::warn!(reason = %refused, "the SMTP relay refused the OAuth token; renewing it and trying again");
         let fresh = source.renew_refused(&token).await.map_err(no_token)?;
@@ -136,7 +138,7 @@ impl SmtpMailer {
                     detail: format!("the relay refused a freshly obtained OAuth token too: {detail}"),
                 })
             }
-            Err(e) => Err(e.into_send_error()),
+            Err(e) => Err(e.into_send_error(&self.settings.quota_patterns)),
         }
     }
 
@@ -357,7 +359,7 @@ impl SmtpMailer {
                     if !conn.conn.has_broken() {
                         conn.conn.abort().await;
                     }
-                    Err(classify(&e, body_sent.load(Ordering::SeqCst)))
+                    Err(classify(&e, body_sent.load(Ordering::SeqCst), &self.settings.quota_patterns))
                 }
             }
         };
@@ -385,10 +387,11 @@ enum Handshake {
 }
 
 impl Handshake {
-    fn into_send_error(self) -> SendError {
+    /// As a send error; `quota` are the configured quota texts (`[delivery] quota_patterns`).
+    fn into_send_error(self, quota: &[String]) -> SendError {
         match self {
             Handshake::Refused(detail) => SendError { class: FailureClass::Transient, detail },
-            Handshake::Smtp(e) => classify(&e, false),
+            Handshake::Smtp(e) => classify(&e, false, quota),
             Handshake::Failed(e) => e,
         }
     }
@@ -470,8 +473,15 @@ impl From<lettre::transport::smtp::Error> for TxError {
     }
 }
 
-fn classify(e: &lettre::transport::smtp::Error, body_sent: bool) -> SendError {
-    let class = if e.is_permanent() {
+fn classify(e: &lettre::transport::smtp::Error, body_sent: bool, quota: &[String]) -> SendError {
+    let detail = e.to_string();
+    // A refusal for the relay's own limit (4xx or 5xx) is neither transient nor permanent.
+    let over_quota = e.status().is_some()
+        && super::quota::split_detail(&detail)
+            .is_some_and(|(code, text)| super::quota::classify(code, text, quota).is_some());
+    let class = if over_quota {
+        FailureClass::Quota
+    } else if e.is_permanent() {
         FailureClass::Permanent
     } else if e.is_transient() {
         FailureClass::Transient
@@ -481,7 +491,7 @@ fn classify(e: &lettre::transport::smtp::Error, body_sent: bool) -> SendError {
     } else {
         FailureClass::Transient
     };
-    SendError { class, detail: e.to_string() }
+    SendError { class, detail }
 }
 
 /// An implicit-TLS stream (lettre's TLS-upgraded stream seen through tokio's I/O traits),

@@ -88,6 +88,15 @@ impl FromVal for u64 {
     }
 }
 
+impl FromVal for i64 {
+    fn from_val(_: &Range<usize>, val: &Val) -> Option<Self> {
+        match val {
+            Val::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+}
+
 impl<T: FromVal> FromVal for Vec<T> {
     fn from_val(_: &Range<usize>, val: &Val) -> Option<Self> {
         match val {

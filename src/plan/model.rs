@@ -595,6 +595,9 @@ pub struct Rule {
     pub calendar: crate::calendar::Settings,
     /// `phases`: only customers in one of these phases; `None`: every phase.
     pub phases: Option<Box<[Phase]>>,
+    /// `priority` (default 0): when more is due than the relay takes, rows whose deadlines
+    /// fall in the same hour are claimed higher priority first.
+    pub priority: i64,
 }
 
 impl Rule {

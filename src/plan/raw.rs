@@ -100,6 +100,7 @@ raw_table! {
         pub leap_day: Option<Spanned<String>>,
         pub delivery: Option<Spanned<String>>,
         pub deadline: Option<Spanned<String>>,
+        pub priority: Option<Spanned<i64>>,
         pub enabled: Option<Spanned<bool>>,
         pub phases: Option<Spanned<Vec<Spanned<String>>>>,
         pub to_phase: Option<Spanned<String>>,

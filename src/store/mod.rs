@@ -12,6 +12,7 @@
 //! at-most-once send whose outcome cannot be known: reported to ops, never resent).
 //! `failed`, `missed` and `unknown` rows are reported to ops once (`reported_utc`).
 
+mod budget;
 mod customers;
 mod events;
 mod orders;
@@ -21,6 +22,7 @@ mod rows;
 mod sqlite;
 mod upkeep;
 
+pub use budget::{Budget, Claim, SECOND_GUARD_MS};
 pub use customers::{CUSTOMERS_PER_CHUNK, CustomerChange, Detected};
 pub use events::{Declared, ORDER_DAYS_PER_CUSTOMER, StoredEvent};
 pub use orders::{CustomerTotals, Ingested, OrderChange, Revenue};
@@ -44,6 +46,14 @@ pub enum Outcome {
         /// Next attempt.
         at: UnixSecs,
         /// What failed.
+        reason: String,
+    },
+    /// The relay refused for its own sending limit (a quota or rate reply): `retry` at `at`,
+    /// and the attempt is not counted (a day of quota pauses never makes a row `failed`).
+    Deferred {
+        /// Next attempt (when the relay's window rolls over).
+        at: UnixSecs,
+        /// The relay's reply.
         reason: String,
     },
     /// A permanent failure, or too many attempts (`failed`, reported to ops).
@@ -70,12 +80,20 @@ pub(crate) struct OutcomeFields<'a> {
     pub reason: Option<&'a str>,
     pub next_attempt: Option<i64>,
     pub sent: Option<i64>,
+    /// 1: the claim's attempt is given back (`Deferred`).
+    pub refund: i64,
 }
 
 impl Outcome {
     pub(crate) fn fields(&self, now: UnixSecs) -> OutcomeFields<'_> {
-        let with =
-            |state, reason| OutcomeFields { state, reply: None, reason: Some(reason), next_attempt: None, sent: None };
+        let with = |state, reason| OutcomeFields {
+            state,
+            reply: None,
+            reason: Some(reason),
+            next_attempt: None,
+            sent: None,
+            refund: 0,
+        };
         match self {
             Outcome::Accepted { reply } => OutcomeFields {
                 state: RowState::Accepted,
@@ -83,9 +101,13 @@ impl Outcome {
                 reason: None,
                 next_attempt: None,
                 sent: Some(now.0),
+                refund: 0,
             },
             Outcome::Retry { at, reason } => {
                 OutcomeFields { next_attempt: Some(at.0), ..with(RowState::Retry, reason) }
+            }
+            Outcome::Deferred { at, reason } => {
+                OutcomeFields { next_attempt: Some(at.0), refund: 1, ..with(RowState::Retry, reason) }
             }
             Outcome::Failed { reason } => with(RowState::Failed, reason),
             Outcome::Suppressed { reason } => with(RowState::Suppressed, reason),
@@ -129,8 +151,10 @@ impl BatchResult {
 }
 
 /// One row of a group update, as both engines bind it: id, fence, new state (its column value),
-/// reply, reason, next attempt, sent time. A start is `(id, fence, "sending", None…)`.
-pub(crate) type GroupRow<'a> = (i64, i64, &'static str, Option<&'a str>, Option<&'a str>, Option<i64>, Option<i64>);
+/// reply, reason, next attempt, sent time, attempts given back. A start is `(id, fence, "sending",
+/// None…, 0)`.
+pub(crate) type GroupRow<'a> =
+    (i64, i64, &'static str, Option<&'a str>, Option<&'a str>, Option<i64>, Option<i64>, i64);
 
 /// The rows of one group commit: outcomes, then starts. A row is never in both (a worker
 /// records a row's outcome only after the commit that started it).
@@ -141,9 +165,9 @@ pub(crate) fn group_rows<'a>(
 ) -> Vec<GroupRow<'a>> {
     let finished = outcomes.iter().map(|(id, fence, o)| {
         let f = o.fields(now);
-        (*id, *fence, f.state.code(), f.reply, f.reason, f.next_attempt, f.sent)
+        (*id, *fence, f.state.code(), f.reply, f.reason, f.next_attempt, f.sent, f.refund)
     });
-    let started = start.iter().map(|(id, fence)| (*id, *fence, RowState::Sending.code(), None, None, None, None));
+    let started = start.iter().map(|(id, fence)| (*id, *fence, RowState::Sending.code(), None, None, None, None, 0));
     finished.chain(started).collect()
 }
 
@@ -294,9 +318,55 @@ impl Store {
     /// # Errors
     /// A database error.
     pub async fn claim(&self, now: UnixSecs, limit: u32, owner: &str, lease_secs: i64) -> anyhow::Result<Vec<Claimed>> {
-        let mut claimed: Vec<Claimed> = typed(engine!(self, s => s.claim(now.0, limit, owner, lease_secs).await)?)?;
+        let mut claimed = self.claim_within(now, limit, owner, lease_secs, &Budget::default()).await?.rows;
         claimed.sort_by_key(|c| (c.due, c.id));
         Ok(claimed)
+    }
+
+    /// [`Store::claim`] within the relay's `budget` (shared by every daemon on the database;
+    /// see `budget.rs`), and not while the relay is paused ([`Store::pause_relay`]). Takes the
+    /// earliest deadlines first, by priority and round-robin over customers within a deadline
+    /// hour, and returns the rows in that order. When nothing may be claimed now, says how long
+    /// until something may.
+    ///
+    /// # Errors
+    /// A database error (nothing claimed, nothing counted).
+    pub async fn claim_within(
+        &self,
+        now: UnixSecs,
+        limit: u32,
+        owner: &str,
+        lease_secs: i64,
+        budget: &Budget,
+    ) -> anyhow::Result<Claim> {
+        let (rows, order, wait_ms, paused_until) =
+            engine!(self, s => s.claim_within(now.0, limit, owner, lease_secs, budget).await)?;
+        let mut rows: Vec<Claimed> = typed(rows)?;
+        let position: std::collections::HashMap<i64, usize> =
+            order.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        rows.sort_by_key(|r| position.get(&r.id).copied().unwrap_or(usize::MAX));
+        Ok(Claim { rows, wait_ms, paused_until })
+    }
+
+    /// Pauses claiming for every daemon on the database (a quota reply): until the database
+    /// clock's now plus `min_secs`, rounded up to a multiple of `align` seconds (the next
+    /// minute, hour …); an earlier end never shortens a pause already set. Returns the pause's
+    /// end and the database's now (Unix seconds).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn pause_relay(&self, min_secs: i64, align: i64) -> anyhow::Result<(UnixSecs, UnixSecs)> {
+        let (until, now) = engine!(self, s => s.pause_relay(min_secs, align).await)?;
+        Ok((UnixSecs(until), UnixSecs(now)))
+    }
+
+    /// The stored budget rows `(kind, window start, used)` and the database's now.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn relay_usage(&self) -> anyhow::Result<(Vec<(String, i64, i64)>, UnixSecs)> {
+        let (rows, now) = engine!(self, s => s.relay_usage().await)?;
+        Ok((rows, UnixSecs(now)))
     }
 
     /// Records the outcome of a claim; false when the fence no longer matches (lease lost).

@@ -5,10 +5,7 @@
 //!
 //! Semantics are those of the SQLite engine (`sqlite.rs`), statement for statement.
 
-use super::{
-    BatchResult, ClaimedColumns, GroupRow, ItemColumns, Materialized, NewItem, Recovered, RowColumns, claimed_columns,
-    row_columns,
-};
+use super::{BatchResult, GroupRow, ItemColumns, Materialized, NewItem, Recovered, RowColumns, row_columns};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection};
 use std::str::FromStr;
@@ -101,6 +98,7 @@ impl PgStore {
             let state: Vec<&str> = cols.iter().map(|c| c.state).collect();
             let reason: Vec<Option<&str>> = chunk.iter().map(|i| i.reason.as_deref()).collect();
             let facts: Vec<Option<&str>> = cols.iter().map(|c| c.facts.as_deref()).collect();
+            let priority: Vec<i64> = chunk.iter().map(|i| i.priority).collect();
             let mut tries = 0;
             // One statement per chunk (its own transaction). Rows go in input order, so ids
             // follow it as in SQLite and a key repeated within the chunk keeps its first item.
@@ -109,15 +107,16 @@ impl PgStore {
                     "WITH ins AS (
                          INSERT INTO outbox (key, customer, rule, kind, action, recipient, recipient_domain, nominal, occasion_date,
                                              years, timezone, due_utc, deadline_utc, message_id, delivery, state, reason,
-                                             created_utc, updated_utc, facts)
+                                             created_utc, updated_utc, facts, priority)
                          SELECT key, customer, rule, kind, action, recipient, recipient_domain, nominal, occasion_date,
-                                years, timezone, due_utc, deadline_utc, message_id, delivery, state, reason, $18, $18, facts
+                                years, timezone, due_utc, deadline_utc, message_id, delivery, state, reason, $18, $18, facts,
+                                priority
                          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                                      $8::text[], $9::text[], $10::bigint[], $11::text[], $12::bigint[], $13::bigint[],
-                                     $14::text[], $15::text[], $16::text[], $17::text[], $19::text[])
+                                     $14::text[], $15::text[], $16::text[], $17::text[], $19::text[], $20::bigint[])
                               WITH ORDINALITY AS u(key, customer, rule, kind, action, recipient, recipient_domain, nominal,
                                                    occasion_date, years, timezone, due_utc, deadline_utc, message_id,
-                                                   delivery, state, reason, facts, ord)
+                                                   delivery, state, reason, facts, priority, ord)
                          ORDER BY ord
                          ON CONFLICT (key) DO NOTHING
                          RETURNING state, kind)
@@ -143,6 +142,7 @@ impl PgStore {
                 .bind(&reason)
                 .bind(now)
                 .bind(&facts)
+                .bind(&priority)
                 .fetch_one(&self.pool)
                 .await;
                 match done {
@@ -217,44 +217,6 @@ impl PgStore {
         Ok(Recovered { released, retried, unknown })
     }
 
-    /// [`Store::claim`](super::Store::claim) on PostgreSQL, with `FOR UPDATE SKIP LOCKED`: concurrent
-    /// daemons never take one row twice.
-    ///
-    /// # Errors
-    /// A database error.
-    pub(crate) async fn claim(
-        &self,
-        now: i64,
-        limit: u32,
-        owner: &str,
-        lease_secs: i64,
-    ) -> anyhow::Result<Vec<ClaimedColumns>> {
-        // SKIP LOCKED: rows another instance is claiming right now are passed over, not waited
-        // for; the lock re-checks the WHERE clause on the newest row version, so a row claimed
-        // and committed by someone else in the meantime is never taken twice.
-        Ok(sqlx::query_as::<_, ClaimedColumns>(concat!(
-            "WITH claimed AS (
-                 UPDATE outbox SET state = 'claimed', lease_owner = $1,
-                        lease_until = floor(extract(epoch from now()))::bigint + $2, fence = fence + 1,
-                        attempts = attempts + 1, updated_utc = $3
-                 WHERE id IN (SELECT id FROM outbox
-                              WHERE state IN ('pending', 'retry') AND due_utc <= $3 AND deadline_utc > $3
-                                AND COALESCE(next_attempt_utc, 0) <= $3
-                              ORDER BY due_utc, id LIMIT $4
-                              FOR UPDATE SKIP LOCKED)
-                 RETURNING ",
-            claimed_columns!(),
-            ")
-             SELECT * FROM claimed ORDER BY due_utc, id"
-        ))
-        .bind(owner)
-        .bind(lease_secs)
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
     /// One statement (one commit) for the whole group: the rows travel as parallel arrays.
     ///
     /// [`Store::finish_batch`](super::Store::finish_batch) on PostgreSQL.
@@ -277,9 +239,11 @@ impl PgStore {
                  sent_utc = CASE WHEN g.state = 'sending' THEN outbox.sent_utc ELSE g.sent END,
                  lease_owner = CASE WHEN g.state = 'sending' THEN outbox.lease_owner ELSE NULL END,
                  lease_until = CASE WHEN g.state = 'sending' THEN floor(extract(epoch from now()))::bigint + $9 ELSE NULL END,
+                 attempts = outbox.attempts - g.refund,
                  updated_utc = $8
-             FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[])
-                  AS g(id, fence, state, reply, reason, next_attempt, sent)
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[],
+                         $10::bigint[])
+                  AS g(id, fence, state, reply, reason, next_attempt, sent, refund)
              WHERE outbox.id = g.id AND outbox.fence = g.fence
                AND CASE WHEN g.state = 'sending' THEN outbox.state = 'claimed'
                         ELSE outbox.state IN ('claimed', 'sending') END
@@ -294,6 +258,7 @@ impl PgStore {
         .bind(rows.iter().map(|r| r.6).collect::<Vec<_>>())
         .bind(now)
         .bind(send_lease_secs)
+        .bind(rows.iter().map(|r| r.7).collect::<Vec<_>>())
         .fetch_all(&self.pool)
         .await?;
         Ok(BatchResult::from_updated(updated))

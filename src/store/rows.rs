@@ -191,6 +191,9 @@ pub struct NewItem {
     /// What an event's templates are told (an order milestone, a handover); `None` for
     /// calendar occasions.
     pub facts: Option<EventFacts>,
+    /// The rule's `priority` (default 0; higher is claimed first among rows whose deadlines
+    /// fall in the same hour when more is due than the relay takes).
+    pub priority: i64,
 }
 
 /// A row claimed for sending; `fence` must be presented to record the outcome.

@@ -2,10 +2,7 @@
 //! and `BEGIN IMMEDIATE` for multi-statement writes (a deferred transaction that later writes
 //! fails with SQLITE_BUSY regardless of the busy timeout).
 
-use super::{
-    BatchResult, ClaimedColumns, GroupRow, Materialized, NewItem, Recovered, RowColumns, RowState, claimed_columns,
-    row_columns,
-};
+use super::{BatchResult, GroupRow, Materialized, NewItem, Recovered, RowColumns, RowState, row_columns};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::str::FromStr;
 use std::time::Duration;
@@ -126,8 +123,8 @@ impl SqliteStore {
                 let c = it.columns();
                 let done = sqlx::query(
                     "INSERT INTO outbox (key, customer, rule, kind, action, recipient, recipient_domain, nominal, occasion_date, years, timezone,
-                                         due_utc, deadline_utc, message_id, delivery, state, reason, created_utc, updated_utc, facts)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                         due_utc, deadline_utc, message_id, delivery, state, reason, created_utc, updated_utc, facts, priority)
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                      ON CONFLICT (key) DO NOTHING",
                 )
                 .bind(c.key)
@@ -150,6 +147,7 @@ impl SqliteStore {
                 .bind(now)
                 .bind(now)
                 .bind(c.facts)
+                .bind(it.priority)
                 .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() > 0 {
@@ -216,35 +214,6 @@ impl SqliteStore {
         Ok(Recovered { released, retried, unknown })
     }
 
-    /// [`Store::claim`](super::Store::claim) on SQLite.
-    ///
-    /// # Errors
-    /// A database error.
-    pub(crate) async fn claim(
-        &self,
-        now: i64,
-        limit: u32,
-        owner: &str,
-        lease_secs: i64,
-    ) -> anyhow::Result<Vec<ClaimedColumns>> {
-        Ok(sqlx::query_as::<_, ClaimedColumns>(concat!(
-            "UPDATE outbox SET state = 'claimed', lease_owner = ?1, lease_until = unixepoch() + ?2, fence = fence + 1,
-                    attempts = attempts + 1, updated_utc = ?3
-             WHERE id IN (SELECT id FROM outbox
-                          WHERE state IN ('pending', 'retry') AND due_utc <= ?3 AND deadline_utc > ?3
-                            AND COALESCE(next_attempt_utc, 0) <= ?3
-                          ORDER BY due_utc, id LIMIT ?4)
-             RETURNING ",
-            claimed_columns!()
-        ))
-        .bind(owner)
-        .bind(lease_secs)
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
     /// One statement (one commit) for the whole group: the rows travel as one JSON array.
     ///
     /// [`Store::finish_batch`](super::Store::finish_batch) on SQLite.
@@ -260,7 +229,8 @@ impl SqliteStore {
         let json = serde_json::to_string(rows)?;
         let updated: Vec<(i64, String)> = sqlx::query_as(
             "WITH g AS (SELECT value ->> 0 AS id, value ->> 1 AS fence, value ->> 2 AS state, value ->> 3 AS reply,
-                               value ->> 4 AS reason, value ->> 5 AS next_attempt, value ->> 6 AS sent
+                               value ->> 4 AS reason, value ->> 5 AS next_attempt, value ->> 6 AS sent,
+                               value ->> 7 AS refund
                         FROM json_each(?1))
              UPDATE outbox SET
                  state = g.state,
@@ -271,6 +241,7 @@ impl SqliteStore {
                  sent_utc = IIF(g.state = 'sending', outbox.sent_utc, g.sent),
                  lease_owner = IIF(g.state = 'sending', outbox.lease_owner, NULL),
                  lease_until = IIF(g.state = 'sending', unixepoch() + ?3, NULL),
+                 attempts = outbox.attempts - g.refund,
                  updated_utc = ?2
              FROM g
              WHERE outbox.id = g.id AND outbox.fence = g.fence

@@ -51,6 +51,7 @@
 //! | 29 | plan/validate/rule.rs `apply_keys`, `template` | unknown template | `rule-template` |
 //! | 30 | plan/validate/rule.rs `apply_keys`, `leap_day` | unknown leap_day policy | `rule-leap-day` |
 //! | 31 | plan/validate/rule.rs `apply_keys`, `delivery` | unknown delivery policy | `rule-delivery` |
+//! | 31b | plan/validate/rule.rs `apply_keys`, `priority` | priority … is out of range | `rule-priority` |
 //! | 32 | plan/validate/rule.rs `complete` | occasion … has no `on` | `rule-no-on` |
 //! | 33 | plan/validate/rule.rs `complete` | occasion … has no `template` | `rule-no-template` |
 //! | 34 | plan/validate/rule.rs `complete`, misplaced | … `cron` applies only to `on = "every"` rules | `rule-misplaced-key` |
@@ -120,6 +121,8 @@
 //! | 83 | config/parse.rs `lease` | delivery.lease_secs must be between 3 and 3600 | `config-lease-secs` |
 //! | 84 | config/parse.rs `http_limits` | http_max_connections must be between 1 and 10000 | `config-http-max-connections` |
 //! | 85 | config/parse.rs `http_limits` | http_timeout_secs must be between 1 and 3600 | `config-http-timeout` |
+//! | 86 | config/parse.rs `relay_limits` | delivery.max_per_second (…_minute, …_hour, …_day) must be between 1 and 1000000000 | `config-max-per-second` |
+//! | 87 | config/parse.rs `relay_limits` | a delivery.quota_patterns entry must have 1 to 200 characters | `config-quota-patterns` |
 //! | 86 | plan/validate/scalars.rs `check_text`, control character (plan/model.rs `text_problem`) | contact name contains the control character U+000A … | `plan-contact-name-control`, `plan-customer-name-control`, `plan-contact-keys-control` |
 //! | 87 | plan/validate/scalars.rs `check_text`, length | contact name is 140 characters long (at most 128) | `plan-contact-name-too-long` |
 //! | 88 | plan/validate/customer.rs `contact_names` | given_name / salutation is empty | `plan-contact-keys-empty` |

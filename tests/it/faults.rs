@@ -207,6 +207,7 @@ fn mailer_for(peer: &Peer) -> contactplan::mail::Mailer {
         connections: 1,
         ca_file: None,
         tls_name: None,
+        quota_patterns: vec![],
     };
     contactplan::mail::Mailer::new(&contactplan::mail::Transport::Smtp(settings), None).unwrap()
 }

@@ -19,6 +19,8 @@ pub struct Received {
     pub from: String,
     pub to: Vec<String>,
     pub data: Vec<u8>,
+    /// When the server accepted it (wall clock of the test process).
+    pub at: std::time::SystemTime,
 }
 
 impl Received {
@@ -67,7 +69,8 @@ impl Handler for Recorder {
         self.script.lock().unwrap().pop_front().unwrap_or(mailin_embedded::response::OK)
     }
     fn data_start(&mut self, _domain: &str, from: &str, _is8bit: bool, to: &[String]) -> Response {
-        self.current = Received { from: from.to_string(), to: to.to_vec(), data: Vec::new() };
+        self.current =
+            Received { from: from.to_string(), to: to.to_vec(), data: Vec::new(), at: std::time::SystemTime::now() };
         mailin_embedded::response::OK
     }
     fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
@@ -75,6 +78,7 @@ impl Handler for Recorder {
         Ok(())
     }
     fn data_end(&mut self) -> Response {
+        self.current.at = std::time::SystemTime::now();
         self.received.lock().unwrap().push(self.current.clone());
         mailin_embedded::response::OK
     }
@@ -99,7 +103,7 @@ impl TestSmtp {
             received: received.clone(),
             script: script.clone(),
             refused: refused.clone(),
-            current: Received { from: String::new(), to: vec![], data: vec![] },
+            current: Received { from: String::new(), to: vec![], data: vec![], at: std::time::UNIX_EPOCH },
         };
         let mut server = Server::new(handler);
         server.with_name("smtp.test").with_num_threads(4).with_tcp_listener(listener);

@@ -21,6 +21,7 @@ mod ops_binary;
 mod orders;
 mod peer;
 mod reconcile;
+mod relay;
 mod store;
 mod templates;
 mod xoauth2;

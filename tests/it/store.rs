@@ -266,6 +266,7 @@ fn item(name: &str, due: UnixSecs, deadline: UnixSecs) -> NewItem {
         deadline,
         message_id: format!("<{name}@contactplan.test>"),
         facts: None,
+        priority: 0,
     }
 }
 

@@ -35,6 +35,7 @@ struct RuleBuilder {
     before: Option<Lead>,
     leap_day: Option<LeapDay>,
     delivery: Option<DeliveryPolicy>,
+    priority: Option<i64>,
     deadline: Option<Option<chrono::TimeDelta>>,
     calendar: crate::calendar::Settings,
     phases: Option<Box<[Phase]>>,
@@ -56,6 +57,7 @@ impl RuleBuilder {
             before: Some(r.before),
             leap_day: Some(r.leap_day),
             delivery: Some(r.delivery),
+            priority: Some(r.priority),
             deadline: Some(r.deadline),
             calendar: r.calendar.clone(),
             phases: r.phases.clone(),
@@ -351,6 +353,17 @@ fn apply_keys(src: &mut Src, r: &RawRule, b: &mut RuleBuilder, ctx: &Context, un
             ),
         }
     }
+    if let Some(p) = &r.priority {
+        if (-1000..=1000).contains(p.get_ref()) {
+            b.priority = Some(*p.get_ref());
+        } else {
+            src.error(
+                p,
+                format!("priority {} is out of range", p.get_ref()),
+                "a whole number from -1000 to 1000; higher goes first when more is due than the relay takes (default 0)",
+            );
+        }
+    }
     if let Some(d) = &r.deadline
         && let Some(dur) = parse_duration(src, d)
     {
@@ -602,6 +615,7 @@ fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder, unusable: &[&str]) -> Op
         before: b.before.unwrap_or_default(),
         leap_day: b.leap_day.unwrap_or_default(),
         delivery: b.delivery.unwrap_or_default(),
+        priority: b.priority.unwrap_or(0),
         deadline: b.deadline.flatten(),
         calendar: b.calendar,
         phases: b.phases,

@@ -1,0 +1,250 @@
+//! The relay's limits as this daemon applies them.
+//!
+//! - **Configured caps** (`[delivery] max_per_*`) are global: the store's claim counts them in
+//!   the database for every daemon together (`store/budget.rs`).
+//! - **Adaptive** (per daemon, in memory): a rate reply (a [`QuotaWindow::Rate`] quota class:
+//!   421/450/451/454 "too many", "rate", "throttl", 4.7.x) halves this daemon's rate and its SMTP
+//!   sessions at once (multiplicative decrease); every [`INCREASE_EVERY`] with successful sends
+//!   and no such reply adds a tenth of the rate before the decrease and one session (additive
+//!   increase), until the configured values are back — in the manner of Postfix's destination
+//!   concurrency feedback, but driven by the relay's throttle replies rather than by
+//!   connection failures.
+//! - **Pauses**: a quota reply with a window (minute, hour, day) pauses every daemon's claims
+//!   through the database (`Store::pause_relay`); this daemon also stops its current batch.
+
+pub use crate::health::RelayStatus;
+use crate::mail::quota::QuotaWindow;
+use crate::store::Budget;
+use std::sync::Mutex;
+use tokio::time::{Duration, Instant};
+
+/// How long without a rate reply, with successful sends, before the rate and sessions go up.
+pub const INCREASE_EVERY: Duration = Duration::from_secs(10);
+
+struct State {
+    /// The adaptive rate (messages/s); `None`: none beyond the configured caps.
+    rate: Option<f64>,
+    /// The rate when the first decrease came, which the additive increase returns to.
+    ceiling: f64,
+    sessions: usize,
+    /// The last decrease or increase.
+    changed: Instant,
+    /// Successful sends since `changed`.
+    ok_since_change: u64,
+    /// Sends measured since `measured_from` (for the rate a decrease halves, when no rate is set).
+    measured_from: Instant,
+    measured: u64,
+    /// The local one-second window of the adaptive rate, and what was claimed in it.
+    window: Instant,
+    claimed: u64,
+    /// Until when this daemon stops (a pause it saw).
+    paused_until: Option<Instant>,
+}
+
+/// The relay's limits for one daemon.
+pub struct Relay {
+    budget: Budget,
+    connections: usize,
+    state: Mutex<State>,
+}
+
+impl Relay {
+    /// With the configured caps and `connections` sessions.
+    pub fn new(budget: Budget, connections: usize) -> Relay {
+        let now = Instant::now();
+        Relay {
+            budget,
+            connections: connections.max(1),
+            state: Mutex::new(State {
+                rate: None,
+                ceiling: 0.0,
+                sessions: connections.max(1),
+                changed: now,
+                ok_since_change: 0,
+                measured_from: now,
+                measured: 0,
+                window: now,
+                claimed: 0,
+                paused_until: None,
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The global caps the claim counts.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// Sessions to use for the next batch.
+    pub fn sessions(&self) -> usize {
+        self.state().sessions
+    }
+
+    /// The effective rate limit (messages/s): the adaptive rate or the configured per-second
+    /// cap, whichever is lower; `None`: none.
+    pub fn rate_limit(&self) -> Option<f64> {
+        let configured = self.budget.per_second.map(f64::from);
+        match (self.state().rate, configured) {
+            (Some(a), Some(c)) => Some(a.min(c)),
+            (a, c) => a.or(c),
+        }
+    }
+
+    /// How many rows this daemon's adaptive rate lets it claim now (at most `want`), or how
+    /// long until it may claim again.
+    ///
+    /// # Errors
+    /// Paused, or this second's share of the adaptive rate is spent: how long to wait.
+    pub fn allowance(&self, want: u32, now: Instant) -> Result<u32, Duration> {
+        let mut s = self.state();
+        if let Some(until) = s.paused_until {
+            if until > now {
+                return Err(until - now);
+            }
+            s.paused_until = None;
+        }
+        let Some(rate) = s.rate else { return Ok(want) };
+        if now.duration_since(s.window) >= Duration::from_secs(1) {
+            s.window = now;
+            s.claimed = 0;
+        }
+        let per_window = rate.floor().max(1.0) as u64;
+        let left = per_window.saturating_sub(s.claimed);
+        if left == 0 {
+            return Err(Duration::from_secs(1).saturating_sub(now.duration_since(s.window)));
+        }
+        Ok(want.min(u32::try_from(left).unwrap_or(u32::MAX)))
+    }
+
+    /// `n` rows were claimed.
+    pub fn claimed(&self, n: usize) {
+        self.state().claimed += n as u64;
+    }
+
+    /// A send was accepted.
+    pub fn accepted(&self) {
+        let mut s = self.state();
+        s.ok_since_change += 1;
+        s.measured += 1;
+    }
+
+    /// A rate reply: halve the rate and the sessions. Returns the new rate.
+    pub fn throttled(&self, now: Instant) -> f64 {
+        let configured = self.budget.per_second.map(f64::from);
+        let mut s = self.state();
+        let elapsed = now.duration_since(s.measured_from).as_secs_f64().max(1.0);
+        let measured = s.measured as f64 / elapsed;
+        let current = s.rate.or(configured).unwrap_or(measured).max(1.0);
+        if s.rate.is_none() {
+            s.ceiling = current;
+        }
+        let rate = (current / 2.0).max(1.0);
+        s.rate = Some(rate);
+        s.sessions = (s.sessions / 2).max(1);
+        s.changed = now;
+        s.ok_since_change = 0;
+        s.measured_from = now;
+        s.measured = 0;
+        rate
+    }
+
+    /// A pause (a quota reply with a window, seen by this daemon or read from the database):
+    /// nothing is claimed for `wait`.
+    pub fn pause(&self, wait: Duration, now: Instant) {
+        let mut s = self.state();
+        let until = now + wait;
+        s.paused_until = Some(s.paused_until.map_or(until, |u| u.max(until)));
+    }
+
+    /// Whether this daemon is paused now.
+    pub fn paused(&self, now: Instant) -> bool {
+        self.state().paused_until.is_some_and(|u| u > now)
+    }
+
+    /// The additive increase: after [`INCREASE_EVERY`] with successful sends and no rate reply,
+    /// one step up (a tenth of the rate before the decrease, one session).
+    pub fn maybe_increase(&self, now: Instant) {
+        let mut s = self.state();
+        if now.duration_since(s.measured_from) >= INCREASE_EVERY * 3 {
+            s.measured_from = now;
+            s.measured = 0;
+        }
+        let Some(rate) = s.rate else { return };
+        if now.duration_since(s.changed) < INCREASE_EVERY || s.ok_since_change == 0 {
+            return;
+        }
+        let step = (s.ceiling / 10.0).max(1.0);
+        let next = rate + step;
+        s.rate = if next >= s.ceiling { None } else { Some(next) };
+        s.sessions = (s.sessions + 1).min(self.connections);
+        s.changed = now;
+        s.ok_since_change = 0;
+    }
+
+    /// For `/status` and the metrics.
+    pub fn status(&self, now: Instant) -> RelayStatus {
+        let rate_limit = self.rate_limit();
+        let s = self.state();
+        RelayStatus {
+            rate_limit,
+            sessions: s.sessions,
+            max_per_second: self.budget.per_second,
+            max_per_minute: self.budget.per_minute,
+            max_per_hour: self.budget.per_hour,
+            max_per_day: self.budget.per_day,
+            paused_for_secs: s.paused_until.filter(|u| *u > now).map(|u| (u - now).as_secs()),
+        }
+    }
+}
+
+/// How the store's pause is set for a quota reply of `window`: `(min_secs, align)`.
+pub fn pause_of(window: QuotaWindow) -> Option<(i64, i64)> {
+    match window {
+        QuotaWindow::Rate => None,
+        QuotaWindow::Minute => Some((1, 60)),
+        QuotaWindow::Hour => Some((1, 3600)),
+        QuotaWindow::Day => Some((super::deliver::DAILY_PAUSE.num_seconds(), 60)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throttle_halves_rate_and_sessions_and_they_come_back_step_by_step() {
+        let relay = Relay::new(Budget { per_second: Some(40), ..Budget::default() }, 4);
+        let t0 = Instant::now();
+        assert_eq!((relay.rate_limit(), relay.sessions()), (Some(40.0), 4));
+        assert_eq!(relay.throttled(t0), 20.0);
+        assert_eq!((relay.rate_limit(), relay.sessions()), (Some(20.0), 2));
+        relay.maybe_increase(t0 + INCREASE_EVERY);
+        assert_eq!(relay.rate_limit(), Some(20.0), "no successful send yet: no increase");
+        let mut t = t0;
+        for _ in 0..5 {
+            relay.accepted();
+            t += INCREASE_EVERY;
+            relay.maybe_increase(t);
+        }
+        assert_eq!((relay.rate_limit(), relay.sessions()), (Some(40.0), 4), "back after 5 steps of 4/s");
+        assert_eq!(relay.state().rate, None);
+    }
+
+    #[test]
+    fn the_adaptive_rate_bounds_claims_per_second() {
+        let relay = Relay::new(Budget::default(), 1);
+        let t0 = Instant::now();
+        assert_eq!(relay.allowance(100, t0), Ok(100));
+        relay.throttled(t0); // measured nothing: rate 1/s
+        assert_eq!(relay.allowance(100, t0), Ok(1));
+        relay.claimed(1);
+        assert!(relay.allowance(100, t0 + Duration::from_millis(10)).is_err());
+        assert_eq!(relay.allowance(100, t0 + Duration::from_millis(1001)), Ok(1));
+        relay.pause(Duration::from_secs(60), t0);
+        assert!(relay.allowance(100, t0 + Duration::from_secs(2)).is_err());
+    }
+}

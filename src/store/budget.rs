@@ -1,0 +1,388 @@
+//! Claims under the relay's limits, and their order.
+//!
+//! **Budget.** `relay_budget` (migration 0007) holds, per window kind (`second`, `minute`,
+//! `hour`, `day`), the window's start (Unix seconds of the *database* clock, aligned to UTC) and
+//! the rows claimed in it, plus a `pause` row (nothing is claimed before its `start`: a quota
+//! reply). A claim reads the rows, claims at most what every configured window has left, and
+//! adds what it claimed, all in its transaction: on PostgreSQL the budget rows are locked
+//! `FOR UPDATE` (claims of all daemons serialise on them only when a limit is configured), on
+//! SQLite the transaction is `BEGIN IMMEDIATE` (one writer). No leader, nothing per daemon.
+//!
+//! Counted at claim: a claimed row that is released unsent (shutdown, a lost claim) or refused
+//! by the relay still counts. That over-counts a little, so the relay may get fewer than the
+//! cap in such a window, never more.
+//!
+//! A per-second window is not claimed from in its last [`SECOND_GUARD_MS`], so what was claimed
+//! in one second has left before the next second's budget opens (the relay sees at most the
+//! cap in any UTC second unless a send takes longer than that).
+//!
+//! **Order.** Among the due rows, the earliest `4 × limit` by deadline (index
+//! `outbox_by_deadline`) are candidates, and [`choose`] takes them by deadline hour, then the
+//! rule's `priority` (higher first), then round-robin over customers, then deadline: a customer
+//! with fifty contacts due in the same hour does not delay another's single greeting.
+
+use super::{ClaimedColumns, PgStore, SqliteStore, claimed_columns};
+use std::collections::HashMap;
+
+/// Rows a claim may take per window; `None`: no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Budget {
+    /// Per UTC second.
+    pub per_second: Option<u32>,
+    /// Per UTC minute.
+    pub per_minute: Option<u32>,
+    /// Per UTC hour.
+    pub per_hour: Option<u32>,
+    /// Per UTC day.
+    pub per_day: Option<u32>,
+}
+
+impl Budget {
+    /// `(kind, window length in seconds, cap)` of every configured window.
+    fn windows(&self) -> impl Iterator<Item = (&'static str, i64, u32)> {
+        [
+            ("second", 1, self.per_second),
+            ("minute", 60, self.per_minute),
+            ("hour", 3600, self.per_hour),
+            ("day", 86_400, self.per_day),
+        ]
+        .into_iter()
+        .filter_map(|(k, len, cap)| cap.map(|c| (k, len, c)))
+    }
+
+    /// Whether any window is limited.
+    pub fn any(&self) -> bool {
+        self.windows().next().is_some()
+    }
+}
+
+/// The last part of a second in which a per-second budget is not claimed from.
+pub const SECOND_GUARD_MS: i64 = 100;
+
+/// What a limited claim got.
+#[derive(Debug, Default)]
+pub struct Claim {
+    /// The claimed rows, in the order they should be sent.
+    pub rows: Vec<super::Claimed>,
+    /// Nothing (more) can be claimed for this many milliseconds: the budget of a window is
+    /// spent (until it rolls over), or the relay is paused. `None`: claim again at will.
+    pub wait_ms: Option<i64>,
+    /// The relay is paused (a quota reply) until this database time (Unix seconds), if it is.
+    pub paused_until: Option<i64>,
+}
+
+/// A due row as the claim orders it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct Candidate {
+    pub id: i64,
+    pub customer: String,
+    pub deadline_utc: i64,
+    pub due_utc: i64,
+    pub priority: i64,
+}
+
+/// Deadline hour, negated priority, round, customer's candidates, deadline, due, id.
+type SortKey = (i64, i64, usize, usize, i64, i64, i64);
+
+/// The ids of the `n` candidates to claim, in sending order: by deadline hour, priority (higher
+/// first), round-robin over customers (each customer's rows in deadline order; within a round,
+/// customers with fewer candidates first, so a customer's single greeting is not behind a big
+/// customer's rows in every claim), deadline, id.
+pub(crate) fn choose(candidates: &[Candidate], n: usize) -> Vec<i64> {
+    let mut per_customer: HashMap<&str, usize> = HashMap::new();
+    for c in candidates {
+        *per_customer.entry(c.customer.as_str()).or_insert(0) += 1;
+    }
+    let mut sorted: Vec<&Candidate> = candidates.iter().collect();
+    sorted.sort_by_key(|c| (c.deadline_utc.div_euclid(3600), -c.priority, c.deadline_utc, c.due_utc, c.id));
+    let mut seen: HashMap<(i64, i64, &str), usize> = HashMap::new();
+    let mut keyed: Vec<(SortKey, i64)> = sorted
+        .iter()
+        .map(|c| {
+            let bucket = c.deadline_utc.div_euclid(3600);
+            let rank = seen.entry((bucket, c.priority, c.customer.as_str())).or_insert(0);
+            *rank += 1;
+            let size = per_customer.get(c.customer.as_str()).copied().unwrap_or(0);
+            ((bucket, -c.priority, *rank, size, c.deadline_utc, c.due_utc, c.id), c.id)
+        })
+        .collect();
+    keyed.sort_by_key(|(k, _)| *k);
+    keyed.into_iter().take(n).map(|(_, id)| id).collect()
+}
+
+/// How many rows the budget allows now (`now_ms`: the database clock in milliseconds), given the
+/// stored `(kind, start, used)` rows; and, when none, how long until some are.
+fn allowance(
+    budget: &Budget,
+    stored: &[(String, i64, i64)],
+    now_ms: i64,
+    want: u32,
+) -> (u32, Option<i64>, Option<i64>) {
+    let now = now_ms.div_euclid(1000);
+    let get = |kind: &str| stored.iter().find(|(k, _, _)| k == kind).map_or((0, 0), |(_, s, u)| (*s, *u));
+    let (pause, _) = get("pause");
+    if pause > now {
+        return (0, Some(pause * 1000 - now_ms), Some(pause));
+    }
+    let mut n = i64::from(want);
+    let mut wait: Option<i64> = None;
+    for (kind, len, cap) in budget.windows() {
+        let current = now.div_euclid(len) * len;
+        let (start, used) = get(kind);
+        let left = i64::from(cap) - if start == current { used } else { 0 };
+        let guard = kind == "second" && now_ms.rem_euclid(1000) >= 1000 - SECOND_GUARD_MS;
+        if left <= 0 || guard {
+            let until = (current + len) * 1000 - now_ms;
+            wait = Some(wait.map_or(until, |w: i64| w.max(until)));
+            n = 0;
+        } else {
+            n = n.min(left);
+        }
+    }
+    (n.max(0) as u32, if n <= 0 { wait } else { None }, None)
+}
+
+/// The new `(kind, start, used)` of every configured window after claiming `n` rows.
+fn spent(budget: &Budget, stored: &[(String, i64, i64)], now_ms: i64, n: i64) -> Vec<(&'static str, i64, i64)> {
+    let now = now_ms.div_euclid(1000);
+    budget
+        .windows()
+        .map(|(kind, len, _)| {
+            let current = now.div_euclid(len) * len;
+            let used = stored.iter().find(|(k, s, _)| k == kind && *s == current).map_or(0, |(_, _, u)| *u);
+            (kind, current, used + n)
+        })
+        .collect()
+}
+
+/// Candidates per claimed row: the claim looks this far past the rows it takes, so the
+/// round-robin over customers and the priorities have something to choose from.
+const CANDIDATES_PER_ROW: i64 = 4;
+
+impl SqliteStore {
+    /// [`super::Store::claim_within`] on SQLite: one `BEGIN IMMEDIATE` transaction.
+    pub(crate) async fn claim_within(
+        &self,
+        now: i64,
+        limit: u32,
+        owner: &str,
+        lease_secs: i64,
+        budget: &Budget,
+    ) -> anyhow::Result<(Vec<ClaimedColumns>, Vec<i64>, Option<i64>, Option<i64>)> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let now_ms: i64 =
+            sqlx::query_scalar("SELECT CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)")
+                .fetch_one(&mut *tx)
+                .await?;
+        let stored: Vec<(String, i64, i64)> =
+            sqlx::query_as("SELECT kind, start, used FROM relay_budget").fetch_all(&mut *tx).await?;
+        let (n, wait, paused) = allowance(budget, &stored, now_ms, limit);
+        if n == 0 {
+            tx.commit().await?;
+            return Ok((Vec::new(), Vec::new(), wait, paused));
+        }
+        let candidates: Vec<Candidate> = sqlx::query_as(
+            "SELECT id, customer, deadline_utc, due_utc, priority FROM outbox
+             WHERE state IN ('pending', 'retry') AND due_utc <= ?1 AND deadline_utc > ?1
+               AND COALESCE(next_attempt_utc, 0) <= ?1
+             ORDER BY deadline_utc, due_utc, id LIMIT ?2",
+        )
+        .bind(now)
+        .bind(i64::from(limit) * CANDIDATES_PER_ROW)
+        .fetch_all(&mut *tx)
+        .await?;
+        let chosen = choose(&candidates, n as usize);
+        if chosen.is_empty() {
+            tx.commit().await?;
+            return Ok((Vec::new(), Vec::new(), None, None));
+        }
+        let rows: Vec<ClaimedColumns> = sqlx::query_as(concat!(
+            "UPDATE outbox SET state = 'claimed', lease_owner = ?1, lease_until = unixepoch() + ?2, fence = fence + 1,
+                    attempts = attempts + 1, updated_utc = ?3
+             WHERE id IN (SELECT value FROM json_each(?4))
+             RETURNING ",
+            claimed_columns!()
+        ))
+        .bind(owner)
+        .bind(lease_secs)
+        .bind(now)
+        .bind(serde_json::to_string(&chosen)?)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (kind, start, used) in spent(budget, &stored, now_ms, rows.len() as i64) {
+            sqlx::query("UPDATE relay_budget SET start = ?2, used = ?3 WHERE kind = ?1")
+                .bind(kind)
+                .bind(start)
+                .bind(used)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok((rows, chosen, None, None))
+    }
+
+    /// [`super::Store::pause_relay`] on SQLite.
+    pub(crate) async fn pause_relay(&self, min_secs: i64, align: i64) -> anyhow::Result<(i64, i64)> {
+        Ok(sqlx::query_as(
+            "UPDATE relay_budget SET start = MAX(start, ((unixepoch() + ?1 + ?2 - 1) / ?2) * ?2) WHERE kind = 'pause'
+             RETURNING start, unixepoch()",
+        )
+        .bind(min_secs)
+        .bind(align.max(1))
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// [`super::Store::relay_usage`] on SQLite.
+    pub(crate) async fn relay_usage(&self) -> anyhow::Result<(Vec<(String, i64, i64)>, i64)> {
+        let rows =
+            sqlx::query_as("SELECT kind, start, used FROM relay_budget ORDER BY kind").fetch_all(&self.pool).await?;
+        let now: i64 = sqlx::query_scalar("SELECT unixepoch()").fetch_one(&self.pool).await?;
+        Ok((rows, now))
+    }
+}
+
+impl PgStore {
+    /// [`super::Store::claim_within`] on PostgreSQL: one transaction; the budget rows are locked
+    /// only when a limit is configured, the candidates with `FOR UPDATE SKIP LOCKED`.
+    pub(crate) async fn claim_within(
+        &self,
+        now: i64,
+        limit: u32,
+        owner: &str,
+        lease_secs: i64,
+        budget: &Budget,
+    ) -> anyhow::Result<(Vec<ClaimedColumns>, Vec<i64>, Option<i64>, Option<i64>)> {
+        let mut tx = self.pool.begin().await?;
+        let stored: Vec<(String, i64, i64)> = if budget.any() {
+            sqlx::query_as("SELECT kind, start, used FROM relay_budget ORDER BY kind FOR UPDATE")
+                .fetch_all(&mut *tx)
+                .await?
+        } else {
+            sqlx::query_as("SELECT kind, start, used FROM relay_budget WHERE kind = 'pause'")
+                .fetch_all(&mut *tx)
+                .await?
+        };
+        // Read after the lock: a claim that waited for another daemon's must not count in the
+        // window its transaction began in.
+        let now_ms: i64 = sqlx::query_scalar("SELECT floor(extract(epoch from clock_timestamp()) * 1000)::bigint")
+            .fetch_one(&mut *tx)
+            .await?;
+        let (n, wait, paused) = allowance(budget, &stored, now_ms, limit);
+        if n == 0 {
+            tx.commit().await?;
+            return Ok((Vec::new(), Vec::new(), wait, paused));
+        }
+        let candidates: Vec<Candidate> = sqlx::query_as(
+            "SELECT id, customer, deadline_utc, due_utc, priority FROM outbox
+             WHERE state IN ('pending', 'retry') AND due_utc <= $1 AND deadline_utc > $1
+               AND COALESCE(next_attempt_utc, 0) <= $1
+             ORDER BY deadline_utc, due_utc, id LIMIT $2
+             FOR UPDATE SKIP LOCKED",
+        )
+        .bind(now)
+        .bind(i64::from(limit) * CANDIDATES_PER_ROW)
+        .fetch_all(&mut *tx)
+        .await?;
+        let chosen = choose(&candidates, n as usize);
+        if chosen.is_empty() {
+            tx.commit().await?;
+            return Ok((Vec::new(), Vec::new(), None, None));
+        }
+        let rows: Vec<ClaimedColumns> = sqlx::query_as(concat!(
+            "UPDATE outbox SET state = 'claimed', lease_owner = $1,
+                    lease_until = floor(extract(epoch from now()))::bigint + $2, fence = fence + 1,
+                    attempts = attempts + 1, updated_utc = $3
+             WHERE id = ANY($4)
+             RETURNING ",
+            claimed_columns!()
+        ))
+        .bind(owner)
+        .bind(lease_secs)
+        .bind(now)
+        .bind(&chosen)
+        .fetch_all(&mut *tx)
+        .await?;
+        for (kind, start, used) in spent(budget, &stored, now_ms, rows.len() as i64) {
+            sqlx::query("UPDATE relay_budget SET start = $2, used = $3 WHERE kind = $1")
+                .bind(kind)
+                .bind(start)
+                .bind(used)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok((rows, chosen, None, None))
+    }
+
+    /// [`super::Store::pause_relay`] on PostgreSQL.
+    pub(crate) async fn pause_relay(&self, min_secs: i64, align: i64) -> anyhow::Result<(i64, i64)> {
+        Ok(sqlx::query_as(
+            "WITH n AS (SELECT floor(extract(epoch from now()))::bigint AS now)
+             UPDATE relay_budget SET start = GREATEST(start, ((n.now + $1 + $2 - 1) / $2) * $2) FROM n
+             WHERE kind = 'pause' RETURNING start, n.now",
+        )
+        .bind(min_secs)
+        .bind(align.max(1))
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// [`super::Store::relay_usage`] on PostgreSQL.
+    pub(crate) async fn relay_usage(&self) -> anyhow::Result<(Vec<(String, i64, i64)>, i64)> {
+        let rows =
+            sqlx::query_as("SELECT kind, start, used FROM relay_budget ORDER BY kind").fetch_all(&self.pool).await?;
+        let now: i64 =
+            sqlx::query_scalar("SELECT floor(extract(epoch from now()))::bigint").fetch_one(&self.pool).await?;
+        Ok((rows, now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(id: i64, customer: &str, deadline: i64, priority: i64) -> Candidate {
+        Candidate { id, customer: customer.into(), deadline_utc: deadline, due_utc: 0, priority }
+    }
+
+    #[test]
+    fn earliest_deadline_hour_first_then_priority_then_round_robin_over_customers() {
+        let h = 3600 * 1000;
+        let mut cands: Vec<Candidate> = (1..=50).map(|i| c(i, "big", h + 10, 0)).collect();
+        cands.push(c(51, "small", h + 20, 0));
+        cands.push(c(52, "later", 2 * h, 0));
+        cands.push(c(53, "vip", h + 30, 5));
+        let order = choose(&cands, 4);
+        assert_eq!(
+            order,
+            vec![53, 51, 1, 2],
+            "priority, then one of each customer (the smaller first), then the big one's next"
+        );
+        let all = choose(&cands, 100);
+        assert_eq!(all.last(), Some(&52), "the next hour's deadline comes after every row of this hour");
+    }
+
+    #[test]
+    fn the_budget_allows_what_every_window_has_left_and_says_how_long_to_wait() {
+        let b = Budget { per_second: Some(10), per_minute: Some(25), ..Budget::default() };
+        let now_ms = 120_000 + 300; // 2 min 0.3 s
+        let fresh: Vec<(String, i64, i64)> = vec![];
+        assert_eq!(allowance(&b, &fresh, now_ms, 100), (10, None, None));
+        let stored = vec![("second".to_string(), 120, 10), ("minute".to_string(), 120, 12)];
+        assert_eq!(allowance(&b, &stored, now_ms, 100), (0, Some(700), None));
+        let stored = vec![("second".to_string(), 119, 10), ("minute".to_string(), 120, 20)];
+        assert_eq!(allowance(&b, &stored, now_ms, 100), (5, None, None));
+        let stored = vec![("minute".to_string(), 120, 25)];
+        assert_eq!(allowance(&b, &stored, now_ms, 100), (0, Some(59_700), None));
+        // The guard at the end of a second.
+        assert_eq!(allowance(&b, &fresh, 120_950, 100), (0, Some(50), None));
+        // A pause.
+        let stored = vec![("pause".to_string(), 180, 0)];
+        assert_eq!(allowance(&Budget::default(), &stored, now_ms, 100), (0, Some(59_700), Some(180)));
+        assert_eq!(
+            spent(&b, &[("minute".to_string(), 120, 20)], now_ms, 5),
+            vec![("second", 120, 5), ("minute", 120, 25)]
+        );
+    }
+}
