@@ -1,5 +1,5 @@
 //! The other moments of a relationship, as facts. Pure: a custom event as recorded
-//! ([`Event::new`] validates what `contactplan event` and, later, `POST /api/v1/events` take),
+//! ([`Event::new`] validates what `contactplan event` and `POST /api/v1/events` take),
 //! the quiet spell of an `on = "inactivity"` rule ([`quiet_spell`]), which send failures mean
 //! that a contact's mailbox is gone ([`mailbox_unknown`]), and what the templates of the
 //! resulting rows are told ([`MomentFacts`], carried in the outbox `facts` column).

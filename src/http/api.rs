@@ -31,7 +31,8 @@ const MAX_ERRORS: usize = 1000;
 /// Customers not in the plans named in a response (all are counted).
 const SHOWN_UNKNOWN: usize = 5;
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+/// A JSON error answer: `{"error": message}`.
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
 
@@ -42,18 +43,7 @@ pub async fn openapi() -> Response {
 
 /// `POST /api/v1/orders`.
 pub async fn post_orders(State(ops): State<Ops>, request: Request) -> Response {
-    if ops.api_token.is_none() {
-        return error(
-            StatusCode::FORBIDDEN,
-            "writes need an API token, and none is configured: set CONTACTPLAN_API_TOKEN or the systemd credential `api-token` (LoadCredential=api-token:/etc/contactplan/api-token) and restart the daemon",
-        );
-    }
-    if !authorized(ops.api_token.as_ref(), request.headers()) {
-        let mut r = error(StatusCode::UNAUTHORIZED, "bearer token required: send Authorization: Bearer <token>");
-        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-        return r;
-    }
-    if let Err(r) = json_content(request.headers()) {
+    if let Err(r) = write_guard(&ops, request.headers()) {
         return r;
     }
     let too_large = || {
@@ -144,6 +134,24 @@ pub async fn post_orders(State(ops): State<Ops>, request: Request) -> Response {
             )
         }
     }
+}
+
+/// What every write must pass: an API token is configured (else 403), the request carries it
+/// (else 401 with `WWW-Authenticate: Bearer`), and the body is JSON (else 415).
+#[allow(clippy::result_large_err)]
+pub(super) fn write_guard(ops: &Ops, headers: &HeaderMap) -> Result<(), Response> {
+    if ops.api_token.is_none() {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "writes need an API token, and none is configured: set CONTACTPLAN_API_TOKEN or the systemd credential `api-token` (LoadCredential=api-token:/etc/contactplan/api-token) and restart the daemon",
+        ));
+    }
+    if !authorized(ops.api_token.as_ref(), headers) {
+        let mut r = error(StatusCode::UNAUTHORIZED, "bearer token required: send Authorization: Bearer <token>");
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        return Err(r);
+    }
+    json_content(headers)
 }
 
 /// The customers of `orders` that no plan in force names, sorted.

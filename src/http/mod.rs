@@ -8,6 +8,7 @@
 //! - `/status`: the `Status` as JSON (what `contactplan status` shows).
 //! - `POST /api/v1/orders`: orders into the store ([`api`]); always needs the API token, and
 //!   refuses writes (403) when none is configured.
+//! - `POST /api/v1/events`: a custom event of a customer ([`events`]), behind the token too.
 //! - `GET /api/v1/openapi.json`: the API's OpenAPI 3 document (open).
 //!
 //! With an API token (`CONTACTPLAN_API_TOKEN` or the credential `api-token`), `/metrics` and
@@ -18,11 +19,12 @@
 //! lets each open connection finish its request (hyper's graceful shutdown); connection tasks
 //! run on the caller's task tracker, so shutdown awaits them.
 //!
-//! **Architecture Invariant:** the ops router changes nothing but orders: it never changes the
-//! outbox or plans, and it writes orders only through `Store::ingest_orders`, one request in
-//! one transaction, behind the API token.
+//! **Architecture Invariant:** the ops router changes nothing but orders and custom events: it
+//! never changes the outbox or plans, and it writes only through `Store::ingest_orders` and
+//! `Store::record_event`, one request in one transaction, behind the API token.
 
 pub mod api;
+pub mod events;
 
 use crate::clock::SharedClock;
 use crate::config::HttpLimits;
@@ -60,7 +62,8 @@ pub struct Ops {
     pub instance: Arc<str>,
     /// The plans in force: which customers `POST /api/v1/orders` names that no plan does.
     pub served: Arc<crate::workspace::Served>,
-    /// Called after `POST /api/v1/orders` changed a customer's totals: wakes the scheduler, so
+    /// Called after `POST /api/v1/orders` changed a customer's totals or `POST /api/v1/events`
+    /// recorded an event: wakes the scheduler, so
     /// milestones the orders reach go out now rather than at its next tick (at most a minute).
     pub orders_stored: Arc<dyn Fn() + Send + Sync>,
 }
@@ -77,6 +80,7 @@ pub fn ops_router(ops: Ops) -> Router {
         .route("/api/v1/openapi.json", routing::get(api::openapi))
         // Its body limit is its own (`api::MAX_BODY_BYTES`, applied in the handler).
         .route("/api/v1/orders", routing::post(api::post_orders))
+        .route("/api/v1/events", routing::post(events::post_event))
         .merge(guarded)
         .fallback(not_found)
         .with_state(ops)

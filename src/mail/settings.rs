@@ -8,6 +8,8 @@ use std::time::Duration;
 
 /// The mail transport.
 #[derive(Debug, Clone)]
+// One value per daemon (in the config): its size does not matter, boxing would only add noise.
+#[allow(clippy::large_enum_variant)]
 pub enum Transport {
     /// Write each message as an .eml file into a Maildir (`tmp/` → `new/`).
     Maildir {

@@ -315,6 +315,59 @@ async fn a_refused_mailbox_gives_one_departure_task(engine: Engine) {
     assert!(accepted.iter().any(|k| k.starts_with("acme/departure/owner:anna/departure:anna.")), "{accepted:?}");
 }
 
+/// `POST /api/v1/events` while the daemon runs: without or with a wrong token 401, an invalid
+/// kind, an unknown customer and a future date 422 naming the field, nothing recorded; a valid
+/// event is recorded and its task reaches the SMTP server at once (the request wakes the
+/// scheduler); the same id again records and sends nothing.
+async fn events_posted_to_the_api_send_one_task(engine: Engine) {
+    use contactplan::app::Services;
+    const TOKEN: &str = "events-test-token-0123456789";
+    let mut app = spawn_app_on(engine, &[("acme", &plan("anna", "", EVENT_RULES))], &[], wall(), Delivery::Smtp).await;
+    crate::helpers::with_api_token(&mut app, TOKEN).await;
+    let running = app.app.start(Services { scheduler: true, http: true, ..Services::NONE }).await.unwrap();
+    let addr = running.http_addr().unwrap();
+    let post = |token: Option<&'static str>, body: &'static str| async move {
+        let (code, _, text) =
+            contactplan::http::request(addr, "POST", "/api/v1/events", token, Some(body.as_bytes().to_vec()))
+                .await
+                .unwrap();
+        (code, serde_json::from_str::<serde_json::Value>(&text).unwrap_or_else(|e| panic!("{code} {e}: {text}")))
+    };
+    let good = r#"{"customer": "acme", "kind": "complaint", "note": "Lieferung kam zu spät", "id": "t-9"}"#;
+    for token in [None, Some("wrong-token-0123456789")] {
+        assert_eq!(post(token, good).await.0, 401, "{token:?}");
+    }
+    for (body, field) in [
+        (r#"{"customer": "acme", "kind": "Complaint!"}"#, "kind"),
+        (r#"{"customer": "globex", "kind": "complaint"}"#, "customer"),
+        (r#"{"customer": "acme", "kind": "complaint", "date": "2099-01-01"}"#, "date"),
+        (r#"{"customer": "acme", "kind": "complaint", "colour": "red"}"#, "colour"),
+    ] {
+        let (code, answer) = post(Some(TOKEN), body).await;
+        assert_eq!(code, 422, "{body}: {answer}");
+        assert_eq!(answer["errors"][0]["field"], field, "{answer}");
+    }
+    assert_eq!(post(Some(TOKEN), "{\"customer\": ").await.0, 400);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(app.smtp.messages().is_empty(), "nothing recorded, nothing sent");
+
+    let (code, answer) = post(Some(TOKEN), good).await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!((answer["recorded"].as_bool(), answer["rules"].as_u64()), (Some(true), Some(1)), "{answer}");
+    let started = std::time::Instant::now();
+    while app.smtp.messages().is_empty() && started.elapsed() < std::time::Duration::from_secs(20) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let messages = app.smtp.messages();
+    assert_eq!(messages.len(), 1, "the task, at once");
+    assert!(messages[0].parts().0.contains("Lieferung kam zu spät"));
+    let (code, answer) = post(Some(TOKEN), good).await;
+    assert_eq!((code, answer["recorded"].as_bool()), (200, Some(false)), "{answer}");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(app.smtp.messages().len(), 1, "the same id sends nothing more");
+    running.stop().await;
+}
+
 macro_rules! on_both_engines {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -333,6 +386,7 @@ macro_rules! on_both_engines {
 }
 
 on_both_engines!(
+    events_posted_to_the_api_send_one_task,
     a_declared_handover_briefs_once_and_the_old_plan_is_no_reverse_handover,
     a_custom_event_sends_one_task_with_its_copy_and_the_same_id_nothing_more,
     inactivity_fires_once_per_quiet_spell,

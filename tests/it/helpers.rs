@@ -308,3 +308,17 @@ impl Rng {
         lo + self.below(hi - lo + 1)
     }
 }
+
+/// Rebuilds `t`'s daemon with the HTTP listener on a free loopback port and `token` as its API
+/// token (the services are started by the caller: `t.app.start(...)`).
+pub async fn with_api_token(t: &mut TestApp, token: &str) {
+    let path = t.dir.path().join("contactplan.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replacen('\n', "\nhttp_bind = \"127.0.0.1:0\"\n", 1);
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(&path, &Environment::default()).unwrap();
+    let mut e = edge(&config);
+    e.secrets =
+        Secrets::resolve(&config, &Environment::default().with(contactplan::config::ENV_API_TOKEN, token)).unwrap();
+    t.app = Application::build(config.clone(), Arc::new(t.clock.clone()), e).await.unwrap();
+    t.config = config;
+}

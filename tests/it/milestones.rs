@@ -439,18 +439,10 @@ fn three_daemons_on_one_postgres_database_fire_each_milestone_exactly_once() {
 /// 100th order's thanks reaches the SMTP server at once, not at the next tick a minute later.
 #[tokio::test(flavor = "multi_thread")]
 async fn orders_posted_to_the_api_send_their_milestone_at_once() {
-    use contactplan::app::{Application, Services};
-    use contactplan::config::{Environment, Secrets};
+    use contactplan::app::Services;
     const TOKEN: &str = "milestone-test-token-0123456789";
     let mut t = spawn_app_on(Engine::Sqlite, &[("acme", &plan(COUNTS))], &[], utc(START), Delivery::Smtp).await;
-    let config_path = t.dir.path().join("contactplan.toml");
-    let text = std::fs::read_to_string(&config_path).unwrap().replacen('\n', "\nhttp_bind = \"127.0.0.1:0\"\n", 1);
-    std::fs::write(&config_path, text).unwrap();
-    let config = contactplan::config::Config::load(&config_path, &Environment::default()).unwrap();
-    let mut edge = crate::helpers::edge(&config);
-    edge.secrets =
-        Secrets::resolve(&config, &Environment::default().with(contactplan::config::ENV_API_TOKEN, TOKEN)).unwrap();
-    t.app = Application::build(config, std::sync::Arc::new(t.clock.clone()), edge).await.unwrap();
+    crate::helpers::with_api_token(&mut t, TOKEN).await;
     ingest(&t, &orders(1..=99)).await;
     let running = t.app.start(Services { scheduler: true, http: true, ..Services::NONE }).await.unwrap();
     let addr = running.http_addr().unwrap();
