@@ -5,6 +5,11 @@
 //!     cargo bench --bench dispatch                 # SQLite and PostgreSQL, 1 and 4 sessions
 //!     cargo bench --bench dispatch -- 5000         # another message count
 //!     cargo bench --bench dispatch -- sqlite sessions=4 nosource   # one configuration only
+//!     cargo bench --bench dispatch -- 100000 sqlite sessions=4 cap=2000   # under a relay cap
+//!
+//! With `cap=N` the daemon runs with `[delivery] max_per_second = N` against a second smtp-sink
+//! that writes each message to a file named after the second it arrived (`-d %H%M%S.`), and the
+//! run reports the achieved rate against the cap and the busiest second at the server.
 //!
 //! Needs Debian's `postfix` (only /usr/sbin/smtp-sink and smtp-source are used) and, for the
 //! PostgreSQL rows, PostgreSQL at CONTACTPLAN_TEST_POSTGRES_URL (default
@@ -56,10 +61,18 @@ async fn fresh_pg_schema(base: &str) -> Option<String> {
 }
 
 /// Messages per second, and the group commits' count, rows per commit and mean time.
-async fn contactplan(port: u16, sessions: u32, n: usize, plans: &Path, database_url: &str) -> (f64, String) {
+async fn contactplan(
+    port: u16,
+    sessions: u32,
+    n: usize,
+    plans: &Path,
+    database_url: &str,
+    cap: Option<u32>,
+) -> (f64, String) {
     let dir = tempfile::tempdir().expect("tmp");
+    let cap_line = cap.map(|c| format!("max_per_second = {c}\n")).unwrap_or_default();
     let config_text = format!(
-        "database_url = \"sqlite://outbox.db\"\nplans = \"{}\"\ntemplates = \"{}\"\ntimezone = \"Europe/Berlin\"\nbatch_size = 1000\nhorizon_days = 1\n[sender]\nemail = \"team@example.com\"\nname = \"Team\"\n[delivery]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nconnections = {sessions}\n",
+        "database_url = \"sqlite://outbox.db\"\nplans = \"{}\"\ntemplates = \"{}\"\ntimezone = \"Europe/Berlin\"\nbatch_size = 1000\nhorizon_days = 1\n[sender]\nemail = \"team@example.com\"\nname = \"Team\"\n[delivery]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nconnections = {sessions}\n{cap_line}",
         plans.join("plans").display(),
         Path::new(env!("CARGO_MANIFEST_DIR")).join("templates").display()
     );
@@ -92,6 +105,46 @@ async fn contactplan(port: u16, sessions: u32, n: usize, plans: &Path, database_
     (n as f64 / secs, commits_line)
 }
 
+/// One run under `max_per_second = cap` against an smtp-sink that files each message under the
+/// second it arrived: the achieved rate and the busiest second at the server.
+fn capped(rt: &tokio::runtime::Runtime, sessions: u32, n: usize, plans: &Path, url: &str, engine: &str, cap: u32) {
+    let dumps = tempfile::tempdir().expect("tmp");
+    // smtp-sink writes as the user it runs as (`-u nobody` when started by root).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dumps.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let port = free_port();
+    let template = format!("{}/%H%M%S.", dumps.path().display());
+    let mut sink = Command::new("/usr/sbin/smtp-sink")
+        .args(["-u", "nobody", "-d", &template, &format!("127.0.0.1:{port}"), "1024"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("smtp-sink (apt-get install postfix)");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (rate, _) = rt.block_on(contactplan(port, sessions, n, plans, url, Some(cap)));
+    let _ = sink.kill();
+    let _ = sink.wait();
+    let mut per_second: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(dumps.path()).expect("dumps").flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some((second, _)) = name.split_once('.') {
+            *per_second.entry(second.to_string()).or_default() += 1;
+        }
+    }
+    let received: usize = per_second.values().sum();
+    let busiest = per_second.values().copied().max().unwrap_or(0);
+    let over = per_second.values().filter(|c| **c > cap as usize).count();
+    // Full seconds only (the first and the last are partial).
+    let inner: Vec<usize> = per_second.values().copied().skip(1).collect();
+    let inner = &inner[..inner.len().saturating_sub(1)];
+    let mean_inner = inner.iter().sum::<usize>() as f64 / inner.len().max(1) as f64;
+    println!(
+        "  contactplan  sessions={sessions} {engine:<8} cap={cap}/s: {rate:>6.0} msg/s overall ({:.1} % of the cap), {mean_inner:.0} msg/s in full seconds ({:.1} %), busiest second {busiest}, seconds over the cap: {over}, received {received} of {n}",
+        100.0 * rate / cap as f64,
+        100.0 * mean_inner / cap as f64,
+    );
+}
+
 fn main() {
     // Arguments (all optional): a message count, `sqlite` / `postgres` to run one engine,
     // `sessions=N` to run one session count, `nosource` to skip smtp-source.
@@ -105,7 +158,8 @@ fn main() {
         Some(s) => vec![s.parse().expect("sessions=N")],
         None => vec![1, 4],
     };
-    let with_source = !args.iter().any(|a| a == "nosource");
+    let cap: Option<u32> = args.iter().find_map(|a| a.strip_prefix("cap=")).map(|c| c.parse().expect("cap=N"));
+    let with_source = cap.is_none() && !args.iter().any(|a| a == "nosource");
     let port = free_port();
     let mut sink = Command::new("/usr/sbin/smtp-sink")
         .args(["-u", "nobody", &format!("127.0.0.1:{port}"), "1024"])
@@ -123,7 +177,9 @@ fn main() {
     println!("dispatch n={n} (4 KB-ish multipart messages; smtp-source -l 4096)");
     for sessions in sessions_list {
         let source = if with_source { smtp_source(port, sessions, n) } else { f64::NAN };
-        println!("  smtp-source  sessions={sessions}: {source:>8.0} msg/s");
+        if with_source {
+            println!("  smtp-source  sessions={sessions}: {source:>8.0} msg/s");
+        }
         for engine in &engines {
             let url = match *engine {
                 "sqlite" => Some("sqlite".to_string()),
@@ -133,7 +189,11 @@ fn main() {
                 println!("  contactplan  sessions={sessions} {engine}: skipped (no PostgreSQL at {pg_base})");
                 continue;
             };
-            let (rate, commits) = rt.block_on(contactplan(port, sessions, n, plans.path(), &url));
+            if let Some(cap) = cap {
+                capped(&rt, sessions, n, plans.path(), &url, engine, cap);
+                continue;
+            }
+            let (rate, commits) = rt.block_on(contactplan(port, sessions, n, plans.path(), &url, None));
             println!(
                 "  contactplan  sessions={sessions} {engine:<8} {rate:>8.0} msg/s ({:.0}% of smtp-source; {commits})",
                 100.0 * rate / source
