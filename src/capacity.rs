@@ -183,7 +183,9 @@ impl Forecast {
 pub fn forecast(budget: &Budget, customers: &[Customer], from: DateTime<Utc>, to: DateTime<Utc>) -> Forecast {
     let mut jobs = Vec::new();
     let _ = crate::occasion::agenda_each::<()>(customers, from, to, |slice| {
-        jobs.extend(slice.iter().map(|o: &&Occurrence| Job { due: o.due.utc.timestamp(), deadline: o.deadline.timestamp() }));
+        jobs.extend(
+            slice.iter().map(|o: &&Occurrence| Job { due: o.due.utc.timestamp(), deadline: o.deadline.timestamp() }),
+        );
         Ok(())
     });
     forecast_jobs(budget, &jobs, from.timestamp())
@@ -231,11 +233,7 @@ pub fn render(f: &Forecast, budget: &Budget, tz: Tz) -> String {
         "{} messages due under {}; {}",
         group(f.due),
         f.limits,
-        if f.fits() {
-            "everything fits".to_string()
-        } else {
-            format!("{} would miss their deadline", group(f.missed))
-        }
+        if f.fits() { "everything fits".to_string() } else { format!("{} would miss their deadline", group(f.missed)) }
     );
     for h in &f.hours {
         let start = local(h.start);
@@ -275,7 +273,7 @@ pub fn group(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -291,18 +289,11 @@ mod tests {
     fn earliest_deadline_first_under_a_per_minute_cap() {
         let b = Budget { per_minute: Some(2), ..Budget::default() };
         // Five due at 0: deadlines 120, 120, 60, 600, 90.
-        let jobs: Vec<Job> =
-            [120, 120, 60, 600, 90].iter().map(|d| Job { due: 0, deadline: *d }).collect();
+        let jobs: Vec<Job> = [120, 120, 60, 600, 90].iter().map(|d| Job { due: 0, deadline: *d }).collect();
         let fates = simulate(&b, &[], 0, &jobs);
         assert_eq!(
             fates,
-            vec![
-                Fate::Sent(60),
-                Fate::Missed(Some("max_per_minute")),
-                Fate::Sent(0),
-                Fate::Sent(120),
-                Fate::Sent(0)
-            ]
+            vec![Fate::Sent(60), Fate::Missed(Some("max_per_minute")), Fate::Sent(0), Fate::Sent(120), Fate::Sent(0)]
         );
         // Already used up this minute.
         let fates = simulate(&b, &[(60, 2)], 0, &jobs[2..3]);

@@ -70,7 +70,10 @@ pub const CAPACITY_DAYS: i64 = 14;
 
 /// A warning when the plans do not fit the relay's limits over the next [`CAPACITY_DAYS`] days
 /// (from the start of today in the default time zone): what `agenda --capacity` shows.
-fn capacity_warning(config: &crate::config::Config, plans: &crate::plan::Plans) -> Option<crate::diagnostics::Diagnostic> {
+fn capacity_warning(
+    config: &crate::config::Config,
+    plans: &crate::plan::Plans,
+) -> Option<crate::diagnostics::Diagnostic> {
     use chrono::{NaiveTime, TimeDelta, Utc};
     let budget = super::agenda::budget_of(config);
     if !budget.any() {

@@ -142,13 +142,7 @@ fn line(snap: &Snapshot, row: &Row, deadline: i64) -> String {
     format!("- {name}: {contact}, {} (deadline {deadline})", row.key.rule)
 }
 
-async fn tell_owners(
-    s: &Scheduler,
-    snap: &Snapshot,
-    rows: &[Row],
-    deadlines: &BTreeMap<i64, i64>,
-    now: DateTime<Utc>,
-) {
+async fn tell_owners(s: &Scheduler, snap: &Snapshot, rows: &[Row], deadlines: &BTreeMap<i64, i64>, now: DateTime<Utc>) {
     let mut per_owner: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for row in rows {
         let Some(customer) = snap.plans.get(&row.key.customer) else { continue };
@@ -166,8 +160,7 @@ async fn tell_owners(
         );
         let html = format!("<pre>{}</pre>", super::notice::html_escape(&text));
         let first = rows.first().map_or(0, |r| r.id);
-        let message_id =
-            crate::mail::message_id(&format!("capacity:{hour}/{owner}/{first}"), sender.email.domain());
+        let message_id = crate::mail::message_id(&format!("capacity:{hour}/{owner}/{first}"), sender.email.domain());
         let built = crate::mail::build(&crate::mail::Outgoing {
             from: sender.party(),
             to: crate::mail::Party { name: None, address: &owner },
@@ -193,10 +186,8 @@ async fn tell_owners(
 
 async fn tell_ops(s: &Scheduler, rows: &[Row], deadlines: &BTreeMap<i64, i64>, budget: &Budget, now: DateTime<Utc>) {
     let snap = s.current();
-    let lines: Vec<String> = rows
-        .iter()
-        .map(|r| line(&snap, r, deadlines.get(&r.id).copied().unwrap_or(r.due.0)))
-        .collect();
+    let lines: Vec<String> =
+        rows.iter().map(|r| line(&snap, r, deadlines.get(&r.id).copied().unwrap_or(r.due.0))).collect();
     let subject = format!(
         "contactplan: {} occasions will not fit under the relay's limits before their deadline ({})",
         rows.len(),
