@@ -288,12 +288,19 @@ mod tests {
     #[test]
     fn earliest_deadline_first_under_a_per_minute_cap() {
         let b = Budget { per_minute: Some(2), ..Budget::default() };
-        // Five due at 0: deadlines 120, 120, 60, 600, 90.
-        let jobs: Vec<Job> = [120, 120, 60, 600, 90].iter().map(|d| Job { due: 0, deadline: *d }).collect();
+        // Six due at 0: deadlines 120, 120, 60, 600, 90, 110.
+        let jobs: Vec<Job> = [120, 120, 60, 600, 90, 110].iter().map(|d| Job { due: 0, deadline: *d }).collect();
         let fates = simulate(&b, &[], 0, &jobs);
         assert_eq!(
             fates,
-            vec![Fate::Sent(60), Fate::Missed(Some("max_per_minute")), Fate::Sent(0), Fate::Sent(120), Fate::Sent(0)]
+            vec![
+                Fate::Sent(60),
+                Fate::Missed(Some("max_per_minute")),
+                Fate::Sent(0),
+                Fate::Sent(120),
+                Fate::Sent(0),
+                Fate::Sent(60)
+            ]
         );
         // Already used up this minute.
         let fates = simulate(&b, &[(60, 2)], 0, &jobs[2..3]);
