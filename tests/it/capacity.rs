@@ -2,7 +2,7 @@
 //! before it (missed with the reason, one task per salesperson, one ops notice), and
 //! `agenda --capacity`'s forecast is what the daemon then shows.
 
-use crate::helpers::{Delivery, TestApp, spawn_app, utc};
+use crate::helpers::{Delivery, Engine, TestApp, spawn_app_on, utc};
 use contactplan::store::{Budget, RowState};
 use std::collections::HashMap;
 
@@ -37,9 +37,9 @@ deadline = "1h"
     )
 }
 
-async fn spawn(plans: &[(String, String)], now: &str, limits: &str) -> TestApp {
+async fn spawn(engine: Engine, plans: &[(String, String)], now: &str, limits: &str) -> TestApp {
     let plans: Vec<(&str, &str)> = plans.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    let mut app = spawn_app(&plans, &[], utc(now), Delivery::Smtp).await;
+    let mut app = spawn_app_on(engine, &plans, &[], utc(now), Delivery::Smtp).await;
     let text = std::fs::read_to_string(&app.config.path).unwrap();
     std::fs::write(&app.config.path, text.replace("timeout_secs = 10\n", &format!("timeout_secs = 10\n{limits}")))
         .unwrap();
@@ -63,6 +63,12 @@ fn count(states: &[(RowState, i64)], s: RowState) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_cannot_fit_is_announced_before_its_deadline_once_per_owner() {
+    for engine in [Engine::Sqlite, Engine::Postgres] {
+        announced_once_per_owner(engine).await;
+    }
+}
+
+async fn announced_once_per_owner(engine: Engine) {
     // 20 greetings due at 09:00 Berlin (08:00Z), deadline 10:00 (09:00Z); the relay takes 5 an hour.
     let plans: Vec<(String, String)> = (0..20)
         .map(|i| {
@@ -71,7 +77,7 @@ async fn what_cannot_fit_is_announced_before_its_deadline_once_per_owner() {
             (id.clone(), plan(&id, owner, "03-14", "09:00"))
         })
         .collect();
-    let app = spawn(&plans, "2027-03-14T08:00:30Z", "max_per_hour = 5\n").await;
+    let app = spawn(engine, &plans, "2027-03-14T08:00:30Z", "max_per_hour = 5\n").await;
     let report = app.tick().await;
     assert_eq!((report.accepted, report.missed), (5, 15), "{report:?}");
     let states = app.states().await;
@@ -123,7 +129,7 @@ async fn the_forecast_shows_the_shortfall_the_daemon_then_has() {
             (id.clone(), plan(&id, "eva@example.com", "12-21", if i % 2 == 0 { "09:00" } else { "09:30" }))
         })
         .collect();
-    let app = spawn(&plans, "2026-12-21T08:00:30Z", "max_per_hour = 10\n").await;
+    let app = spawn(Engine::Sqlite, &plans, "2026-12-21T08:00:30Z", "max_per_hour = 10\n").await;
     let budget = Budget { per_hour: Some(10), ..Budget::default() };
     let plans_now = app.app.current().plans.clone();
     let tz: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
