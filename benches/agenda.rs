@@ -99,6 +99,33 @@ fn main() {
         measure(n.parse().expect("size"), 1);
         return;
     }
+    // `check`'s capacity forecast: 14 days under a cap of 30/min, after one load.
+    if let Some(n) = args.first().and_then(|a| a.strip_prefix("capacity:")) {
+        let n: usize = n.parse().expect("size");
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("target/bench-plans-agenda/{n}"));
+        support::generate(&dir, n, true).expect("generate plans");
+        let defaults = Settings {
+            window: Some(business::Window::parse("08:00-20:00").expect("window")),
+            jitter: Some(900),
+            ..Default::default()
+        };
+        let loaded = support::load(&dir, n, &support::catalog(), &defaults);
+        let from: DateTime<Utc> = "2026-12-14T23:00:00Z".parse().expect("date");
+        let budget = contactplan::store::Budget { per_minute: Some(30), ..Default::default() };
+        for _ in 0..3 {
+            let (t, cpu) = (Instant::now(), support::cpu_seconds());
+            let f = contactplan::capacity::forecast(&budget, &loaded.plans.customers, from, from + TimeDelta::days(14));
+            println!(
+                "capacity n={n} days=14 due={} missed={} time={:.3}s cpu={:.2}s peak_rss={:.1}MB",
+                f.due,
+                f.missed,
+                t.elapsed().as_secs_f64(),
+                support::cpu_seconds() - cpu,
+                support::peak_rss_kib() as f64 / 1024.0
+            );
+        }
+        return;
+    }
     // For `perf record`: the agenda five times after one load.
     if let Some(n) = args.first().and_then(|a| a.strip_prefix("profile:")) {
         measure(n.parse().expect("size"), 5);

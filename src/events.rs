@@ -237,6 +237,7 @@ pub fn departure_rule() -> crate::plan::Rule {
         calendar: crate::calendar::Settings::default(),
         phases: None,
         priority: 0,
+        spread: Lead::None,
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod calendar;
+pub mod capacity;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -69,6 +69,20 @@ pub enum Adjustment {
         /// The window, as written (`08:00-18:00`).
         window: String,
     },
+    /// `spread`: the send day moved per recipient (a hash of the outbox key) to one of the
+    /// `over` (open) days from the send day.
+    Spread {
+        /// Days later (open days when `business`).
+        days: u32,
+        /// The configured spread, in days.
+        over: u32,
+        /// Counted in open days of the business calendar.
+        business: bool,
+        /// The send day before.
+        from: NaiveDate,
+        /// The send day after.
+        to: NaiveDate,
+    },
     /// The per-recipient offset inside the send window (a hash of the outbox key).
     Jitter {
         /// The offset added to the base send time, in seconds (`0 ≤ seconds < spread`).
@@ -115,6 +129,10 @@ impl std::fmt::Display for Adjustment {
                     from.format("%H:%M"),
                     to.format("%H:%M:%S")
                 )
+            }
+            Adjustment::Spread { days, over, business, from, to } => {
+                let unit = if *business { "open days" } else { "days" };
+                write!(f, "spread over {over} {unit}: this recipient's day is {days} {unit} after {from}: {to}")
             }
             Adjustment::Jitter { seconds, spread } => {
                 write!(f, "+{}m{:02}s per-recipient offset (of up to {}s)", seconds / 60, seconds % 60, spread)

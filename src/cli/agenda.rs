@@ -9,7 +9,7 @@ use std::process::ExitCode;
 /// Show what will be sent or assigned, when (local time and UTC), to whom and by which rule.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "The JSON format is a stable interface (fields documented in README.md, \"agenda --format json\").\n\nExamples:\n  contactplan agenda\n  contactplan agenda --from 2026-12-01 --days 31\n  contactplan agenda --customer acme --format json"
+    after_help = "The JSON format is a stable interface (fields documented in README.md, \"agenda --format json\").\n\nExamples:\n  contactplan agenda\n  contactplan agenda --from 2026-12-01 --days 31\n  contactplan agenda --customer acme --format json\n  contactplan agenda --capacity --from 2026-12-01 --days 31   # the busiest hours under [delivery] max_per_*, and what would miss its deadline"
 )]
 pub struct Args {
     /// First day (YYYY-MM-DD, in the default time zone); default: today.
@@ -24,6 +24,11 @@ pub struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
+    /// Instead of the items: the busiest hours and whether everything fits under the relay's
+    /// limits (`[delivery] max_per_second/minute/hour/day`), simulating the claim (earliest
+    /// deadline first) over the due times and deadlines.
+    #[arg(long)]
+    capacity: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -117,6 +122,16 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let from: DateTime<Utc> = crate::calendar::resolve_local(tz, from_day.and_time(NaiveTime::MIN)).utc;
     let to =
         crate::calendar::resolve_local(tz, (from_day + TimeDelta::days(args.days.into())).and_time(NaiveTime::MIN)).utc;
+    if args.capacity {
+        let budget = budget_of(&config);
+        let forecast = crate::capacity::forecast(&budget, customers, from, to);
+        let mut out = std::io::stdout().lock();
+        match args.format {
+            Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&forecast)?)?,
+            Format::Table => write!(out, "{}", crate::capacity::render(&forecast, &budget, tz))?,
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     // Streamed slice by slice (see `occasion::agenda_each`): a year of 100,000 customers never
     // sits in memory at once.
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -161,4 +176,14 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The relay's caps as the daemon applies them (`[delivery] max_per_*`).
+pub fn budget_of(config: &crate::config::Config) -> crate::store::Budget {
+    crate::store::Budget {
+        per_second: config.relay_limits.per_second,
+        per_minute: config.relay_limits.per_minute,
+        per_hour: config.relay_limits.per_hour,
+        per_day: config.relay_limits.per_day,
+    }
 }

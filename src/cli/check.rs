@@ -43,6 +43,7 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    diags.extend(capacity_warning(&config, &ws.loaded.plans));
     let diags = &diags;
     let errors = diags.iter().filter(|d| d.is_error()).count();
     match args.format {
@@ -62,4 +63,43 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Days ahead `check` simulates the plans against the relay's limits.
+pub const CAPACITY_DAYS: i64 = 14;
+
+/// A warning when the plans do not fit the relay's limits over the next [`CAPACITY_DAYS`] days
+/// (from the start of today in the default time zone): what `agenda --capacity` shows.
+fn capacity_warning(
+    config: &crate::config::Config,
+    plans: &crate::plan::Plans,
+) -> Option<crate::diagnostics::Diagnostic> {
+    use chrono::{NaiveTime, TimeDelta, Utc};
+    let budget = super::agenda::budget_of(config);
+    if !budget.any() {
+        return None;
+    }
+    let tz = config.default_timezone;
+    let today = Utc::now().with_timezone(&tz).date_naive();
+    let from = crate::calendar::resolve_local(tz, today.and_time(NaiveTime::MIN)).utc;
+    let to = crate::calendar::resolve_local(tz, (today + TimeDelta::days(CAPACITY_DAYS)).and_time(NaiveTime::MIN)).utc;
+    let f = crate::capacity::forecast(&budget, &plans.customers, from, to);
+    if f.fits() {
+        return None;
+    }
+    Some(
+        crate::diagnostics::Diagnostic::whole_file(
+            &config.path,
+            format!(
+                "the plans do not fit the relay's limits over the next {CAPACITY_DAYS} days: {} messages due under {}, {} would miss their deadline",
+                crate::capacity::group(f.due),
+                f.limits,
+                crate::capacity::group(f.missed)
+            ),
+        )
+        .hint(format!(
+            "`contactplan agenda --capacity --days {CAPACITY_DAYS}` shows the busiest hours; raise the limit, spread with `jitter`/`window`, or move the rule"
+        ))
+        .warning(),
+    )
 }

@@ -121,6 +121,7 @@ fn step_name(a: &Adjustment) -> &'static str {
         Adjustment::Closed { .. } => "closed day",
         Adjustment::WindowClamp { .. } => "window",
         Adjustment::DstGap { .. } | Adjustment::DstFold { .. } => "DST",
+        Adjustment::Spread { .. } => "spread",
         Adjustment::Jitter { .. } => "jitter",
     }
 }

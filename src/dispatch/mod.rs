@@ -7,6 +7,7 @@
 //! reports to `health` and `metrics`; the other services (reload, file watcher, HTTP,
 //! retention) run beside it, wired in `app.rs`.
 
+mod capacity;
 mod deliver;
 pub mod handover;
 mod materialize;
@@ -439,6 +440,10 @@ impl Scheduler {
             report.missed += 1;
             self.metrics.missed(row.kind, 1);
             tracing::warn!(key = %row.key, kind = %row.kind, "missed: deadline passed before it could be sent");
+        }
+        for row in capacity::announce(self, &snap, now).await? {
+            report.missed += 1;
+            self.metrics.missed(row.kind, 1);
         }
 
         while !stop.is_cancelled() {

@@ -43,6 +43,6 @@ pub async fn send(s: &Scheduler, subject: &str, text: &str) -> bool {
 }
 
 /// `&`, `<`, `>` and `"` as HTML entities.
-fn html_escape(s: &str) -> String {
+pub(super) fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }

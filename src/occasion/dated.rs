@@ -19,10 +19,16 @@ fn reach(ctx: &RuleCtx<'_, '_>) -> (i64, i64) {
     };
     let moves = ctx.cal.has_closures() && matches!(ctx.cal.on_closed, OnClosed::Before | OnClosed::After);
     let extra = if moves { i64::from(MAX_SEARCH_DAYS) } else { 0 };
+    // `spread` moves the send day later: by up to n days, or n open days.
+    let spread = match ctx.rule.spread {
+        Lead::None => 0,
+        Lead::Days(n) => i64::from(n),
+        Lead::BusinessDays(n) => i64::from(n) + i64::from(MAX_SEARCH_DAYS),
+    };
     match ctx.cal.on_closed {
-        OnClosed::Before => (lead + extra, 0),
-        OnClosed::After => (lead, extra),
-        _ => (lead, 0),
+        OnClosed::Before => (lead + extra, spread),
+        OnClosed::After => (lead, extra + spread),
+        _ => (lead, spread),
     }
 }
 
@@ -187,6 +193,34 @@ fn occasion<'a, S: Sink<'a>>(
         }
     }
 
+    // Spread: this recipient's day among the next `n` (open) days.
+    let recipient = recipient_for(rule, about);
+    let nominal = super::Nominal::Date(date);
+    let key = Key { customer, rule, recipient, about, nominal };
+    let spread = match rule.spread {
+        Lead::None => None,
+        Lead::Days(n) => Some((n, false)),
+        Lead::BusinessDays(n) => Some((n, true)),
+    };
+    if let Some((n, business)) = spread {
+        // The upper half of the key's hash (the lower half places the jitter).
+        let days = ((key.hash() >> 32) % u64::from(n.max(1))) as u32;
+        let mut to = send;
+        for _ in 0..days {
+            to += TimeDelta::days(1);
+            if business && cal.has_closures() && cal.closure(to).is_some() {
+                match cal.move_off(to, Direction::After) {
+                    Some((open, _)) => to = open,
+                    None => break,
+                }
+            }
+        }
+        if to != send {
+            adjustments.push(Adjustment::Spread { days, over: n, business, from: send, to });
+            send = to;
+        }
+    }
+
     // Cheap filter before any time-zone work: the send day must touch the window.
     if send < first - TimeDelta::days(1) || send > last + TimeDelta::days(1) {
         return;
@@ -194,9 +228,6 @@ fn occasion<'a, S: Sink<'a>>(
 
     let base = timing::base(zone, send, rule.at, cal, &mut adjustments);
     let day_end = end_of_local_day(zone, send);
-    let recipient = recipient_for(rule, about);
-    let nominal = super::Nominal::Date(date);
-    let key = Key { customer, rule, recipient, about, nominal };
     let limit = rule.deadline.is_none().then_some(day_end);
     let due = timing::jitter(zone, &base, cal, limit, || key.hash(), &mut adjustments);
     if due.utc < ctx.from || due.utc >= ctx.to {

@@ -598,6 +598,9 @@ pub struct Rule {
     /// `priority` (default 0): when more is due than the relay takes, rows whose deadlines
     /// fall in the same hour are claimed higher priority first.
     pub priority: i64,
+    /// `spread` (default none): a dated rule's sends are spread per recipient over this many
+    /// (open) days from the send day, by a hash of the outbox key; the key stays nominal.
+    pub spread: Lead,
 }
 
 impl Rule {

@@ -101,6 +101,7 @@ raw_table! {
         pub delivery: Option<Spanned<String>>,
         pub deadline: Option<Spanned<String>>,
         pub priority: Option<Spanned<i64>>,
+        pub spread: Option<Spanned<String>>,
         pub enabled: Option<Spanned<bool>>,
         pub phases: Option<Spanned<Vec<Spanned<String>>>>,
         pub to_phase: Option<Spanned<String>>,

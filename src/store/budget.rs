@@ -21,7 +21,7 @@
 //! rule's `priority` (higher first), then round-robin over customers, then deadline: a customer
 //! with fifty contacts due in the same hour does not delay another's single greeting.
 
-use super::{ClaimedColumns, PgStore, SqliteStore, claimed_columns};
+use super::{ClaimedColumns, PgStore, RowColumns, SqliteStore, claimed_columns, row_columns};
 use std::collections::HashMap;
 
 /// Rows a claim may take per window; `None`: no limit.
@@ -240,6 +240,58 @@ impl SqliteStore {
         let now: i64 = sqlx::query_scalar("SELECT unixepoch()").fetch_one(&self.pool).await?;
         Ok((rows, now))
     }
+
+    /// [`super::Store::open_by_deadline`] on SQLite.
+    pub(crate) async fn open_by_deadline(
+        &self,
+        now: i64,
+        until: i64,
+        limit: i64,
+    ) -> anyhow::Result<(i64, Vec<(i64, String, i64, i64)>)> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox WHERE state IN ('pending', 'retry') AND deadline_utc > ?1 AND deadline_utc <= ?2",
+        )
+        .bind(now)
+        .bind(until)
+        .fetch_one(&self.pool)
+        .await?;
+        if count == 0 || limit == 0 {
+            return Ok((count, Vec::new()));
+        }
+        let rows = sqlx::query_as(
+            "SELECT id, key, MAX(due_utc, COALESCE(next_attempt_utc, 0)), deadline_utc FROM outbox
+             WHERE state IN ('pending', 'retry') AND deadline_utc > ?1 AND deadline_utc <= ?2
+             ORDER BY deadline_utc, due_utc, id LIMIT ?3",
+        )
+        .bind(now)
+        .bind(until)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((count, rows))
+    }
+
+    /// [`super::Store::announce_missed`] on SQLite: one transaction.
+    pub(crate) async fn announce_missed(&self, rows: &[(i64, String)], now: i64) -> anyhow::Result<Vec<RowColumns>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut out = Vec::new();
+        for (id, reason) in rows {
+            let row: Option<RowColumns> = sqlx::query_as(concat!(
+                "UPDATE outbox SET state = 'missed', reason = ?2, updated_utc = ?3, lease_owner = NULL, lease_until = NULL
+                 WHERE id = ?1 AND state IN ('pending', 'retry')
+                 RETURNING ",
+                row_columns!()
+            ))
+            .bind(id)
+            .bind(reason)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            out.extend(row);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
 }
 
 impl PgStore {
@@ -313,6 +365,58 @@ impl PgStore {
         }
         tx.commit().await?;
         Ok((rows, chosen, None, None))
+    }
+
+    /// [`super::Store::open_by_deadline`] on PostgreSQL.
+    pub(crate) async fn open_by_deadline(
+        &self,
+        now: i64,
+        until: i64,
+        limit: i64,
+    ) -> anyhow::Result<(i64, Vec<(i64, String, i64, i64)>)> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox WHERE state IN ('pending', 'retry') AND deadline_utc > $1 AND deadline_utc <= $2",
+        )
+        .bind(now)
+        .bind(until)
+        .fetch_one(&self.pool)
+        .await?;
+        if count == 0 || limit == 0 {
+            return Ok((count, Vec::new()));
+        }
+        let rows = sqlx::query_as(
+            "SELECT id, key, GREATEST(due_utc, COALESCE(next_attempt_utc, 0)), deadline_utc FROM outbox
+             WHERE state IN ('pending', 'retry') AND deadline_utc > $1 AND deadline_utc <= $2
+             ORDER BY deadline_utc, due_utc, id LIMIT $3",
+        )
+        .bind(now)
+        .bind(until)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((count, rows))
+    }
+
+    /// [`super::Store::announce_missed`] on PostgreSQL: one transaction.
+    pub(crate) async fn announce_missed(&self, rows: &[(i64, String)], now: i64) -> anyhow::Result<Vec<RowColumns>> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::new();
+        for (id, reason) in rows {
+            let row: Option<RowColumns> = sqlx::query_as(concat!(
+                "UPDATE outbox SET state = 'missed', reason = $2, updated_utc = $3, lease_owner = NULL, lease_until = NULL
+                 WHERE id = $1 AND state IN ('pending', 'retry')
+                 RETURNING ",
+                row_columns!()
+            ))
+            .bind(id)
+            .bind(reason)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            out.extend(row);
+        }
+        tx.commit().await?;
+        Ok(out)
     }
 
     /// [`super::Store::pause_relay`] on PostgreSQL.

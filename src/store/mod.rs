@@ -360,6 +360,31 @@ impl Store {
         Ok((UnixSecs(until), UnixSecs(now)))
     }
 
+    /// Open rows (`pending`, `retry`) with a deadline in `(now, until]`: how many there are, and
+    /// the first `limit` of them by deadline as `(id, key, due or next attempt, deadline)`.
+    /// For the capacity projection (`dispatch/capacity.rs`); `limit` 0 only counts.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn open_by_deadline(
+        &self,
+        now: UnixSecs,
+        until: UnixSecs,
+        limit: i64,
+    ) -> anyhow::Result<(i64, Vec<(i64, String, i64, i64)>)> {
+        engine!(self, s => s.open_by_deadline(now.0, until.0, limit).await)
+    }
+
+    /// Marks open rows `missed` with their reason (`(id, reason)`): announced ahead of their
+    /// deadline as not fitting under the relay's caps. Only rows still `pending` or `retry`
+    /// change (one transaction); returns those, so of several daemons only one announces a row.
+    ///
+    /// # Errors
+    /// A database error (nothing changed).
+    pub async fn announce_missed(&self, rows: &[(i64, String)], now: UnixSecs) -> anyhow::Result<Vec<Row>> {
+        typed(engine!(self, s => s.announce_missed(rows, now.0).await)?)
+    }
+
     /// The stored budget rows `(kind, window start, used)` and the database's now.
     ///
     /// # Errors

@@ -9,7 +9,7 @@ use contactplan::calendar::{Adjustment, Settings, business};
 use contactplan::occasion::{self, Explained, Occurrence};
 use contactplan::plan::{self, Context, CrontabCache, Customer};
 use contactplan::render::TemplateCatalog;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 /// Validates one plan exactly as the loader does, with `defaults` as the daemon's `[calendar]`.
@@ -754,4 +754,47 @@ fn a_lead_time_on_a_crontab_rule_is_a_warning_not_silence() {
     assert_eq!(code, Some(0), "a warning does not fail the check: {stderr}");
     assert!(stderr.contains("warning: `before` has no effect on `on = \"every\"` rules"), "{stderr}");
     assert!(stdout.contains("1 warnings") || stdout.contains("1 warning"), "{stdout}");
+}
+
+#[test]
+fn spread_puts_1000_recipients_evenly_on_their_days_and_each_keeps_its_day() {
+    let contacts: String = (0..1000).map(|i| contact(&format!("p{i:04}"), "\"--12-21\"", i == 0)).collect();
+    let days_of = |spread: &str| -> BTreeMap<String, NaiveDate> {
+        let rules = format!(
+            "[[occasion]]\nname = \"birthday\"\non = \"birthday\"\ntemplate = \"birthday\"\nat = \"09:00\"\nspread = \"{spread}\"\n"
+        );
+        // A fresh parse each time: what a reload or another instance computes.
+        let c =
+            customer(&plan_text("Europe/Berlin", "region = \"DE\"\nweekend = [\"sat\", \"sun\"]", &contacts, &rules));
+        let all = occurrences(&c, "2026-12-10T00:00:00Z", "2027-01-10T00:00:00Z");
+        assert_eq!(all.len(), 1000, "each recipient once");
+        all.iter()
+            .map(|o| {
+                assert!(o.key().ends_with("/2026-12-21"), "the key stays nominal: {}", o.key());
+                assert!(o.due.utc < o.deadline, "inside its deadline");
+                (o.key(), o.due.local.date_naive())
+            })
+            .collect()
+    };
+    // 2026-12-21 is a Monday: three calendar days are Mon–Wed; five open days skip Christmas
+    // (Fri 25th, Sat 26th) and the weekend.
+    for (spread, expected) in [
+        ("3d", vec![day("2026-12-21"), day("2026-12-22"), day("2026-12-23")]),
+        (
+            "5 business days",
+            vec![day("2026-12-21"), day("2026-12-22"), day("2026-12-23"), day("2026-12-24"), day("2026-12-28")],
+        ),
+    ] {
+        let first = days_of(spread);
+        let mut per_day: BTreeMap<NaiveDate, usize> = BTreeMap::new();
+        for d in first.values() {
+            *per_day.entry(*d).or_insert(0) += 1;
+        }
+        assert_eq!(per_day.keys().copied().collect::<Vec<_>>(), expected, "{spread}: {per_day:?}");
+        let even = 1000.0 / expected.len() as f64;
+        for n in per_day.values() {
+            assert!((*n as f64 - even).abs() <= even * 0.2, "{spread}: within ±20 %: {per_day:?}");
+        }
+        assert_eq!(days_of(spread), first, "{spread}: each recipient's day is stable");
+    }
 }

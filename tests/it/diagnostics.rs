@@ -138,6 +138,9 @@
 //! | 98 | plan/validate/rule.rs `apply_keys`, `factor` | … is not a factor between 1 and 20 | `rule-factor` |
 //! | 99 | plan/validate/rule.rs `complete`, inactivity | … needs `days` or `factor` | `rule-inactivity-needs-days` |
 //! | 100 | plan/validate/rule.rs `complete`, misplaced | `event/cc` applies only to `on = "event"` rules; `days/factor` … `on = "inactivity"` | `rule-event-keys-misplaced` |
+//! | 101 | cli/check.rs `capacity_warning`, warning (capacity.rs `forecast`) | the plans do not fit the relay's limits over the next 14 days: … would miss their deadline | `check-capacity` |
+//! | 102 | plan/validate/scalars.rs `parse_spread` | … is not a spread | `rule-spread` |
+//! | 103 | plan/validate/rule.rs `complete`, misplaced | `spread` applies only to `on = "birthday"/"anniversary"/"date"` rules | `rule-spread-misplaced` |
 //! | 101 | plan/validate/customer.rs `plan`, `ended` | the relationship cannot end … before it started; … is not a valid end date | `plan-ended`, `plan-ended-not-a-date` |
 //! | 102 | config/parse.rs `smtp_auth` | unknown delivery.auth | `config-auth-unknown` |
 //! | 103 | config/parse.rs `smtp_auth` | [delivery.oauth] applies to auth = "xoauth2" only | `config-oauth-without-xoauth2` |

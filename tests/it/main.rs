@@ -3,6 +3,7 @@
 
 mod architecture;
 mod calendar;
+mod capacity;
 mod check;
 mod crash;
 mod crontab;

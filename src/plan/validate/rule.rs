@@ -3,7 +3,7 @@
 //! may override a playbook rule field by field, so a rule is built over a base. Playbooks are
 //! lists of such rules.
 
-use super::scalars::{calendar_settings, parse_date, parse_duration, parse_id, parse_lead, parse_time};
+use super::scalars::{calendar_settings, parse_date, parse_duration, parse_id, parse_lead, parse_spread, parse_time};
 use super::{Context, Src};
 use crate::calendar::{Crontab, LeapDay, MonthDay};
 use crate::diagnostics::Diagnostic;
@@ -36,6 +36,7 @@ struct RuleBuilder {
     leap_day: Option<LeapDay>,
     delivery: Option<DeliveryPolicy>,
     priority: Option<i64>,
+    spread: Option<Lead>,
     deadline: Option<Option<chrono::TimeDelta>>,
     calendar: crate::calendar::Settings,
     phases: Option<Box<[Phase]>>,
@@ -58,6 +59,7 @@ impl RuleBuilder {
             leap_day: Some(r.leap_day),
             delivery: Some(r.delivery),
             priority: Some(r.priority),
+            spread: Some(r.spread),
             deadline: Some(r.deadline),
             calendar: r.calendar.clone(),
             phases: r.phases.clone(),
@@ -364,6 +366,11 @@ fn apply_keys(src: &mut Src, r: &RawRule, b: &mut RuleBuilder, ctx: &Context, un
             );
         }
     }
+    if let Some(v) = &r.spread
+        && let Some(s) = parse_spread(src, v)
+    {
+        b.spread = Some(s);
+    }
     if let Some(d) = &r.deadline
         && let Some(dur) = parse_duration(src, d)
     {
@@ -414,6 +421,12 @@ fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder, unusable: &[&str]) -> Op
         ),
         misplaced(kind != TriggerKind::Every && b.cron.is_some(), "cron", "every"),
         misplaced(kind != TriggerKind::Date && b.date.is_some(), "date", "date"),
+        misplaced(
+            !matches!(kind, TriggerKind::Birthday | TriggerKind::Anniversary | TriggerKind::Date)
+                && b.spread.is_some_and(|s| s != Lead::None),
+            "spread",
+            "birthday\"/\"anniversary\"/\"date",
+        ),
         misplaced(kind != TriggerKind::Phase && (b.to_phase.is_some() || r.to_phase.is_some()), "to_phase", "phase"),
         misplaced(kind != TriggerKind::Event && (b.event.is_some() || b.cc.is_some()), "event/cc", "event"),
         misplaced(
@@ -616,6 +629,7 @@ fn complete(src: &mut Src, r: &RawRule, b: RuleBuilder, unusable: &[&str]) -> Op
         leap_day: b.leap_day.unwrap_or_default(),
         delivery: b.delivery.unwrap_or_default(),
         priority: b.priority.unwrap_or(0),
+        spread: b.spread.unwrap_or_default(),
         deadline: b.deadline.flatten(),
         calendar: b.calendar,
         phases: b.phases,

@@ -150,6 +150,32 @@ pub(super) fn parse_lead(src: &mut Src, v: &Spanned<String>) -> Option<Lead> {
     }
 }
 
+/// `spread`: `"3d"`/`"3 days"` (calendar days) or `"3 business days"` (open days), 1 to
+/// [`MAX_SPREAD_DAYS`]; `"1d"` is no spread.
+pub(super) fn parse_spread(src: &mut Src, v: &Spanned<String>) -> Option<Lead> {
+    let s = v.get_ref().trim();
+    let number = |rest: &str| rest.trim().parse::<u32>().ok().filter(|n| (1..=MAX_SPREAD_DAYS).contains(n));
+    if let Some(n) = s.strip_suffix("business days").or_else(|| s.strip_suffix("business day")).and_then(number) {
+        return Some(if n == 1 { Lead::None } else { Lead::BusinessDays(n) });
+    }
+    match s.strip_suffix("days").or_else(|| s.strip_suffix("day")).or_else(|| s.strip_suffix('d')).and_then(number) {
+        Some(n) => Some(if n == 1 { Lead::None } else { Lead::Days(n) }),
+        None => {
+            src.error(
+                v,
+                format!("`{s}` is not a spread"),
+                format!(
+                    "the days to spread a rule's sends over, per recipient: calendar days such as \"3d\" or open days such as \"3 business days\" (1 to {MAX_SPREAD_DAYS})"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// The longest `spread`, in days.
+pub const MAX_SPREAD_DAYS: u32 = 31;
+
 /// Validates the business-calendar keys of one table (customer, rule or the daemon's
 /// `[calendar]`); invalid keys are reported and left unset.
 pub(super) fn calendar_settings(src: &mut Src, k: CalendarKeys) -> crate::calendar::Settings {
