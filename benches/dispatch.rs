@@ -132,6 +132,9 @@ fn capped(rt: &tokio::runtime::Runtime, sessions: u32, n: usize, plans: &Path, u
         }
     }
     let received: usize = per_second.values().sum();
+    if std::env::var_os("CAP_TRACE").is_some() {
+        println!("    per second: {:?}", per_second.values().collect::<Vec<_>>());
+    }
     let busiest = per_second.values().copied().max().unwrap_or(0);
     let over = per_second.values().filter(|c| **c > cap as usize).count();
     // Full seconds only (the first and the last are partial).
