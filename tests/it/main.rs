@@ -19,5 +19,6 @@ mod ops;
 mod ops_binary;
 mod peer;
 mod reconcile;
+mod reload;
 mod store;
 mod templates;
