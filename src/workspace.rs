@@ -142,8 +142,10 @@ pub struct Serving {
 /// files alone ([`reload_plan_files`]).
 #[derive(Debug, Default)]
 pub struct Ledger {
-    /// Every problem of the load, the templates' first (`template_diagnostics` of them), the
-    /// rest sorted by file, line and column.
+    /// Every error of the load (warnings are logged once, when their file is read, and not
+    /// kept: 100,000 plans with a warning each would hold hundreds of megabytes), the
+    /// templates' first (`template_diagnostics` of them), the rest sorted by file, line and
+    /// column.
     pub diagnostics: Vec<Diagnostic>,
     /// How many of `diagnostics` are the templates'.
     pub template_diagnostics: usize,
@@ -198,11 +200,13 @@ pub fn load_serving(config: &Config, previous: Option<&Snapshot>) -> Serving {
 }
 
 impl Serving {
-    /// The snapshot to serve and the ledger to keep for the next reload (which takes over
-    /// `diagnostics` and `kept`).
+    /// The snapshot to serve and the ledger to keep for the next reload (which takes over the
+    /// errors of `diagnostics`, and `kept`).
     pub fn into_parts(self) -> (Snapshot, Ledger) {
         let Serving { snapshot, diagnostics, kept, mut ledger, .. } = self;
-        ledger.diagnostics = diagnostics;
+        let split = ledger.template_diagnostics.min(diagnostics.len());
+        ledger.template_diagnostics = diagnostics[..split].iter().filter(|d| d.is_error()).count();
+        ledger.diagnostics = diagnostics.into_iter().filter(Diagnostic::is_error).collect();
         ledger.kept = kept;
         (snapshot, ledger)
     }
@@ -263,7 +267,8 @@ struct Reread {
 /// A reload of the plan files in `changed` alone: each is read and validated against the
 /// playbooks and templates `previous` serves, and the next plans are `previous`'s with those
 /// files' customers replaced, removed or added; every other customer is shared, not read
-/// again. The outcome equals a full reload's when nothing else changed: a broken file keeps
+/// again. The outcome equals a full reload's when nothing else changed (its warnings: those of
+/// the changed files; a full reload reports every file's): a broken file keeps
 /// its last good customer (while its id is free), the file whose path sorts first keeps a
 /// duplicate id (a removed or renamed file hands the id to the next one), and every other
 /// file's problems stay reported. `None` when a full reload is needed instead (the plans
@@ -410,7 +415,8 @@ pub fn reload_plan_files(
     customers.extend(updates.filter_map(|(_, new)| new));
     let plans = Plans::shared(customers);
 
-    // Problems: the changed files' anew, duplicate ids anew, every other file's as before.
+    // Problems: the changed files' anew (errors and warnings), duplicate ids anew, every other
+    // file's errors as before (the ledger keeps no warnings).
     duplicates
         .extend(ledger.duplicates.iter().filter(|d| !is_changed(&d.source) && !affected.contains(&d.id)).cloned());
     let losers: HashSet<&Path> = ledger.duplicates.iter().chain(duplicates.iter()).map(|d| &*d.source).collect();

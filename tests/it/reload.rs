@@ -28,8 +28,12 @@ type Problem = (PathBuf, usize, usize, String);
 /// What a reload serves and reports, comparable.
 fn outcome(s: &Serving) -> (Vec<String>, Vec<Problem>, BTreeSet<PathBuf>) {
     let customers = s.snapshot.plans.customers.iter().map(|c| format!("{c:?}")).collect();
-    let mut diags: Vec<_> =
-        s.diagnostics.iter().map(|d| (d.file.clone(), d.line, d.column, d.message.clone())).collect();
+    let mut diags: Vec<_> = s
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| (d.file.clone(), d.line, d.column, d.message.clone()))
+        .collect();
     diags.sort();
     (customers, diags, s.kept.iter().cloned().collect())
 }
@@ -83,7 +87,8 @@ impl Steps {
 
     /// Reloads `changed` alone, checks that it equals a full reload from the same state and
     /// that the customers of unchanged files are shared, and serves it.
-    fn reload(&mut self, changed: &[PathBuf], step: &str) {
+    /// Returns the warnings reported (the changed files').
+    fn reload(&mut self, changed: &[PathBuf], step: &str) -> usize {
         let files: BTreeSet<PathBuf> = workspace::plan_files_only(&self.config, changed).expect("plan files only");
         let incremental = workspace::reload_plan_files(&self.config, &self.served, &self.ledger, &files)
             .expect("a reload of the changed files");
@@ -91,6 +96,14 @@ impl Steps {
         assert!(incremental.incremental && !full.incremental);
         assert_eq!(incremental.files_read, changed.iter().filter(|p| p.exists()).count(), "{step}");
         assert_eq!(outcome(&incremental), outcome(&full), "{step}: the same as a full reload");
+        let warnings = |s: &Serving, all: bool| -> Vec<String> {
+            s.diagnostics
+                .iter()
+                .filter(|d| !d.is_error() && (all || files.contains(&d.file)))
+                .map(|d| format!("{}: {}", d.location(), d.message))
+                .collect()
+        };
+        assert_eq!(warnings(&incremental, true), warnings(&full, false), "{step}: the changed files' warnings");
         for c in &self.served.plans.customers {
             if files.contains(&*c.source) {
                 continue;
@@ -99,9 +112,11 @@ impl Steps {
                 assert!(Arc::ptr_eq(now, c), "{step}: {} is shared, not read again", c.id);
             }
         }
+        let reported = warnings(&incremental, true).len();
         let (served, ledger) = incremental.into_parts();
         self.served = served;
         self.ledger = ledger;
+        reported
     }
 
     fn email(&self, id: &str) -> Option<String> {
@@ -149,6 +164,18 @@ fn reloads_of_changed_plan_files_keep_last_good_versions_and_duplicate_ids_like_
     let p = s.write("a.toml", &plan("a", "pat@a-v4.example", "").replace("pat@a-v4.example", "no-address"));
     s.reload(&[p], "still broken");
     assert_eq!(s.email("a").as_deref(), Some("pat@a-v2.example"));
+
+    // A valid new plan with a warning: the warning is reported with it.
+    let p = s.write(
+        "w.toml",
+        &plan("w", "pat@w.example", "")
+            .replace("Pat Doe", "Person0 Nachname10")
+            .replace("tone = \"formal\"", "gender = \"female\"\ntone = \"formal\""),
+    );
+    assert!(s.reload(&[p], "warning") > 0, "the new file's warning is reported");
+    assert_eq!(s.email("w").as_deref(), Some("pat@w.example"));
+    let p = s.remove("w.toml");
+    assert_eq!(s.reload(&[p], "warning gone"), 0);
 
     // A new file that was never valid: not served, reported.
     let p = s.write("n.toml", &plan("n", "nobody", ""));
