@@ -108,6 +108,15 @@ fn save(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).expect("rename");
 }
 
+/// Stops the daemon however the benchmark ends (a panic included).
+struct Stop(u32);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.to_string()]).status();
+    }
+}
+
 fn main() {
     let args: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let n = args.first().copied().unwrap_or(100_000) as usize;
@@ -144,6 +153,7 @@ fn main() {
         .spawn()
         .expect("spawn contactplan");
     let pid = child.id();
+    let _stop = Stop(pid);
     let (tx, lines) = mpsc::channel::<(Instant, String)>();
     let stderr = child.stderr.take().expect("stderr");
     std::thread::spawn(move || {
@@ -161,6 +171,19 @@ fn main() {
         }
     }
     let ready = started.elapsed().as_secs_f64();
+    // Keep reading the notify socket: every reload sends RELOADING=1 and READY=1, and a full
+    // queue (net.unix.max_dgram_qlen, 10 by default) would block the daemon's next notice.
+    let notices = sock.try_clone().expect("notify socket");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        loop {
+            match notices.recv(&mut buf) {
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+        }
+    });
     let (cpu, busy) = settle(pid, Duration::from_secs(600));
     let (idle_rss, startup_hwm) = (status_mb(pid, "VmRSS:"), status_mb(pid, "VmHWM:"));
     println!(
@@ -228,6 +251,6 @@ fn main() {
         status_mb(pid, "VmRSS:"),
         status_mb(pid, "VmHWM:")
     );
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    drop(_stop);
     let _ = child.wait();
 }

@@ -309,11 +309,18 @@ pub fn load_with_last_good(
 }
 
 /// `fresh`, or the customer `previous` holds for its id when that came from the same file
-/// and is equal (validated against the same playbooks and templates, it usually is).
-pub fn share_unchanged(fresh: Customer, previous: Option<&Plans>) -> Arc<Customer> {
+/// and is equal (validated against the same playbooks and templates, it usually is). When
+/// only its rules changed (a playbook edit), its contacts are still taken from there.
+pub fn share_unchanged(mut fresh: Customer, previous: Option<&Plans>) -> Arc<Customer> {
     match previous.and_then(|p| p.get_shared(&fresh.id)) {
         Some(old) if old.source == fresh.source && **old == fresh => old.clone(),
-        _ => Arc::new(fresh),
+        Some(old) => {
+            if old.contacts == fresh.contacts {
+                fresh.contacts = old.contacts.clone();
+            }
+            Arc::new(fresh)
+        }
+        None => Arc::new(fresh),
     }
 }
 

@@ -584,8 +584,9 @@ pub struct Customer {
     pub notes: Box<[Box<str>]>,
     /// `goals`: what the relationship aims at (briefs), each entry one line.
     pub goals: Box<[Box<str>]>,
-    /// The contacts, in plan order; never empty.
-    pub contacts: Box<[Contact]>,
+    /// The contacts, in plan order; never empty. Shared with the customer's previous version
+    /// when a reload leaves them as they were (a playbook edit changes only the rules).
+    pub contacts: Arc<[Contact]>,
     /// Index into `contacts` of the one primary contact.
     pub primary: usize,
     /// Effective rules (playbook merged with the plan's own); shared with the playbook when

@@ -326,3 +326,31 @@ async fn a_changed_plan_file_reload_falls_back_to_a_full_one_when_the_plans_dire
     assert_eq!(t.served_email("a").as_deref(), Some("pat@a-v2.example"));
     assert_eq!(metric(&t, "contactplan_reload_files_read"), Some(2.0), "after that, a full reload");
 }
+
+#[test]
+fn a_playbook_edit_rebuilds_the_rules_and_keeps_the_contacts_shared() {
+    let playbook = "[[occasion]]\nname = \"birthday\"\non = \"birthday\"\ntemplate = \"birthday\"\nat = \"09:00\"\n";
+    let uses = |id: &str| {
+        plan(id, &format!("pat@{id}.example"), "playbook = \"standard\"").replace(
+            "[[occasion]]\nname = \"birthday\"\non = \"birthday\"\ntemplate = \"birthday\"\nat = \"09:00\"\n",
+            "",
+        )
+    };
+    let (a, b) = (uses("a"), uses("b"));
+    let s = {
+        let mut s = Steps::new(&[("a", &a), ("b", &b)]);
+        std::fs::write(s.dir.path().join("playbooks/standard.toml"), playbook).unwrap();
+        let (served, ledger) = workspace::load_serving(&s.config, None).into_parts();
+        (s.served, s.ledger) = (served, ledger);
+        s
+    };
+    assert_eq!(s.served.plans.len(), 2);
+    std::fs::write(s.dir.path().join("playbooks/standard.toml"), playbook.replace("09:00", "09:05")).unwrap();
+    let next = workspace::load_serving(&s.config, Some(&s.served));
+    for id in ["a", "b"] {
+        let (old, new) = (s.served.plans.get_shared(id).unwrap(), next.snapshot.plans.get_shared(id).unwrap());
+        assert!(!Arc::ptr_eq(old, new), "{id}: its rules changed");
+        assert_eq!(new.rules[0].at.to_string(), "09:05:00");
+        assert!(Arc::ptr_eq(&old.contacts, &new.contacts), "{id}: the contacts are shared");
+    }
+}
