@@ -50,7 +50,7 @@ fn agenda(plans: &plan::Plans, n: usize, after_load: u64, load: std::time::Durat
     let (t, cpu) = (Instant::now(), support::cpu_seconds());
     let (mut count, mut adjusted, mut check) = (0usize, 0usize, 0i64);
     let mut last = from;
-    contactplan::occasion::agenda_each::<()>(&plans.customers, from, to, |slice| {
+    contactplan::occasion::agenda_each::<(), _>(&plans.customers, from, to, |slice| {
         for o in slice {
             assert!(o.due.utc >= last, "agenda order");
             last = o.due.utc;

@@ -115,7 +115,7 @@ pub struct Application {
     /// Where reload requests go (SIGHUP, the watcher); [`Application::reload_requests`].
     reload_tx: crate::reload::Requests,
     /// Taken by the reloader service when it starts.
-    reload_rx: Mutex<Option<mpsc::Receiver<String>>>,
+    reload_rx: Mutex<Option<mpsc::Receiver<crate::reload::Request>>>,
 }
 
 /// Running services; [`Running::stop`] stops and awaits them all.
@@ -164,11 +164,13 @@ impl Application {
         let health = Arc::new(Health::new(edge.systemd));
         let metrics = Arc::new(Metrics::new());
         metrics.reloaded(plan_health.customers, plan_health.problems.len());
+        metrics.files_read(loaded.files_read, false);
         health.reloaded(plan_health);
         if let Some(source) = mailer.oauth() {
             source.observe(Arc::new(OauthReport { health: health.clone(), metrics: metrics.clone() }));
         }
-        let served = Arc::new(Served::new(loaded.snapshot));
+        let (snapshot, ledger) = loaded.into_parts();
+        let served = Arc::new(Served::new(snapshot));
         let config = Arc::new(config);
         let instance = format!("{}-{}-{}", edge.hostname, std::process::id(), clock.now().timestamp_millis());
         let scheduler = Arc::new(Scheduler::new(dispatch::Parts {
@@ -187,7 +189,7 @@ impl Application {
             health: health.clone(),
             metrics: metrics.clone(),
             clock: clock.clone(),
-            one_at_a_time: Mutex::new(()),
+            one_at_a_time: Mutex::new(ledger),
         });
         let (reload_tx, reload_rx) = mpsc::channel(4);
         Ok(Application {
@@ -238,6 +240,12 @@ impl Application {
     /// Re-reads plans, playbooks and templates now (see `reload`).
     pub async fn reload(&self, cause: &str) {
         self.reloader.reload(cause).await;
+    }
+
+    /// Reloads after a change of the files `changed` (as the file watcher does): only those
+    /// are read when they are all plan files, else everything (see `reload`).
+    pub async fn reload_changed(&self, cause: &str, changed: Vec<std::path::PathBuf>) {
+        self.reloader.serve(crate::reload::Request { cause: cause.to_string(), changed: Some(changed) }).await;
     }
 
     /// Where to ask for a reload (SIGHUP handler); served while the reloader service runs.

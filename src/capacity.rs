@@ -180,9 +180,14 @@ impl Forecast {
 
 /// Simulates the occurrences of `customers` due in `[from, to)` (the agenda's computation) under
 /// `budget`, from fresh windows at `from`.
-pub fn forecast(budget: &Budget, customers: &[Customer], from: DateTime<Utc>, to: DateTime<Utc>) -> Forecast {
+pub fn forecast<C: std::borrow::Borrow<Customer> + Sync>(
+    budget: &Budget,
+    customers: &[C],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Forecast {
     let mut jobs = Vec::new();
-    let _ = crate::occasion::agenda_each::<()>(customers, from, to, |slice| {
+    let _ = crate::occasion::agenda_each::<(), C>(customers, from, to, |slice| {
         jobs.extend(
             slice.iter().map(|o: &&Occurrence| Job { due: o.due.utc.timestamp(), deadline: o.deadline.timestamp() }),
         );

@@ -85,7 +85,8 @@ pub struct State {
 
 impl State {
     /// The state of a customer of the plans.
-    pub fn of(c: &Customer) -> State {
+    pub fn of<C: std::borrow::Borrow<Customer>>(c: &C) -> State {
+        let c = c.borrow();
         State {
             customer: c.id.to_string(),
             primary: ContactCard::of(c.primary_contact()),

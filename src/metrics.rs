@@ -116,6 +116,8 @@ pub struct Metrics {
     smtp_errors: Family<ClassLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
     plan_errors: Gauge,
+    reload_files_read: Gauge,
+    incremental_reloads: Counter,
     customers: Gauge,
     ready: Gauge,
     database_up: Gauge,
@@ -152,6 +154,8 @@ impl Metrics {
             smtp_errors: Family::default(),
             reloads: Family::default(),
             plan_errors: Gauge::default(),
+            reload_files_read: Gauge::default(),
+            incremental_reloads: Counter::default(),
             customers: Gauge::default(),
             ready: Gauge::default(),
             database_up: Gauge::default(),
@@ -195,6 +199,16 @@ impl Metrics {
             let _ = m.reloads.get_or_create_owned(&ResultLabel { result: r.code() });
         }
         registry.register("contactplan_plan_errors", "Error diagnostics of the last reload.", m.plan_errors.clone());
+        registry.register(
+            "contactplan_reload_files_read",
+            "Plan and playbook files the last load or reload read (a reload of changed plan files alone reads those).",
+            m.reload_files_read.clone(),
+        );
+        registry.register(
+            "contactplan_plan_reloads_incremental",
+            "Reloads that read only the changed plan files (the others shared with the plans in force).",
+            m.incremental_reloads.clone(),
+        );
         registry.register("contactplan_customers", "Customers served.", m.customers.clone());
         registry.register("contactplan_ready", "1 when migrations ran and plans are loaded.", m.ready.clone());
         registry.register(
@@ -336,6 +350,15 @@ impl Metrics {
         self.reloads.get_or_create(&ResultLabel { result: result.code() }).inc();
         self.plan_errors.set(errors as i64);
         self.customers.set(customers as i64);
+    }
+
+    /// What the last (re)load read: `files` plan and playbook files, only changed plan files
+    /// when `incremental`.
+    pub fn files_read(&self, files: usize, incremental: bool) {
+        self.reload_files_read.set(files as i64);
+        if incremental {
+            self.incremental_reloads.inc();
+        }
     }
 
     /// The `/metrics` text, with `ready` and the store's `gauges` of this scrape.

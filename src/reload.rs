@@ -4,19 +4,54 @@
 //! last good version (see `workspace::load_serving`). Every problem is still reported: the
 //! log, `/metrics`, `status`. One reload at a time, on a blocking thread, between systemd's
 //! `RELOADING=1` and `READY=1`.
+//!
+//! When the watcher reports that only plan files changed, only those are read and validated
+//! (`workspace::reload_plan_files`); the other customers are shared with the plans in force.
+//! Anything else (a playbook, a template, SIGHUP, a change the watcher could not name) reads
+//! everything.
 
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::diagnostics::Diagnostic;
 use crate::health::{Health, PlanHealth};
 use crate::metrics::Metrics;
-use crate::workspace::{self, Served};
+use crate::workspace::{self, Ledger, Served};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Asks the reload service for a reload; the string says why (for the log).
-pub type Requests = mpsc::Sender<String>;
+/// A reload request: why (for the log), and the files that changed when they are known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Why (for the log): "SIGHUP", "files changed".
+    pub cause: String,
+    /// The changed files; `None`: reload everything.
+    pub changed: Option<Vec<PathBuf>>,
+}
+
+impl Request {
+    /// Reload everything.
+    pub fn full(cause: &str) -> Request {
+        Request { cause: cause.to_string(), changed: None }
+    }
+
+    /// `self` and `other` as one request (everything when either is).
+    fn merge(self, other: Request) -> Request {
+        let changed = match (self.changed, other.changed) {
+            (Some(mut a), Some(b)) => {
+                a.extend(b);
+                Some(a)
+            }
+            _ => None,
+        };
+        let cause = if self.cause == other.cause { self.cause } else { format!("{}, {}", self.cause, other.cause) };
+        Request { cause, changed }
+    }
+}
+
+/// Asks the reload service for a reload.
+pub type Requests = mpsc::Sender<Request>;
 
 /// Loads and swaps what the daemon serves.
 pub struct Reloader {
@@ -30,20 +65,33 @@ pub struct Reloader {
     pub metrics: Arc<Metrics>,
     /// "Now", for the time of the last reload.
     pub clock: SharedClock,
-    /// Serialises reloads (SIGHUP and the file watcher may fire together).
-    pub one_at_a_time: Mutex<()>,
+    /// Serialises reloads (SIGHUP and the file watcher may fire together), and holds what the
+    /// last load found besides the snapshot (for a reload of changed plan files alone).
+    pub one_at_a_time: Mutex<Ledger>,
 }
 
 impl Reloader {
     /// Re-reads plans, playbooks and templates, validates everything, and serves the result.
     pub async fn reload(self: &Arc<Self>, cause: &str) {
+        self.serve(Request::full(cause)).await;
+    }
+
+    /// Serves `request`: with changed files that are all plan files, reads just those (see
+    /// `workspace::reload_plan_files`); else everything.
+    pub async fn serve(self: &Arc<Self>, request: Request) {
         let this = self.clone();
-        let cause = cause.to_string();
         let done = tokio::task::spawn_blocking(move || {
-            let _one = this.one_at_a_time.lock().unwrap_or_else(|p| p.into_inner());
+            let mut ledger = this.one_at_a_time.lock().unwrap_or_else(|p| p.into_inner());
+            let Request { cause, changed } = request;
             let systemd = this.health.systemd();
             systemd.reloading(&format!("reloading plans ({cause})"));
-            let loaded = workspace::load_serving(&this.config, Some(&this.served.current()));
+            let started = std::time::Instant::now();
+            let previous = this.served.current();
+            let plan_files = changed.as_deref().and_then(|c| workspace::plan_files_only(&this.config, c));
+            let loaded = plan_files
+                .and_then(|files| workspace::reload_plan_files(&this.config, &previous, &ledger, &files))
+                .unwrap_or_else(|| workspace::load_serving(&this.config, Some(&previous)));
+            drop(previous);
             report(&loaded.diagnostics);
             let health = PlanHealth::new(
                 loaded.snapshot.plans.len(),
@@ -51,10 +99,22 @@ impl Reloader {
                 &|f| loaded.kept.contains(f),
                 this.clock.now(),
             );
-            tracing::info!(%cause, customers = health.customers, errors = health.problems.len(), "plans reloaded");
+            let (files_read, incremental) = (loaded.files_read, loaded.incremental);
+            tracing::info!(
+                %cause,
+                customers = health.customers,
+                errors = health.problems.len(),
+                files_read,
+                scope = if incremental { "changed plan files" } else { "everything" },
+                elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                "plans reloaded"
+            );
             this.metrics.reloaded(health.customers, health.problems.len());
+            this.metrics.files_read(files_read, incremental);
             this.health.reloaded(health);
-            this.served.replace(loaded.snapshot);
+            let (snapshot, next) = loaded.into_parts();
+            this.served.replace(snapshot);
+            *ledger = next;
         })
         .await;
         if let Err(e) = done {
@@ -64,15 +124,18 @@ impl Reloader {
         self.health.systemd().ready(&self.health.status_line());
     }
 
-    /// Serves reload requests until `stop`.
-    pub async fn run(self: Arc<Self>, mut requests: mpsc::Receiver<String>, stop: CancellationToken) {
+    /// Serves reload requests until `stop`; requests that queued up meanwhile are served as one.
+    pub async fn run(self: Arc<Self>, mut requests: mpsc::Receiver<Request>, stop: CancellationToken) {
         loop {
-            let cause = tokio::select! {
-                r = requests.recv() => match r { Some(c) => c, None => return },
+            let mut request = tokio::select! {
+                r = requests.recv() => match r { Some(r) => r, None => return },
                 _ = stop.cancelled() => return,
             };
-            tracing::info!(%cause, "reloading plans, playbooks and templates");
-            self.reload(&cause).await;
+            while let Ok(more) = requests.try_recv() {
+                request = request.merge(more);
+            }
+            tracing::info!(cause = %request.cause, "reloading plans, playbooks and templates");
+            self.serve(request).await;
         }
     }
 }

@@ -4,6 +4,9 @@
 //! lost; notify#531). Events are debounced: a reload starts once the directories have been
 //! quiet for [`DEBOUNCE`] (or [`MAX_DELAY`] after the first event, so constant writing cannot
 //! starve it). Reads (`Access` events, which the reload itself causes) never trigger one.
+//! The request names the files that changed, so that a change to plan files alone reloads
+//! just those; an event without paths or one that asks for a rescan (the kernel's queue
+//! overflowed) asks for everything.
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use std::path::{Path, PathBuf};
@@ -30,7 +33,7 @@ pub struct Dirs {
 pub struct Watcher {
     /// Keeps the inotify watches alive.
     watcher: RecommendedWatcher,
-    events: mpsc::UnboundedReceiver<()>,
+    events: mpsc::UnboundedReceiver<Changed>,
     reload: crate::reload::Requests,
 }
 
@@ -40,13 +43,21 @@ impl Watcher {
     /// # Errors
     /// inotify could not be set up, or a directory could not be watched.
     pub fn start(dirs: &Dirs, reload: crate::reload::Requests) -> anyhow::Result<Watcher> {
-        let (tx, events) = mpsc::unbounded_channel::<()>();
+        let (tx, events) = mpsc::unbounded_channel::<Changed>();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
             Ok(event) if relevant(&event) => {
-                let _ = tx.send(());
+                let paths: Vec<PathBuf> = event.paths.into_iter().filter(|p| !scratch_file(p)).collect();
+                let everything = event.attrs.flag() == Some(notify::event::Flag::Rescan) || paths.is_empty();
+                let _ = tx.send(if everything { None } else { Some(paths) });
+            }
+            Ok(event) if event.need_rescan() => {
+                let _ = tx.send(None);
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "file watcher error; SIGHUP still reloads"),
+            Err(e) => {
+                tracing::warn!(error = %e, "file watcher error; reloading everything (SIGHUP also does)");
+                let _ = tx.send(None);
+            }
         })?;
         for (dir, mode) in [
             // Recursive: a customer's template overrides live in `plans/<customer id>/`.
@@ -67,27 +78,47 @@ impl Watcher {
     pub async fn run(mut self, stop: CancellationToken) {
         let _keep_alive = &self.watcher;
         loop {
-            tokio::select! {
-                e = self.events.recv() => if e.is_none() { return },
+            let mut changed = tokio::select! {
+                e = self.events.recv() => match e { Some(c) => c, None => return },
                 _ = stop.cancelled() => return,
-            }
+            };
             let first = Instant::now();
             loop {
                 tokio::select! {
                     e = tokio::time::timeout(DEBOUNCE, self.events.recv()) => match e {
-                        Ok(Some(())) if first.elapsed() < MAX_DELAY => continue,
+                        Ok(Some(more)) => {
+                            changed = match (changed, more) {
+                                (Some(mut a), Some(b)) => {
+                                    a.extend(b);
+                                    Some(a)
+                                }
+                                _ => None,
+                            };
+                            if first.elapsed() < MAX_DELAY {
+                                continue;
+                            }
+                            break;
+                        }
                         Ok(None) => return,
-                        _ => break,
+                        Err(_) => break,
                     },
                     _ = stop.cancelled() => return,
                 }
             }
-            if self.reload.send("files changed".to_string()).await.is_err() {
+            if let Some(c) = changed.as_mut() {
+                c.sort();
+                c.dedup();
+            }
+            let request = crate::reload::Request { cause: "files changed".to_string(), changed };
+            if self.reload.send(request).await.is_err() {
                 return;
             }
         }
     }
 }
+
+/// The paths one event names; `None`: unknown (reload everything).
+type Changed = Option<Vec<PathBuf>>;
 
 /// A change (create, write, rename, delete) to a file ops may edit; not a read, and not an
 /// editor's swap or backup file.

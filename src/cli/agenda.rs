@@ -107,9 +107,9 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("warning: {errors} plan problems; run `contactplan check`. Showing the valid plans.");
     }
     let plans = &ws.loaded.plans;
-    let customers: &[crate::plan::Customer] = match args.customer.as_deref() {
+    let customers: &[std::sync::Arc<crate::plan::Customer>] = match args.customer.as_deref() {
         None => &plans.customers,
-        Some(id) => match plans.get(id) {
+        Some(id) => match plans.get_shared(id) {
             Some(c) => std::slice::from_ref(c),
             None => {
                 eprintln!("error: no valid plan for customer `{id}` (run `contactplan check`)");

@@ -32,7 +32,7 @@ pub fn run(config_path: &Path, _args: Args) -> anyhow::Result<ExitCode> {
         let reloads = app.reload_requests();
         let forward_hup = tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                if reloads.send("SIGHUP".to_string()).await.is_err() {
+                if reloads.send(crate::reload::Request::full("SIGHUP")).await.is_err() {
                     break;
                 }
             }

@@ -84,6 +84,7 @@ pub async fn run(
         .customers
         .iter()
         .filter(|c| !c.ended_by(now) && c.rules.iter().any(|r| matches!(r.trigger, Trigger::Inactivity { .. })))
+        .map(|c| &**c)
         .collect();
     for chunk in quiet.chunks(crate::store::CUSTOMERS_PER_CHUNK) {
         let ids: Vec<&str> = chunk.iter().map(|c| &*c.id).collect();

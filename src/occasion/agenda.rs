@@ -6,6 +6,7 @@ use super::{Occurrence, Recipient, for_customer};
 use crate::plan::{Contact, Customer, Plans};
 use chrono::{DateTime, TimeDelta, Utc};
 use rayon::prelude::*;
+use std::borrow::Borrow;
 
 /// Customers per parallel work item.
 const CUSTOMERS_PER_CHUNK: usize = 256;
@@ -13,8 +14,8 @@ const CUSTOMERS_PER_CHUNK: usize = 256;
 /// Fills `chunks` (one vector per chunk of customers, reused between calls so a long agenda
 /// does not return memory to the system and fault it back in every slice) with the
 /// occurrences of `customers` in `[from, to)`, computed in parallel.
-fn fill_chunks<'a>(
-    customers: &'a [Customer],
+fn fill_chunks<'a, C: Borrow<Customer> + Sync>(
+    customers: &'a [C],
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     chunks: &mut Vec<Vec<Occurrence<'a>>>,
@@ -23,14 +24,18 @@ fn fill_chunks<'a>(
     chunks.par_iter_mut().zip(customers.par_chunks(CUSTOMERS_PER_CHUNK)).for_each(|(v, chunk)| {
         v.clear();
         for c in chunk {
-            for_customer(c, from, to, v);
+            for_customer(c.borrow(), from, to, v);
         }
     });
 }
 
 /// All occurrences of `customers` in `[from, to)`, in no particular order (the outbox does
 /// not need one). What the daemon materialises, a slice of customers at a time.
-pub fn collect(customers: &[Customer], from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Occurrence<'_>> {
+pub fn collect<C: Borrow<Customer> + Sync>(
+    customers: &[C],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Vec<Occurrence<'_>> {
     let mut chunks = Vec::new();
     fill_chunks(customers, from, to, &mut chunks);
     chunks.concat()
@@ -62,8 +67,8 @@ pub const AGENDA_SLICE: TimeDelta = TimeDelta::days(92);
 ///
 /// # Errors
 /// The first error `visit` returns; no later slice is computed.
-pub fn agenda_each<'a, E>(
-    customers: &'a [Customer],
+pub fn agenda_each<'a, E, C: Borrow<Customer> + Sync>(
+    customers: &'a [C],
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     mut visit: impl FnMut(&[&Occurrence<'a>]) -> Result<(), E>,
@@ -89,7 +94,7 @@ pub fn agenda_each<'a, E>(
 /// CLI streams with [`agenda_each`].
 pub fn agenda(plans: &Plans, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Occurrence<'_>> {
     let mut all = Vec::new();
-    let _ = agenda_each::<()>(&plans.customers, from, to, |slice| {
+    let _ = agenda_each::<(), _>(&plans.customers, from, to, |slice| {
         all.extend(slice.iter().map(|o| (*o).clone()));
         Ok(())
     });

@@ -10,6 +10,7 @@ use chrono_tz::Tz;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Where plans come from, and what they are checked against.
 pub struct Sources<'a> {
@@ -43,6 +44,11 @@ pub struct Loaded {
     /// The plans directory could not be listed (so `plans` is empty for that reason, not
     /// because there are no plans).
     pub plans_dir_unreadable: bool,
+    /// Broken playbooks without a last good version (plans that use them are reported).
+    pub broken_playbooks: Vec<String>,
+    /// Valid customers left out because a file whose path sorts first defines the same id
+    /// (each is reported); one of them takes the id over when that file stops defining it.
+    pub duplicates: Vec<Arc<Customer>>,
 }
 
 impl Loaded {
@@ -227,14 +233,18 @@ pub fn plan_text(file: &Path, text: &str, ctx: &Context) -> (Option<Customer>, V
 
 /// Loads everything. `progress` is called once per plan file (from worker threads).
 pub fn load(sources: &Sources, progress: &(dyn Fn() + Sync)) -> Loaded {
-    load_with_last_good(sources, None, progress)
+    load_with_last_good(sources, None, None, progress)
 }
 
 /// [`load`] for a reload: a broken playbook keeps its version from `previous_playbooks`.
 /// (Plans keep their last good version one level up, where the served plans are known.)
+/// A customer that comes out of validation equal to the one `previous_plans` holds for the
+/// same id and file is taken from there (shared), and the new copy is dropped at once: a full
+/// reload that changes little holds the served plans once, not twice.
 pub fn load_with_last_good(
     sources: &Sources,
     previous_playbooks: Option<&HashMap<String, Playbook>>,
+    previous_plans: Option<&Plans>,
     progress: &(dyn Fn() + Sync),
 ) -> Loaded {
     let mut diagnostics = Vec::new();
@@ -256,6 +266,7 @@ pub fn load_with_last_good(
                 playbooks,
                 kept_playbooks,
                 plans_dir_unreadable: true,
+                broken_playbooks: broken,
                 ..Default::default()
             };
         }
@@ -268,47 +279,80 @@ pub fn load_with_last_good(
         default_calendar: sources.default_calendar,
         crontabs: &crontabs,
     };
-    let results: Vec<(Option<Customer>, Vec<Diagnostic>)> = files
+    let results: Vec<(Option<Arc<Customer>>, Vec<Diagnostic>)> = files
         .par_iter()
         .map(|f| {
-            let r = plan_file(f, &ctx);
+            let (customer, diags) = plan_file(f, &ctx);
             progress();
-            r
+            (customer.map(|c| share_unchanged(c, previous_plans)), diags)
         })
         .collect();
 
-    // A customer id defined by several files: the file whose path sorts first keeps it (the
-    // same whatever order the directory lists them in), the others are reported.
-    let mut customers: Vec<Customer> = Vec::with_capacity(results.len());
-    let mut seen: HashMap<Box<str>, usize> = HashMap::with_capacity(results.len());
-    let mut duplicates: Vec<Customer> = Vec::new();
-    for (customer, mut diags) in results {
+    let (winners, duplicates) = resolve_duplicates(results.into_iter().filter_map(|(customer, mut diags)| {
         diagnostics.append(&mut diags);
-        let Some(c) = customer else { continue };
-        match seen.get(&c.id) {
-            Some(&i) if c.source < customers[i].source => duplicates.push(std::mem::replace(&mut customers[i], c)),
-            Some(_) => duplicates.push(c),
-            None => {
-                seen.insert(c.id.clone(), customers.len());
-                customers.push(c);
-            }
-        }
-    }
-    for d in duplicates {
-        let kept = seen.get(&d.id).map(|&i| customers[i].source.display().to_string()).unwrap_or_default();
-        diagnostics.push(
-            Diagnostic::whole_file(&d.source, format!("customer id `{}` is also used by {kept}", d.id))
-                .hint("customer ids must be unique across plan files; this file is ignored until fixed"),
-        );
-    }
+        customer
+    }));
+    let plans = Plans::shared(winners);
+    diagnostics.extend(duplicate_diagnostics(&plans, &duplicates));
     diagnostics.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
     Loaded {
-        plans: Plans::new(customers),
+        plans,
         diagnostics,
         plan_files: files.len(),
         playbook_files,
         playbooks,
         kept_playbooks,
         plans_dir_unreadable: false,
+        broken_playbooks: broken,
+        duplicates,
     }
+}
+
+/// `fresh`, or the customer `previous` holds for its id when that came from the same file
+/// and is equal (validated against the same playbooks and templates, it usually is). When
+/// only its rules changed (a playbook edit), its contacts are still taken from there.
+pub fn share_unchanged(mut fresh: Customer, previous: Option<&Plans>) -> Arc<Customer> {
+    match previous.and_then(|p| p.get_shared(&fresh.id)) {
+        Some(old) if old.source == fresh.source && **old == fresh => old.clone(),
+        Some(old) => {
+            if old.contacts == fresh.contacts {
+                fresh.contacts = old.contacts.clone();
+            }
+            Arc::new(fresh)
+        }
+        None => Arc::new(fresh),
+    }
+}
+
+/// A customer id defined by several files: the file whose path sorts first keeps it (the
+/// same whatever order the directory lists them in). Returns the winners (in no particular
+/// order) and the others.
+pub fn resolve_duplicates(customers: impl Iterator<Item = Arc<Customer>>) -> (Vec<Arc<Customer>>, Vec<Arc<Customer>>) {
+    let (low, _) = customers.size_hint();
+    let mut winners: Vec<Arc<Customer>> = Vec::with_capacity(low);
+    let mut seen: HashMap<Box<str>, usize> = HashMap::with_capacity(low);
+    let mut duplicates = Vec::new();
+    for c in customers {
+        match seen.get(&c.id) {
+            Some(&i) if c.source < winners[i].source => duplicates.push(std::mem::replace(&mut winners[i], c)),
+            Some(_) => duplicates.push(c),
+            None => {
+                seen.insert(c.id.clone(), winners.len());
+                winners.push(c);
+            }
+        }
+    }
+    (winners, duplicates)
+}
+
+/// One diagnostic per customer left out for a duplicate id, naming the file that keeps it.
+pub fn duplicate_diagnostics(plans: &Plans, duplicates: &[Arc<Customer>]) -> Vec<Diagnostic> {
+    duplicates
+        .iter()
+        .map(|d| {
+            let kept = plans.get(&d.id).map(|c| c.source.display().to_string()).unwrap_or_default();
+            Diagnostic::whole_file(&d.source, format!("customer id `{}` is also used by {kept}", d.id))
+                .hint("customer ids must be unique across plan files; this file is ignored until fixed")
+        })
+        .collect()
 }

@@ -11,7 +11,8 @@ mod validate;
 
 pub use crate::calendar::CrontabCache;
 pub use load::{
-    Loaded, Sources, load, load_with_last_good, plan_file, plan_text, playbook_text, playbooks, toml_files,
+    Loaded, Sources, duplicate_diagnostics, load, load_with_last_good, plan_file, plan_text, playbook_text, playbooks,
+    resolve_duplicates, share_unchanged, toml_files,
 };
 pub use model::*;
 pub use raw::RawCalendar;

@@ -230,7 +230,7 @@ impl std::fmt::Display for Phase {
 }
 
 /// A contact person at the customer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Contact {
     /// Stable identifier within the customer; part of outbox keys, so renaming resends.
     pub id: Box<str>,
@@ -567,7 +567,7 @@ impl DeliveryPolicy {
 }
 
 /// One occasion rule, from a playbook or a plan.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     /// Unique per customer; part of outbox keys.
     pub name: Box<str>,
@@ -616,7 +616,7 @@ impl Rule {
 }
 
 /// A customer with everything needed to compute and render its occasions.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Customer {
     /// Stable identifier; part of outbox keys.
     pub id: Box<str>,
@@ -643,8 +643,9 @@ pub struct Customer {
     pub notes: Box<[Box<str>]>,
     /// `goals`: what the relationship aims at (briefs), each entry one line.
     pub goals: Box<[Box<str>]>,
-    /// The contacts, in plan order; never empty.
-    pub contacts: Box<[Contact]>,
+    /// The contacts, in plan order; never empty. Shared with the customer's previous version
+    /// when a reload leaves them as they were (a playbook edit changes only the rules).
+    pub contacts: Arc<[Contact]>,
     /// Index into `contacts` of the one primary contact.
     pub primary: usize,
     /// Effective rules (playbook merged with the plan's own); shared with the playbook when
@@ -700,29 +701,38 @@ impl Customer {
     }
 }
 
-/// All valid customers, indexed by id.
+/// All valid customers, sorted by id (looked up by binary search). Each customer is shared
+/// (`Arc`): a reload that changes one plan builds the next `Plans` from the same customers
+/// plus the changed one, so 100,000 unchanged customers are neither copied nor validated again.
 #[derive(Debug, Clone, Default)]
 pub struct Plans {
-    /// Valid customers, sorted by id.
-    pub customers: Vec<Customer>,
-    /// customer id → index in `customers`.
-    pub index: std::collections::HashMap<Box<str>, usize>,
+    /// Valid customers, sorted by id, ids unique.
+    pub customers: Vec<Arc<Customer>>,
 }
 
 impl Plans {
-    /// Indexes `customers` by id, sorting them by id first if needed. Ids must be unique: the loader
-    /// reports and drops duplicates before this (with a duplicate, the index keeps the last one).
-    pub fn new(mut customers: Vec<Customer>) -> Plans {
+    /// Sorts `customers` by id if needed. Ids must be unique: the loader reports and drops
+    /// duplicates before this (with a duplicate, `get` finds one of them).
+    pub fn new(customers: Vec<Customer>) -> Plans {
+        Plans::shared(customers.into_iter().map(Arc::new).collect())
+    }
+
+    /// [`Plans::new`] for customers that are already shared.
+    pub fn shared(mut customers: Vec<Arc<Customer>>) -> Plans {
         if !customers.is_sorted_by(|a, b| a.id <= b.id) {
             customers.sort_by(|a, b| a.id.cmp(&b.id));
         }
-        let index = customers.iter().enumerate().map(|(i, c)| (c.id.clone(), i)).collect();
-        Plans { customers, index }
+        Plans { customers }
     }
 
     /// The customer with this id, if any.
     pub fn get(&self, id: &str) -> Option<&Customer> {
-        self.index.get(id).map(|&i| &self.customers[i])
+        self.get_shared(id).map(|c| &**c)
+    }
+
+    /// The customer with this id, if any, as shared.
+    pub fn get_shared(&self, id: &str) -> Option<&Arc<Customer>> {
+        self.customers.binary_search_by(|c| (*c.id).cmp(id)).ok().map(|i| &self.customers[i])
     }
 
     /// Number of customers.

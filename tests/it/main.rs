@@ -23,6 +23,7 @@ mod orders;
 mod peer;
 mod reconcile;
 mod relay;
+mod reload;
 mod store;
 mod templates;
 mod xoauth2;

@@ -290,7 +290,7 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
         phase,
         notes: notes?,
         goals: goals?,
-        contacts: contacts.into_iter().collect::<Option<Box<[Contact]>>>()?,
+        contacts: contacts.into_iter().collect::<Option<Arc<[Contact]>>>()?,
         primary,
         rules: shared.unwrap_or_else(|| rules.into()),
         source: Arc::from(src.path),
