@@ -136,7 +136,7 @@ fn sorted(states: &[State]) -> Vec<&State> {
 /// One engine's detection and queries; `$begin` opens a write transaction, `$select` reads the
 /// states of a chunk (bound to the chunk's ids), `$p` is the placeholder prefix.
 macro_rules! engine {
-    ($store:ty, |$pool:ident| $begin:expr, $select:literal, $bind_ids:expr, $p:literal, $mark:literal) => {
+    ($store:ty, |$pool:ident| $begin:expr, $select:literal, $bind_ids:expr, $p:literal, $mark:literal, $key:literal) => {
         impl $store {
             async fn record_customers(&self, states: &[State], source: &str, now: i64) -> anyhow::Result<Detected> {
                 let mut done = Detected::default();
@@ -257,12 +257,17 @@ macro_rules! engine {
             async fn recent_sent(&self, customer: &str, except: &str, limit: i64) -> anyhow::Result<Vec<(String, String, String, String, String)>> {
                 Ok(sqlx::query_as(concat!(
                     "SELECT rule, kind, action, timezone, CAST(sent_utc AS TEXT) FROM outbox
-                     WHERE customer = ", $p, "1 AND state = 'accepted' AND sent_utc IS NOT NULL AND key <> ", $p, "2
+                     WHERE ", $key, " > ", $p, "1 AND ", $key, " < ", $p, "4 AND customer = ", $p, "5
+                       AND state = 'accepted' AND sent_utc IS NOT NULL AND key <> ", $p, "2
                      ORDER BY sent_utc DESC, id DESC LIMIT ", $p, "3"
                 ))
-                .bind(customer)
+                // Every key of the customer lies in [`<customer>/`, `<customer>0`) ('0' follows
+                // '/'), a range of the unique index on `key`.
+                .bind(format!("{customer}/"))
                 .bind(except)
                 .bind(limit)
+                .bind(format!("{customer}0"))
+                .bind(customer)
                 .fetch_all(&self.pool)
                 .await?)
             }
@@ -286,7 +291,9 @@ engine!(
     json_ids,
     "?",
     "UPDATE customer_changes SET evaluated_utc = ?2
-     WHERE seq IN (SELECT value FROM json_each(?1)) AND evaluated_utc IS NULL"
+     WHERE seq IN (SELECT value FROM json_each(?1)) AND evaluated_utc IS NULL",
+    // SQLite compares text bytewise (BINARY): the range is read from the unique key index.
+    "key"
 );
 
 engine!(
@@ -295,7 +302,9 @@ engine!(
     "SELECT customer, primary_id, primary_card, owner, phase, declared_from, declared_on FROM customer_state WHERE customer = ANY($1)",
     pg_ids,
     "$",
-    "UPDATE customer_changes SET evaluated_utc = $2 WHERE seq = ANY($1) AND evaluated_utc IS NULL"
+    "UPDATE customer_changes SET evaluated_utc = $2 WHERE seq = ANY($1) AND evaluated_utc IS NULL",
+    // Bytewise, whatever the database's collation; `outbox_customer_sent` serves the query here.
+    "key COLLATE \"C\""
 );
 
 macro_rules! by_engine {

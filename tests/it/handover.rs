@@ -289,6 +289,38 @@ at = "00:00"
     assert_eq!(r.accepted, 1, "{r:?}");
 }
 
+/// The brief lists what this customer was last sent (not its neighbours with similar ids:
+/// `acme-x` sorts before `acme/`, `acme2` after `acme0`), newest first, without the brief itself.
+async fn the_brief_lists_the_customers_last_messages_only(engine: Engine) {
+    let today = r#"
+[[occasion]]
+name = "hello"
+on = "date"
+date = 2026-11-30
+to = "contacts"
+template = "anniversary"
+at = "09:00"
+"#;
+    let rules = format!("{RULES}{today}");
+    let acme = plan("anna", &["anna", "bob"], OWNER, &rules);
+    let other = |id: &str| {
+        acme.replacen("id = \"acme\"", &format!("id = \"{id}\""), 1).replace("hello", &format!("hello-{id}"))
+    };
+    let (dash, two) = (other("acme-x"), other("acme2"));
+    let app =
+        spawn_app_on(engine, &[("acme", &acme), ("acme-x", &dash), ("acme2", &two)], &[], utc(START), Delivery::Smtp)
+            .await;
+    assert_eq!(app.tick().await.accepted, 6, "two greetings per customer, at 09:00 Berlin");
+    app.clock.set(utc("2026-11-30T10:00:00Z"));
+    edit(&app, &plan("bob", &["anna", "bob"], OWNER, &rules)).await;
+    app.tick().await;
+    let messages = app.smtp.messages();
+    let brief = messages.iter().find(|m| m.header("Subject").starts_with("Handover: ACME")).expect("the brief");
+    let text = brief.parts().0;
+    let line = text.lines().find(|l| l.starts_with("Last sent:")).unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(line, "Last sent: 30 November 2026 hello (email); 30 November 2026 hello (email)", "{text}");
+}
+
 macro_rules! on_both_engines {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -308,6 +340,7 @@ macro_rules! on_both_engines {
 
 on_both_engines!(
     a_handover_by_plan_edit_sends_one_brief_a_welcome_and_a_farewell,
+    the_brief_lists_the_customers_last_messages_only,
     a_handover_while_stopped_is_seen_once_at_the_next_start,
     an_owner_change_briefs_the_new_owner_and_moves_unsent_tasks,
     a_phase_limited_rule_follows_the_phase,
