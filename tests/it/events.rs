@@ -368,23 +368,6 @@ async fn events_posted_to_the_api_send_one_task(engine: Engine) {
     running.stop().await;
 }
 
-macro_rules! on_both_engines {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread")]
-            async fn $name() {
-                super::$name(super::Engine::Sqlite).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread")]
-            async fn $name() {
-                super::$name(super::Engine::Postgres).await;
-            })*
-        }
-    };
-}
-
 on_both_engines!(
     events_posted_to_the_api_send_one_task,
     a_declared_handover_briefs_once_and_the_old_plan_is_no_reverse_handover,

@@ -321,23 +321,6 @@ at = "09:00"
     assert_eq!(line, "Last sent: 30 November 2026 hello (email); 30 November 2026 hello (email)", "{text}");
 }
 
-macro_rules! on_both_engines {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread")]
-            async fn $name() {
-                super::$name(super::Engine::Sqlite).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread")]
-            async fn $name() {
-                super::$name(super::Engine::Postgres).await;
-            })*
-        }
-    };
-}
-
 on_both_engines!(
     a_handover_by_plan_edit_sends_one_brief_a_welcome_and_a_farewell,
     the_brief_lists_the_customers_last_messages_only,

@@ -326,23 +326,6 @@ async fn orders_from_the_cli_fire_their_milestone_once(engine: Engine) {
     assert_eq!(app.smtp.messages().len(), 2, "exactly once");
 }
 
-macro_rules! on_both_engines {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread")]
-            async fn $name() {
-                super::$name(super::Engine::Sqlite).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread")]
-            async fn $name() {
-                super::$name(super::Engine::Postgres).await;
-            })*
-        }
-    };
-}
-
 on_both_engines!(
     a_jump_over_the_threshold_fires_it_exactly_once,
     several_thresholds_in_one_change_follow_on_multiple,

@@ -264,23 +264,6 @@ async fn a_closed_day_policy_moves_or_drops_the_occasion(engine: Engine) {
     assert!(app.smtp.messages().iter().all(|m| m.to != ["anna@acme.example"]));
 }
 
-macro_rules! on_both_engines {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread")]
-            async fn $name() {
-                super::$name(super::Engine::Sqlite).await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread")]
-            async fn $name() {
-                super::$name(super::Engine::Postgres).await;
-            })*
-        }
-    };
-}
-
 on_both_engines!(
     a_corrected_birthday_is_greeted_once_on_the_new_day,
     a_changed_crontab_fires_once_on_the_new_schedule,
