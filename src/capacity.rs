@@ -235,8 +235,9 @@ pub fn render(f: &Forecast, budget: &Budget, tz: Tz) -> String {
     let local = |t: DateTime<Utc>| t.with_timezone(&tz);
     let _ = writeln!(
         out,
-        "{} messages due under {}; {}",
+        "{} message{} due under {}; {}",
         group(f.due),
+        if f.due == 1 { "" } else { "s" },
         f.limits,
         if f.fits() { "everything fits".to_string() } else { format!("{} would miss their deadline", group(f.missed)) }
     );
@@ -245,11 +246,12 @@ pub fn render(f: &Forecast, budget: &Budget, tz: Tz) -> String {
         let end = local(h.start + TimeDelta::hours(1));
         let _ = write!(
             out,
-            "{}–{} {}: {} emails due; at {}",
+            "{}–{} {}: {} email{} due; at {}",
             start.format("%Y-%m-%d %H:%M"),
             end.format("%H:%M"),
             tz.name(),
             group(h.due),
+            if h.due == 1 { "" } else { "s" },
             rate(budget)
         );
         match h.last_send {
