@@ -66,31 +66,29 @@ pub async fn run(
     sender: &Email,
     progress: &(dyn Fn() + Sync),
 ) -> anyhow::Result<HandoverPass> {
-    let mut pass = HandoverPass::default();
-    loop {
-        let changes = store.unevaluated_customer_changes(CHANGES_PER_STEP).await?;
-        if changes.is_empty() {
-            break;
-        }
-        let mut items = Vec::new();
-        for change in &changes {
-            match plans.get(&change.customer) {
-                Some(customer) => items.extend(rows_for(customer, change, sender)),
-                None => {
-                    tracing::info!(customer = %change.customer, kind = change.kind.code(), "a change of a customer that is no longer in the plans: nothing to send")
+    let drained = super::event_log::drain(
+        store,
+        secs(now),
+        CHANGES_PER_STEP,
+        |n| store.unevaluated_customer_changes(n),
+        |c| c.seq,
+        |seqs, at| async move { store.mark_customer_changes_evaluated(&seqs, at).await },
+        |changes| {
+            let mut items = Vec::new();
+            for change in changes {
+                match plans.get(&change.customer) {
+                    Some(customer) => items.extend(rows_for(customer, change, sender)),
+                    None => {
+                        tracing::info!(customer = %change.customer, kind = change.kind.code(), "a change of a customer that is no longer in the plans: nothing to send")
+                    }
                 }
             }
-        }
-        let written = store.materialize(&items, secs(now)).await?;
-        let seqs: Vec<i64> = changes.iter().map(|c| c.seq).collect();
-        store.mark_customer_changes_evaluated(&seqs, secs(now)).await?;
-        pass.evaluated += changes.len() as u64;
-        pass.written += written.inserted + written.missed;
-        progress();
-        if (changes.len() as i64) < CHANGES_PER_STEP {
-            break;
-        }
-    }
+            items
+        },
+        progress,
+    )
+    .await?;
+    let pass = HandoverPass { evaluated: drained.entries, written: drained.written };
     Ok(pass)
 }
 

@@ -51,40 +51,39 @@ pub async fn run(
     sender: &Email,
     progress: &(dyn Fn() + Sync),
 ) -> anyhow::Result<MilestonePass> {
-    let mut pass = MilestonePass::default();
-    loop {
-        let changes = store.unevaluated_changes(CHANGES_PER_STEP).await?;
-        if changes.is_empty() {
-            break;
-        }
-        let mut items = Vec::new();
-        let mut unknown: Vec<&str> = Vec::new();
-        for change in &changes {
-            match plans.get(&change.customer) {
-                Some(customer) => items.extend(rows_for(customer, change, sender)),
-                None => unknown.push(&change.customer),
+    let mut unknown_customers = 0;
+    let drained = super::event_log::drain(
+        store,
+        secs(now),
+        CHANGES_PER_STEP,
+        |n| store.unevaluated_changes(n),
+        |c| c.seq,
+        |seqs, at| async move { store.mark_evaluated(&seqs, at).await },
+        |changes| {
+            let mut items = Vec::new();
+            let mut unknown: Vec<&str> = Vec::new();
+            for change in changes {
+                match plans.get(&change.customer) {
+                    Some(customer) => items.extend(rows_for(customer, change, sender)),
+                    None => unknown.push(&change.customer),
+                }
             }
-        }
-        if !unknown.is_empty() {
-            unknown.sort_unstable();
-            unknown.dedup();
-            tracing::warn!(
-                customers = unknown.len(),
-                first = %unknown.iter().take(5).copied().collect::<Vec<_>>().join(", "),
-                "orders of customers that are not in the plans: no milestones for them"
-            );
-            pass.unknown_customers += unknown.len() as u64;
-        }
-        let written = store.materialize(&items, secs(now)).await?;
-        let seqs: Vec<i64> = changes.iter().map(|c| c.seq).collect();
-        store.mark_evaluated(&seqs, secs(now)).await?;
-        pass.evaluated += changes.len() as u64;
-        pass.written += written.inserted + written.missed;
-        progress();
-        if (changes.len() as i64) < CHANGES_PER_STEP {
-            break;
-        }
-    }
+            if !unknown.is_empty() {
+                unknown.sort_unstable();
+                unknown.dedup();
+                tracing::warn!(
+                    customers = unknown.len(),
+                    first = %unknown.iter().take(5).copied().collect::<Vec<_>>().join(", "),
+                    "orders of customers that are not in the plans: no milestones for them"
+                );
+                unknown_customers += unknown.len() as u64;
+            }
+            items
+        },
+        progress,
+    )
+    .await?;
+    let pass = MilestonePass { evaluated: drained.entries, written: drained.written, unknown_customers };
     Ok(pass)
 }
 

@@ -9,6 +9,7 @@
 
 mod capacity;
 mod deliver;
+mod event_log;
 pub mod handover;
 mod materialize;
 pub mod milestones;

@@ -53,31 +53,29 @@ pub async fn run(
     sender: &Email,
     progress: &(dyn Fn() + Sync),
 ) -> anyhow::Result<MomentPass> {
-    let mut pass = MomentPass::default();
-    loop {
-        let events = store.unevaluated_events(EVENTS_PER_STEP).await?;
-        if events.is_empty() {
-            break;
-        }
-        let mut items = Vec::new();
-        for e in &events {
-            match plans.get(&e.event.customer) {
-                Some(customer) => items.extend(event_rows(customer, e, now, sender)),
-                None => {
-                    tracing::info!(customer = %e.event.customer, event = %e.event.id, "an event of a customer that is not in the plans: nothing to send")
+    let drained = super::event_log::drain(
+        store,
+        secs(now),
+        EVENTS_PER_STEP,
+        |n| store.unevaluated_events(n),
+        |e| e.seq,
+        |seqs, at| async move { store.mark_events_evaluated(&seqs, at).await },
+        |events| {
+            let mut items = Vec::new();
+            for e in events {
+                match plans.get(&e.event.customer) {
+                    Some(customer) => items.extend(event_rows(customer, e, now, sender)),
+                    None => {
+                        tracing::info!(customer = %e.event.customer, event = %e.event.id, "an event of a customer that is not in the plans: nothing to send")
+                    }
                 }
             }
-        }
-        let written = store.materialize(&items, secs(now)).await?;
-        let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
-        store.mark_events_evaluated(&seqs, secs(now)).await?;
-        pass.events += events.len() as u64;
-        pass.written += written.inserted + written.missed;
-        progress();
-        if (events.len() as i64) < EVENTS_PER_STEP {
-            break;
-        }
-    }
+            items
+        },
+        progress,
+    )
+    .await?;
+    let mut pass = MomentPass { events: drained.entries, written: drained.written };
 
     let mut items = ending(plans, now, horizon, sender);
     let quiet: Vec<&Customer> = plans
