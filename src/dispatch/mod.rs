@@ -40,6 +40,10 @@ use tokio_util::sync::CancellationToken;
 pub const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// A spent budget that reopens within this many milliseconds is waited for inside the tick.
 const SHORT_WAIT_MS: i64 = 2000;
+/// Under a per-second cap, a claimed row is not started later than this many milliseconds
+/// before the second it counts in ends (a message in flight then, and a session's row started
+/// early, still land in that second).
+const SEND_MARGIN_MS: i64 = 20;
 /// Re-materialise at least this often even when nothing changed (the window moves).
 pub const REMATERIALIZE_EVERY: TimeDelta = TimeDelta::minutes(10);
 
@@ -98,6 +102,9 @@ pub struct TickReport {
     pub unknown: u64,
     /// Failed/missed/unknown rows reported to ops this tick.
     pub reported: u64,
+    /// Claimed rows given back unsent, to be claimed again: the second their claim counted in
+    /// under `max_per_second` ended before they could start, a quota pause, or shutdown.
+    pub given_back: u64,
 }
 
 impl std::ops::AddAssign for TickReport {
@@ -112,6 +119,7 @@ impl std::ops::AddAssign for TickReport {
         self.suppressed += o.suppressed;
         self.retimed += o.retimed;
         self.revived += o.revived;
+        self.given_back += o.given_back;
         self.recovered += o.recovered;
         self.unknown += o.unknown;
         self.reported += o.reported;
@@ -452,7 +460,7 @@ impl Scheduler {
             let mono = tokio::time::Instant::now();
             self.relay.maybe_increase(mono);
             self.publish_relay(mono);
-            let claim = match self.relay.allowance(self.settings.batch_size, mono) {
+            let claim = match self.relay.allowance(self.relay.claim_size(self.settings.batch_size), mono) {
                 Ok(n) => {
                     self.store
                         .claim_within(secs(now), n, &self.instance, self.settings.lease_secs(), self.relay.budget())
@@ -495,7 +503,12 @@ impl Scheduler {
             for row in batch.iter().filter(|r| r.fence == 1) {
                 self.metrics.due(row.kind);
             }
-            report += workers::deliver_batch(self, &snap, batch, stop).await?;
+            let rows = batch.len();
+            let send_by = claim
+                .send_within_ms
+                .map(|ms| mono + Duration::from_millis(ms.saturating_sub(SEND_MARGIN_MS).max(0) as u64));
+            report += workers::deliver_batch(self, &snap, batch, send_by, stop).await?;
+            self.relay.delivered(rows, mono.elapsed());
         }
         report.reported = ops::report(self).await?;
         Ok(report)

@@ -14,9 +14,12 @@
 
 pub use crate::health::RelayStatus;
 use crate::mail::quota::QuotaWindow;
-use crate::store::Budget;
+use crate::store::{Budget, SECOND_GUARD_MS, SECOND_SLICE_MS};
 use std::sync::Mutex;
 use tokio::time::{Duration, Instant};
+
+/// The batch size (rows) that moves the measured send rate halfway to its own rate.
+const RATE_WEIGHT_ROWS: f64 = 200.0;
 
 /// How long without a rate reply, with successful sends, before the rate and sessions go up.
 pub const INCREASE_EVERY: Duration = Duration::from_secs(10);
@@ -39,6 +42,9 @@ struct State {
     claimed: u64,
     /// Until when this daemon stops (a pause it saw).
     paused_until: Option<Instant>,
+    /// This daemon's send rate (messages/s, claim to last outcome, smoothed); `None` before
+    /// its first batch.
+    send_rate: Option<f64>,
 }
 
 /// The relay's limits for one daemon.
@@ -66,6 +72,7 @@ impl Relay {
                 window: now,
                 claimed: 0,
                 paused_until: None,
+                send_rate: None,
             }),
         }
     }
@@ -118,6 +125,41 @@ impl Relay {
             return Err(Duration::from_secs(1).saturating_sub(now.duration_since(s.window)));
         }
         Ok(want.min(u32::try_from(left).unwrap_or(u32::MAX)))
+    }
+
+    /// How many rows to ask the next claim for, at most `batch_size`. Under a per-second cap:
+    /// what this daemon sends in [`SECOND_GUARD_MS`] at its measured rate, and at least a
+    /// [`SECOND_SLICE_MS`] share of the cap (before the first batch, exactly that), so a claim
+    /// made just before a second's guard has left before the next second opens (the store
+    /// may give fewer: the pace, the windows). Without one: `batch_size`.
+    pub fn claim_size(&self, batch_size: u32) -> u32 {
+        let Some(cap) = self.budget.per_second else { return batch_size.max(1) };
+        let slice = (f64::from(cap) * SECOND_SLICE_MS as f64 / 1000.0).ceil();
+        let sendable = self.state().send_rate.map_or(0.0, |r| r * SECOND_GUARD_MS as f64 / 1000.0).floor();
+        (slice.max(sendable).max(1.0) as u32).min(batch_size.max(1))
+    }
+
+    /// A claimed batch of `rows` was delivered (every outcome recorded) `elapsed` after its claim
+    /// began: updates the send rate [`Relay::claim_size`] uses (an exponentially weighted mean,
+    /// each batch weighted by its size, so a batch of three rows barely moves it).
+    pub fn delivered(&self, rows: usize, elapsed: Duration) {
+        if rows == 0 || elapsed.is_zero() {
+            return;
+        }
+        let rate = rows as f64 / elapsed.as_secs_f64();
+        let mut s = self.state();
+        // A batch of RATE_WEIGHT_ROWS rows weighs half; smaller ones less.
+        let w = rows as f64 / (rows as f64 + RATE_WEIGHT_ROWS);
+        s.send_rate = Some(s.send_rate.map_or(rate, |old| old * (1.0 - w) + rate * w));
+    }
+
+    /// How long one of `sessions` sessions takes per message at this daemon's measured send rate
+    /// (zero before its first batch).
+    pub fn message_time(&self, sessions: usize) -> Duration {
+        self.state()
+            .send_rate
+            .filter(|r| *r > 0.0)
+            .map_or(Duration::ZERO, |r| Duration::from_secs_f64((sessions.max(1) as f64 / r).min(60.0)))
     }
 
     /// `n` rows were claimed.
@@ -232,6 +274,22 @@ mod tests {
         }
         assert_eq!((relay.rate_limit(), relay.sessions()), (Some(40.0), 4), "back after 5 steps of 4/s");
         assert_eq!(relay.state().rate, None);
+    }
+
+    #[test]
+    fn under_a_per_second_cap_a_claim_is_what_this_daemon_sends_before_the_second_ends() {
+        let relay = Relay::new(Budget { per_second: Some(2000), ..Budget::default() }, 4);
+        assert_eq!(relay.claim_size(1000), 200, "no batch yet: a tenth of the cap");
+        relay.delivered(200, Duration::from_millis(40)); // 5,000/s
+        assert_eq!(relay.claim_size(1000), 500, "what 100 ms carry at 5,000/s");
+        relay.delivered(3, Duration::from_millis(30)); // a small slow batch barely counts
+        assert!(relay.claim_size(1000) > 480, "{}", relay.claim_size(1000));
+        for _ in 0..20 {
+            relay.delivered(200, Duration::from_millis(400)); // 500/s: a busy machine
+        }
+        assert_eq!(relay.claim_size(1000), 200, "never below the slice");
+        assert_eq!(relay.claim_size(150), 150, "never above the batch size");
+        assert_eq!(Relay::new(Budget::default(), 1).claim_size(1000), 1000, "no per-second cap");
     }
 
     #[test]

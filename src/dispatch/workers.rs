@@ -101,6 +101,12 @@ struct Shared {
     settled: Mutex<HashSet<i64>>,
     /// Departure tasks the batch's permanent failures gave, written after the batch.
     departures: Mutex<Vec<crate::store::NewItem>>,
+    /// No row is started after this (the end of the second its claim counted in, under a
+    /// per-second cap): the rest go back unsent, to be claimed in a later second.
+    send_by: Option<tokio::time::Instant>,
+    /// A session's next row is not started early after this: it would go out one message time
+    /// later, after `send_by`.
+    next_by: Option<tokio::time::Instant>,
 }
 
 impl Shared {
@@ -135,6 +141,7 @@ pub async fn deliver_batch(
     daemon: &Arc<Scheduler>,
     snap: &Arc<Snapshot>,
     batch: Vec<Claimed>,
+    send_by: Option<tokio::time::Instant>,
     stop: &CancellationToken,
 ) -> anyhow::Result<TickReport> {
     // The relay's current sessions (halved after a throttle reply, up to `connections`).
@@ -146,6 +153,8 @@ pub async fn deliver_batch(
         live: AtomicUsize::new(sessions),
         settled: Mutex::default(),
         departures: Mutex::default(),
+        send_by,
+        next_by: send_by.map(|by| by.checked_sub(daemon.relay.message_time(sessions)).unwrap_or(by)),
     });
     let (tx, rx) = mpsc::channel::<Pending>(sessions * 2);
     let workers: Vec<_> = (0..sessions)
@@ -162,12 +171,13 @@ pub async fn deliver_batch(
 
     // Stopped (or failed) mid-batch: give the untouched rows back at once.
     let rest: Vec<Claimed> = shared.queue.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
-    let mut released = Ok(());
-    for row in rest {
-        match daemon.store.release(row.id, row.fence).await {
-            Ok(()) => shared.settle(row.id),
-            Err(e) => released = Err(e),
+    let back: Vec<(i64, i64)> = rest.iter().map(|r| (r.id, r.fence)).collect();
+    let released = daemon.store.release(&back).await;
+    if released.is_ok() {
+        for (id, _) in &back {
+            shared.settle(*id);
         }
+        shared.report.lock().unwrap_or_else(|p| p.into_inner()).given_back += back.len() as u64;
     }
     let unsettled: Vec<(i64, i64)> = {
         let settled = shared.settled.lock().unwrap_or_else(|p| p.into_inner());
@@ -315,8 +325,10 @@ async fn work(
     // The row an earlier commit already moved to `sending` for this session (at_least_once).
     let mut ahead: Option<Claimed> = None;
     loop {
-        // A quota pause ends the batch too: its untouched rows go back (still counted).
-        let stopping = stop.is_cancelled() || daemon.relay.paused(tokio::time::Instant::now());
+        // A quota pause ends the batch too, and so does the end of the second the claim counted
+        // in: the untouched rows go back (still counted in that window: fewer, never more).
+        let mono = tokio::time::Instant::now();
+        let stopping = stop.is_cancelled() || daemon.relay.paused(mono) || shared.send_by.is_some_and(|by| mono >= by);
         let early = ahead.is_some();
         let row = ahead.take().or_else(|| if stopping { None } else { shared.pop() });
         if finished.is_none() && row.is_none() {
@@ -325,8 +337,12 @@ async fn work(
         // Start the session's next row in this commit already, so its `DATA` need not wait for
         // a commit of its own. Only at_least_once rows: a crash leaves such a row `sending`
         // though it was never attempted, and only a resend (which it gets) is right for it.
-        let next =
-            if stopping || row.is_none() { None } else { shared.pop_if(|r| r.delivery != DeliveryPolicy::AtMostOnce) };
+        let late = shared.next_by.is_some_and(|by| mono >= by);
+        let next = if stopping || late || row.is_none() {
+            None
+        } else {
+            shared.pop_if(|r| r.delivery != DeliveryPolicy::AtMostOnce)
+        };
         let mut start = Vec::with_capacity(2);
         if let Some(r) = row.as_ref().filter(|_| !early) {
             start.push((r.id, r.fence));

@@ -13,16 +13,19 @@
 //! cap in such a window, never more.
 //!
 //! A per-second window is paced: by `m` milliseconds into the second at most
-//! `cap × (m + SECOND_SLICE_MS) / 1000` rows may have been claimed, so a second's budget goes out
-//! in slices of about a tenth, spread over the second, not as one burst at its start (a burst
-//! of a whole second's budget takes most of the second to send and spills into the next one,
-//! whose own burst then comes on top: measured 2,445 messages in one second under a cap of
-//! 2,000 before the pacing). And it is not claimed from in its last [`SECOND_GUARD_MS`], so what
-//! was claimed in one second has left before the next second's budget opens (the relay sees at
-//! most the cap in any UTC second unless a slice takes longer than that to send).
+//! `cap × (m + SECOND_SLICE_MS) / 1000` rows may have been claimed, so a second's budget is spread
+//! over the second, not claimed as one burst at its start (a burst of a whole second's budget
+//! takes most of the second to send and spills into the next one, whose own burst then comes on
+//! top: measured 2,445 messages in one second under a cap of 2,000 before the pacing). A claim
+//! that fell behind the pace line (a slow batch, a busy machine) may catch up to it, but takes at
+//! most what the caller says it can send in [`SECOND_GUARD_MS`] (`Relay::claim_size`: this
+//! daemon's measured send rate), and nothing is claimed in the last [`SECOND_GUARD_MS`] of a
+//! second: what was claimed in one second has left before the next second's budget opens, so the
+//! relay sees at most the cap in any UTC second unless a claim takes longer than that to send.
 //!
-//! **Order.** Among the due rows, the earliest `4 × limit` by deadline (index
-//! `outbox_by_deadline`) are candidates, and [`choose`] takes them by deadline hour, then the
+//! **Order.** Among the due rows, the earliest `4 ×` the rows claimed (at least 1,000) by deadline
+//! (index `outbox_by_deadline`, in its order: deadline, id — not sorted by due time, which would
+//! sort every row of the deadline on every claim) are candidates, and [`choose`] takes them by deadline hour, then the
 //! rule's `priority` (higher first), then round-robin over customers, then deadline: a customer
 //! with fifty contacts due in the same hour does not delay another's single greeting.
 
@@ -78,7 +81,16 @@ pub struct Claim {
     pub wait_ms: Option<i64>,
     /// The relay is paused (a quota reply) until this database time (Unix seconds), if it is.
     pub paused_until: Option<i64>,
+    /// Under a per-second cap: the rows must have gone out within this many milliseconds of the
+    /// claim (when the second they count in ends, on the database clock); what has not started
+    /// by then goes back unsent. `None`: no such bound.
+    pub send_within_ms: Option<i64>,
 }
+
+/// What an engine's claim returns: the rows, their ids in sending order, how long until more may
+/// be claimed (ms), the pause's end (Unix seconds), and how long the rows may take to go out (ms;
+/// [`Claim::send_within_ms`]).
+pub(crate) type ClaimedRows = (Vec<ClaimedColumns>, Vec<i64>, Option<i64>, Option<i64>, Option<i64>);
 
 /// A due row as the claim orders it.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -159,13 +171,22 @@ fn allowance(
                 n = 0;
                 continue;
             }
-            // One slice per claim: a claim that is sent slower than the pace never takes the
-            // rest of the second at once (it would spill into the next second).
-            n = n.min(paced).min((cap * SECOND_SLICE_MS / 1000).max(1));
+            // Up to the pace line: a claim that fell behind (a slow batch, a busy machine)
+            // catches up. How much one claim may take so that it has left before the second
+            // ends is the caller's `want` (what this daemon sends in [`SECOND_GUARD_MS`]:
+            // `Relay::claim_size`), so nothing spills into the next second's budget.
+            n = n.min(paced);
         }
         n = n.min(left);
     }
     (n.max(0) as u32, if n <= 0 { wait } else { None }, None)
+}
+
+/// Under a per-second cap: the milliseconds (database clock) until the second a claim made at
+/// `now_ms` counts in ends. Its rows must have gone out by then, or go back unsent: sent later,
+/// they would land in the next second on top of its own budget.
+fn send_within(budget: &Budget, now_ms: i64) -> Option<i64> {
+    budget.per_second.map(|_| 1000 - now_ms.rem_euclid(1000))
 }
 
 /// The new `(kind, start, used)` of every configured window after claiming `n` rows.
@@ -185,6 +206,15 @@ fn spent(budget: &Budget, stored: &[(String, i64, i64)], now_ms: i64, n: i64) ->
 /// round-robin over customers and the priorities have something to choose from.
 const CANDIDATES_PER_ROW: i64 = 4;
 
+/// At least this many candidates, however few rows a claim takes (a paced claim under a low cap
+/// takes one or two): a customer's single greeting must be among them to get its fair share.
+const MIN_CANDIDATES: i64 = 1000;
+
+/// How many of the earliest deadlines a claim of `n` rows chooses from.
+fn candidates(n: u32) -> i64 {
+    (i64::from(n) * CANDIDATES_PER_ROW).max(MIN_CANDIDATES)
+}
+
 impl SqliteStore {
     /// [`super::Store::claim_within`] on SQLite: one `BEGIN IMMEDIATE` transaction.
     pub(crate) async fn claim_within(
@@ -194,7 +224,7 @@ impl SqliteStore {
         owner: &str,
         lease_secs: i64,
         budget: &Budget,
-    ) -> anyhow::Result<(Vec<ClaimedColumns>, Vec<i64>, Option<i64>, Option<i64>)> {
+    ) -> anyhow::Result<ClaimedRows> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let now_ms: i64 =
             sqlx::query_scalar("SELECT CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)")
@@ -205,22 +235,22 @@ impl SqliteStore {
         let (n, wait, paused) = allowance(budget, &stored, now_ms, limit);
         if n == 0 {
             tx.commit().await?;
-            return Ok((Vec::new(), Vec::new(), wait, paused));
+            return Ok((Vec::new(), Vec::new(), wait, paused, None));
         }
         let candidates: Vec<Candidate> = sqlx::query_as(
             "SELECT id, customer, deadline_utc, due_utc, priority FROM outbox
              WHERE state IN ('pending', 'retry') AND due_utc <= ?1 AND deadline_utc > ?1
                AND COALESCE(next_attempt_utc, 0) <= ?1
-             ORDER BY deadline_utc, due_utc, id LIMIT ?2",
+             ORDER BY deadline_utc, id LIMIT ?2",
         )
         .bind(now)
-        .bind(i64::from(limit) * CANDIDATES_PER_ROW)
+        .bind(candidates(n))
         .fetch_all(&mut *tx)
         .await?;
         let chosen = choose(&candidates, n as usize);
         if chosen.is_empty() {
             tx.commit().await?;
-            return Ok((Vec::new(), Vec::new(), None, None));
+            return Ok((Vec::new(), Vec::new(), None, None, None));
         }
         let rows: Vec<ClaimedColumns> = sqlx::query_as(concat!(
             "UPDATE outbox SET state = 'claimed', lease_owner = ?1, lease_until = unixepoch() + ?2, fence = fence + 1,
@@ -244,7 +274,7 @@ impl SqliteStore {
                 .await?;
         }
         tx.commit().await?;
-        Ok((rows, chosen, None, None))
+        Ok((rows, chosen, None, None, send_within(budget, now_ms)))
     }
 
     /// [`super::Store::pause_relay`] on SQLite.
@@ -287,7 +317,7 @@ impl SqliteStore {
         let rows = sqlx::query_as(
             "SELECT id, key, MAX(due_utc, COALESCE(next_attempt_utc, 0)), deadline_utc FROM outbox
              WHERE state IN ('pending', 'retry') AND deadline_utc > ?1 AND deadline_utc <= ?2
-             ORDER BY deadline_utc, due_utc, id LIMIT ?3",
+             ORDER BY deadline_utc, id LIMIT ?3",
         )
         .bind(now)
         .bind(until)
@@ -330,7 +360,7 @@ impl PgStore {
         owner: &str,
         lease_secs: i64,
         budget: &Budget,
-    ) -> anyhow::Result<(Vec<ClaimedColumns>, Vec<i64>, Option<i64>, Option<i64>)> {
+    ) -> anyhow::Result<ClaimedRows> {
         let mut tx = self.pool.begin().await?;
         let stored: Vec<(String, i64, i64)> = if budget.any() {
             sqlx::query_as("SELECT kind, start, used FROM relay_budget ORDER BY kind FOR UPDATE")
@@ -349,23 +379,23 @@ impl PgStore {
         let (n, wait, paused) = allowance(budget, &stored, now_ms, limit);
         if n == 0 {
             tx.commit().await?;
-            return Ok((Vec::new(), Vec::new(), wait, paused));
+            return Ok((Vec::new(), Vec::new(), wait, paused, None));
         }
         let candidates: Vec<Candidate> = sqlx::query_as(
             "SELECT id, customer, deadline_utc, due_utc, priority FROM outbox
              WHERE state IN ('pending', 'retry') AND due_utc <= $1 AND deadline_utc > $1
                AND COALESCE(next_attempt_utc, 0) <= $1
-             ORDER BY deadline_utc, due_utc, id LIMIT $2
+             ORDER BY deadline_utc, id LIMIT $2
              FOR UPDATE SKIP LOCKED",
         )
         .bind(now)
-        .bind(i64::from(limit) * CANDIDATES_PER_ROW)
+        .bind(candidates(n))
         .fetch_all(&mut *tx)
         .await?;
         let chosen = choose(&candidates, n as usize);
         if chosen.is_empty() {
             tx.commit().await?;
-            return Ok((Vec::new(), Vec::new(), None, None));
+            return Ok((Vec::new(), Vec::new(), None, None, None));
         }
         let rows: Vec<ClaimedColumns> = sqlx::query_as(concat!(
             "UPDATE outbox SET state = 'claimed', lease_owner = $1,
@@ -390,7 +420,7 @@ impl PgStore {
                 .await?;
         }
         tx.commit().await?;
-        Ok((rows, chosen, None, None))
+        Ok((rows, chosen, None, None, send_within(budget, now_ms)))
     }
 
     /// [`super::Store::open_by_deadline`] on PostgreSQL.
@@ -413,7 +443,7 @@ impl PgStore {
         let rows = sqlx::query_as(
             "SELECT id, key, GREATEST(due_utc, COALESCE(next_attempt_utc, 0)), deadline_utc FROM outbox
              WHERE state IN ('pending', 'retry') AND deadline_utc > $1 AND deadline_utc <= $2
-             ORDER BY deadline_utc, due_utc, id LIMIT $3",
+             ORDER BY deadline_utc, id LIMIT $3",
         )
         .bind(now)
         .bind(until)
@@ -498,19 +528,20 @@ mod tests {
         let b = Budget { per_second: Some(10), per_minute: Some(25), ..Budget::default() };
         let now_ms = 120_000 + 300; // 2 min 0.3 s
         let fresh: Vec<(String, i64, i64)> = vec![];
-        // Paced: by 0.3 s, 4 of the second's 10 (a slice of 0.1 s ahead), one slice per claim.
-        assert_eq!(allowance(&b, &fresh, now_ms, 100), (1, None, None));
+        // Paced: by 0.3 s, 4 of the second's 10 (a slice of 0.1 s ahead).
+        assert_eq!(allowance(&b, &fresh, now_ms, 100), (4, None, None));
         let fast = Budget { per_second: Some(100), ..Budget::default() };
-        assert_eq!(allowance(&fast, &fresh, now_ms, 100), (10, None, None), "a slice of 100/s");
+        assert_eq!(allowance(&fast, &fresh, now_ms, 100), (40, None, None), "40 of 100/s by 0.3 s");
         let stored = vec![("second".to_string(), 120, 35)];
         assert_eq!(allowance(&fast, &stored, now_ms, 100), (5, None, None), "40 by 0.3 s");
         let stored = vec![("second".to_string(), 120, 4)];
         assert_eq!(allowance(&b, &stored, now_ms, 100), (0, Some(100), None), "the 5th at 0.4 s");
-        assert_eq!(allowance(&b, &fresh, 120_899, 100), (1, None, None), "one slice (a tenth) per claim");
+        assert_eq!(allowance(&b, &fresh, 120_899, 100), (9, None, None), "behind the pace line: catches up");
+        assert_eq!(allowance(&b, &fresh, 120_899, 4), (4, None, None), "at most what the caller can send in time");
         let stored = vec![("second".to_string(), 120, 10), ("minute".to_string(), 120, 12)];
         assert_eq!(allowance(&b, &stored, now_ms, 100), (0, Some(700), None));
         let stored = vec![("second".to_string(), 119, 10), ("minute".to_string(), 120, 20)];
-        assert_eq!(allowance(&b, &stored, now_ms, 100), (1, None, None), "last second's count is over; paced");
+        assert_eq!(allowance(&b, &stored, now_ms, 100), (4, None, None), "last second's count is over; paced");
         let big = Budget { per_second: Some(100), per_minute: Some(25), ..Budget::default() };
         assert_eq!(allowance(&big, &stored, 120_800, 100), (5, None, None), "the minute's 5 left");
         let stored = vec![("minute".to_string(), 120, 25)];

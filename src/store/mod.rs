@@ -22,7 +22,7 @@ mod rows;
 mod sqlite;
 mod upkeep;
 
-pub use budget::{Budget, Claim, SECOND_GUARD_MS};
+pub use budget::{Budget, Claim, SECOND_GUARD_MS, SECOND_SLICE_MS};
 pub use customers::{CUSTOMERS_PER_CHUNK, CustomerChange, Detected};
 pub use events::{Declared, ORDER_DAYS_PER_CUSTOMER, StoredEvent};
 pub use orders::{CustomerTotals, Ingested, OrderChange, Revenue};
@@ -339,13 +339,13 @@ impl Store {
         lease_secs: i64,
         budget: &Budget,
     ) -> anyhow::Result<Claim> {
-        let (rows, order, wait_ms, paused_until) =
+        let (rows, order, wait_ms, paused_until, send_within_ms) =
             engine!(self, s => s.claim_within(now.0, limit, owner, lease_secs, budget).await)?;
         let mut rows: Vec<Claimed> = typed(rows)?;
         let position: std::collections::HashMap<i64, usize> =
             order.iter().enumerate().map(|(i, id)| (*id, i)).collect();
         rows.sort_by_key(|r| position.get(&r.id).copied().unwrap_or(usize::MAX));
-        Ok(Claim { rows, wait_ms, paused_until })
+        Ok(Claim { rows, wait_ms, paused_until, send_within_ms })
     }
 
     /// Pauses claiming for every daemon on the database (a quota reply): until the database
@@ -458,13 +458,14 @@ impl Store {
         engine!(self, s => s.abandon(rows, now.0, retry_at.0).await)
     }
 
-    /// Gives claimed rows back (shutdown) without counting an attempt.
-    /// Only while `fence` is still the row's; a row in `claimed` or `sending` goes back to `pending`.
+    /// Gives claimed rows back (shutdown, a quota pause, the end of a capped second) without
+    /// counting an attempt, in one statement. `rows`: `(id, fence)`; only while `fence` is still
+    /// the row's does a row in `claimed` or `sending` go back to `pending`.
     ///
     /// # Errors
-    /// A database error.
-    pub async fn release(&self, id: i64, fence: i64) -> anyhow::Result<()> {
-        engine!(self, s => s.release(id, fence).await)
+    /// A database error (nothing given back).
+    pub async fn release(&self, rows: &[(i64, i64)]) -> anyhow::Result<()> {
+        engine!(self, s => s.release(rows).await)
     }
 
     /// The earliest instant something open becomes due.

@@ -329,13 +329,17 @@ impl PgStore {
     ///
     /// # Errors
     /// A database error.
-    pub(crate) async fn release(&self, id: i64, fence: i64) -> anyhow::Result<()> {
+    pub(crate) async fn release(&self, rows: &[(i64, i64)]) -> anyhow::Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         sqlx::query(
-            "UPDATE outbox SET state = 'pending', attempts = attempts - 1, lease_owner = NULL, lease_until = NULL
-             WHERE id = $1 AND fence = $2 AND state IN ('claimed', 'sending')",
+            "UPDATE outbox SET state = 'pending', attempts = outbox.attempts - 1, lease_owner = NULL, lease_until = NULL
+             FROM UNNEST($1::bigint[], $2::bigint[]) AS g(id, fence)
+             WHERE outbox.id = g.id AND outbox.fence = g.fence AND outbox.state IN ('claimed', 'sending')",
         )
-        .bind(id)
-        .bind(fence)
+        .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -325,13 +325,16 @@ impl SqliteStore {
     ///
     /// # Errors
     /// A database error.
-    pub(crate) async fn release(&self, id: i64, fence: i64) -> anyhow::Result<()> {
+    pub(crate) async fn release(&self, rows: &[(i64, i64)]) -> anyhow::Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         sqlx::query(
-            "UPDATE outbox SET state = 'pending', attempts = attempts - 1, lease_owner = NULL, lease_until = NULL
-             WHERE id = ?1 AND fence = ?2 AND state IN ('claimed', 'sending')",
+            "WITH g AS (SELECT value ->> 0 AS id, value ->> 1 AS fence FROM json_each(?1))
+             UPDATE outbox SET state = 'pending', attempts = attempts - 1, lease_owner = NULL, lease_until = NULL
+             FROM g WHERE outbox.id = g.id AND outbox.fence = g.fence AND outbox.state IN ('claimed', 'sending')",
         )
-        .bind(id)
-        .bind(fence)
+        .bind(serde_json::to_string(rows)?)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -58,6 +58,7 @@ struct Recorder {
     script: Arc<Mutex<VecDeque<Response>>>,
     /// Recipients always refused at RCPT with 550.
     refused: Arc<Mutex<Vec<String>>>,
+    latency: Arc<Mutex<std::time::Duration>>,
     current: Received,
 }
 
@@ -78,6 +79,10 @@ impl Handler for Recorder {
         Ok(())
     }
     fn data_end(&mut self) -> Response {
+        let latency = *self.latency.lock().unwrap();
+        if !latency.is_zero() {
+            std::thread::sleep(latency);
+        }
         self.current.at = std::time::SystemTime::now();
         self.received.lock().unwrap().push(self.current.clone());
         mailin_embedded::response::OK
@@ -90,6 +95,8 @@ pub struct TestSmtp {
     pub received: Arc<Mutex<Vec<Received>>>,
     pub script: Arc<Mutex<VecDeque<Response>>>,
     pub refused: Arc<Mutex<Vec<String>>>,
+    /// How long the server takes to accept a message's content (after its last byte).
+    pub latency: Arc<Mutex<std::time::Duration>>,
 }
 
 impl TestSmtp {
@@ -99,10 +106,12 @@ impl TestSmtp {
         let received = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(VecDeque::new()));
         let refused = Arc::new(Mutex::new(Vec::new()));
+        let latency = Arc::new(Mutex::new(std::time::Duration::ZERO));
         let handler = Recorder {
             received: received.clone(),
             script: script.clone(),
             refused: refused.clone(),
+            latency: latency.clone(),
             current: Received { from: String::new(), to: vec![], data: vec![], at: std::time::UNIX_EPOCH },
         };
         let mut server = Server::new(handler);
@@ -110,7 +119,7 @@ impl TestSmtp {
         std::thread::spawn(move || {
             let _ = server.serve();
         });
-        TestSmtp { addr, received, script, refused }
+        TestSmtp { addr, received, script, refused, latency }
     }
 
     pub fn messages(&self) -> Vec<Received> {
@@ -120,6 +129,11 @@ impl TestSmtp {
     /// Refuses this recipient at RCPT with 550.
     pub fn refuse(&self, address: &str) {
         self.refused.lock().unwrap().push(address.to_string());
+    }
+
+    /// Takes `latency` to accept each message from now on (a slow relay).
+    pub fn slow_down(&self, latency: std::time::Duration) {
+        *self.latency.lock().unwrap() = latency;
     }
 
     /// Answers the next RCPT with this reply instead of 250.

@@ -54,6 +54,20 @@ async fn under_a_cap_of_n_per_second_no_second_at_the_server_carries_more() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_not_started_before_its_second_ends_goes_back_instead_of_spilling_into_the_next() {
+    // A slow relay (0.4 s per message) and one session: a claim of three rows (a tenth of the
+    // cap) made after the first fifth of a second would send its last row in the next second, on
+    // top of that second's own budget.
+    let app = spawn(12, Engine::Sqlite, "max_per_second = 30\nconnections = 1\n").await;
+    app.smtp.slow_down(std::time::Duration::from_millis(400));
+    let report = app.tick().await;
+    assert_eq!(report.accepted, 12, "{report:?}");
+    assert!(report.given_back > 0, "some row was claimed too late in its second to start in it: {report:?}");
+    let accepted = app.app.store().rows(Some(RowState::Accepted), 100).await.unwrap();
+    assert!(accepted.iter().all(|r| r.attempts == 1), "a row given back used no attempt");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_daemons_on_one_postgres_database_share_the_cap() {
     // One session each: the test server serves four connections at once.
     let app = spawn(60, Engine::Postgres, "max_per_second = 10\n").await;

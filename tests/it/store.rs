@@ -486,10 +486,10 @@ async fn release_puts_the_row_back_without_counting_an_attempt(store: Store) {
     let c = store.claim(T, 1, "node-a", 300).await.unwrap().remove(0);
     assert_eq!(row(&store, "rel").await.attempts, 1);
 
-    store.release(c.id, c.fence + 1).await.unwrap(); // stale fence: ignored
+    store.release(&[(c.id, c.fence + 1)]).await.unwrap(); // stale fence: ignored
     assert_eq!(row(&store, "rel").await.state, RowState::Claimed);
 
-    store.release(c.id, c.fence).await.unwrap();
+    store.release(&[(c.id, c.fence)]).await.unwrap();
     let r = row(&store, "rel").await;
     assert_eq!((r.state.code(), r.attempts), ("pending", 0));
     assert_eq!(store.next_due().await.unwrap(), Some(T - 10));
@@ -497,7 +497,7 @@ async fn release_puts_the_row_back_without_counting_an_attempt(store: Store) {
     let again = store.claim(T, 1, "node-b", 300).await.unwrap().remove(0);
     assert_eq!((again.id, again.attempts, again.fence), (c.id, 1, c.fence + 1));
     // The old fence can no longer release or finish it.
-    store.release(c.id, c.fence).await.unwrap();
+    store.release(&[(c.id, c.fence)]).await.unwrap();
     assert_eq!(row(&store, "rel").await.state, RowState::Claimed);
     assert!(!store.finish(c.id, c.fence, &accepted("250"), T).await.unwrap());
 }
