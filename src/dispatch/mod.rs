@@ -7,6 +7,7 @@
 //! reports to `health` and `metrics`; the other services (reload, file watcher, HTTP,
 //! retention) run beside it, wired in `app.rs`.
 
+mod call_instead;
 mod capacity;
 mod deliver;
 mod event_log;
@@ -98,6 +99,9 @@ pub struct TickReport {
     pub unknown: u64,
     /// Failed/missed/unknown rows reported to ops this tick.
     pub reported: u64,
+    /// "Call instead" digests the relay accepted this tick (one per salesperson with rows
+    /// announced as not fitting under the relay's limits).
+    pub call_digests: u64,
 }
 
 impl std::ops::AddAssign for TickReport {
@@ -115,6 +119,7 @@ impl std::ops::AddAssign for TickReport {
         self.recovered += o.recovered;
         self.unknown += o.unknown;
         self.reported += o.reported;
+        self.call_digests += o.call_digests;
     }
 }
 
@@ -446,6 +451,9 @@ impl Scheduler {
             report.missed += 1;
             self.metrics.missed(row.kind, 1);
         }
+        // Before any row is claimed: the room the projection kept for the salespeople's
+        // "call instead" digests goes to them (and a digest a failed send left is retried).
+        report.call_digests = call_instead::run(self, &snap).await?;
 
         while !stop.is_cancelled() {
             let now = self.clock.now();
