@@ -78,8 +78,9 @@ pub async fn run(s: &Scheduler, snap: &Snapshot) -> anyhow::Result<u64> {
                 failed.push((digest, 0));
                 break;
             }
+            // A store error: the claim is left to its lease (the digest may have been accepted
+            // and not marked: a resend then carries the same Message-ID).
             Err(e) => {
-                failed.push((digest, 0));
                 result = Err(e);
                 break;
             }
