@@ -30,6 +30,10 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     if config.ops_email.is_some() {
         diags.extend(crate::render::trial_report(&ws.renderer, config.sender.for_templates()));
     }
+    // With relay limits, salespeople may get the "call instead" email.
+    if super::agenda::budget_of(&config).any() {
+        diags.extend(crate::render::trial_call_instead(&ws.renderer, config.sender.for_templates()));
+    }
     for customer in ws.renderer.catalog().override_customers() {
         if ws.loaded.plans.get(customer).is_none() {
             let dir = config.plans_dir.join(customer);

@@ -5,23 +5,35 @@
 //! first) at the current effective rate (the configured caps, the adaptive rate as a per-second
 //! cap, and what the current windows have already used), with [`crate::capacity::simulate`].
 //! Those whose projection passes their deadline end `missed` now, with the reason, instead of
-//! at their deadline; the salesperson gets one task email per tick listing theirs ("call
-//! instead"), ops one notice (and the rows in the usual ops report).
+//! at their deadline; each salesperson is told about theirs in one "call instead" email
+//! (`call_instead.rs`: durable, translated, sent right after this), ops get one notice (and the
+//! rows in the usual ops report).
+//!
+//! Under the cap, announcements included: every message we hand to the relay counts against its
+//! caps, so the projection keeps room for the announcements themselves — one digest per
+//! salesperson with rows missed (and per salesperson whose digest is still owed from before),
+//! plus the ops notice — and they take that room first (`take_one`, before the tick claims rows).
+//! The room is found by iterating: more room kept can only make more rows miss, possibly of
+//! more salespeople, so the projection is repeated until the room kept covers the
+//! announcements it implies ([`project`]).
 //!
 //! Cheap: nothing is read unless caps are configured; then one `COUNT` over the deadline
 //! index, and the rows are read and projected only when more is due within the look-ahead
-//! than every current window still allows, at most [`MAX_SCAN`] of them.
+//! than every current window still allows (after the digests still owed), at most
+//! [`MAX_SCAN`] of them.
 //!
-//! Once per row: the rows are marked `missed` first (one transaction, only rows still open), and
-//! only the rows this daemon marked are announced, so of several daemons exactly one announces
-//! a row. A task email that cannot be sent is logged; the rows still reach ops in the report.
+//! Once per row: the rows are marked `missed` first (one transaction, only rows still open, with
+//! their "call instead" entries), and only the rows this daemon marked are announced, so of
+//! several daemons exactly one announces a row. The salesperson's entries are told by whichever
+//! daemon claims them (`call_instead.rs`); a notice that cannot be sent is logged (the rows
+//! still reach ops in the report).
 
 use super::Scheduler;
 use crate::capacity::{Fate, Job, LOOKAHEAD, simulate};
-use crate::store::{Budget, Row, secs};
+use crate::store::{Announcement, Budget, Row, Tell, UnixSecs, secs};
 use crate::workspace::Snapshot;
 use chrono::{DateTime, Utc};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Rows projected at most per tick.
 pub const MAX_SCAN: i64 = 50_000;
@@ -45,6 +57,41 @@ fn cap_of(b: &Budget, name: &str) -> Option<u32> {
     }
 }
 
+/// `(window length in seconds, cap)` of every configured window.
+fn windows(b: &Budget) -> impl Iterator<Item = (i64, u32)> {
+    [(1, b.per_second), (60, b.per_minute), (3600, b.per_hour), (86_400, b.per_day)]
+        .into_iter()
+        .filter_map(|(len, cap)| cap.map(|c| (len, c)))
+}
+
+/// The fates of `jobs` (see [`simulate`]) with room kept in every window for the announcements
+/// they imply: `pending` digests still owed, and, when any job misses, one digest per distinct
+/// owner (`owners[i]`: the owner of `jobs[i]`, if known) of the missed jobs plus `notice` (1
+/// when ops get a notice). Returns the fates and the room kept (messages).
+fn project(
+    budget: &Budget,
+    used: &[(i64, i64)],
+    start: i64,
+    jobs: &[Job],
+    owners: &[Option<&str>],
+    pending: i64,
+    notice: i64,
+) -> (Vec<Fate>, i64) {
+    let mut reserve = pending;
+    loop {
+        let kept: Vec<(i64, i64)> = used.iter().map(|(len, u)| (*len, u + reserve)).collect();
+        let fates = simulate(budget, &kept, start, jobs);
+        let missed: Vec<usize> = (0..fates.len()).filter(|i| matches!(fates[*i], Fate::Missed(_))).collect();
+        let told: BTreeSet<&str> = missed.iter().filter_map(|i| owners.get(*i).copied().flatten()).collect();
+        let need = pending + if missed.is_empty() { 0 } else { notice + told.len() as i64 };
+        // `need` grows with `reserve` and is bounded (every owner once, plus the notice).
+        if need <= reserve {
+            return (fates, reserve);
+        }
+        reserve = need;
+    }
+}
+
 /// Projects, marks and announces; returns the rows that became `missed`.
 ///
 /// # Errors
@@ -59,50 +106,59 @@ pub async fn announce(s: &Scheduler, snap: &Snapshot, now: DateTime<Utc>) -> any
     if count == 0 {
         return Ok(Vec::new());
     }
-    // What the current windows have already given out (on the database clock).
+    // What the current windows have already given out (on the database clock), per configured
+    // window.
     let (stored, db_now) = s.store.relay_usage().await?;
-    let used: Vec<(i64, i64)> = [("second", 1), ("minute", 60), ("hour", 3600), ("day", 86_400)]
-        .into_iter()
-        .filter_map(|(kind, len)| {
-            stored
-                .iter()
-                .find(|(k, start, _)| k == kind && *start == db_now.0.div_euclid(len) * len)
-                .map(|(_, _, u)| (len, *u))
+    let kind = |len: i64| match len {
+        1 => "second",
+        60 => "minute",
+        3600 => "hour",
+        _ => "day",
+    };
+    let used: Vec<(i64, i64)> = windows(&budget)
+        .map(|(len, _)| {
+            let current = db_now.0.div_euclid(len) * len;
+            let u = stored.iter().find(|(k, start, _)| k == kind(len) && *start == current).map_or(0, |(_, _, u)| *u);
+            (len, u)
         })
         .collect();
-    let room = [budget.per_second, budget.per_minute, budget.per_hour, budget.per_day]
-        .into_iter()
-        .zip([1, 60, 3600, 86_400])
-        .filter_map(|(cap, len)| {
-            cap.map(|c| i64::from(c) - used.iter().find(|(l, _)| *l == len).map_or(0, |(_, u)| *u))
-        })
-        .min()
-        .unwrap_or(i64::MAX);
-    if count <= room {
+    let room = windows(&budget).zip(&used).map(|((_, cap), (_, u))| i64::from(cap) - u).min().unwrap_or(i64::MAX);
+    // Digests still owed take their room first.
+    let pending = s.store.untold_call_owners().await?;
+    if count <= room - pending {
         return Ok(Vec::new());
     }
     let (_, open) = s.store.open_by_deadline(secs(now), until, MAX_SCAN).await?;
     let jobs: Vec<Job> = open.iter().map(|(_, _, due, deadline)| Job { due: *due, deadline: *deadline }).collect();
-    let fates = simulate(&budget, &used, now.timestamp(), &jobs);
+    let customers: Vec<Option<&crate::plan::Customer>> = open
+        .iter()
+        .map(|(_, key, _, _)| key.split_once('/').and_then(|(customer, _)| snap.plans.get(customer)))
+        .collect();
+    let owners: Vec<Option<&str>> = customers.iter().map(|c| c.map(|c| c.owner.as_str())).collect();
+    let notice = i64::from(s.settings.ops_email.is_some());
+    let (fates, reserve) = project(&budget, &used, now.timestamp(), &jobs, &owners, pending, notice);
     let mut deadlines = BTreeMap::new();
-    let marks: Vec<(i64, String)> = open
+    let marks: Vec<Announcement> = open
         .iter()
         .zip(&fates)
+        .zip(&customers)
         .enumerate()
-        .filter_map(|(ahead, ((id, _, _, deadline), fate))| match fate {
+        .filter_map(|(ahead, (((id, _, _, deadline), fate), customer))| match fate {
             Fate::Missed(blocker) => {
                 deadlines.insert(*id, *deadline);
                 let cap = blocker
                     .and_then(|b| cap_of(&budget, b).map(|c| format!("{b} = {c}")))
                     .unwrap_or_else(|| crate::capacity::describe(&budget));
-                Some((
-                    *id,
-                    format!(
+                Some(Announcement {
+                    id: *id,
+                    reason: format!(
                         "would not fit under {cap} before its deadline: {ahead} rows ahead of it in claim order, deadline {}, announced {}",
-                        crate::store::UnixSecs(*deadline),
+                        UnixSecs(*deadline),
                         secs(now)
                     ),
-                ))
+                    deadline: UnixSecs(*deadline),
+                    tell: customer.map(|c| Tell { owner: c.owner.as_str().to_string(), language: c.language }),
+                })
             }
             Fate::Sent(_) => None,
         })
@@ -117,9 +173,9 @@ pub async fn announce(s: &Scheduler, snap: &Snapshot, now: DateTime<Utc>) -> any
     tracing::warn!(
         rows = missed.len(),
         limits = %crate::capacity::describe(&budget),
+        kept_for_announcements = reserve,
         "announced rows that cannot go out before their deadline under the relay's limits"
     );
-    tell_owners(s, snap, &missed, &deadlines, now).await;
     tell_ops(s, &missed, &deadlines, &budget, now).await;
     Ok(missed)
 }
@@ -142,48 +198,6 @@ fn line(snap: &Snapshot, row: &Row, deadline: i64) -> String {
     format!("- {name}: {contact}, {} (deadline {deadline})", row.key.rule)
 }
 
-async fn tell_owners(s: &Scheduler, snap: &Snapshot, rows: &[Row], deadlines: &BTreeMap<i64, i64>, now: DateTime<Utc>) {
-    let mut per_owner: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for row in rows {
-        let Some(customer) = snap.plans.get(&row.key.customer) else { continue };
-        let deadline = deadlines.get(&row.id).copied().unwrap_or(row.due.0);
-        per_owner.entry(customer.owner.as_str().to_string()).or_default().push(line(snap, row, deadline));
-    }
-    let sender = &s.settings.sender;
-    let hour = now.format("%Y-%m-%dT%H").to_string();
-    for (owner, lines) in per_owner {
-        let subject = format!("Call instead: {} occasions will not be emailed in time", lines.len());
-        let text = format!(
-            "More is due than the mail relay takes before these deadlines, so these greetings will not be \
-             emailed. Please call or write to them yourself:\n\n{}\n",
-            lines.join("\n")
-        );
-        let html = format!("<pre>{}</pre>", super::notice::html_escape(&text));
-        let first = rows.first().map_or(0, |r| r.id);
-        let message_id = crate::mail::message_id(&format!("capacity:{hour}/{owner}/{first}"), sender.email.domain());
-        let built = crate::mail::build(&crate::mail::Outgoing {
-            from: sender.party(),
-            to: crate::mail::Party { name: None, address: &owner },
-            cc: None,
-            reply_to: None,
-            subject: &subject,
-            text: &text,
-            html: &html,
-            message_id: &message_id,
-            date: now.with_timezone(&sender.timezone).fixed_offset(),
-        });
-        match built {
-            Ok(m) => match s.mailer.send(&m).await {
-                Ok(_) => tracing::info!(rows = lines.len(), "capacity task sent to the salesperson"),
-                Err(e) => {
-                    tracing::error!(error = %e, rows = lines.len(), "could not send the capacity task; the rows are in the ops report")
-                }
-            },
-            Err(e) => tracing::error!(error = %e, "could not build the capacity task"),
-        }
-    }
-}
-
 async fn tell_ops(s: &Scheduler, rows: &[Row], deadlines: &BTreeMap<i64, i64>, budget: &Budget, now: DateTime<Utc>) {
     let snap = s.current();
     let lines: Vec<String> =
@@ -195,10 +209,38 @@ async fn tell_ops(s: &Scheduler, rows: &[Row], deadlines: &BTreeMap<i64, i64>, b
     );
     let text = format!(
         "Under {} these rows cannot go out before their deadline; they are marked missed now and their \
-         salespeople were asked to call instead. Raise the limit, spread with `jitter`/`window`, or move the \
+         salespeople are asked to call instead. Raise the limit, spread with `jitter`/`window`, or move the \
          rule (`contactplan agenda --capacity` shows the busiest hours).\n\n{}\n",
         crate::capacity::describe(budget),
         lines.join("\n")
     );
     super::notice::send(s, &subject, &text).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_is_kept_for_a_digest_per_owner_of_missed_rows_and_the_notice() {
+        // 20 rows due now, deadline in an hour, 5 an hour; two owners alternating.
+        let budget = Budget { per_hour: Some(5), ..Budget::default() };
+        let start = 3600 * 100;
+        let jobs: Vec<Job> = (0..20).map(|_| Job { due: start, deadline: start + 3600 }).collect();
+        let owners: Vec<Option<&str>> = (0..20).map(|i| Some(if i % 2 == 0 { "eva" } else { "tom" })).collect();
+        let (fates, reserve) = project(&budget, &[(3600, 0)], start, &jobs, &owners, 0, 1);
+        assert_eq!(reserve, 3, "two digests and the notice");
+        assert_eq!(fates.iter().filter(|f| matches!(f, Fate::Sent(_))).count(), 2);
+        // Nothing misses: nothing kept, beyond digests still owed.
+        let (fates, reserve) = project(&budget, &[(3600, 0)], start, &jobs[..3], &owners[..3], 1, 1);
+        assert_eq!((reserve, fates.iter().all(|f| matches!(f, Fate::Sent(_)))), (1, true));
+        // Without room kept, only b's row (the latest deadline) misses: b's digest and the
+        // notice need 2; with 2 kept, a's rows miss too: a's digest needs a third.
+        let owners: Vec<Option<&str>> = vec![Some("a"), Some("a"), Some("a"), Some("a"), Some("a"), Some("b")];
+        let jobs: Vec<Job> =
+            (0..6).map(|i| Job { due: start, deadline: start + 3600 - if i == 5 { 0 } else { 10 } }).collect();
+        let (fates, reserve) = project(&budget, &[(3600, 0)], start, &jobs, &owners, 0, 1);
+        assert_eq!(reserve, 3, "{fates:?}");
+        assert_eq!(fates.iter().filter(|f| matches!(f, Fate::Sent(_))).count(), 2, "{fates:?}");
+    }
 }

@@ -7,6 +7,7 @@
 //! reports to `health` and `metrics`; the other services (reload, file watcher, HTTP,
 //! retention) run beside it, wired in `app.rs`.
 
+mod call_instead;
 mod capacity;
 mod deliver;
 mod event_log;
@@ -105,6 +106,9 @@ pub struct TickReport {
     /// Claimed rows given back unsent, to be claimed again: the second their claim counted in
     /// under `max_per_second` ended before they could start, a quota pause, or shutdown.
     pub given_back: u64,
+    /// "Call instead" digests the relay accepted this tick (one per salesperson with rows
+    /// announced as not fitting under the relay's limits).
+    pub call_digests: u64,
 }
 
 impl std::ops::AddAssign for TickReport {
@@ -123,6 +127,7 @@ impl std::ops::AddAssign for TickReport {
         self.recovered += o.recovered;
         self.unknown += o.unknown;
         self.reported += o.reported;
+        self.call_digests += o.call_digests;
     }
 }
 
@@ -454,6 +459,9 @@ impl Scheduler {
             report.missed += 1;
             self.metrics.missed(row.kind, 1);
         }
+        // Before any row is claimed: the room the projection kept for the salespeople's
+        // "call instead" digests goes to them (and a digest a failed send left is retried).
+        report.call_digests = call_instead::run(self, &snap).await?;
 
         while !stop.is_cancelled() {
             let now = self.clock.now();

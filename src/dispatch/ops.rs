@@ -1,6 +1,8 @@
 //! Telling ops what went wrong: failed, missed and unknown-outcome rows are each reported once.
 //! The report is an email digest to `[ops] email`; every row was also logged when it happened.
 //! A row counts as reported only after the digest was accepted, so a report is never lost.
+//! The digest counts against the relay's limits like every message we hand to the relay; when
+//! they leave no room now, the rows wait for a later tick.
 //! Without an ops address, the log line is the report.
 
 use super::Scheduler;
@@ -19,9 +21,14 @@ pub async fn report(daemon: &Scheduler) -> anyhow::Result<u64> {
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     if let Some(ops) = &daemon.settings.ops_email {
         let message = digest(daemon, ops, &rows, now)?;
+        // It counts against the relay's limits like every message: when they leave no room
+        // now, the rows wait (unreported) for a later tick.
+        if !super::relay::take_one(daemon).await? {
+            tracing::debug!(rows = rows.len(), "the relay's limits leave no room for the ops report now; later");
+            return Ok(0);
+        }
         if let Err(e) = daemon.mailer.send(&message).await {
-            daemon.metrics.transport_error(e.class);
-            daemon.health.transport_error(e.class, &e.detail, now);
+            super::relay::send_failed(daemon, &e).await;
             tracing::error!(error = %e, rows = rows.len(), "could not email the ops report; will try again next tick");
             return Ok(0);
         }

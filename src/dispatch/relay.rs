@@ -243,6 +243,77 @@ impl Relay {
     }
 }
 
+/// Takes one message's share of the relay's limits for a message that is not an outbox row
+/// (a "call instead" digest, an ops notice, the ops report), so that every message handed to
+/// the relay counts: this daemon's adaptive rate and pause first, then the budget shared by all
+/// daemons (`Store::take_budget`: every configured window, and the shared pause). A limit that
+/// reopens within [`SHORT_WAIT_MS`](super::SHORT_WAIT_MS) (a per-second window) is waited for
+/// here. `Ok(true)`: send now; `Ok(false)`: not now (the caller leaves it for a later tick).
+///
+/// # Errors
+/// A store error (nothing taken); the caller decides whether to send anyway.
+pub(super) async fn take_one(s: &super::Scheduler) -> anyhow::Result<bool> {
+    let mut waited_ms = 0i64;
+    loop {
+        let wait_ms = match s.relay.allowance(1, Instant::now()) {
+            Err(wait) => Some(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)),
+            Ok(_) => s.store.take_budget(1, s.relay.budget()).await?,
+        };
+        match wait_ms {
+            None => {
+                s.relay.claimed(1);
+                return Ok(true);
+            }
+            Some(ms) if waited_ms.saturating_add(ms.max(1)) <= super::SHORT_WAIT_MS => {
+                tokio::time::sleep(Duration::from_millis(ms.max(1) as u64)).await;
+                waited_ms += ms.max(1);
+            }
+            Some(_) => return Ok(false),
+        }
+    }
+}
+
+/// The relay refused a message for its own limit (`reason`: its reply): a rate reply halves this
+/// daemon's rate and sessions; a reply with a window pauses every daemon's claims through the
+/// database until the window rolls over (this daemon alone when the database cannot record it).
+pub(super) async fn quota_reply(s: &super::Scheduler, reason: &str) {
+    use crate::telemetry::redact_addresses as redact;
+    let now = Instant::now();
+    let window = super::deliver::quota_window(reason);
+    match pause_of(window) {
+        None => {
+            let rate = s.relay.throttled(now);
+            tracing::warn!(
+                rate,
+                sessions = s.relay.sessions(),
+                reply = %redact(reason),
+                "the relay throttles: rate and sessions halved"
+            );
+        }
+        Some((min_secs, align)) => match s.store.pause_relay(min_secs, align).await {
+            Ok((until, db_now)) => {
+                let wait = Duration::from_secs((until - db_now).max(0) as u64);
+                s.relay.pause(wait, now);
+                tracing::warn!(%until, ?window, reply = %redact(reason), "the relay's quota is spent: sending paused until its window rolls over (rows kept)");
+            }
+            Err(e) => {
+                s.relay.pause(super::deliver::quota_wait(window, s.clock.now()).to_std().unwrap_or_default(), now);
+                tracing::error!(error = %e, "could not record the relay's pause in the database; this daemon pauses alone");
+            }
+        },
+    }
+}
+
+/// A message that is not an outbox row was not accepted: health and metrics hear of it, and a
+/// quota reply pauses or slows sending as a row's would.
+pub(super) async fn send_failed(s: &super::Scheduler, e: &crate::mail::SendError) {
+    s.metrics.transport_error(e.class);
+    s.health.transport_error(e.class, &e.detail, s.clock.now());
+    if e.class == crate::mail::FailureClass::Quota {
+        quota_reply(s, &e.detail).await;
+    }
+}
+
 /// How the store's pause is set for a quota reply of `window`: `(min_secs, align)`.
 pub fn pause_of(window: QuotaWindow) -> Option<(i64, i64)> {
     match window {

@@ -418,35 +418,10 @@ async fn work(
 /// increase; a rate reply halves this daemon's rate and sessions; a quota reply with a window
 /// pauses every daemon's claims through the database.
 async fn relay_feedback(daemon: &Scheduler, d: &Delivery) {
-    let now = tokio::time::Instant::now();
     match (&d.outcome, d.failure) {
         (Outcome::Accepted { .. }, _) => daemon.relay.accepted(),
         (Outcome::Deferred { reason, .. }, Some(crate::mail::FailureClass::Quota)) => {
-            let window = deliver::quota_window(reason);
-            match super::relay::pause_of(window) {
-                None => {
-                    let rate = daemon.relay.throttled(now);
-                    tracing::warn!(
-                        rate,
-                        sessions = daemon.relay.sessions(),
-                        reply = %redact(reason),
-                        "the relay throttles: rate and sessions halved"
-                    );
-                }
-                Some((min_secs, align)) => match daemon.store.pause_relay(min_secs, align).await {
-                    Ok((until, db_now)) => {
-                        let wait = std::time::Duration::from_secs((until - db_now).max(0) as u64);
-                        daemon.relay.pause(wait, now);
-                        tracing::warn!(%until, ?window, reply = %redact(reason), "the relay's quota is spent: sending paused until its window rolls over (rows kept)");
-                    }
-                    Err(e) => {
-                        daemon
-                            .relay
-                            .pause(deliver::quota_wait(window, daemon.clock.now()).to_std().unwrap_or_default(), now);
-                        tracing::error!(error = %e, "could not record the relay's pause in the database; this daemon pauses alone");
-                    }
-                },
-            }
+            super::relay::quota_reply(daemon, reason).await;
         }
         _ => {}
     }

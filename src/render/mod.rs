@@ -1,15 +1,20 @@
 //! Turns an occasion into subject, text and HTML with minijinja templates, in the recipient's
 //! language and tone. Pure once templates are loaded: no I/O at render time.
 
+mod call_instead;
 mod catalog;
 pub mod locale;
 mod report;
 pub mod salutation;
 mod sample;
 
+pub use call_instead::{CALL_INSTEAD_TEMPLATE, CallRow, deadline_text, digest_language, plain_call_instead};
 pub use catalog::{DEFAULT_VARIANT, PARTS, TemplateCatalog};
 pub use report::{REPORT_TEMPLATE, ReportRow, plain_report};
-pub use sample::{sample_departure, sample_handover, sample_milestone, sample_moment, trial_report, trial_run};
+pub use sample::{
+    sample_call_rows, sample_departure, sample_handover, sample_milestone, sample_moment, trial_call_instead,
+    trial_report, trial_run,
+};
 
 use crate::diagnostics::Diagnostic;
 use crate::events::MomentFacts;

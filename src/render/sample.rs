@@ -225,3 +225,62 @@ pub fn trial_report(renderer: &Renderer, sender: Sender) -> Vec<Diagnostic> {
     }
     diags
 }
+
+/// Sample rows of a "call instead" digest: a contact with a phone number and one without, in
+/// Berlin, with a deadline on `day` at 10:00 (the trial run, `preview`, the template tests).
+pub fn sample_call_rows(day: NaiveDate) -> Vec<super::CallRow> {
+    use chrono::TimeZone;
+    let tz = chrono_tz::Europe::Berlin;
+    let at = |h: u32| {
+        day.and_hms_opt(h, 0, 0)
+            .and_then(|t| tz.from_local_datetime(&t).earliest())
+            .unwrap_or_else(|| tz.from_utc_datetime(&day.and_time(chrono::NaiveTime::MIN)))
+    };
+    vec![
+        super::CallRow {
+            customer_id: "mueller".into(),
+            customer: "Müller & Söhne GmbH".into(),
+            contact: Some("Dr. Anna Müller".into()),
+            phone: Some("+49 89 1234-567".into()),
+            email: Some("anna@example.com".into()),
+            occasion: "birthday".into(),
+            deadline: at(10),
+        },
+        super::CallRow {
+            customer_id: "weiss".into(),
+            customer: "Weiß <Technik> KG".into(),
+            contact: Some("Jörg Weiß".into()),
+            phone: None,
+            email: Some("joerg@example.com".into()),
+            occasion: "anniversary".into(),
+            deadline: at(18),
+        },
+    ]
+}
+
+/// Renders the "call instead" digest once per language with sample rows (when the relay's caps
+/// are configured, the daemon may send it): a failure, or a missing `call_instead` variant (the
+/// daemon then sends a built-in plain English text), is reported.
+pub fn trial_call_instead(renderer: &Renderer, sender: Sender) -> Vec<Diagnostic> {
+    let rows = sample_call_rows(NaiveDate::from_ymd_opt(2026, 12, 21).unwrap_or_default());
+    let mut diags = Vec::new();
+    for language in [crate::plan::Language::De, crate::plan::Language::En] {
+        match renderer.render_call_instead(language, "owner@example.com", &rows, sender) {
+            Ok(_) => {}
+            Err(super::RenderError::NoVariant { .. }) => diags.push(
+                Diagnostic::whole_file(
+                    &renderer.catalog().dir().join(super::CALL_INSTEAD_TEMPLATE),
+                    format!(
+                        "no call_instead template for `{}`: when the relay's limits cannot send occasions in time, \
+                         salespeople get the \"call instead\" email as built-in plain English text",
+                        language.code()
+                    ),
+                )
+                .hint("copy templates/call_instead/ from the shipped templates")
+                .warning(),
+            ),
+            Err(e) => diags.push(renderer.diagnostic(&e, "for the \"call instead\" email")),
+        }
+    }
+    diags
+}

@@ -8,6 +8,11 @@
 //! `FOR UPDATE` (claims of all daemons serialise on them only when a limit is configured), on
 //! SQLite the transaction is `BEGIN IMMEDIATE` (one writer). No leader, nothing per daemon.
 //!
+//! Messages that are not outbox rows count too: the "call instead" digests, the ops notices and
+//! the ops report take their share with [`super::Store::take_budget`] (the same windows, the
+//! same pause, the same transaction discipline) before they are handed to the relay, so the cap
+//! holds for everything the relay gets from us.
+//!
 //! Counted at claim: a claimed row that is released unsent (shutdown, a lost claim) or refused
 //! by the relay still counts. That over-counts a little, so the relay may get fewer than the
 //! cap in such a window, never more.
@@ -29,7 +34,7 @@
 //! rule's `priority` (higher first), then round-robin over customers, then deadline: a customer
 //! with fifty contacts due in the same hour does not delay another's single greeting.
 
-use super::{ClaimedColumns, PgStore, RowColumns, SqliteStore, claimed_columns, row_columns};
+use super::{Announcement, ClaimedColumns, PgStore, RowColumns, SqliteStore, claimed_columns, row_columns};
 use std::collections::HashMap;
 
 /// Rows a claim may take per window; `None`: no limit.
@@ -202,6 +207,24 @@ fn spent(budget: &Budget, stored: &[(String, i64, i64)], now_ms: i64, n: i64) ->
         .collect()
 }
 
+/// Taking `n` messages from every configured window at once ([`super::Store::take_budget`]):
+/// the windows' new `(kind, start, used)` when all `n` fit now (and the relay is not paused),
+/// else how many milliseconds to wait (at least 1). The per-second window is paced as for claims,
+/// so `n` above a tenth of a per-second cap (at least 1) is never available at once: callers take
+/// one message at a time.
+fn taking(
+    budget: &Budget,
+    stored: &[(String, i64, i64)],
+    now_ms: i64,
+    n: u32,
+) -> Result<Vec<(&'static str, i64, i64)>, i64> {
+    let (got, wait, _) = allowance(budget, stored, now_ms, n);
+    if got < n {
+        return Err(wait.unwrap_or(SECOND_SLICE_MS).max(1));
+    }
+    Ok(spent(budget, stored, now_ms, i64::from(n)))
+}
+
 /// Candidates per claimed row: the claim looks this far past the rows it takes, so the
 /// round-robin over customers and the priorities have something to choose from.
 const CANDIDATES_PER_ROW: i64 = 4;
@@ -328,25 +351,66 @@ impl SqliteStore {
     }
 
     /// [`super::Store::announce_missed`] on SQLite: one transaction.
-    pub(crate) async fn announce_missed(&self, rows: &[(i64, String)], now: i64) -> anyhow::Result<Vec<RowColumns>> {
+    pub(crate) async fn announce_missed(&self, rows: &[Announcement], now: i64) -> anyhow::Result<Vec<RowColumns>> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut out = Vec::new();
-        for (id, reason) in rows {
+        for a in rows {
             let row: Option<RowColumns> = sqlx::query_as(concat!(
                 "UPDATE outbox SET state = 'missed', reason = ?2, updated_utc = ?3, lease_owner = NULL, lease_until = NULL
                  WHERE id = ?1 AND state IN ('pending', 'retry')
                  RETURNING ",
                 row_columns!()
             ))
-            .bind(id)
-            .bind(reason)
+            .bind(a.id)
+            .bind(&a.reason)
             .bind(now)
             .fetch_optional(&mut *tx)
             .await?;
+            if let (Some(_), Some(tell)) = (&row, &a.tell) {
+                sqlx::query(
+                    "INSERT INTO capacity_call (row_id, key, owner, language, deadline_utc, announced_utc)
+                     SELECT id, key, ?2, ?3, ?4, ?5 FROM outbox WHERE id = ?1
+                     ON CONFLICT (row_id) DO NOTHING",
+                )
+                .bind(a.id)
+                .bind(&tell.owner)
+                .bind(tell.language.code())
+                .bind(a.deadline.0)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
             out.extend(row);
         }
         tx.commit().await?;
         Ok(out)
+    }
+
+    /// [`super::Store::take_budget`] on SQLite: one `BEGIN IMMEDIATE` transaction.
+    pub(crate) async fn take_budget(&self, n: u32, budget: &Budget) -> anyhow::Result<Option<i64>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let now_ms: i64 =
+            sqlx::query_scalar("SELECT CAST(ROUND((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)")
+                .fetch_one(&mut *tx)
+                .await?;
+        let stored: Vec<(String, i64, i64)> =
+            sqlx::query_as("SELECT kind, start, used FROM relay_budget").fetch_all(&mut *tx).await?;
+        let wait = match taking(budget, &stored, now_ms, n) {
+            Ok(windows) => {
+                for (kind, start, used) in windows {
+                    sqlx::query("UPDATE relay_budget SET start = ?2, used = ?3 WHERE kind = ?1")
+                        .bind(kind)
+                        .bind(start)
+                        .bind(used)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                None
+            }
+            Err(ms) => Some(ms),
+        };
+        tx.commit().await?;
+        Ok(wait)
     }
 }
 
@@ -454,25 +518,73 @@ impl PgStore {
     }
 
     /// [`super::Store::announce_missed`] on PostgreSQL: one transaction.
-    pub(crate) async fn announce_missed(&self, rows: &[(i64, String)], now: i64) -> anyhow::Result<Vec<RowColumns>> {
+    pub(crate) async fn announce_missed(&self, rows: &[Announcement], now: i64) -> anyhow::Result<Vec<RowColumns>> {
         let mut tx = self.pool.begin().await?;
         let mut out = Vec::new();
-        for (id, reason) in rows {
+        for a in rows {
             let row: Option<RowColumns> = sqlx::query_as(concat!(
                 "UPDATE outbox SET state = 'missed', reason = $2, updated_utc = $3, lease_owner = NULL, lease_until = NULL
                  WHERE id = $1 AND state IN ('pending', 'retry')
                  RETURNING ",
                 row_columns!()
             ))
-            .bind(id)
-            .bind(reason)
+            .bind(a.id)
+            .bind(&a.reason)
             .bind(now)
             .fetch_optional(&mut *tx)
             .await?;
+            if let (Some(_), Some(tell)) = (&row, &a.tell) {
+                sqlx::query(
+                    "INSERT INTO capacity_call (row_id, key, owner, language, deadline_utc, announced_utc)
+                     SELECT id, key, $2, $3, $4, $5 FROM outbox WHERE id = $1
+                     ON CONFLICT (row_id) DO NOTHING",
+                )
+                .bind(a.id)
+                .bind(&tell.owner)
+                .bind(tell.language.code())
+                .bind(a.deadline.0)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
             out.extend(row);
         }
         tx.commit().await?;
         Ok(out)
+    }
+
+    /// [`super::Store::take_budget`] on PostgreSQL: one transaction; the budget rows are locked
+    /// (like a claim's) only when a limit is configured.
+    pub(crate) async fn take_budget(&self, n: u32, budget: &Budget) -> anyhow::Result<Option<i64>> {
+        let mut tx = self.pool.begin().await?;
+        let stored: Vec<(String, i64, i64)> = if budget.any() {
+            sqlx::query_as("SELECT kind, start, used FROM relay_budget ORDER BY kind FOR UPDATE")
+                .fetch_all(&mut *tx)
+                .await?
+        } else {
+            sqlx::query_as("SELECT kind, start, used FROM relay_budget WHERE kind = 'pause'")
+                .fetch_all(&mut *tx)
+                .await?
+        };
+        let now_ms: i64 = sqlx::query_scalar("SELECT floor(extract(epoch from clock_timestamp()) * 1000)::bigint")
+            .fetch_one(&mut *tx)
+            .await?;
+        let wait = match taking(budget, &stored, now_ms, n) {
+            Ok(windows) => {
+                for (kind, start, used) in windows {
+                    sqlx::query("UPDATE relay_budget SET start = $2, used = $3 WHERE kind = $1")
+                        .bind(kind)
+                        .bind(start)
+                        .bind(used)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                None
+            }
+            Err(ms) => Some(ms),
+        };
+        tx.commit().await?;
+        Ok(wait)
     }
 
     /// [`super::Store::pause_relay`] on PostgreSQL.
@@ -555,5 +667,17 @@ mod tests {
             spent(&b, &[("minute".to_string(), 120, 20)], now_ms, 5),
             vec![("second", 120, 5), ("minute", 120, 25)]
         );
+    }
+
+    #[test]
+    fn taking_counts_in_every_window_or_says_how_long_to_wait() {
+        let b = Budget { per_second: Some(10), per_hour: Some(5), ..Budget::default() };
+        let now_ms = 7_200_000 + 300;
+        assert_eq!(taking(&b, &[], now_ms, 1), Ok(vec![("second", 7200, 1), ("hour", 7200, 1)]));
+        let spent_hour = vec![("hour".to_string(), 7200, 5)];
+        assert_eq!(taking(&b, &spent_hour, now_ms, 1), Err(3_600_000 - 300), "until the hour rolls over");
+        let paused = vec![("pause".to_string(), 7260, 0)];
+        assert_eq!(taking(&Budget::default(), &paused, now_ms, 1), Err(59_700), "the shared pause holds too");
+        assert_eq!(taking(&Budget::default(), &[], now_ms, 3), Ok(vec![]), "no caps: nothing to count");
     }
 }

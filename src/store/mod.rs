@@ -13,6 +13,7 @@
 //! `failed`, `missed` and `unknown` rows are reported to ops once (`reported_utc`).
 
 mod budget;
+mod calls;
 mod customers;
 mod events;
 mod orders;
@@ -23,6 +24,7 @@ mod sqlite;
 mod upkeep;
 
 pub use budget::{Budget, Claim, SECOND_GUARD_MS, SECOND_SLICE_MS};
+pub use calls::{Announcement, CallDigest, CallEntry, Tell};
 pub use customers::{CUSTOMERS_PER_CHUNK, CustomerChange, Detected};
 pub use events::{Declared, ORDER_DAYS_PER_CUSTOMER, StoredEvent};
 pub use orders::{CustomerTotals, Ingested, OrderChange, Revenue};
@@ -375,14 +377,34 @@ impl Store {
         engine!(self, s => s.open_by_deadline(now.0, until.0, limit).await)
     }
 
-    /// Marks open rows `missed` with their reason (`(id, reason)`): announced ahead of their
-    /// deadline as not fitting under the relay's caps. Only rows still `pending` or `retry`
-    /// change (one transaction); returns those, so of several daemons only one announces a row.
+    /// Marks open rows `missed` with their reason: announced ahead of their deadline as not
+    /// fitting under the relay's caps. Only rows still `pending` or `retry` change, and for each
+    /// of them whose [`Announcement::tell`] names a salesperson, a "call instead" entry is
+    /// written (see `calls.rs`), all in one transaction; returns the rows this call changed, so
+    /// of several daemons only one announces a row and its salesperson is told exactly once.
+    /// `now` (Unix seconds, UTC) is the row's last change and the entry's announcement time.
     ///
     /// # Errors
     /// A database error (nothing changed).
-    pub async fn announce_missed(&self, rows: &[(i64, String)], now: UnixSecs) -> anyhow::Result<Vec<Row>> {
+    pub async fn announce_missed(&self, rows: &[Announcement], now: UnixSecs) -> anyhow::Result<Vec<Row>> {
         typed(engine!(self, s => s.announce_missed(rows, now.0).await)?)
+    }
+
+    /// Takes `n` messages from every configured window of the relay's budget (`budget.rs`,
+    /// shared by every daemon on the database) if all of them fit now and the relay is not
+    /// paused; else takes nothing and returns how many milliseconds to wait before asking again
+    /// (`Some`). For messages that are not outbox rows (digests, notices, the ops report), so
+    /// that everything handed to the relay counts against its caps. Without a configured cap,
+    /// only the pause is checked. With a per-second cap, take one message at a time (the
+    /// second's pacing never allows more than a tenth of its cap at once).
+    ///
+    /// # Errors
+    /// A database error (nothing taken).
+    pub async fn take_budget(&self, n: u32, budget: &Budget) -> anyhow::Result<Option<i64>> {
+        if n == 0 {
+            return Ok(None);
+        }
+        engine!(self, s => s.take_budget(n, budget).await)
     }
 
     /// The stored budget rows `(kind, window start, used)` and the database's now.

@@ -248,14 +248,18 @@ impl Store {
     }
 
     /// Deletes finished rows whose deadline and last change are before `before`; failed,
-    /// missed and unknown rows only once reported. Returns rows deleted.
+    /// missed and unknown rows only once reported. Returns rows deleted. Also deletes the
+    /// "call instead" entries told before `before` (never an untold one: an entry carries what
+    /// its digest needs, so it does not need its outbox row).
     ///
     /// # Errors
     /// A database error; chunks of 5,000 rows deleted before it stay deleted.
     pub async fn purge_finished(&self, before: UnixSecs) -> anyhow::Result<u64> {
-        match self {
+        let rows = match self {
             Store::Sqlite(s) => s.purge_finished(before.0).await,
             Store::Postgres(s) => s.purge_finished(before.0).await,
-        }
+        }?;
+        self.purge_told_calls(before).await?;
+        Ok(rows)
     }
 }

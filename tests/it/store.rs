@@ -158,9 +158,12 @@ both_engines!(
     store: purge_finished_deletes_only_old_reported_finished_rows,
     store: backlog_counts_open_rows_and_finds_the_next_due,
     store: reconcile_writes_only_rows_still_in_the_state_it_decided_on,
-    store: orders_are_stored_once_per_customer_and_id_and_corrections_update_them;
+    store: orders_are_stored_once_per_customer_and_id_and_corrections_update_them,
+    store: announced_rows_are_told_in_one_digest_per_owner_marked_only_when_sent,
+    store: take_budget_counts_in_every_window_and_respects_the_pause;
     db: concurrent_ingests_keep_every_customers_totals_exact,
     db: concurrent_claimers_take_every_row_exactly_once,
+    db: concurrent_digest_claimers_take_each_owners_entries_once,
 );
 
 /// PostgreSQL only (SQLite is one daemon per file): daemons starting together on an empty
@@ -1041,4 +1044,139 @@ async fn concurrent_ingests_keep_every_customers_totals_exact(db: &TestDb) {
         }
         assert_eq!(mine.last().unwrap().after.count, 20);
     }
+}
+
+/// Announces rows `names` missed; each told to `owner_of(name)` in English (none: nobody).
+async fn announce(store: &Store, names: &[&str], owner_of: impl Fn(&str) -> Option<&'static str>) -> Vec<Row> {
+    use contactplan::store::{Announcement, Tell};
+    let all = all_rows(store).await;
+    let marks: Vec<Announcement> = names
+        .iter()
+        .map(|n| {
+            let r = all.iter().find(|r| name(&r.key) == *n).unwrap();
+            Announcement {
+                id: r.id,
+                reason: "would not fit".into(),
+                deadline: T + 3600,
+                tell: owner_of(n).map(|o| Tell { owner: o.into(), language: contactplan::plan::Language::En }),
+            }
+        })
+        .collect();
+    store.announce_missed(&marks, T).await.unwrap()
+}
+
+async fn announced_rows_are_told_in_one_digest_per_owner_marked_only_when_sent(store: Store) {
+    let items: Vec<NewItem> = ["a1", "a2", "a3", "b1", "nobody", "sent"].iter().map(|n| item(n, T, T + 3600)).collect();
+    store.materialize(&items, T - 10).await.unwrap();
+    let c = store.claim(T, 10, "node-a", 60).await.unwrap();
+    let sent = c.iter().find(|c| name(&c.key) == "sent").unwrap();
+    for other in c.iter().filter(|c| name(&c.key) != "sent") {
+        store.release(&[(other.id, other.fence)]).await.unwrap();
+    }
+    let owner_of = |n: &str| match n {
+        "nobody" => None,
+        n if n.starts_with('a') => Some("a@example.com"),
+        _ => Some("b@example.com"),
+    };
+    let missed = announce(&store, &["a1", "a2", "a3", "b1", "nobody", "sent"], owner_of).await;
+    assert_eq!(missed.len(), 5, "only open rows: {missed:?}");
+    assert_eq!(row(&store, "sent").await.state, RowState::Claimed);
+    assert_eq!(sent.attempts, 1);
+    assert!(announce(&store, &["a1"], owner_of).await.is_empty(), "announced once");
+    assert_eq!(store.untold_call_owners().await.unwrap(), 2);
+    let entries = store.call_entries(100).await.unwrap();
+    assert_eq!(entries.len(), 4, "no entry for a row without an owner: {entries:?}");
+    assert_eq!(entries[0].key, key("a1"));
+    assert_eq!((entries[0].deadline, entries[0].announced, entries[0].told), (T + 3600, T, None));
+
+    // a's oldest two (the limit), leased: b's digest next, then nothing while leased.
+    let a = store.claim_call_digest("node-a", 60, 2).await.unwrap().unwrap();
+    assert_eq!(a.owner, "a@example.com");
+    assert_eq!(a.entries.iter().map(|e| name(&e.key)).collect::<Vec<_>>(), ["a1", "a2"]);
+    let b = store.claim_call_digest("node-b", 60, 2).await.unwrap().unwrap();
+    assert_eq!((b.owner.as_str(), b.entries.len()), ("b@example.com", 1));
+    assert_eq!(store.claim_call_digest("node-c", 60, 2).await.unwrap(), None, "a3 waits: a is being told");
+
+    // a's send failed: given back, the same digest (entries and id) goes again.
+    assert_eq!(store.release_call_digest(&a.id, "node-b", 0).await.unwrap(), 0, "only its holder gives it back");
+    assert_eq!(store.release_call_digest(&a.id, "node-a", 0).await.unwrap(), 2);
+    let again = store.claim_call_digest("node-c", 60, 200).await.unwrap().unwrap();
+    assert_eq!((again.id.as_str(), again.entries.len()), (a.id.as_str(), 2), "not widened to a3");
+    assert_eq!(store.mark_call_told(&a.id, T + 5).await.unwrap(), 2);
+    assert_eq!(store.mark_call_told(&b.id, T + 5).await.unwrap(), 1);
+    assert_eq!(store.mark_call_told(&b.id, T + 6).await.unwrap(), 0, "told once");
+    // a3 in the next digest. Its holder stops (a lease already over): another daemon takes the
+    // same digest over.
+    let held = store.claim_call_digest("node-a", -1, 200).await.unwrap().unwrap();
+    assert_eq!(held.entries.iter().map(|e| name(&e.key)).collect::<Vec<_>>(), ["a3"]);
+    assert_ne!(held.id, a.id);
+    let taken = store.claim_call_digest("node-b", 60, 200).await.unwrap().unwrap();
+    assert_eq!(held.id, taken.id);
+    // The relay refuses it: given back to wait before it is tried again.
+    assert_eq!(store.release_call_digest(&taken.id, "node-b", 600).await.unwrap(), 1);
+    assert_eq!(store.claim_call_digest("node-c", 60, 200).await.unwrap(), None, "refused: later");
+    assert_eq!(store.untold_call_owners().await.unwrap(), 1);
+
+    // Retention: told entries go with their cut-off, untold ones stay.
+    store.purge_finished(T + 6).await.unwrap();
+    let left = store.call_entries(100).await.unwrap();
+    assert_eq!((left.len(), left[0].told), (1, None), "{left:?}");
+}
+
+async fn take_budget_counts_in_every_window_and_respects_the_pause(store: Store) {
+    use contactplan::store::Budget;
+    let budget = Budget { per_hour: Some(2), per_day: Some(100), ..Budget::default() };
+    assert_eq!(store.take_budget(1, &budget).await.unwrap(), None);
+    assert_eq!(store.take_budget(1, &budget).await.unwrap(), None);
+    let wait = store.take_budget(1, &budget).await.unwrap();
+    assert!(wait.is_some_and(|ms| ms > 0 && ms <= 3_600_000), "{wait:?}");
+    let (usage, db_now) = store.relay_usage().await.unwrap();
+    let used = |kind: &str| usage.iter().find(|(k, _, _)| k == kind).map(|(_, start, u)| (*start, *u));
+    assert_eq!(used("hour"), Some((db_now.0 / 3600 * 3600, 2)), "{usage:?}");
+    assert_eq!(used("day"), Some((db_now.0 / 86_400 * 86_400, 2)), "{usage:?}");
+    // The claim sees what was taken: nothing left this hour.
+    store.materialize(&[item("greeting", T, T + 3600)], T).await.unwrap();
+    let claim = store.claim_within(T, 10, "node-a", 60, &budget).await.unwrap();
+    assert!(claim.rows.is_empty() && claim.wait_ms.is_some(), "{claim:?}");
+    // No caps: only the shared pause holds.
+    assert_eq!(store.take_budget(1, &Budget::default()).await.unwrap(), None);
+    store.pause_relay(60, 60).await.unwrap();
+    assert!(store.take_budget(1, &Budget::default()).await.unwrap().is_some_and(|ms| ms >= 60_000));
+}
+
+async fn concurrent_digest_claimers_take_each_owners_entries_once(db: &TestDb) {
+    const OWNERS: usize = 20;
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(db.connect().await);
+    }
+    let names: Vec<String> = (0..OWNERS * 5).map(|i| format!("r{i:03}")).collect();
+    let items: Vec<NewItem> = names.iter().map(|n| item(n, T, T + 3600)).collect();
+    stores[0].materialize(&items, T).await.unwrap();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    fn owner(n: &str) -> Option<&'static str> {
+        let i: usize = n[1..].parse().unwrap();
+        Some(Box::leak(format!("o{}@example.com", i % OWNERS).into_boxed_str()))
+    }
+    assert_eq!(announce(&stores[0], &refs, owner).await.len(), OWNERS * 5);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for (n, store) in stores.into_iter().enumerate() {
+        tasks.spawn(async move {
+            let holder = format!("node-{n}");
+            let mut mine = Vec::new();
+            while let Some(d) = store.claim_call_digest(&holder, 300, 200).await.unwrap() {
+                assert_eq!(store.mark_call_told(&d.id, T).await.unwrap(), d.entries.len() as u64);
+                mine.push(d);
+            }
+            mine
+        });
+    }
+    let mut digests = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        digests.extend(done.unwrap());
+    }
+    let owners: HashSet<&str> = digests.iter().map(|d| d.owner.as_str()).collect();
+    assert_eq!((digests.len(), owners.len()), (OWNERS, OWNERS), "one digest per owner, never split");
+    assert!(digests.iter().all(|d| d.entries.len() == 5));
 }

@@ -228,9 +228,37 @@ fn every_shipped_template_language_and_tone() {
         let r = renderer.render_report(language, "host-1-0", &[row], sender).unwrap();
         insta::assert_snapshot!(r.variant.replace('/', "-"), shown(&r));
         seen.push(r.variant);
+        // The salesperson's "call instead" digest: a contact with a phone (a tel: link) and one
+        // without, a customer name with markup.
+        let rows = contactplan::render::sample_call_rows(date);
+        let r = renderer.render_call_instead(language, "katrin.vogel@example.com", &rows, sender).unwrap();
+        assert!(r.fuel < 5_000, "{} used {} fuel", r.variant, r.fuel);
+        insta::assert_snapshot!(r.variant.replace('/', "-"), shown(&r));
+        seen.push(r.variant);
     }
     // Every shipped variant was rendered.
     for key in renderer.catalog().all() {
         assert!(seen.contains(&key), "{key} has no snapshot");
     }
+}
+
+/// `check` with relay limits renders the "call instead" digest once per language: nothing to
+/// say with the shipped templates; a warning per language without them (the daemon then sends
+/// the built-in plain English text), and that text lists every row with a tel: link.
+#[test]
+fn check_warns_when_the_call_instead_template_is_missing() {
+    let sender = Sender { name: "Beispiel GmbH", email: "team@example.com" };
+    let (shipped, _) = Renderer::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"));
+    assert!(contactplan::render::trial_call_instead(&shipped, sender).is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    let (bare, _) = Renderer::load(dir.path());
+    let diags = contactplan::render::trial_call_instead(&bare, sender);
+    let shown: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+    assert_eq!(diags.len(), 2, "{shown:?}");
+    assert!(diags.iter().all(|d| !d.is_error()), "{shown:?}");
+    assert!(shown[0].contains("no call_instead template for `de`") && shown[1].contains("for `en`"), "{shown:?}");
+    let rows = contactplan::render::sample_call_rows(chrono::NaiveDate::from_ymd_opt(2026, 12, 21).unwrap());
+    let plain = contactplan::render::plain_call_instead(&rows);
+    assert!(plain.subject.starts_with("Call instead: 2 occasions"), "{}", plain.subject);
+    assert!(plain.html.contains("href=\"tel:+49891234567\""), "{}", plain.html);
 }
