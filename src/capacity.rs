@@ -9,6 +9,13 @@
 //! - `agenda --capacity` and `check` project the plans' occurrences ([`forecast`]) and name the
 //!   busiest hours and what would miss its deadline.
 //!
+//! The forecast places the plans' messages only. The daemon's own announcements (a "call
+//! instead" digest per salesperson and an ops notice, counted against the same caps) go out when
+//! a shortfall first comes within [`LOOKAHEAD`] of its deadlines — for a peak that is due in one
+//! go, up to two hours before it, from an earlier window — so a daemon that runs through the
+//! peak shows the shortfall forecast here (`tests/it/capacity.rs`). One started in the middle
+//! of the peak sends them from the peak's windows and misses a few more.
+//!
 //! The simulation is an approximation of the claim: the claim orders by deadline *hour*, then
 //! priority, then round-robin over customers; here only the deadline (then due time) orders.
 //! How many rows miss is the same; which ones may differ within an hour.
