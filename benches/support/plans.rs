@@ -1,5 +1,6 @@
 //! Generated customer plans for the benchmarks (`load_plans`, `agenda`): N plans with 3
-//! contacts with birthdays each, the `standard` playbook (6 rules) and one override (a monthly
+//! contacts with birthdays each (`BENCH_CONTACTS=K`: K of them, 1–4; 4 at 250,000 customers are
+//! the 1,000,000 contacts), the `standard` playbook (6 rules) and one override (a monthly
 //! `cron`). With `calendars`, every other customer also names a German state's public
 //! holidays and a Saturday/Sunday weekend. Cached under the given directory.
 
@@ -13,9 +14,19 @@ use std::path::Path;
 /// Writes the plans (once; `.complete` marks a finished directory; `.names-v2` those written
 /// since contact names have no digits: older directories are written again).
 pub fn generate(dir: &Path, n: usize, calendars: bool) -> std::io::Result<()> {
+    let contacts = contacts_per_customer();
+    // Which contact count a directory holds (`.contacts-K`; none: 3, written before the option).
+    let marker = |k: usize| if k == 3 { dir.join(".names-v2") } else { dir.join(format!(".contacts-{k}")) };
     let done = dir.join(".complete");
-    if done.exists() && dir.join(".names-v2").exists() {
+    if done.exists() && marker(contacts).exists() && (contacts != 3 || !has_contacts_marker(dir)) {
         return Ok(());
+    }
+    let _ = std::fs::remove_file(&done);
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".contacts-") || name == ".names-v2" {
+            std::fs::remove_file(entry.path())?;
+        }
     }
     if dir.join("plans").exists() {
         std::fs::remove_dir_all(dir.join("plans"))?;
@@ -41,10 +52,10 @@ pub fn generate(dir: &Path, n: usize, calendars: bool) -> std::io::Result<()> {
         if calendars && i % 2 == 0 {
             s.push_str(&format!("region = \"DE-{}\"\nweekend = [\"sat\", \"sun\"]\n", states[i / 2 % states.len()]));
         }
-        for c in 0..3 {
+        for c in 0..contacts {
             s.push_str(&format!(
                 "\n[[contact]]\nid = \"p{c}\"\nname = \"{} {}\"\ngender = \"{}\"\nemail = \"person{c}.n{i}@kunde{i}.example\"\nbirthday = {}-{:02}-{:02}\ntone = \"{}\"\n{}",
-                ["Anna", "Bernd", "Clara"][c],
+                FIRST_NAMES[c % FIRST_NAMES.len()],
                 family_name(i),
                 if c % 2 == 0 { "female" } else { "male" },
                 1960 + (i + c) % 40,
@@ -57,8 +68,29 @@ pub fn generate(dir: &Path, n: usize, calendars: bool) -> std::io::Result<()> {
         s.push_str("\n[[occasion]]\nname = \"checkin\"\ncron = \"0 9 1 * *\"\n");
         std::fs::write(dir.join("plans").join(format!("c{i:06}.toml")), s)?;
     }
-    std::fs::write(dir.join(".names-v2"), b"")?;
+    std::fs::write(marker(contacts), b"")?;
     std::fs::write(done, b"")
+}
+
+/// Given names of the generated contacts (letters only, like the family names).
+const FIRST_NAMES: [&str; 4] = ["Anna", "Bernd", "Clara", "Dieter"];
+
+/// Contacts per generated customer: `BENCH_CONTACTS` (1–4), else 3.
+pub fn contacts_per_customer() -> usize {
+    std::env::var("BENCH_CONTACTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|k| (1..=FIRST_NAMES.len()).contains(k))
+        .unwrap_or(3)
+}
+
+/// Whether `dir` was written with a contact count other than 3.
+fn has_contacts_marker(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with(".contacts-"))
 }
 
 /// A family name of letters only, different for every `i` ("Nachname" + `i` in base 26, a–z):
