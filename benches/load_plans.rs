@@ -64,6 +64,7 @@ fn in_memory(n: usize) {
         default_tz: chrono_tz::Europe::Berlin,
         default_calendar: &Default::default(),
         crontabs: &crontabs,
+        rules: &contactplan::plan::RuleCache::default(),
     };
     for _ in 0..3 {
         let t = Instant::now();
@@ -102,6 +103,7 @@ fn capped() {
         default_tz: chrono_tz::Europe::Berlin,
         default_calendar: &Default::default(),
         crontabs: &crontabs,
+        rules: &contactplan::plan::RuleCache::default(),
     };
     let mut times = Vec::new();
     for _ in 0..5 {

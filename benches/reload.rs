@@ -14,10 +14,15 @@
 //! - **a playbook edit that changes every customer** (all rules differ, so nothing can be
 //!   shared): the worst case of a full reload.
 //!
+//! After each reload, the scheduler's own log line for the new revision (`plan revision
+//! applied`: scope `changed` or `all`, customers looked at, its milliseconds) is printed as
+//! `applied=…` when the binary writes it.
+//!
 //! Usage:
 //!
 //!     cargo bench --bench reload               # 100,000 plans, 5 edits
 //!     cargo bench --bench reload -- 250000 3   # plans, edits
+//!     CONTACTPLAN_BIN=path/to/contactplan cargo bench --bench reload   # another build (A/B runs)
 
 #[path = "support/plans.rs"]
 mod support;
@@ -78,6 +83,26 @@ fn reloaded(line: &str) -> Option<(u64, f64, u64)> {
     let f = v.get("fields")?;
     (f.get("message")?.as_str()? == "plans reloaded").then_some(())?;
     Some((f.get("files_read")?.as_u64()?, f.get("elapsed_ms")?.as_f64()?, f.get("customers")?.as_u64()?))
+}
+
+/// A "plan revision applied" log line of the scheduler: `scope/customers/ms`.
+fn applied(line: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let f = v.get("fields")?;
+    (f.get("message")?.as_str()? == "plan revision applied to the outbox").then_some(())?;
+    Some(format!(
+        "{}/{}/{:.0}ms",
+        f.get("scope")?.as_str()?,
+        f.get("customers")?.as_u64()?,
+        f.get("elapsed_ms")?.as_f64()?
+    ))
+}
+
+/// The scheduler's "plan revision applied" lines logged so far (scope/customers/ms), or "n/a"
+/// (a binary without that line).
+fn drain_applied(lines: &mpsc::Receiver<(Instant, String)>) -> String {
+    let seen: Vec<String> = std::iter::from_fn(|| lines.try_recv().ok()).filter_map(|(_, l)| applied(&l)).collect();
+    if seen.is_empty() { "n/a".into() } else { seen.join(",") }
 }
 
 fn wait_reloaded(lines: &mpsc::Receiver<(Instant, String)>) -> (Instant, (u64, f64, u64)) {
@@ -143,11 +168,17 @@ fn main() {
     let sock = UnixDatagram::bind(&sock_path).expect("notify socket");
     sock.set_read_timeout(Some(Duration::from_secs(300))).expect("timeout");
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_contactplan"))
+    let bin = std::env::var_os("CONTACTPLAN_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_contactplan")), PathBuf::from);
+    println!("binary: {}", bin.display());
+    let mut child = Command::new(&bin)
         .args(["run", "--log-format", "json", "--config"])
         .arg(&config)
         .env("NOTIFY_SOCKET", &sock_path)
-        .env("RUST_LOG", "warn,contactplan::reload=info")
+        .env(
+            "RUST_LOG",
+            "warn,contactplan::reload=info,contactplan::dispatch=info,contactplan::dispatch::reconcile=warn,contactplan::dispatch::workers=warn",
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -189,7 +220,8 @@ fn main() {
     println!(
         "n={n} ready_after={ready:.2}s first_pass: cpu={cpu:.2}s busy={busy:.0}s idle_rss={idle_rss:.1}MB peak_rss_so_far={startup_hwm:.1}MB"
     );
-    while lines.try_recv().is_ok() {}
+    let first = drain_applied(&lines);
+    println!("first revision: applied={first}");
 
     let mut in_force = Vec::new();
     for e in 0..edits {
@@ -206,10 +238,11 @@ fn main() {
         let reload_cpu = (cpu_ticks(pid) - c0) as f64 / USER_HZ;
         let (tick_cpu, tick_busy) = settle(pid, Duration::from_secs(600));
         let hwm_tick = status_mb(pid, "VmHWM:");
+        let scope = drain_applied(&lines);
         let write_to_force = t1.duration_since(t0).as_secs_f64() * 1e3;
         in_force.push((write_to_force, ms));
         println!(
-            "edit {e}: c{i:06} files_read={files} customers={customers} write->in_force={write_to_force:.0}ms reload={ms:.1}ms cpu_to_in_force={reload_cpu:.2}s rss_before={rss0:.1}MB peak_during_reload={hwm_reload:.1}MB ({:.3}x idle) | new revision in the scheduler: cpu={tick_cpu:.2}s busy~{tick_busy:.0}s peak_incl={hwm_tick:.1}MB ({:.2}x idle)",
+            "edit {e}: c{i:06} files_read={files} customers={customers} write->in_force={write_to_force:.0}ms reload={ms:.1}ms cpu_to_in_force={reload_cpu:.2}s rss_before={rss0:.1}MB peak_during_reload={hwm_reload:.1}MB ({:.3}x idle) | new revision in the scheduler: applied={scope} cpu={tick_cpu:.2}s busy~{tick_busy:.0}s peak_incl={hwm_tick:.1}MB ({:.2}x idle)",
             hwm_reload / idle_rss,
             hwm_tick / idle_rss
         );
@@ -228,8 +261,9 @@ fn main() {
     let hwm = status_mb(pid, "VmHWM:");
     let cpu = (cpu_ticks(pid) - c0) as f64 / USER_HZ;
     let (tick_cpu, _) = settle(pid, Duration::from_secs(600));
+    let scope = drain_applied(&lines);
     println!(
-        "SIGHUP full reload: files_read={files} reload={ms:.0}ms cpu={cpu:.2}s rss_before={rss0:.1}MB peak={hwm:.1}MB ({:.2}x idle) | scheduler cpu after={tick_cpu:.2}s peak_incl={:.1}MB",
+        "SIGHUP full reload: files_read={files} reload={ms:.0}ms cpu={cpu:.2}s rss_before={rss0:.1}MB peak={hwm:.1}MB ({:.2}x idle) | scheduler applied={scope} cpu after={tick_cpu:.2}s peak_incl={:.1}MB",
         hwm / idle_rss,
         status_mb(pid, "VmHWM:")
     );
@@ -245,8 +279,9 @@ fn main() {
     let hwm = status_mb(pid, "VmHWM:");
     let cpu = (cpu_ticks(pid) - c0) as f64 / USER_HZ;
     let (tick_cpu, _) = settle(pid, Duration::from_secs(600));
+    let scope = drain_applied(&lines);
     println!(
-        "playbook edit (every customer changes): files_read={files} reload={ms:.0}ms cpu={cpu:.2}s rss_before={rss0:.1}MB peak={hwm:.1}MB ({:.2}x idle) rss_after={:.1}MB | scheduler cpu after={tick_cpu:.2}s peak_incl={:.1}MB",
+        "playbook edit (every customer changes): files_read={files} reload={ms:.0}ms cpu={cpu:.2}s rss_before={rss0:.1}MB peak={hwm:.1}MB ({:.2}x idle) rss_after={:.1}MB | scheduler applied={scope} cpu after={tick_cpu:.2}s peak_incl={:.1}MB",
         hwm / idle_rss,
         status_mb(pid, "VmRSS:"),
         status_mb(pid, "VmHWM:")

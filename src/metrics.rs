@@ -45,6 +45,12 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScopeLabel {
+    /// `changed` (the customers a reload changed) or `all`.
+    scope: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     /// An open outbox state: `pending`, `retry`, `claimed`, `sending`.
     state: &'static str,
@@ -118,6 +124,8 @@ pub struct Metrics {
     plan_errors: Gauge,
     reload_files_read: Gauge,
     incremental_reloads: Counter,
+    revisions_applied: Family<ScopeLabel, Counter>,
+    revision_customers: Family<ScopeLabel, Counter>,
     customers: Gauge,
     ready: Gauge,
     database_up: Gauge,
@@ -156,6 +164,8 @@ impl Metrics {
             plan_errors: Gauge::default(),
             reload_files_read: Gauge::default(),
             incremental_reloads: Counter::default(),
+            revisions_applied: Family::default(),
+            revision_customers: Family::default(),
             customers: Gauge::default(),
             ready: Gauge::default(),
             database_up: Gauge::default(),
@@ -209,6 +219,20 @@ impl Metrics {
             "Reloads that read only the changed plan files (the others shared with the plans in force).",
             m.incremental_reloads.clone(),
         );
+        registry.register(
+            "contactplan_plan_revisions_applied",
+            "New plan revisions the scheduler applied to the outbox (reconciled, customer changes recorded, materialised), by scope: changed (only the customers the reload changed) or all.",
+            m.revisions_applied.clone(),
+        );
+        registry.register(
+            "contactplan_plan_revision_customers",
+            "Customers the scheduler looked at again for new plan revisions, by scope: changed (those a reload changed) or all (every customer).",
+            m.revision_customers.clone(),
+        );
+        for scope in ["changed", "all"] {
+            let _ = m.revisions_applied.get_or_create_owned(&ScopeLabel { scope });
+            let _ = m.revision_customers.get_or_create_owned(&ScopeLabel { scope });
+        }
         registry.register("contactplan_customers", "Customers served.", m.customers.clone());
         registry.register("contactplan_ready", "1 when migrations ran and plans are loaded.", m.ready.clone());
         registry.register(
@@ -359,6 +383,14 @@ impl Metrics {
         if incremental {
             self.incremental_reloads.inc();
         }
+    }
+
+    /// A new plan revision applied to the outbox: `customers` looked at again, `scope`
+    /// `changed` (the ones the reload changed) or `all`.
+    pub fn revision_applied(&self, scope: &'static str, customers: usize) {
+        let label = ScopeLabel { scope };
+        self.revisions_applied.get_or_create(&label).inc();
+        self.revision_customers.get_or_create(&label).inc_by(customers as u64);
     }
 
     /// The `/metrics` text, with `ready` and the store's `gauges` of this scrape.

@@ -11,6 +11,8 @@
 //!   validated against the playbooks and templates in force, and the next plans share every
 //!   other customer with the served ones (with the same last-good and duplicate-id rules).
 //! - [`Served`]: the snapshot the daemon serves right now, swapped whole on every reload.
+//! - [`Changes`]: which customers a snapshot changed against the revision it replaced, so that
+//!   the scheduler looks at those alone.
 
 use crate::config::Config;
 use crate::diagnostics::Diagnostic;
@@ -119,6 +121,77 @@ pub struct Snapshot {
     pub playbooks: Arc<HashMap<String, plan::Playbook>>,
     /// Bumped on every reload so the scheduler re-materialises.
     pub revision: u64,
+    /// The customers that differ from the revision this one replaced: all the scheduler has to
+    /// reconcile, compare and materialise again when it processed that revision.
+    pub changes: Changes,
+}
+
+/// Most changed customers a snapshot names one by one; more are [`Changes::All`] (a playbook
+/// edit, a checkout of many plans): the scheduler's pass over every customer is then cheaper
+/// than one query per customer.
+pub const MAX_CHANGED_CUSTOMERS: usize = 1_000;
+
+/// Which customers a snapshot changed against the revision it replaced.
+///
+/// *Invariant*: with [`Changes::Customers`], every customer id of the snapshot that is not
+/// named is the very same `Arc<Customer>` as in revision `since` (the same plan, validated to
+/// the same customer), and every id of revision `since` that is not named is still served;
+/// removed and added customers are named. [`Served::replace`] keeps the promise: a snapshot
+/// whose `since` is not the revision it replaces is served with [`Changes::All`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changes {
+    /// Anything may have changed (the first load, more than [`MAX_CHANGED_CUSTOMERS`]).
+    All,
+    /// Only these customers, sorted by id, differ from revision `since`.
+    Customers {
+        /// The revision the snapshot was loaded over.
+        since: u64,
+        /// Ids of the customers added, removed or changed.
+        ids: Arc<[Box<str>]>,
+    },
+}
+
+impl Changes {
+    /// The customers of `next` that differ from `previous` (revision `since`), by a walk over
+    /// both id-sorted lists comparing pointers: a customer validated to what was served is
+    /// shared with it ([`plan::share_unchanged`]), so an unchanged one is the same `Arc`.
+    pub fn between(previous: &Plans, next: &Plans, since: u64) -> Changes {
+        let (mut a, mut b) = (previous.customers.iter().peekable(), next.customers.iter().peekable());
+        let mut ids: Vec<Box<str>> = Vec::new();
+        loop {
+            let id = match (a.peek(), b.peek()) {
+                (None, None) => break,
+                (Some(x), Some(y)) if Arc::ptr_eq(x, y) => {
+                    a.next();
+                    b.next();
+                    continue;
+                }
+                (Some(x), Some(y)) => match x.id.cmp(&y.id) {
+                    std::cmp::Ordering::Less => a.next().map(|c| c.id.clone()),
+                    std::cmp::Ordering::Greater => b.next().map(|c| c.id.clone()),
+                    std::cmp::Ordering::Equal => {
+                        b.next();
+                        a.next().map(|c| c.id.clone())
+                    }
+                },
+                (Some(_), None) => a.next().map(|c| c.id.clone()),
+                (None, Some(_)) => b.next().map(|c| c.id.clone()),
+            };
+            ids.extend(id);
+            if ids.len() > MAX_CHANGED_CUSTOMERS {
+                return Changes::All;
+            }
+        }
+        Changes::Customers { since, ids: ids.into() }
+    }
+
+    /// The changed ids, when they are named.
+    pub fn customers(&self) -> Option<&[Box<str>]> {
+        match self {
+            Changes::All => None,
+            Changes::Customers { ids, .. } => Some(ids),
+        }
+    }
 }
 
 /// A load ready to be served.
@@ -182,6 +255,7 @@ pub fn load_serving(config: &Config, previous: Option<&Snapshot>) -> Serving {
         None => (Arc::new(loaded.plans), Arc::new(loaded.playbooks)),
     };
     let kept: HashSet<PathBuf> = kept.into_iter().collect();
+    let changes = previous.map_or(Changes::All, |p| Changes::between(&p.plans, &plans, p.revision));
     let ledger = Ledger {
         diagnostics: Vec::new(),
         template_diagnostics,
@@ -190,7 +264,7 @@ pub fn load_serving(config: &Config, previous: Option<&Snapshot>) -> Serving {
         broken_playbooks: loaded.broken_playbooks,
     };
     Serving {
-        snapshot: Snapshot { plans, renderer, playbooks, revision: 0 },
+        snapshot: Snapshot { plans, renderer, playbooks, revision: 0, changes },
         diagnostics,
         kept,
         ledger,
@@ -215,9 +289,14 @@ impl Serving {
 /// `fresh` plus, for each plan file with an error that now yields no customer, the customers
 /// `previous` loaded from that file (when their ids are still free). Returns those files.
 pub fn keep_last_good_plans(fresh: Plans, diags: &[Diagnostic], previous: &Plans) -> (Plans, Vec<PathBuf>) {
-    let serving: HashSet<&Path> = fresh.customers.iter().map(|c| &*c.source).collect();
-    let broken: HashSet<&Path> =
-        diags.iter().filter(|d| d.is_error()).map(|d| d.file.as_path()).filter(|f| !serving.contains(f)).collect();
+    // Most reloads have no error: then no set of 100,000 files is built beside the plans.
+    let mut broken: HashSet<&Path> = diags.iter().filter(|d| d.is_error()).map(|d| d.file.as_path()).collect();
+    if broken.is_empty() {
+        return (fresh, Vec::new());
+    }
+    for c in &fresh.customers {
+        broken.remove(&*c.source);
+    }
     if broken.is_empty() {
         return (fresh, Vec::new());
     }
@@ -291,6 +370,7 @@ pub fn reload_plan_files(
         default_tz: config.default_timezone,
         default_calendar: &config.calendar,
         crontabs: &crontabs,
+        rules: &plan::RuleCache::default(),
     };
     let reread: Vec<Reread> = changed
         .par_iter()
@@ -414,6 +494,20 @@ pub fn reload_plan_files(
     }
     customers.extend(updates.filter_map(|(_, new)| new));
     let plans = Plans::shared(customers);
+    let changed: Vec<Box<str>> = affected
+        .iter()
+        .filter(|id| match (old.get_shared(id), plans.get_shared(id)) {
+            (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+            (None, None) => false,
+            _ => true,
+        })
+        .cloned()
+        .collect();
+    let changes = if changed.len() > MAX_CHANGED_CUSTOMERS {
+        Changes::All
+    } else {
+        Changes::Customers { since: previous.revision, ids: changed.into() }
+    };
 
     // Problems: the changed files' anew (errors and warnings), duplicate ids anew, every other
     // file's errors as before (the ledger keeps no warnings).
@@ -441,6 +535,7 @@ pub fn reload_plan_files(
             renderer: previous.renderer.clone(),
             playbooks: previous.playbooks.clone(),
             revision: 0,
+            changes,
         },
         diagnostics,
         kept,
@@ -474,9 +569,14 @@ impl Served {
         self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Serves `snapshot` from now on (with the next revision number) and notifies.
+    /// Serves `snapshot` from now on (with the next revision number) and notifies. Its
+    /// changes stand only against the revision it replaces: loaded over another one (a
+    /// reload that raced with another swap), it is served with [`Changes::All`].
     pub fn replace(&self, mut snapshot: Snapshot) {
         let mut guard = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if matches!(snapshot.changes, Changes::Customers { since, .. } if since != guard.revision) {
+            snapshot.changes = Changes::All;
+        }
         snapshot.revision = guard.revision + 1;
         *guard = Arc::new(snapshot);
         drop(guard);

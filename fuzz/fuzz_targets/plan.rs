@@ -39,6 +39,7 @@ fuzz_target!(|data: &[u8]| {
         default_tz: chrono_tz::UTC,
         default_calendar: &f.calendar,
         crontabs: &f.crontabs,
+        rules: &contactplan::plan::RuleCache::default(),
     };
     let (customer, diags) = plan::plan_text(Path::new("fuzz.toml"), text, &ctx);
     // Every diagnostic must render (line/column/caret arithmetic on hostile text).

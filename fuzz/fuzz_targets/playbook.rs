@@ -26,6 +26,7 @@ fuzz_target!(|data: &[u8]| {
         default_tz: chrono_tz::UTC,
         default_calendar: &calendar,
         crontabs: &crontabs,
+        rules: &contactplan::plan::RuleCache::default(),
     };
     let (_, diags) = plan::playbook_text(Path::new("fuzz.toml"), text, &ctx);
     for d in &diags {

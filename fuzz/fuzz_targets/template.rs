@@ -60,6 +60,7 @@ fn fixture() -> &'static Fixture {
             default_tz: chrono_tz::UTC,
             default_calendar: &calendar,
             crontabs: &crontabs,
+            rules: &contactplan::plan::RuleCache::default(),
         };
         let (customer, diags) = plan::plan_text(Path::new("acme.toml"), PLAN, &ctx);
         let customer = customer.unwrap_or_else(|| panic!("fixture plan is valid: {diags:?}"));

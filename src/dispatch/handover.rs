@@ -25,6 +25,7 @@ use crate::occasion::{EventKind, NominalKey, OutboxKey, RecipientKey};
 use crate::plan::{Action, Contact, Customer, Email, Plans, Target, Trigger};
 use crate::store::{CustomerChange, Detected, NewItem, RowState, Store, UnixSecs, secs};
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
 
 /// Changes evaluated and written per step (one materialise, one mark).
 pub const CHANGES_PER_STEP: i64 = 2_000;
@@ -38,15 +39,16 @@ pub struct HandoverPass {
     pub written: u64,
 }
 
-/// Compares the plans with the stored state of every customer and records the changes
-/// (source `plan`). Run for every new plan revision, before [`run`].
+/// Compares `customers` (every customer of the plans, or the ones a reload changed) with their
+/// stored state and records the changes (source `plan`). Run for every new plan revision,
+/// before [`run`].
 ///
 /// # Errors
 /// A store error; chunks recorded before it stay recorded, the rest is compared next time.
-pub async fn detect(store: &Store, plans: &Plans, now: DateTime<Utc>) -> anyhow::Result<Detected> {
+pub async fn detect(store: &Store, customers: &[Arc<Customer>], now: DateTime<Utc>) -> anyhow::Result<Detected> {
     let mut total = Detected::default();
     // A slice at a time: 100,000 customers' states are never all in memory at once.
-    for customers in plans.customers.chunks(crate::store::CUSTOMERS_PER_CHUNK) {
+    for customers in customers.chunks(crate::store::CUSTOMERS_PER_CHUNK) {
         let states: Vec<State> = customers.iter().map(State::of).collect();
         let d = store.record_customers(&states, "plan", secs(now)).await?;
         total.first_seen += d.first_seen;

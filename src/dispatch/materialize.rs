@@ -7,9 +7,10 @@
 //! start, so a fresh database does not report the past.
 
 use crate::occasion::{self, Occurrence};
-use crate::plan::Plans;
+use crate::plan::{Customer, Plans};
 use crate::store::{Materialized, NewItem, RowState, Store, secs};
 use chrono::{DateTime, TimeDelta, Utc};
+use std::sync::Arc;
 
 /// `daemon_state` entry: the end of the last materialised window (Unix seconds).
 pub const WATERMARK: &str = "materialized_until";
@@ -43,10 +44,33 @@ pub fn new_item(o: &Occurrence, state: RowState, reason: Option<String>, sender:
     }
 }
 
-/// One pass over all plans.
+/// One pass over all plans; moves the watermark to the end of the window.
 pub async fn run(
     store: &Store,
     plans: &Plans,
+    now: DateTime<Utc>,
+    horizon: TimeDelta,
+    sender: &crate::plan::Email,
+) -> anyhow::Result<Materialized> {
+    pass(store, &plans.customers, true, now, horizon, sender).await
+}
+
+/// The same window for `customers` alone (the ones a reload changed): the watermark stays
+/// where the last pass over all plans left it, since the others were not looked at.
+pub async fn run_for(
+    store: &Store,
+    customers: &[Arc<Customer>],
+    now: DateTime<Utc>,
+    horizon: TimeDelta,
+    sender: &crate::plan::Email,
+) -> anyhow::Result<Materialized> {
+    pass(store, customers, false, now, horizon, sender).await
+}
+
+async fn pass(
+    store: &Store,
+    customers: &[Arc<Customer>],
+    whole: bool,
     now: DateTime<Utc>,
     horizon: TimeDelta,
     sender: &crate::plan::Email,
@@ -62,7 +86,7 @@ pub async fn run(
     // A slice of customers at a time: memory holds one slice's occurrences and rows, not the
     // whole window's (100,000 customers over the longest horizon would be millions).
     let mut result = Materialized::default();
-    for customers in plans.customers.chunks(CUSTOMERS_PER_PASS_STEP) {
+    for customers in customers.chunks(CUSTOMERS_PER_PASS_STEP) {
         let items: Vec<NewItem> = occasion::collect(customers, from, to)
             .iter()
             .filter_map(|o| {
@@ -85,8 +109,10 @@ pub async fn run(
         result.missed += step.missed;
         result.missed_kinds.extend(step.missed_kinds);
     }
-    let next_mark = watermark.map_or(to, |w| w.max(to));
-    store.set_value(WATERMARK, &next_mark.timestamp().to_string()).await?;
+    if whole {
+        let next_mark = watermark.map_or(to, |w| w.max(to));
+        store.set_value(WATERMARK, &next_mark.timestamp().to_string()).await?;
+    }
     Ok(result)
 }
 

@@ -31,7 +31,7 @@ use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::plan::Email;
 use crate::store::{Store, secs};
-use crate::workspace::{Served, Snapshot};
+use crate::workspace::{Changes, Served, Snapshot};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -202,8 +202,8 @@ pub struct Scheduler {
     metrics: Arc<Metrics>,
     /// Readiness, last tick and the systemd watchdog (pinged from this loop's progress).
     health: Arc<Health>,
-    /// Revision and clock time of the last materialisation pass.
-    last_materialized: Mutex<Option<(u64, DateTime<Utc>)>>,
+    /// The last plan revision processed whole, and the last pass over every customer.
+    processed: Mutex<Processed>,
     /// Wakes the loop before its sleep ends ([`Scheduler::wake`]).
     wake: tokio::sync::Notify,
     /// The relay's limits: caps, adaptive rate and sessions, pauses.
@@ -226,6 +226,36 @@ struct OauthNotice {
     sent: bool,
     /// The last attempt (daemon clock).
     tried_at: Option<DateTime<Utc>>,
+}
+
+/// What the scheduler has done with the served plans.
+#[derive(Debug, Default, Clone, Copy)]
+struct Processed {
+    /// The revision whose reconciliation, customer-change detection and materialisation all
+    /// finished; `None` before the first and while one is under way (so that a failed tick
+    /// makes the next one look at every customer).
+    revision: Option<u64>,
+    /// When every customer was last materialised (clock time).
+    full_pass_at: Option<DateTime<Utc>>,
+}
+
+/// Which customers a new plan revision makes the scheduler look at again.
+enum Scope {
+    /// Every customer: the first revision, one after a revision this scheduler did not process
+    /// whole (skipped, or a failed tick), or one that changed too many to name.
+    All,
+    /// Only the customers the revision changed (ids; those no longer served included).
+    Changed(Arc<[Box<str>]>),
+}
+
+impl Scope {
+    /// The `scope` label and the log's word.
+    fn code(&self) -> &'static str {
+        match self {
+            Scope::All => "all",
+            Scope::Changed(_) => "changed",
+        }
+    }
 }
 
 /// What a [`Scheduler`] is built from.
@@ -262,7 +292,7 @@ impl Scheduler {
             instance: p.instance,
             metrics: p.metrics,
             health: p.health,
-            last_materialized: Mutex::new(None),
+            processed: Mutex::new(Processed::default()),
             wake: tokio::sync::Notify::new(),
             relay,
             blocked_until: Mutex::new(None),
@@ -381,15 +411,39 @@ impl Scheduler {
             );
         }
 
-        let (new_revision, due_for_pass) = {
-            let last = self.last_materialized.lock().unwrap_or_else(|p| p.into_inner());
-            let new_revision = last.is_none_or(|(rev, _)| rev != snap.revision);
-            (new_revision, new_revision || last.is_some_and(|(_, at)| now - at >= REMATERIALIZE_EVERY || now < at))
+        // A new revision: reconcile the outbox with it and record customer changes, for the
+        // customers it changed when the revision before was processed here whole (see
+        // `workspace::Changes`), else for all; then materialise them. Every customer is
+        // materialised again at least every REMATERIALIZE_EVERY (the window moves).
+        let (scope, periodic) = {
+            let p = *self.processed.lock().unwrap_or_else(|p| p.into_inner());
+            let scope = (p.revision != Some(snap.revision)).then(|| match &snap.changes {
+                Changes::Customers { since, ids } if p.revision == Some(*since) => Scope::Changed(ids.clone()),
+                _ => Scope::All,
+            });
+            (scope, p.full_pass_at.is_none_or(|at| now - at >= REMATERIALIZE_EVERY || now < at))
         };
-        if new_revision {
+        let started = std::time::Instant::now();
+        let mut looked_at = 0;
+        // The changed customers still served (with `Scope::Changed`).
+        let mut changed: Vec<Arc<crate::plan::Customer>> = Vec::new();
+        if let Some(scope) = &scope {
+            self.processed.lock().unwrap_or_else(|p| p.into_inner()).revision = None;
             // Before materialising: a corrected occasion's old row is suppressed first, then
             // its new key is written.
-            let r = reconcile::run(&self.store, &snap.plans, now, &self.metrics).await?;
+            let (r, d) = match scope {
+                Scope::All => {
+                    looked_at = snap.plans.len();
+                    let r = reconcile::run(&self.store, &snap.plans, now, &self.metrics).await?;
+                    (r, handover::detect(&self.store, &snap.plans.customers, now).await?)
+                }
+                Scope::Changed(ids) => {
+                    looked_at = ids.len();
+                    changed = ids.iter().filter_map(|id| snap.plans.get_shared(id).cloned()).collect();
+                    let r = reconcile::run_for(&self.store, &snap.plans, ids, now, &self.metrics).await?;
+                    (r, handover::detect(&self.store, &changed, now).await?)
+                }
+            };
             report.suppressed += r.suppressed;
             report.retimed += r.retimed;
             report.revived += r.revived;
@@ -401,7 +455,6 @@ impl Scheduler {
                     "reconciled the outbox with the plans"
                 );
             }
-            let d = handover::detect(&self.store, &snap.plans, now).await?;
             report.changes = d.changes;
             if d.changes > 0 {
                 tracing::info!(
@@ -411,18 +464,34 @@ impl Scheduler {
                 );
             }
         }
-        if due_for_pass {
-            let m = materialize::run(&self.store, &snap.plans, now, self.settings.horizon, &self.settings.sender.email)
-                .await?;
-            *self.last_materialized.lock().unwrap_or_else(|p| p.into_inner()) = Some((snap.revision, now));
-            report.materialized = m.inserted;
-            report.missed += m.missed;
-            for kind in &m.missed_kinds {
-                self.metrics.missed(*kind, 1);
-            }
-            if m.inserted + m.missed > 0 {
-                tracing::info!(new = m.inserted, missed = m.missed, "materialised occasions into the outbox");
-            }
+        let (horizon, sender) = (self.settings.horizon, &self.settings.sender.email);
+        let m = if periodic || matches!(scope, Some(Scope::All)) {
+            let m = materialize::run(&self.store, &snap.plans, now, horizon, sender).await?;
+            self.processed.lock().unwrap_or_else(|p| p.into_inner()).full_pass_at = Some(now);
+            m
+        } else if let Some(Scope::Changed(_)) = &scope {
+            materialize::run_for(&self.store, &changed, now, horizon, sender).await?
+        } else {
+            Default::default()
+        };
+        report.materialized = m.inserted;
+        report.missed += m.missed;
+        for kind in &m.missed_kinds {
+            self.metrics.missed(*kind, 1);
+        }
+        if m.inserted + m.missed > 0 {
+            tracing::info!(new = m.inserted, missed = m.missed, "materialised occasions into the outbox");
+        }
+        if let Some(scope) = &scope {
+            self.processed.lock().unwrap_or_else(|p| p.into_inner()).revision = Some(snap.revision);
+            self.metrics.revision_applied(scope.code(), looked_at);
+            tracing::info!(
+                revision = snap.revision,
+                scope = scope.code(),
+                customers = looked_at,
+                elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                "plan revision applied to the outbox"
+            );
         }
 
         let beat = || self.health.beat();

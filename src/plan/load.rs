@@ -138,6 +138,7 @@ pub fn playbooks_with_last_good(
         default_tz: chrono_tz::UTC,
         default_calendar: &none,
         crontabs,
+        rules: &super::validate::RuleCache::default(),
     };
     for file in files {
         let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
@@ -278,6 +279,7 @@ pub fn load_with_last_good(
         default_tz: sources.default_timezone,
         default_calendar: sources.default_calendar,
         crontabs: &crontabs,
+        rules: &super::validate::RuleCache::default(),
     };
     let results: Vec<(Option<Arc<Customer>>, Vec<Diagnostic>)> = files
         .par_iter()
@@ -309,37 +311,39 @@ pub fn load_with_last_good(
 }
 
 /// `fresh`, or the customer `previous` holds for its id when that came from the same file
-/// and is equal (validated against the same playbooks and templates, it usually is). When
-/// only its rules changed (a playbook edit), its contacts are still taken from there.
+/// and is equal (validated against the same playbooks and templates, it usually is). Else
+/// each part that is equal is taken from there: the profile (a playbook edit changes only the
+/// rules), or at least the contacts; and the rule list (an edit of the customer's own keys).
 pub fn share_unchanged(mut fresh: Customer, previous: Option<&Plans>) -> Arc<Customer> {
-    match previous.and_then(|p| p.get_shared(&fresh.id)) {
-        Some(old) if old.source == fresh.source && **old == fresh => old.clone(),
-        Some(old) => {
-            if old.contacts == fresh.contacts {
-                fresh.contacts = old.contacts.clone();
-            }
-            Arc::new(fresh)
-        }
-        None => Arc::new(fresh),
+    let Some(old) = previous.and_then(|p| p.get_shared(&fresh.id)) else { return Arc::new(fresh) };
+    if old.source == fresh.source && **old == fresh {
+        return old.clone();
     }
+    if old.profile == fresh.profile {
+        fresh.profile = old.profile.clone();
+    } else if old.contacts == fresh.contacts
+        && let Some(profile) = Arc::get_mut(&mut fresh.profile)
+    {
+        profile.contacts = old.contacts.clone();
+    }
+    if old.rules == fresh.rules {
+        fresh.rules = old.rules.clone();
+    }
+    Arc::new(fresh)
 }
 
 /// A customer id defined by several files: the file whose path sorts first keeps it (the
-/// same whatever order the directory lists them in). Returns the winners (in no particular
-/// order) and the others.
+/// same whatever order the directory lists them in). Returns the winners (sorted by id) and
+/// the others. Sorting finds the duplicates without a map of 100,000 ids beside the plans.
 pub fn resolve_duplicates(customers: impl Iterator<Item = Arc<Customer>>) -> (Vec<Arc<Customer>>, Vec<Arc<Customer>>) {
-    let (low, _) = customers.size_hint();
-    let mut winners: Vec<Arc<Customer>> = Vec::with_capacity(low);
-    let mut seen: HashMap<Box<str>, usize> = HashMap::with_capacity(low);
+    let mut all: Vec<Arc<Customer>> = customers.collect();
+    all.sort_unstable_by(|a, b| a.id.cmp(&b.id).then_with(|| a.source.cmp(&b.source)));
     let mut duplicates = Vec::new();
-    for c in customers {
-        match seen.get(&c.id) {
-            Some(&i) if c.source < winners[i].source => duplicates.push(std::mem::replace(&mut winners[i], c)),
-            Some(_) => duplicates.push(c),
-            None => {
-                seen.insert(c.id.clone(), winners.len());
-                winners.push(c);
-            }
+    let mut winners: Vec<Arc<Customer>> = Vec::with_capacity(all.len());
+    for c in all {
+        match winners.last() {
+            Some(w) if w.id == c.id => duplicates.push(c),
+            _ => winners.push(c),
         }
     }
     (winners, duplicates)

@@ -16,4 +16,4 @@ pub use load::{
 };
 pub use model::*;
 pub use raw::RawCalendar;
-pub use validate::{Context, Playbook, calendar_table};
+pub use validate::{Context, Playbook, RuleCache, calendar_table};

@@ -615,9 +615,36 @@ impl Rule {
     }
 }
 
-/// A customer with everything needed to compute and render its occasions.
+/// A customer with everything needed to compute and render its occasions: what its plan says
+/// about the relationship ([`Profile`]) and its effective rules, each shared on its own. A
+/// playbook edit changes the rules of every customer that uses the playbook and nothing else:
+/// the reload then builds each new customer from its served profile and one rule list that
+/// every customer with the same rules shares (see `validate::RuleCache`), so 100,000
+/// customers are not held twice while the new ones are validated.
+///
+/// The profile's fields read through the customer (`customer.name`, `customer.contacts`: it
+/// dereferences to its [`Profile`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Customer {
+    /// Everything but the rules; shared with the customer's previous version when a reload
+    /// leaves it as it was.
+    pub profile: Arc<Profile>,
+    /// Effective rules (playbook merged with the plan's own); shared with the playbook when
+    /// the plan changes nothing, and among the customers of one load whose rules are the same,
+    /// so 100,000 customers do not hold 100,000 copies.
+    pub rules: Arc<[Arc<Rule>]>,
+}
+
+impl std::ops::Deref for Customer {
+    type Target = Profile;
+    fn deref(&self) -> &Profile {
+        &self.profile
+    }
+}
+
+/// What a plan says about one customer besides its rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
     /// Stable identifier; part of outbox keys.
     pub id: Box<str>,
     /// Display name (`customer.name` in templates).
@@ -644,13 +671,10 @@ pub struct Customer {
     /// `goals`: what the relationship aims at (briefs), each entry one line.
     pub goals: Box<[Box<str>]>,
     /// The contacts, in plan order; never empty. Shared with the customer's previous version
-    /// when a reload leaves them as they were (a playbook edit changes only the rules).
+    /// when a reload leaves them as they were (while something else of the profile changed).
     pub contacts: Arc<[Contact]>,
     /// Index into `contacts` of the one primary contact.
     pub primary: usize,
-    /// Effective rules (playbook merged with the plan's own); shared with the playbook when
-    /// the plan changes nothing, so 100,000 customers do not hold 100,000 copies.
-    pub rules: Arc<[Arc<Rule>]>,
     /// The plan file, for messages.
     pub source: Arc<std::path::Path>,
     /// Business calendar and send window: the customer's keys over the daemon's `[calendar]`
@@ -659,6 +683,13 @@ pub struct Customer {
 }
 
 impl Customer {
+    /// The effective rule with this name, if any.
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| &*r.name == name).map(|r| &**r)
+    }
+}
+
+impl Profile {
     /// The primary contact. Validation guarantees `primary` indexes `contacts`, so this does not
     /// panic on a loaded plan.
     pub fn primary_contact(&self) -> &Contact {
@@ -668,11 +699,6 @@ impl Customer {
     /// The contact with this id, if any.
     pub fn contact(&self, id: &str) -> Option<&Contact> {
         self.contacts.iter().find(|c| &*c.id == id)
-    }
-
-    /// The effective rule with this name, if any.
-    pub fn rule(&self, name: &str) -> Option<&Rule> {
-        self.rules.iter().find(|r| &*r.name == name).map(|r| &**r)
     }
 
     /// Zone for a contact: contact → customer (the customer's was defaulted at load).

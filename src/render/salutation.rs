@@ -123,6 +123,7 @@ mod tests {
             default_tz: chrono_tz::UTC,
             default_calendar: &calendar,
             crontabs: &crontabs,
+            rules: &crate::plan::RuleCache::default(),
         };
         let (customer, diags) = crate::plan::plan_text(Path::new("p.toml"), &text, &ctx);
         let Some(customer) = customer else { panic!("{text}\n{diags:?}") };

@@ -215,6 +215,49 @@ macro_rules! reconcile {
 reconcile!(SqliteStore, begin = begin_with("BEGIN IMMEDIATE"), p = ["?1", "?2", "?3", "?4", "?5", "?6"]);
 reconcile!(PgStore, begin = begin(), p = ["$1", "$2", "$3", "$4", "$5", "$6"]);
 
+impl SqliteStore {
+    async fn reconcilable_of(&self, customers: &[&str], now: i64) -> anyhow::Result<Vec<Columns>> {
+        let mut rows = Vec::new();
+        for customer in customers {
+            // Every key of the customer lies in [`<customer>/`, `<customer>0`) ('0' follows
+            // '/'): SQLite compares text bytewise, so this is a range of the unique key index.
+            rows.extend(
+                sqlx::query_as::<_, Columns>(
+                    "SELECT id, key, kind, state, occasion_date, years, due_utc, deadline_utc FROM outbox
+                     WHERE key > ?1 AND key < ?2 AND customer = ?3
+                       AND (state IN ('pending', 'retry') OR (state = 'suppressed' AND plan_suppressed AND deadline_utc > ?4))",
+                )
+                .bind(format!("{customer}/"))
+                .bind(format!("{customer}0"))
+                .bind(customer)
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?,
+            );
+        }
+        rows.sort_by_key(|r| r.id);
+        Ok(rows)
+    }
+}
+
+impl PgStore {
+    async fn reconcilable_of(&self, customers: &[&str], now: i64) -> anyhow::Result<Vec<Columns>> {
+        // The index on `key` follows the database's collation, which need not be bytewise, so
+        // the customers' rows are found among the open and revivable ones (partial indexes),
+        // all the customers in one statement.
+        Ok(sqlx::query_as::<_, Columns>(
+            "SELECT id, key, kind, state, occasion_date, years, due_utc, deadline_utc FROM outbox
+             WHERE customer = ANY($1)
+               AND (state IN ('pending', 'retry') OR (state = 'suppressed' AND plan_suppressed AND deadline_utc > $2))
+             ORDER BY id",
+        )
+        .bind(customers)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}
+
 impl Store {
     /// Up to `limit` rows with an id above `after_id` (ascending) that reconciliation checks:
     /// `pending` and `retry` rows, and rows the plans suppressed whose deadline is after `now`.
@@ -225,6 +268,20 @@ impl Store {
         let rows = match self {
             Store::Sqlite(s) => s.reconcilable(now.0, after_id, limit).await?,
             Store::Postgres(s) => s.reconcilable(now.0, after_id, limit).await?,
+        };
+        super::typed(rows)
+    }
+
+    /// The rows of `customers` that reconciliation checks (as [`Store::reconcilable`]), by id.
+    /// SQLite reads each customer's range of the key index; PostgreSQL looks through the open
+    /// and revivable rows once for all of them.
+    ///
+    /// # Errors
+    /// A database error, or a row the contract cannot read ([`MappingError`]).
+    pub async fn reconcilable_of(&self, customers: &[&str], now: UnixSecs) -> anyhow::Result<Vec<Reconcilable>> {
+        let rows = match self {
+            Store::Sqlite(s) => s.reconcilable_of(customers, now.0).await?,
+            Store::Postgres(s) => s.reconcilable_of(customers, now.0).await?,
         };
         super::typed(rows)
     }

@@ -24,6 +24,7 @@ fn customer_with(text: &str, defaults: &Settings) -> Customer {
         default_tz: chrono_tz::UTC,
         default_calendar: defaults,
         crontabs: &crontabs,
+        rules: &contactplan::plan::RuleCache::default(),
     };
     let (c, diags) = plan::plan_text(Path::new("test.toml"), text, &ctx);
     c.unwrap_or_else(|| panic!("plan is invalid: {diags:#?}\n{text}"))

@@ -264,7 +264,91 @@ async fn a_closed_day_policy_moves_or_drops_the_occasion(engine: Engine) {
     assert!(app.smtp.messages().iter().all(|m| m.to != ["anna@acme.example"]));
 }
 
+/// `contactplan_plan_revision_customers_total` and `…_revisions_applied_total` by scope:
+/// ((customers, revisions) changed, (customers, revisions) all).
+fn applied(app: &TestApp) -> ((u64, u64), (u64, u64)) {
+    let text = app.app.metrics().encode(false, &Default::default());
+    let value = |name: &str, scope: &str| -> u64 {
+        let prefix = format!("{name}{{scope=\"{scope}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok()).unwrap_or_else(|| panic!("{prefix}"))
+    };
+    let (customers, revisions) =
+        ("contactplan_plan_revision_customers_total", "contactplan_plan_revisions_applied_total");
+    ((value(customers, "changed"), value(revisions, "changed")), (value(customers, "all"), value(revisions, "all")))
+}
+
+/// `plan(…)` for another customer id.
+fn other(id: &str, text: &str) -> String {
+    text.replace("id = \"acme\"", &format!("id = \"{id}\""))
+}
+
+/// The (key, state, due) of every row of the other customers.
+async fn others(app: &TestApp) -> Vec<(String, String, i64)> {
+    let mut all = app.app.store().rows(None, 100).await.unwrap();
+    all.retain(|r| r.key.customer != "acme");
+    all.sort_by_key(|r| r.id);
+    all.into_iter().map(|r| (r.key.to_string(), r.state.to_string(), r.due.0)).collect()
+}
+
+/// Issue 15: after a reload that changed one customer among several, the scheduler
+/// reconciles, compares and materialises that customer alone — the change applied (a row
+/// re-timed, a row suppressed), the others' rows untouched — whether the reload read the one
+/// file or everything. A revision it did not see, or a tick that failed on the new revision,
+/// makes the next tick look at every customer again.
+async fn a_one_plan_edit_is_applied_to_that_customer_alone(engine: Engine) {
+    let text = plan("1980-12-01", "10:00", "0 9 * * 2", "");
+    let plans = [("acme", text.clone()), ("beta", other("beta", &text)), ("gamma", other("gamma", &text))];
+    let refs: Vec<(&str, &str)> = plans.iter().map(|(n, t)| (*n, t.as_str())).collect();
+    let app = spawn_app_on(engine, &refs, &[], utc(START), Delivery::Smtp).await;
+    assert_eq!(app.tick().await.materialized, 6);
+    assert_eq!(applied(&app), ((0, 0), (3, 1)), "the first revision: every customer");
+    let before = others(&app).await;
+    assert_eq!(before.len(), 4);
+
+    // The file watcher's reload of the one saved file: the greeting moves to 16:30.
+    let acme = app.dir.path().join("plans/acme.toml");
+    std::fs::write(&acme, plan("1980-12-01", "16:30", "0 9 * * 2", "")).unwrap();
+    app.app.reload_changed("files changed", vec![acme.clone()]).await;
+    let r = app.tick().await;
+    assert_eq!((r.retimed, r.suppressed), (1, 0), "{r:?}");
+    assert_eq!(applied(&app), ((1, 1), (3, 1)), "one customer looked at again");
+    let pending = rows(&app, RowState::Pending).await;
+    let greeting = pending.iter().find(|r| r.key.customer == "acme" && r.key.rule == "birthday").unwrap();
+    assert_eq!(greeting.due.datetime(), utc("2026-12-01T15:30:00Z"), "16:30 in Berlin");
+    assert_eq!(others(&app).await, before, "the other customers' rows are untouched");
+
+    // A full reload (SIGHUP) that changed the same customer only: the birthday corrected.
+    edit(&app, &plan("1980-12-03", "16:30", "0 9 * * 2", "")).await;
+    let r = app.tick().await;
+    assert_eq!((r.suppressed, r.retimed), (1, 0), "{r:?}");
+    assert_eq!(applied(&app), ((2, 2), (3, 1)));
+    let gone = rows(&app, RowState::Suppressed).await;
+    assert_eq!(keys(&gone), ["acme/birthday/contact:anna/2026-12-01"]);
+    assert_eq!(others(&app).await, before);
+    // Nothing new: no revision, nothing looked at.
+    assert_eq!(app.tick().await, Default::default());
+    assert_eq!(applied(&app), ((2, 2), (3, 1)));
+
+    // Two revisions before the next tick: it did not see the first, so it looks at all.
+    edit(&app, &plan("1980-12-03", "16:00", "0 9 * * 2", "")).await;
+    edit(&app, &plan("1980-12-03", "15:00", "0 9 * * 2", "")).await;
+    app.tick().await;
+    assert_eq!(applied(&app), ((2, 2), (6, 2)), "a skipped revision: every customer");
+
+    // A tick that fails on the new revision: the next one looks at all.
+    edit(&app, &plan("1980-12-01", "15:00", "0 9 * * 2", "")).await;
+    fail::cfg("dispatch::reconcile_for", "return(acme)").unwrap();
+    let failed = app.app.scheduler().tick(&tokio_util::sync::CancellationToken::new()).await;
+    fail::remove("dispatch::reconcile_for");
+    assert!(failed.is_err(), "the failpoint fails the tick");
+    let r = app.tick().await;
+    assert_eq!((r.revived, r.suppressed), (1, 0), "the edit is applied by the next tick: {r:?}");
+    assert_eq!(applied(&app), ((2, 2), (9, 3)), "after a failed tick: every customer");
+    assert_eq!(others(&app).await, before);
+}
+
 on_both_engines!(
+    a_one_plan_edit_is_applied_to_that_customer_alone,
     a_corrected_birthday_is_greeted_once_on_the_new_day,
     a_changed_crontab_fires_once_on_the_new_schedule,
     a_changed_send_time_is_honoured,

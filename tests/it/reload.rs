@@ -96,6 +96,24 @@ impl Steps {
         assert!(incremental.incremental && !full.incremental);
         assert_eq!(incremental.files_read, changed.iter().filter(|p| p.exists()).count(), "{step}");
         assert_eq!(outcome(&incremental), outcome(&full), "{step}: the same as a full reload");
+        // The customers the scheduler looks at again: the same either way, and exactly the
+        // ids whose customer is not the one served before.
+        assert_eq!(incremental.snapshot.changes, full.snapshot.changes, "{step}: the same changed customers");
+        let differs = |id: &str| match (self.served.plans.get_shared(id), incremental.snapshot.plans.get_shared(id)) {
+            (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+            (a, b) => a.is_some() || b.is_some(),
+        };
+        let ids: BTreeSet<&str> = self
+            .served
+            .plans
+            .customers
+            .iter()
+            .chain(&incremental.snapshot.plans.customers)
+            .map(|c| &*c.id)
+            .filter(|id| differs(id))
+            .collect();
+        let named = incremental.snapshot.changes.customers().expect("a few customers are named");
+        assert_eq!(named.iter().map(|id| &**id).collect::<BTreeSet<_>>(), ids, "{step}: the changed ids");
         let warnings = |s: &Serving, all: bool| -> Vec<String> {
             s.diagnostics
                 .iter()
@@ -328,29 +346,57 @@ async fn a_changed_plan_file_reload_falls_back_to_a_full_one_when_the_plans_dire
 }
 
 #[test]
-fn a_playbook_edit_rebuilds_the_rules_and_keeps_the_contacts_shared() {
+fn a_playbook_edit_rebuilds_the_rules_and_keeps_the_rest_shared() {
     let playbook = "[[occasion]]\nname = \"birthday\"\non = \"birthday\"\ntemplate = \"birthday\"\nat = \"09:00\"\n";
-    let uses = |id: &str| {
-        plan(id, &format!("pat@{id}.example"), "playbook = \"standard\"").replace(
-            "[[occasion]]\nname = \"birthday\"\non = \"birthday\"\ntemplate = \"birthday\"\nat = \"09:00\"\n",
-            "",
+    // Each plan uses the playbook and adds the same rule of its own; `c` adds another one.
+    let own = |name: &str| {
+        format!(
+            "\n[[occasion]]\nname = \"{name}\"\non = \"every\"\ncron = \"0 9 1 * *\"\nsend = \"task\"\nto = \"owner\"\ntemplate = \"checkin\"\n"
         )
     };
-    let (a, b) = (uses("a"), uses("b"));
+    let uses = |id: &str, name: &str| {
+        plan(id, &format!("pat@{id}.example"), "playbook = \"standard\"").replace(
+            "[[occasion]]\nname = \"birthday\"\non = \"birthday\"\ntemplate = \"birthday\"\nat = \"09:00\"\n",
+            &own(name),
+        )
+    };
+    let (a, b, c) = (uses("a", "checkin"), uses("b", "checkin"), uses("c", "monthly"));
     let s = {
-        let mut s = Steps::new(&[("a", &a), ("b", &b)]);
+        let mut s = Steps::new(&[("a", &a), ("b", &b), ("c", &c)]);
         std::fs::write(s.dir.path().join("playbooks/standard.toml"), playbook).unwrap();
         let (served, ledger) = workspace::load_serving(&s.config, None).into_parts();
         (s.served, s.ledger) = (served, ledger);
         s
     };
-    assert_eq!(s.served.plans.len(), 2);
+    assert_eq!(s.served.plans.len(), 3);
+    let get = |p: &Snapshot, id: &str| p.plans.get_shared(id).unwrap().clone();
+    // Customers with the same rules hold one list between them.
+    assert!(Arc::ptr_eq(&get(&s.served, "a").rules, &get(&s.served, "b").rules), "one list for a and b");
+    assert!(!Arc::ptr_eq(&get(&s.served, "a").rules, &get(&s.served, "c").rules), "c's own rule differs");
+    assert_eq!(get(&s.served, "a").rules.len(), 2);
+
     std::fs::write(s.dir.path().join("playbooks/standard.toml"), playbook.replace("09:00", "09:05")).unwrap();
     let next = workspace::load_serving(&s.config, Some(&s.served));
-    for id in ["a", "b"] {
-        let (old, new) = (s.served.plans.get_shared(id).unwrap(), next.snapshot.plans.get_shared(id).unwrap());
-        assert!(!Arc::ptr_eq(old, new), "{id}: its rules changed");
+    for id in ["a", "b", "c"] {
+        let (old, new) = (get(&s.served, id), get(&next.snapshot, id));
+        assert!(!Arc::ptr_eq(&old, &new), "{id}: its rules changed");
         assert_eq!(new.rules[0].at.to_string(), "09:05:00");
+        assert!(Arc::ptr_eq(&old.profile, &new.profile), "{id}: everything but the rules is shared");
         assert!(Arc::ptr_eq(&old.contacts, &new.contacts), "{id}: the contacts are shared");
     }
+    assert!(Arc::ptr_eq(&get(&next.snapshot, "a").rules, &get(&next.snapshot, "b").rules), "still one list");
+    assert_eq!(
+        next.snapshot.changes.customers().map(|ids| ids.len()),
+        Some(3),
+        "every customer changed: the scheduler looks at the three"
+    );
+
+    // An edit of a customer's own keys keeps its rule list.
+    let edited = workspace::load_serving(&s.config, Some(&next.snapshot));
+    assert!(Arc::ptr_eq(&get(&edited.snapshot, "a"), &get(&next.snapshot, "a")), "nothing changed: shared whole");
+    std::fs::write(s.path("a.toml"), a.replace("pat@a.example", "pat@a-v2.example")).unwrap();
+    let edited = workspace::load_serving(&s.config, Some(&next.snapshot));
+    let (old, new) = (get(&next.snapshot, "a"), get(&edited.snapshot, "a"));
+    assert!(!Arc::ptr_eq(&old.profile, &new.profile) && Arc::ptr_eq(&old.rules, &new.rules), "the rules are shared");
+    assert_eq!(edited.snapshot.changes.customers().map(|ids| ids.to_vec()), Some(vec!["a".into()]));
 }

@@ -138,6 +138,7 @@ template = "checkin"
         default_tz: chrono_tz::Europe::Berlin,
         default_calendar: &calendar,
         crontabs: &crontabs,
+        rules: &contactplan::plan::RuleCache::default(),
     };
     let (c, diags) = plan::plan_text(Path::new("mueller.toml"), &text, &ctx);
     c.unwrap_or_else(|| panic!("{diags:?}"))

@@ -8,7 +8,8 @@ use super::{Context, Src, present_and_valid};
 use crate::diagnostics::Diagnostic;
 use crate::plan::model::{
     Action, Contact, Customer, Gender, Language, MAX_COMPANY_CHARS, MAX_NAME_CHARS, MAX_NOTE_CHARS, MAX_NOTES,
-    MAX_PHONE_CHARS, MAX_ROLE_CHARS, MAX_SALUTATION_CHARS, MAX_TITLE_CHARS, Phase, Rule, Target, Templates, Tone,
+    MAX_PHONE_CHARS, MAX_ROLE_CHARS, MAX_SALUTATION_CHARS, MAX_TITLE_CHARS, Phase, Profile, Rule, Target, Templates,
+    Tone,
 };
 use crate::plan::names;
 use crate::plan::raw::RawContact;
@@ -258,8 +259,8 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
         }
         if let Some(rule) = build_rule(src, r, pos.map(|i| &*rules[i]), ctx) {
             match pos {
-                Some(i) => merged[i] = Some(Arc::new(rule)),
-                None => merged.push(Some(Arc::new(rule))),
+                Some(i) => merged[i] = Some(ctx.rules.rule(rule)),
+                None => merged.push(Some(ctx.rules.rule(rule))),
             }
         }
     }
@@ -278,7 +279,7 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
             warn_unsure_greeting(src, contact, rc.get_ref());
         }
     }
-    let customer = Customer {
+    let profile = Profile {
         id: c.id.get_ref().as_str().into(),
         name: c.name.get_ref().trim().into(),
         since,
@@ -292,11 +293,11 @@ pub fn plan(src: &mut Src, raw: &RawPlan, ctx: &Context) -> Option<Customer> {
         goals: goals?,
         contacts: contacts.into_iter().collect::<Option<Arc<[Contact]>>>()?,
         primary,
-        rules: shared.unwrap_or_else(|| rules.into()),
         source: Arc::from(src.path),
         calendar,
     };
-    src.ok().then_some(customer)
+    let rules = shared.unwrap_or_else(|| ctx.rules.list(rules));
+    src.ok().then(|| Customer { profile: Arc::new(profile), rules })
 }
 
 /// A contact's `phone`: one line of at most [`MAX_PHONE_CHARS`] characters, digits and

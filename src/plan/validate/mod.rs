@@ -3,13 +3,16 @@
 //!   and the business-calendar keys every level shares;
 //! - `rule.rs`: one `[[occasion]]` entry into a [`Rule`], playbooks;
 //! - `customer.rs`: a whole plan into a [`Customer`] (contacts, primary, playbook merge,
-//!   template coverage).
+//!   template coverage);
+//! - `intern.rs`: one value per distinct rule and rule list within a load.
 
 mod customer;
+mod intern;
 mod rule;
 mod scalars;
 
 pub use customer::plan;
+pub use intern::RuleCache;
 pub use rule::{Playbook, playbook};
 pub use scalars::calendar_table;
 
@@ -36,6 +39,9 @@ pub struct Context<'a> {
     /// One parsed schedule per distinct expression: 100,000 plans with the same `cron`
     /// share one `Crontab` instead of holding 100,000 copies.
     pub crontabs: &'a CrontabCache,
+    /// One value per distinct own rule and per distinct list of effective rules: 100,000 plans
+    /// with the same playbook and the same own rules share one list.
+    pub rules: &'a RuleCache,
 }
 
 /// One source file being validated: where problems are reported.
