@@ -5,7 +5,7 @@
 //! dispatcher falls back to [`plain_call_instead`] when the template is missing or fails, so the
 //! salesperson is told even then.
 
-use super::{RenderError, Rendered, Renderer, Sender, locale, render_bounded, salutation};
+use super::{RenderError, Rendered, Renderer, Sender, locale, render_parts, salutation};
 use crate::plan::Language;
 use chrono::DateTime;
 use chrono_tz::Tz;
@@ -97,16 +97,7 @@ impl Renderer {
             rows => rows.iter().map(|r| row_value(r, language)).collect::<Vec<_>>(),
             sender => context! { name => sender.name, email => sender.email },
         };
-        let mut fuel = 0;
-        let mut part = |p: &str| -> Result<String, RenderError> {
-            let (text, used) = render_bounded(&self.env, &format!("{variant}/{p}"), &ctx)?;
-            fuel = fuel.max(used);
-            Ok(text)
-        };
-        let subject = part("subject.txt.j2")?.split_whitespace().collect::<Vec<_>>().join(" ");
-        let text = part("body.txt.j2")?;
-        let html = part("body.html.j2")?;
-        Ok(Rendered { subject, text, html, variant, fuel })
+        render_parts(&self.env, variant, &ctx)
     }
 }
 

@@ -180,6 +180,25 @@ fn environment() -> Environment<'static> {
     env
 }
 
+/// Renders the three parts of `variant` (`subject.txt.j2`, whitespace folded to single spaces;
+/// `body.txt.j2`; `body.html.j2`) with `ctx`, each within the bounds of [`render_bounded`];
+/// `fuel` is the most one part used.
+///
+/// # Errors
+/// The first part that fails.
+fn render_parts(env: &Environment<'static>, variant: String, ctx: &Value) -> Result<Rendered, RenderError> {
+    let mut fuel = 0;
+    let mut part = |p: &str| -> Result<String, RenderError> {
+        let (text, used) = render_bounded(env, &format!("{variant}/{p}"), ctx)?;
+        fuel = fuel.max(used);
+        Ok(text)
+    };
+    let subject = part("subject.txt.j2")?.split_whitespace().collect::<Vec<_>>().join(" ");
+    let text = part("body.txt.j2")?;
+    let html = part("body.html.j2")?;
+    Ok(Rendered { subject, text, html, variant, fuel })
+}
+
 /// Renders one compiled template within [`FUEL`] and [`MAX_OUTPUT_BYTES`].
 ///
 /// # Errors
@@ -430,14 +449,7 @@ impl Renderer {
             sender => context! { name => sender.name, email => sender.email },
             owner => context! { email => customer.owner.as_str() },
         };
-        let fuel = std::cell::Cell::new(0u64);
-        let render = |part: &str| {
-            let (text, used) = render_bounded(&self.env, &format!("{variant}/{part}"), &ctx)?;
-            fuel.set(fuel.get().max(used));
-            Ok::<_, RenderError>(text)
-        };
-        let subject = render("subject.txt.j2")?.split_whitespace().collect::<Vec<_>>().join(" ");
-        Ok(Rendered { subject, text: render("body.txt.j2")?, html: render("body.html.j2")?, variant, fuel: fuel.get() })
+        render_parts(&self.env, variant, &ctx)
     }
 }
 

@@ -3,7 +3,7 @@
 //! bounds; the dispatcher falls back to [`plain_report`] when the template is missing or fails,
 //! so a report is never lost to a template error.
 
-use super::{RenderError, Rendered, Renderer, Sender, render_bounded};
+use super::{RenderError, Rendered, Renderer, Sender, render_parts};
 use crate::plan::Language;
 use minijinja::context;
 
@@ -54,16 +54,7 @@ impl Renderer {
                 .collect::<Vec<_>>(),
             sender => context! { name => sender.name, email => sender.email },
         };
-        let mut fuel = 0;
-        let mut part = |p: &str| -> Result<String, RenderError> {
-            let (text, used) = render_bounded(&self.env, &format!("{variant}/{p}"), &ctx)?;
-            fuel = fuel.max(used);
-            Ok(text)
-        };
-        let subject = part("subject.txt.j2")?.split_whitespace().collect::<Vec<_>>().join(" ");
-        let text = part("body.txt.j2")?;
-        let html = part("body.html.j2")?;
-        Ok(Rendered { subject, text, html, variant, fuel })
+        render_parts(&self.env, variant, &ctx)
     }
 }
 

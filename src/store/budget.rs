@@ -238,6 +238,22 @@ fn candidates(n: u32) -> i64 {
     (i64::from(n) * CANDIDATES_PER_ROW).max(MIN_CANDIDATES)
 }
 
+/// Stores the new `(kind, start, used)` of each window, in the claim's or take's transaction.
+async fn write_windows_sqlite(
+    tx: &mut sqlx::SqliteConnection,
+    windows: Vec<(&'static str, i64, i64)>,
+) -> anyhow::Result<()> {
+    for (kind, start, used) in windows {
+        sqlx::query("UPDATE relay_budget SET start = ?2, used = ?3 WHERE kind = ?1")
+            .bind(kind)
+            .bind(start)
+            .bind(used)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     /// [`super::Store::claim_within`] on SQLite: one `BEGIN IMMEDIATE` transaction.
     pub(crate) async fn claim_within(
@@ -288,14 +304,7 @@ impl SqliteStore {
         .bind(serde_json::to_string(&chosen)?)
         .fetch_all(&mut *tx)
         .await?;
-        for (kind, start, used) in spent(budget, &stored, now_ms, rows.len() as i64) {
-            sqlx::query("UPDATE relay_budget SET start = ?2, used = ?3 WHERE kind = ?1")
-                .bind(kind)
-                .bind(start)
-                .bind(used)
-                .execute(&mut *tx)
-                .await?;
-        }
+        write_windows_sqlite(&mut tx, spent(budget, &stored, now_ms, rows.len() as i64)).await?;
         tx.commit().await?;
         Ok((rows, chosen, None, None, send_within(budget, now_ms)))
     }
@@ -397,14 +406,7 @@ impl SqliteStore {
             sqlx::query_as("SELECT kind, start, used FROM relay_budget").fetch_all(&mut *tx).await?;
         let wait = match taking(budget, &stored, now_ms, n) {
             Ok(windows) => {
-                for (kind, start, used) in windows {
-                    sqlx::query("UPDATE relay_budget SET start = ?2, used = ?3 WHERE kind = ?1")
-                        .bind(kind)
-                        .bind(start)
-                        .bind(used)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                write_windows_sqlite(&mut tx, windows).await?;
                 None
             }
             Err(ms) => Some(ms),
@@ -412,6 +414,19 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(wait)
     }
+}
+
+/// Stores the new `(kind, start, used)` of each window, in the claim's or take's transaction.
+async fn write_windows_pg(tx: &mut sqlx::PgConnection, windows: Vec<(&'static str, i64, i64)>) -> anyhow::Result<()> {
+    for (kind, start, used) in windows {
+        sqlx::query("UPDATE relay_budget SET start = $2, used = $3 WHERE kind = $1")
+            .bind(kind)
+            .bind(start)
+            .bind(used)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
 }
 
 impl PgStore {
@@ -482,14 +497,7 @@ impl PgStore {
         .bind(&chosen)
         .fetch_all(&mut *tx)
         .await?;
-        for (kind, start, used) in spent(budget, &stored, now_ms, rows.len() as i64) {
-            sqlx::query("UPDATE relay_budget SET start = $2, used = $3 WHERE kind = $1")
-                .bind(kind)
-                .bind(start)
-                .bind(used)
-                .execute(&mut *tx)
-                .await?;
-        }
+        write_windows_pg(&mut tx, spent(budget, &stored, now_ms, rows.len() as i64)).await?;
         tx.commit().await?;
         Ok((rows, chosen, None, None, send_within(budget, now_ms)))
     }
@@ -578,14 +586,7 @@ impl PgStore {
             .await?;
         let wait = match taking(budget, &stored, now_ms, n) {
             Ok(windows) => {
-                for (kind, start, used) in windows {
-                    sqlx::query("UPDATE relay_budget SET start = $2, used = $3 WHERE kind = $1")
-                        .bind(kind)
-                        .bind(start)
-                        .bind(used)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                write_windows_pg(&mut tx, windows).await?;
                 None
             }
             Err(ms) => Some(ms),
