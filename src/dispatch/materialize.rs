@@ -18,6 +18,10 @@ pub const WATERMARK: &str = "materialized_until";
 /// Customers whose occurrences a pass computes and writes at once.
 pub const CUSTOMERS_PER_PASS_STEP: usize = 2048;
 
+/// Rows one pass writes from which the store's planner statistics are refreshed
+/// ([`Store::refresh_statistics`]): a bulk load, such as a first start at 100,000 customers.
+pub const BULK_ROWS: u64 = 10_000;
+
 /// How far back a pass looks at most, after a long downtime.
 pub const MAX_LOOKBACK_DAYS: i64 = 31;
 
@@ -108,6 +112,11 @@ async fn pass(
         result.inserted += step.inserted;
         result.missed += step.missed;
         result.missed_kinds.extend(step.missed_kinds);
+    }
+    if result.inserted >= BULK_ROWS
+        && let Err(e) = store.refresh_statistics().await
+    {
+        tracing::warn!(error = %e, rows = result.inserted, "could not refresh the outbox's statistics after a bulk write; claims may be slow until autovacuum does");
     }
     if whole {
         let next_mark = watermark.map_or(to, |w| w.max(to));

@@ -14,7 +14,7 @@
 
 pub use crate::health::RelayStatus;
 use crate::mail::quota::QuotaWindow;
-use crate::store::{Budget, SECOND_GUARD_MS, SECOND_SLICE_MS};
+use crate::store::{Budget, SECOND_GUARD_MS, second_slice};
 use std::sync::Mutex;
 use tokio::time::{Duration, Instant};
 
@@ -129,12 +129,12 @@ impl Relay {
 
     /// How many rows to ask the next claim for, at most `batch_size`. Under a per-second cap:
     /// what this daemon sends in [`SECOND_GUARD_MS`] at its measured rate, and at least a
-    /// [`SECOND_SLICE_MS`] share of the cap (before the first batch, exactly that), so a claim
+    /// slice of the cap ([`second_slice`]; before the first batch, exactly that), so a claim
     /// made just before a second's guard has left before the next second opens (the store
     /// may give fewer: the pace, the windows). Without one: `batch_size`.
     pub fn claim_size(&self, batch_size: u32) -> u32 {
         let Some(cap) = self.budget.per_second else { return batch_size.max(1) };
-        let slice = (f64::from(cap) * SECOND_SLICE_MS as f64 / 1000.0).ceil();
+        let slice = f64::from(second_slice(cap));
         let sendable = self.state().send_rate.map_or(0.0, |r| r * SECOND_GUARD_MS as f64 / 1000.0).floor();
         (slice.max(sendable).max(1.0) as u32).min(batch_size.max(1))
     }
@@ -350,7 +350,7 @@ mod tests {
     #[test]
     fn under_a_per_second_cap_a_claim_is_what_this_daemon_sends_before_the_second_ends() {
         let relay = Relay::new(Budget { per_second: Some(2000), ..Budget::default() }, 4);
-        assert_eq!(relay.claim_size(1000), 200, "no batch yet: a tenth of the cap");
+        assert_eq!(relay.claim_size(1000), 223, "no batch yet: a slice of the cap (2,000 × 100 ms / 900 ms)");
         relay.delivered(200, Duration::from_millis(40)); // 5,000/s
         assert_eq!(relay.claim_size(1000), 500, "what 100 ms carry at 5,000/s");
         relay.delivered(3, Duration::from_millis(30)); // a small slow batch barely counts
@@ -358,7 +358,7 @@ mod tests {
         for _ in 0..20 {
             relay.delivered(200, Duration::from_millis(400)); // 500/s: a busy machine
         }
-        assert_eq!(relay.claim_size(1000), 200, "never below the slice");
+        assert_eq!(relay.claim_size(1000), 223, "never below the slice");
         assert_eq!(relay.claim_size(150), 150, "never above the batch size");
         assert_eq!(Relay::new(Budget::default(), 1).claim_size(1000), 1000, "no per-second cap");
     }

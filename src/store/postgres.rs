@@ -410,6 +410,15 @@ impl PgStore {
             .await?)
     }
 
+    /// [`Store::refresh_statistics`](super::Store::refresh_statistics) on PostgreSQL.
+    ///
+    /// # Errors
+    /// A database error.
+    pub(crate) async fn analyze_outbox(&self) -> anyhow::Result<()> {
+        sqlx::query("ANALYZE outbox").execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// [`Store::set_value`](super::Store::set_value) on PostgreSQL.
     ///
     /// # Errors
