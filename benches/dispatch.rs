@@ -9,8 +9,9 @@
 //!
 //! With `cap=N` the daemon runs with `[delivery] max_per_second = N` against a second smtp-sink
 //! that appends each message to a file in /dev/shm named after the second it arrived
-//! (`-D %H%M%S`), and the run reports the achieved rate against the cap and the busiest second
-//! at the server.
+//! (`-D %H%M%S`), and the run reports the achieved rate against the cap, the busiest second at
+//! the server, and the send order by deadline there (half of the customers' greetings have an
+//! earlier deadline).
 //!
 //! Needs Debian's `postfix` (only /usr/sbin/smtp-sink and smtp-source are used) and, for the
 //! PostgreSQL rows, PostgreSQL at CONTACTPLAN_TEST_POSTGRES_URL (default
@@ -42,11 +43,15 @@ fn smtp_source(port: u16, sessions: u32, n: usize) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-fn write_plans(dir: &Path, n: usize) {
+/// `n` plans with one greeting each, due 2027-06-01 09:00 Berlin. With `split`, the odd customers'
+/// greeting has `deadline = "4h"` (13:00) and the even ones' the default (the end of the day), so
+/// the send order by deadline shows at the server.
+fn write_plans(dir: &Path, n: usize, split: bool) {
     std::fs::create_dir_all(dir.join("plans")).expect("plans dir");
     for i in 0..n {
+        let deadline = if split && i % 2 == 1 { "deadline = \"4h\"\n" } else { "" };
         let plan = format!(
-            "[customer]\nid = \"c{i:06}\"\nname = \"Kunde {i} GmbH\"\nsince = 2015-06-01\nowner = \"sales@example.com\"\ntimezone = \"Europe/Berlin\"\nlanguage = \"de\"\nphase = \"growth\"\n\n[[contact]]\nid = \"p\"\nname = \"Anna Beispiel{i}\"\ngender = \"female\"\nemail = \"anna{i}@kunde{i}.example\"\ntone = \"formal\"\nprimary = true\n\n[[occasion]]\nname = \"thanks\"\non = \"date\"\ndate = \"--06-01\"\ntemplate = \"anniversary\"\n"
+            "[customer]\nid = \"c{i:06}\"\nname = \"Kunde {i} GmbH\"\nsince = 2015-06-01\nowner = \"sales@example.com\"\ntimezone = \"Europe/Berlin\"\nlanguage = \"de\"\nphase = \"growth\"\n\n[[contact]]\nid = \"p\"\nname = \"Anna Beispiel{i}\"\ngender = \"female\"\nemail = \"anna{i}@kunde{i}.example\"\ntone = \"formal\"\nprimary = true\n\n[[occasion]]\nname = \"thanks\"\non = \"date\"\ndate = \"--06-01\"\ntemplate = \"anniversary\"\n{deadline}"
         );
         std::fs::write(dir.join("plans").join(format!("c{i:06}.toml")), plan).expect("plan");
     }
@@ -159,13 +164,34 @@ fn capped(rt: &tokio::runtime::Runtime, sessions: u32, n: usize, plans: &Path, u
     let _ = sink.kill();
     let _ = sink.wait();
     let mut per_second: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    // Per second: the messages to customers with the early deadline (odd numbers) and the late.
+    let mut by_deadline: std::collections::BTreeMap<String, (usize, usize)> = std::collections::BTreeMap::new();
     for e in std::fs::read_dir(dumps.path()).expect("dumps").flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        // Every dumped message starts with smtp-sink's own `X-Client-Addr:` record.
+        // Every dumped message starts with smtp-sink's own `X-Client-Addr:` record, and names
+        // its recipient in `X-Rcpt-Args:` (`<annaN@kundeN.example>`).
         let text = std::fs::read(e.path()).expect("dump");
-        let messages = text.split(|b| *b == b'\n').filter(|l| l.starts_with(b"X-Client-Addr:")).count();
-        *per_second.entry(name).or_default() += messages;
+        let lines = || text.split(|b| *b == b'\n');
+        let messages = lines().filter(|l| l.starts_with(b"X-Client-Addr:")).count();
+        *per_second.entry(name.clone()).or_default() += messages;
+        let entry = by_deadline.entry(name).or_default();
+        for l in lines().filter(|l| l.starts_with(b"X-Rcpt-Args:")) {
+            let l = String::from_utf8_lossy(l);
+            let i: Option<usize> =
+                l.split_once("anna").and_then(|(_, r)| r.split_once('@')).and_then(|(d, _)| d.parse().ok());
+            match i {
+                Some(i) if i % 2 == 1 => entry.0 += 1,
+                Some(_) => entry.1 += 1,
+                None => {}
+            }
+        }
     }
+    // Send order by deadline: no later-deadline message in a second before the last one that
+    // carried an earlier-deadline message (the two meet in one second at most).
+    let last_early = by_deadline.iter().filter(|(_, c)| c.0 > 0).map(|(k, _)| k.clone()).last();
+    let late_before: usize =
+        by_deadline.iter().filter(|(k, _)| last_early.as_ref().is_some_and(|l| *k < l)).map(|(_, c)| c.1).sum();
+    let (early, late) = by_deadline.values().fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1));
     let received: usize = per_second.values().sum();
     if std::env::var_os("CAP_TRACE").is_some() {
         println!("    per second: {:?}", per_second.values().collect::<Vec<_>>());
@@ -195,6 +221,9 @@ fn capped(rt: &tokio::runtime::Runtime, sessions: u32, n: usize, plans: &Path, u
         100.0 * at_server / cap as f64,
         100.0 * mean_inner / cap as f64,
     );
+    println!(
+        "    send order by deadline: {early} messages with the earlier deadline, {late} with the later; later-deadline messages in a second before the last earlier-deadline one: {late_before}"
+    );
 }
 
 fn main() {
@@ -221,7 +250,7 @@ fn main() {
         .expect("smtp-sink (apt-get install postfix)");
     std::thread::sleep(std::time::Duration::from_millis(300));
     let plans = tempfile::tempdir().expect("tmp");
-    write_plans(plans.path(), n);
+    write_plans(plans.path(), n, cap.is_some());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let pg_base = std::env::var("CONTACTPLAN_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
