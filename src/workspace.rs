@@ -316,16 +316,31 @@ pub fn keep_last_good_plans(fresh: Plans, diags: &[Diagnostic], previous: &Plans
 }
 
 /// The plan files among `changed` when every path is one (`<plans>/<name>.toml`, not hidden,
-/// not a directory); `None` when anything else changed (a playbook, a template, a customer's
+/// not a directory), named as the loader names them (`plans_dir` as configured, joined with the
+/// file name); `None` when anything else changed (a playbook, a template, a customer's
 /// template override, the plans directory itself): that needs a full reload.
+///
+/// The watcher names files under an absolute form of the directory it watches (notify joins a
+/// relative one to the working directory), while `plans_dir` is relative when `--config` was: the
+/// two are compared as absolute, lexically normalised paths (without that, every save under a
+/// relative `--config` was a full reload).
 pub fn plan_files_only(config: &Config, changed: &[PathBuf]) -> Option<BTreeSet<PathBuf>> {
-    let plan_file = |p: &Path| {
-        p.parent() == Some(config.plans_dir.as_path())
-            && p.extension().is_some_and(|x| x == "toml")
-            && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| !n.starts_with('.'))
-            && !p.is_dir()
+    let absolute = |p: &Path| std::path::absolute(p).ok().map(|a| crate::config::normalize(&a));
+    let dir = absolute(&config.plans_dir)?;
+    let plan_file = |p: &Path| -> Option<PathBuf> {
+        let name = p.file_name()?;
+        let in_dir =
+            p.parent() == Some(config.plans_dir.as_path()) || p.parent().and_then(absolute) == Some(dir.clone());
+        let plan = in_dir
+            && Path::new(name).extension().is_some_and(|x| x == "toml")
+            && name.to_str().is_some_and(|n| !n.starts_with('.'))
+            && !p.is_dir();
+        plan.then(|| config.plans_dir.join(name))
     };
-    (!changed.is_empty() && changed.iter().all(|p| plan_file(p))).then(|| changed.iter().cloned().collect())
+    if changed.is_empty() {
+        return None;
+    }
+    changed.iter().map(|p| plan_file(p)).collect()
 }
 
 /// More changed plan files than this are read by a full reload (a checkout of the whole

@@ -273,6 +273,25 @@ fn only_plan_files_are_reloaded_alone() {
     assert!(workspace::plan_files_only(&s.config, &[]).is_none(), "nothing named: everything");
 }
 
+#[test]
+fn a_plan_saved_under_a_relative_config_path_is_reloaded_alone() {
+    let s = Steps::new(&[("a", &plan("a", "ann@a.example", ""))]);
+    // `--config` given relative to the working directory (`../../tmp/…/contactplan.toml`).
+    let cwd = std::env::current_dir().unwrap();
+    let up: PathBuf = cwd.components().skip(1).map(|_| "..").collect();
+    let relative = up.join(s.dir.path().strip_prefix("/").unwrap()).join("contactplan.toml");
+    assert!(relative.is_relative() && relative.exists(), "{relative:?}");
+    let config = Config::load(&relative, &Environment::default()).unwrap();
+    assert!(config.plans_dir.is_relative());
+    // The watcher names the file under the watched directory made absolute (notify joins a
+    // relative one to the working directory).
+    let event = cwd.join(&config.plans_dir).join("a.toml");
+    let files = workspace::plan_files_only(&config, &[event]).expect("one plan file: reloaded alone");
+    assert_eq!(files, BTreeSet::from([config.plans_dir.join("a.toml")]), "named as the loader names it");
+    let other = cwd.join(config.plans_dir.parent().unwrap()).join("playbooks/standard.toml");
+    assert!(workspace::plan_files_only(&config, &[other]).is_none());
+}
+
 async fn wait_for(t: &OpsApp, what: &str, done: impl Fn(&OpsApp) -> bool) {
     let start = Instant::now();
     while !done(t) {
