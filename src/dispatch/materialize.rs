@@ -79,6 +79,12 @@ async fn pass(
     horizon: TimeDelta,
     sender: &crate::plan::Email,
 ) -> anyhow::Result<Materialized> {
+    #[cfg(feature = "failpoints")]
+    if let Some(Some(victim)) = fail::eval("dispatch::materialize", |s| s)
+        && customers.iter().any(|c| *c.id == *victim)
+    {
+        anyhow::bail!("failpoint dispatch::materialize: a store error while materialising `{victim}`");
+    }
     let watermark = store
         .get_value(WATERMARK)
         .await?
