@@ -188,7 +188,7 @@ fn capped(rt: &tokio::runtime::Runtime, sessions: u32, n: usize, plans: &Path, u
     }
     // Send order by deadline: no later-deadline message in a second before the last one that
     // carried an earlier-deadline message (the two meet in one second at most).
-    let last_early = by_deadline.iter().filter(|(_, c)| c.0 > 0).map(|(k, _)| k.clone()).last();
+    let last_early = by_deadline.iter().rev().find(|(_, c)| c.0 > 0).map(|(k, _)| k.clone());
     let late_before: usize =
         by_deadline.iter().filter(|(k, _)| last_early.as_ref().is_some_and(|l| *k < l)).map(|(_, c)| c.1).sum();
     let (early, late) = by_deadline.values().fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1));
