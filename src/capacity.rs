@@ -272,7 +272,7 @@ pub fn render(f: &Forecast, budget: &Budget, tz: Tz) -> String {
         if h.missed > 0 {
             let _ = writeln!(
                 out,
-                " and {} would miss their deadline — raise the limit, spread with `jitter`/`window`, or move the rule",
+                " and {} would miss their deadline — raise the limit, spread over days with `spread` or within the day with `jitter`/`window`, or move the rule",
                 group(h.missed)
             );
         } else {

@@ -102,7 +102,7 @@ fn capacity_warning(
             ),
         )
         .hint(format!(
-            "`contactplan agenda --capacity --days {CAPACITY_DAYS}` shows the busiest hours; raise the limit, spread with `jitter`/`window`, or move the rule"
+            "`contactplan agenda --capacity --days {CAPACITY_DAYS}` shows the busiest hours; raise the limit, spread over days with `spread` or within the day with `jitter`/`window`, or move the rule"
         ))
         .warning(),
     )

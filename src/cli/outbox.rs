@@ -32,8 +32,9 @@ fn parse_state(s: &str) -> Result<RowState, String> {
 }
 
 pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
-    let (config, _) = match super::load_config_and_edge(config_path) {
-        Ok(found) => found,
+    // Reads the outbox: no secret is needed (an operator's shell has no OAuth client secret).
+    let config = match super::load_config(config_path) {
+        Ok(config) => config,
         Err(code) => return Ok(code),
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -20,15 +20,22 @@ pub struct Args {
 use super::TextOrJson as Format;
 
 pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
-    let (config, edge) = match super::load_config_and_edge(config_path) {
-        Ok(found) => found,
+    // Only the API token: `status` sends nothing, so it needs neither the SMTP password nor the
+    // OAuth client secret.
+    let config = match super::load_config(config_path) {
+        Ok(config) => config,
         Err(code) => return Ok(code),
+    };
+    let secrets = match crate::config::Secrets::resolve_api_token(&config, &crate::config::Environment::from_process())
+    {
+        Ok(s) => s,
+        Err(diags) => return Ok(super::config_problems(diags)),
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (status, note) = runtime.block_on(async {
         let note = match config.http_bind {
             Some(addr) => {
-                let token = edge.secrets.api_token.as_ref().map(secrecy::ExposeSecret::expose_secret);
+                let token = secrets.api_token.as_ref().map(secrecy::ExposeSecret::expose_secret);
                 let asked = crate::http::get(addr, "/status", token);
                 match tokio::time::timeout(std::time::Duration::from_secs(5), asked).await {
                     Ok(Ok((200, body))) => {

@@ -27,6 +27,23 @@ pub struct Secrets {
 }
 
 impl Secrets {
+    /// The API token alone, for commands that read and send nothing (`status` asks the
+    /// daemon's `/status` with it): they must not need the SMTP password or the OAuth client
+    /// secret, which an operator's shell usually does not have.
+    ///
+    /// # Errors
+    /// The token is present but empty or unreadable (naming its source).
+    pub fn resolve_api_token(config: &Config, env: &Environment) -> Result<Secrets, Vec<Diagnostic>> {
+        let api_token = from_env(env, ENV_API_TOKEN)
+            .and_then(|t| t.map_or_else(|| credential(env, "api-token"), |t| Ok(Some(t))))
+            .map_err(|why| {
+                vec![Diagnostic::whole_file(&config.path, why).hint(
+                    "check CONTACTPLAN_API_TOKEN or the unit's LoadCredential=api-token; an empty token is refused, not taken as \"no token\"",
+                )]
+            })?;
+        Ok(Secrets { api_token, ..Secrets::default() })
+    }
+
     /// Reads every secret from its sources (see the module docs).
     ///
     /// # Errors

@@ -12,7 +12,9 @@
 //! Under the cap, announcements included: every message we hand to the relay counts against its
 //! caps, so the projection keeps room for the announcements themselves — one digest per
 //! salesperson with rows missed (and per salesperson whose digest is still owed from before),
-//! plus the ops notice — and they take that room first (`take_one`, before the tick claims rows).
+//! plus the ops notice and the ops reports that will list the missed rows — and the digests and
+//! the notice take that room first (`take_one`, before the tick claims rows; the report at the
+//! tick's end).
 //! The room is found by iterating: more room kept can only make more rows miss, possibly of
 //! more salespeople, so the projection is repeated until the room kept covers the
 //! announcements it implies ([`project`]).
@@ -66,8 +68,11 @@ fn windows(b: &Budget) -> impl Iterator<Item = (i64, u32)> {
 
 /// The fates of `jobs` (see [`simulate`]) with room kept in every window for the announcements
 /// they imply: `pending` digests still owed, and, when any job misses, one digest per distinct
-/// owner (`owners[i]`: the owner of `jobs[i]`, if known) of the missed jobs plus `notice` (1
-/// when ops get a notice). Returns the fates and the room kept (messages).
+/// owner (`owners[i]`: the owner of `jobs[i]`, if known) of the missed jobs, plus — when `ops`
+/// (ops have an address) — the notice and the ops reports that will list the missed rows (one
+/// per [`super::ops::REPORT_ROWS`]; without them in the room kept, the report took a slot the
+/// projection had given to a greeting, which then missed too and was announced a tick later).
+/// Returns the fates and the room kept (messages).
 fn project(
     budget: &Budget,
     used: &[(i64, i64)],
@@ -75,7 +80,7 @@ fn project(
     jobs: &[Job],
     owners: &[Option<&str>],
     pending: i64,
-    notice: i64,
+    ops: bool,
 ) -> (Vec<Fate>, i64) {
     let mut reserve = pending;
     loop {
@@ -83,8 +88,11 @@ fn project(
         let fates = simulate(budget, &kept, start, jobs);
         let missed: Vec<usize> = (0..fates.len()).filter(|i| matches!(fates[*i], Fate::Missed(_))).collect();
         let told: BTreeSet<&str> = missed.iter().filter_map(|i| owners.get(*i).copied().flatten()).collect();
-        let need = pending + if missed.is_empty() { 0 } else { notice + told.len() as i64 };
-        // `need` grows with `reserve` and is bounded (every owner once, plus the notice).
+        let for_ops =
+            if ops { 1 + (missed.len() as i64 + super::ops::REPORT_ROWS - 1) / super::ops::REPORT_ROWS } else { 0 };
+        let need = pending + if missed.is_empty() { 0 } else { for_ops + told.len() as i64 };
+        // `need` grows with `reserve` and is bounded (every owner once, the notice, a report
+        // per REPORT_ROWS of the jobs).
         if need <= reserve {
             return (fates, reserve);
         }
@@ -135,8 +143,8 @@ pub async fn announce(s: &Scheduler, snap: &Snapshot, now: DateTime<Utc>) -> any
         .map(|(_, key, _, _)| key.split_once('/').and_then(|(customer, _)| snap.plans.get(customer)))
         .collect();
     let owners: Vec<Option<&str>> = customers.iter().map(|c| c.map(|c| c.owner.as_str())).collect();
-    let notice = i64::from(s.settings.ops_email.is_some());
-    let (fates, reserve) = project(&budget, &used, now.timestamp(), &jobs, &owners, pending, notice);
+    let ops = s.settings.ops_email.is_some();
+    let (fates, reserve) = project(&budget, &used, now.timestamp(), &jobs, &owners, pending, ops);
     let mut deadlines = BTreeMap::new();
     let marks: Vec<Announcement> = open
         .iter()
@@ -209,8 +217,9 @@ async fn tell_ops(s: &Scheduler, rows: &[Row], deadlines: &BTreeMap<i64, i64>, b
     );
     let text = format!(
         "Under {} these rows cannot go out before their deadline; they are marked missed now and their \
-         salespeople are asked to call instead. Raise the limit, spread with `jitter`/`window`, or move the \
-         rule (`contactplan agenda --capacity` shows the busiest hours).\n\n{}\n",
+         salespeople are asked to call instead. Raise the limit, spread the rule over days with `spread` \
+         (or within the day with `jitter`/`window`), or move the rule (`contactplan agenda --capacity` \
+         shows the busiest hours).\n\n{}\n",
         crate::capacity::describe(budget),
         lines.join("\n")
     );
@@ -222,25 +231,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn room_is_kept_for_a_digest_per_owner_of_missed_rows_and_the_notice() {
+    fn room_is_kept_for_a_digest_per_owner_of_missed_rows_the_notice_and_the_report() {
         // 20 rows due now, deadline in an hour, 5 an hour; two owners alternating.
         let budget = Budget { per_hour: Some(5), ..Budget::default() };
         let start = 3600 * 100;
         let jobs: Vec<Job> = (0..20).map(|_| Job { due: start, deadline: start + 3600 }).collect();
         let owners: Vec<Option<&str>> = (0..20).map(|i| Some(if i % 2 == 0 { "eva" } else { "tom" })).collect();
-        let (fates, reserve) = project(&budget, &[(3600, 0)], start, &jobs, &owners, 0, 1);
-        assert_eq!(reserve, 3, "two digests and the notice");
-        assert_eq!(fates.iter().filter(|f| matches!(f, Fate::Sent(_))).count(), 2);
+        let (fates, reserve) = project(&budget, &[(3600, 0)], start, &jobs, &owners, 0, true);
+        assert_eq!(reserve, 4, "two digests, the notice and the ops report");
+        assert_eq!(fates.iter().filter(|f| matches!(f, Fate::Sent(_))).count(), 1);
+        let (fates, reserve) = project(&budget, &[(3600, 0)], start, &jobs, &owners, 0, false);
+        assert_eq!(reserve, 2, "no ops address: the two digests");
+        assert_eq!(fates.iter().filter(|f| matches!(f, Fate::Sent(_))).count(), 3);
         // Nothing misses: nothing kept, beyond digests still owed.
-        let (fates, reserve) = project(&budget, &[(3600, 0)], start, &jobs[..3], &owners[..3], 1, 1);
+        let (fates, reserve) = project(&budget, &[(3600, 0)], start, &jobs[..3], &owners[..3], 1, true);
         assert_eq!((reserve, fates.iter().all(|f| matches!(f, Fate::Sent(_)))), (1, true));
-        // Without room kept, only b's row (the latest deadline) misses: b's digest and the
-        // notice need 2; with 2 kept, a's rows miss too: a's digest needs a third.
+        // Without room kept, only b's row (the latest deadline) misses: b's digest, the notice
+        // and the report need 3; with 3 kept, a's rows miss too: a's digest needs a fourth.
         let owners: Vec<Option<&str>> = vec![Some("a"), Some("a"), Some("a"), Some("a"), Some("a"), Some("b")];
         let jobs: Vec<Job> =
             (0..6).map(|i| Job { due: start, deadline: start + 3600 - if i == 5 { 0 } else { 10 } }).collect();
-        let (fates, reserve) = project(&budget, &[(3600, 0)], start, &jobs, &owners, 0, 1);
-        assert_eq!(reserve, 3, "{fates:?}");
-        assert_eq!(fates.iter().filter(|f| matches!(f, Fate::Sent(_))).count(), 2, "{fates:?}");
+        let (fates, reserve) = project(&budget, &[(3600, 0)], start, &jobs, &owners, 0, true);
+        assert_eq!(reserve, 4, "{fates:?}");
+        assert_eq!(fates.iter().filter(|f| matches!(f, Fate::Sent(_))).count(), 1, "{fates:?}");
+        // A report per 200 missed rows.
+        let many = Budget { per_hour: Some(10), ..Budget::default() };
+        let jobs: Vec<Job> = (0..450).map(|_| Job { due: start, deadline: start + 3600 }).collect();
+        let owners: Vec<Option<&str>> = vec![Some("eva"); 450];
+        let (_, reserve) = project(&many, &[(3600, 0)], start, &jobs, &owners, 0, true);
+        assert_eq!(reserve, 1 + 1 + 3, "a digest, the notice, three reports");
     }
 }

@@ -9,11 +9,11 @@ use super::Scheduler;
 use crate::render::{ReportRow, plain_report};
 use crate::store::{Row, secs};
 
-/// Rows per digest.
-const DIGEST_ROWS: i64 = 200;
+/// Rows per ops report (a tick sends at most one).
+pub(crate) const REPORT_ROWS: i64 = 200;
 
 pub async fn report(daemon: &Scheduler) -> anyhow::Result<u64> {
-    let rows = daemon.store.unreported(DIGEST_ROWS).await?;
+    let rows = daemon.store.unreported(REPORT_ROWS).await?;
     if rows.is_empty() {
         return Ok(0);
     }

@@ -238,3 +238,45 @@ fn status_on_a_missing_outbox_says_so_and_creates_nothing() {
     assert!(stderr.contains("no outbox at") && stderr.contains("typo/outbox.db"), "{stderr}");
     assert!(!dir.path().join("typo").exists(), "status created a database directory");
 }
+
+#[test]
+fn status_and_outbox_need_no_oauth_client_secret() {
+    // A daemon's config with XOAUTH2: the client secret is a systemd credential the operator's
+    // shell does not have. Reading the outbox must work without it; `run` must refuse.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("contactplan.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "database_url = \"sqlite://outbox.db\"\nhttp_bind = \"off\"\ntemplates = \"{}\"\n[sender]\nemail = \"team@example.com\"\nname = \"Team\"\n\
+             [delivery]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = 2525\ntls = \"starttls\"\nusername = \"team@example.com\"\nauth = \"xoauth2\"\n\
+             [delivery.oauth]\nprovider = \"microsoft\"\ntenant = \"contoso\"\nclient_id = \"00000000-0000-0000-0000-000000000001\"\n",
+            crate::helpers::templates_dir().display()
+        ),
+    )
+    .unwrap();
+    let no_secret = |args: &[&str]| {
+        bin()
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env_remove("CONTACTPLAN_OAUTH_CLIENT_SECRET")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .output()
+            .unwrap()
+    };
+    // The outbox exists once a daemon created it; here `check` does not, so create it the way
+    // `run` would (the store's migrations) through the library.
+    let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
+    tokio::runtime::Runtime::new().unwrap().block_on(async { contactplan::store::Store::connect(&url).await.unwrap() });
+    for args in [&["status"][..], &["outbox", "--limit", "3"]] {
+        let out = no_secret(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("client secret"), "{args:?}: {stderr}");
+        assert!(out.status.code().is_some_and(|c| c < 2), "{args:?}: {:?} {stderr}", out.status);
+    }
+    let out = no_secret(&["run"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("needs the OAuth client secret"), "{stderr}");
+}
