@@ -403,30 +403,35 @@ fn delivery(
 ) -> Transport {
     let bad = |key: &str| read.bad(key);
     let d = &read.raw;
-    // A key of the wrong type counts as given (it was reported as such already).
-    let smtp_only = d.host.is_some()
-        || d.port.is_some()
-        || d.tls.is_some()
-        || d.username.is_some()
-        || d.password_file.is_some()
-        || d.timeout_secs.is_some()
-        || d.connections.is_some()
-        || d.lease_secs.is_some()
-        || d.auth.is_some()
-        || oauth.is_some()
-        || ["host", "port", "tls", "username", "auth", "password_file", "timeout_secs", "connections", "lease_secs"]
-            .iter()
-            .any(|k| bad(k));
+    // The SMTP-only keys given (`lease_secs` is the outbox's claim lease: every kind). A key of
+    // the wrong type counts as given (it was reported as such already).
+    let given = [
+        ("host", d.host.is_some()),
+        ("port", d.port.is_some()),
+        ("tls", d.tls.is_some()),
+        ("username", d.username.is_some()),
+        ("auth", d.auth.is_some()),
+        ("password_file", d.password_file.is_some()),
+        ("timeout_secs", d.timeout_secs.is_some()),
+        ("connections", d.connections.is_some()),
+        ("[delivery.oauth]", oauth.is_some()),
+    ];
+    let smtp_only: Vec<&str> = given.iter().filter(|(k, set)| *set || bad(k)).map(|(k, _)| *k).collect();
     if bad("kind") {
         // Which keys apply depends on the kind, which was reported already.
         return Transport::Maildir { path: PathBuf::new() };
     }
     match d.kind.get_ref().as_str() {
         "maildir" => {
-            if smtp_only {
+            if !smtp_only.is_empty() {
                 errors.push(
-                    Diagnostic::at(path, text, Some(d.kind.span()), "SMTP settings given for a maildir delivery")
-                        .hint("remove host/port/tls/… or set kind = \"smtp\""),
+                    Diagnostic::at(
+                        path,
+                        text,
+                        Some(d.kind.span()),
+                        format!("SMTP settings given for a maildir delivery: {}", smtp_only.join(", ")),
+                    )
+                    .hint(format!("remove {} or set kind = \"smtp\"", smtp_only.join(", "))),
                 );
             }
             match &d.path {

@@ -267,6 +267,9 @@ pub fn trial_call_instead(renderer: &Renderer, sender: Sender) -> Vec<Diagnostic
     for language in [crate::plan::Language::De, crate::plan::Language::En] {
         match renderer.render_call_instead(language, "owner@example.com", &rows, sender) {
             Ok(_) => {}
+            // Its files are there but did not load: that error is reported already (not "missing").
+            Err(super::RenderError::NoVariant { .. })
+                if renderer.catalog().dir().join(super::CALL_INSTEAD_TEMPLATE).join(language.code()).is_dir() => {}
             Err(super::RenderError::NoVariant { .. }) => diags.push(
                 Diagnostic::whole_file(
                     &renderer.catalog().dir().join(super::CALL_INSTEAD_TEMPLATE),

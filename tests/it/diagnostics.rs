@@ -158,6 +158,7 @@
 //! | 115 | config/parse.rs `oauth_settings` (mail/oauth.rs `check_token_url`) | delivery.oauth.token_url … is plain http | `config-oauth-token-url` |
 //! | 116 | config/secrets.rs `Secrets::resolve` | auth = "xoauth2" needs the OAuth client secret, and none was given | `config-oauth-no-secret` |
 //! | 117 | config/secrets.rs `from_env` / `read_secret`, OAuth client secret | CONTACTPLAN_OAUTH_CLIENT_SECRET is set but empty / the credential `oauth-client-secret` … is empty | `config-oauth-secret-env-empty`, `config-oauth-secret-credential-empty` |
+//! | 118 | render/sample.rs `trial_call_instead` | a `call_instead` variant that does not compile: its template syntax error, not also "no call_instead template" | `template-call-instead-broken` |
 //!
 //! Every site is reachable through `check`. (\*) The file whose path sorts first keeps the id,
 //! whatever order `read_dir` lists the plans directory in (it differs between ext4 and tmpfs).
