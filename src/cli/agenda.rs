@@ -26,8 +26,9 @@ pub struct Args {
     format: Format,
     /// Instead of the items: the busiest hours and whether everything fits under the relay's
     /// limits (`[delivery] max_per_second/minute/hour/day`), simulating the claim (earliest
-    /// deadline first) over the due times and deadlines.
-    #[arg(long)]
+    /// deadline first) over the due times and deadlines. Always over every customer: the caps
+    /// are shared, so one customer's forecast alone would say nothing (not with `--customer`).
+    #[arg(long, conflicts_with = "customer")]
     capacity: bool,
 }
 

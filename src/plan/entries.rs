@@ -219,15 +219,60 @@ pub fn field<T: serde::de::DeserializeOwned>(value: &Spanned<DeValue<'_>>) -> Re
     owned.get_mut().make_owned();
     T::deserialize(ValueDeserializer::from(owned)).map_err(|e| {
         let message = e.message().trim().to_string();
-        let hint = if message.starts_with("unknown variant") {
-            "use one of the values listed"
+        let (message, hint) = if message.starts_with("unknown variant") {
+            (message, "use one of the values listed")
         } else if message.starts_with("invalid value") {
-            "the number is out of range for this key"
+            (message, "the number is out of range for this key")
+        } else if let Some(plain) = type_problem(&message) {
+            plain
         } else {
-            "check the value's type: strings need quotes, dates are written 2016-03-01 without quotes"
+            (message, "check the value's type: strings need quotes; numbers, booleans and dates (2016-03-01) do not")
         };
         Problem { span: e.span().or_else(|| Some(value.span())), message, hint: hint.into() }
     })
+}
+
+/// serde's "invalid type: string \"5\", expected i64" in the words of a TOML file ("expected a
+/// whole number, found the string \"5\"") with a hint for that case (numbers without quotes,
+/// strings in quotes); `None` for another message.
+pub fn type_problem(message: &str) -> Option<(String, &'static str)> {
+    let rest = message.strip_prefix("invalid type: ")?;
+    let (found, expected) = rest.rsplit_once(", expected ")?;
+    let number = |t: &str| {
+        matches!(t, "i8" | "i16" | "i32" | "i64" | "i128" | "u8" | "u16" | "u32" | "u64" | "u128" | "usize" | "isize")
+    };
+    let expected_words = match expected {
+        t if number(t) => "a whole number".to_string(),
+        "a sequence" => "an array".to_string(),
+        "a map" => "a table".to_string(),
+        t if t.starts_with("struct ") => "a table".to_string(),
+        t => t.to_string(),
+    };
+    let literal = |s: &str| s.trim_matches('`').to_string();
+    let (found_words, found_kind) = if let Some(v) = found.strip_prefix("string ") {
+        (format!("the string {v}"), "string")
+    } else if let Some(v) = found.strip_prefix("integer ") {
+        (format!("the number {}", literal(v.split(" as ").next().unwrap_or(v))), "number")
+    } else if let Some(v) = found.strip_prefix("floating point ") {
+        (format!("the number {}", literal(v)), "number")
+    } else if let Some(v) = found.strip_prefix("boolean ") {
+        (literal(v), "boolean")
+    } else if found == "sequence" {
+        ("an array".to_string(), "array")
+    } else if found == "map" {
+        ("a table".to_string(), "table")
+    } else {
+        (found.to_string(), "")
+    };
+    let hint = match (expected_words.as_str(), found_kind) {
+        ("a whole number", "string") => "write the number without quotes, e.g. max_per_hour = 5",
+        ("a whole number", "number") => "the number is out of range for this key (README gives each key's range)",
+        ("a string", _) => "put the value in quotes, e.g. template = \"birthday\"",
+        ("an array", _) => "write a list in brackets, e.g. [\"sat\", \"sun\"] (one value too: [\"sat\"])",
+        ("a boolean", _) => "write true or false, without quotes",
+        _ => "check the value's type: strings need quotes; numbers, booleans and dates (2016-03-01) do not",
+    };
+    Some((format!("expected {expected_words}, found {found_words}"), hint))
 }
 
 /// A TOML type's name with its article, as in "not a string", "not an array".

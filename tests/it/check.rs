@@ -99,3 +99,19 @@ fn every_command_has_help_with_examples() {
         assert!(help.contains("Examples:"), "{cmd}: {help}");
     }
 }
+
+/// `agenda --capacity` forecasts every customer together (the relay's caps are shared): with
+/// `--customer`, a forecast of that customer alone said "everything fits" for a peak that did
+/// not. The combination is refused.
+#[test]
+fn a_capacity_forecast_is_never_of_one_customer_alone() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_contactplan"))
+        .args(["agenda", "--capacity", "--customer", "mueller-maschinenbau"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("CONTACTPLAN_DATABASE_URL")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("'--capacity' cannot be used with '--customer"), "{stderr}");
+}

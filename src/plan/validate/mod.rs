@@ -99,14 +99,16 @@ pub fn toml_errors(path: &Path, text: &str, errors: &[toml::de::Error]) -> Vec<D
 /// Turns a TOML parse/shape error into a diagnostic with a hint.
 pub fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> Diagnostic {
     let msg = e.message().trim().to_string();
-    let hint = if msg.contains("unknown field") {
-        "remove the key or fix its spelling; the allowed keys are listed above (README, \"Plan format\")"
+    let (msg, hint) = if msg.contains("unknown field") {
+        (msg, "remove the key or fix its spelling; the allowed keys are listed above (README, \"Plan format\")")
     } else if msg.contains("missing field") {
-        "add the required key"
+        (msg, "add the required key")
+    } else if let Some(plain) = crate::plan::entries::type_problem(&msg) {
+        plain
     } else if msg.contains("invalid type") {
-        "check the value's type: strings need quotes, dates are written 2016-03-01 without quotes"
+        (msg, "check the value's type: strings need quotes; numbers, booleans and dates (2016-03-01) do not")
     } else {
-        "fix the TOML syntax at this position"
+        (msg, "fix the TOML syntax at this position")
     };
     Diagnostic::at(path, text, e.span(), msg).hint(hint)
 }
