@@ -97,13 +97,13 @@ const UNKNOWN: usize = 6;
 
 /// `contactplan_occasions_<name>_total{kind}`: name and help.
 const OCCASION_FAMILIES: [(&str, &str); 7] = [
-    ("due", "Outbox rows that came due and were claimed for the first time, by occasion kind."),
-    ("sent", "Messages accepted by the transport, by occasion kind."),
-    ("failed", "Messages that failed permanently, by occasion kind."),
-    ("deferred", "Send attempts that failed transiently and will be retried, by occasion kind."),
-    ("suppressed", "Rows no longer wanted (customer, rule or contact removed), by occasion kind."),
-    ("missed", "Rows whose deadline passed before they could be sent, by occasion kind."),
-    ("unknown", "At-most-once sends whose outcome cannot be known (not resent), by occasion kind."),
+    ("due", "Outbox rows that came due and were claimed for the first time, by occasion kind"),
+    ("sent", "Messages accepted by the transport, by occasion kind"),
+    ("failed", "Messages that failed permanently, by occasion kind"),
+    ("deferred", "Send attempts that failed transiently and will be retried, by occasion kind"),
+    ("suppressed", "Rows no longer wanted (customer, rule or contact removed), by occasion kind"),
+    ("missed", "Rows whose deadline passed before they could be sent, by occasion kind"),
+    ("unknown", "At-most-once sends whose outcome cannot be known (not resent), by occasion kind"),
 ];
 
 /// The daemon's metrics.
@@ -179,22 +179,22 @@ impl Metrics {
         };
         registry.register(
             "contactplan_send_duration_seconds",
-            "Time spent in the transport per message (SMTP transaction or Maildir write).",
+            "Time spent in the transport per message (SMTP transaction or Maildir write)",
             m.send_latency.clone(),
         );
         registry.register(
             "contactplan_outbox_commit_duration_seconds",
-            "Time per group commit of delivery outcomes and starts (one per SMTP round of all sessions).",
+            "Time per group commit of delivery outcomes and starts (one per SMTP round of all sessions)",
             m.commit_latency.clone(),
         );
         registry.register(
             "contactplan_outbox_commit_rows",
-            "Rows recorded by group commits (divided by the commit count: the average group size).",
+            "Rows recorded by group commits (divided by the commit count: the average group size)",
             m.commit_rows.clone(),
         );
         registry.register(
             "contactplan_smtp_errors",
-            "Transport failures by class: transient (retried), permanent, unknown (outcome not known).",
+            "Transport failures by class: transient (retried), permanent, unknown (outcome not known)",
             m.smtp_errors.clone(),
         );
         for class in ["transient", "permanent", "unknown", "quota"] {
@@ -202,72 +202,68 @@ impl Metrics {
         }
         registry.register(
             "contactplan_plan_reloads",
-            "Loads of plans, playbooks and templates by result: ok, or partial (broken files keep their last good version).",
+            "Loads of plans, playbooks and templates by result: ok, or partial (broken files keep their last good version)",
             m.reloads.clone(),
         );
         for r in [ReloadResult::Ok, ReloadResult::Partial] {
             let _ = m.reloads.get_or_create_owned(&ResultLabel { result: r.code() });
         }
-        registry.register("contactplan_plan_errors", "Error diagnostics of the last reload.", m.plan_errors.clone());
+        registry.register("contactplan_plan_errors", "Error diagnostics of the last reload", m.plan_errors.clone());
         registry.register(
             "contactplan_reload_files_read",
-            "Plan and playbook files the last load or reload read (a reload of changed plan files alone reads those).",
+            "Plan and playbook files the last load or reload read (a reload of changed plan files alone reads those)",
             m.reload_files_read.clone(),
         );
         registry.register(
             "contactplan_plan_reloads_incremental",
-            "Reloads that read only the changed plan files (the others shared with the plans in force).",
+            "Reloads that read only the changed plan files (the others shared with the plans in force)",
             m.incremental_reloads.clone(),
         );
         registry.register(
             "contactplan_plan_revisions_applied",
-            "New plan revisions the scheduler applied to the outbox (reconciled, customer changes recorded, materialised), by scope: changed (only the customers the reload changed) or all.",
+            "New plan revisions the scheduler applied to the outbox (reconciled, customer changes recorded, materialised), by scope: changed (only the customers the reload changed) or all",
             m.revisions_applied.clone(),
         );
         registry.register(
             "contactplan_plan_revision_customers",
-            "Customers the scheduler looked at again for new plan revisions, by scope: changed (those a reload changed) or all (every customer).",
+            "Customers the scheduler looked at again for new plan revisions, by scope: changed (those a reload changed) or all (every customer)",
             m.revision_customers.clone(),
         );
         for scope in ["changed", "all"] {
             let _ = m.revisions_applied.get_or_create_owned(&ScopeLabel { scope });
             let _ = m.revision_customers.get_or_create_owned(&ScopeLabel { scope });
         }
-        registry.register("contactplan_customers", "Customers served.", m.customers.clone());
-        registry.register("contactplan_ready", "1 when migrations ran and plans are loaded.", m.ready.clone());
-        registry.register(
-            "contactplan_database_up",
-            "1 when the database answered this scrape.",
-            m.database_up.clone(),
-        );
+        registry.register("contactplan_customers", "Customers served", m.customers.clone());
+        registry.register("contactplan_ready", "1 when migrations ran and plans are loaded", m.ready.clone());
+        registry.register("contactplan_database_up", "1 when the database answered this scrape", m.database_up.clone());
         registry.register(
             "contactplan_outbox_depth",
-            "Open outbox rows by state (pending, retry, claimed, sending).",
+            "Open outbox rows by state (pending, retry, claimed, sending)",
             m.outbox_depth.clone(),
         );
         registry.register(
             "contactplan_oldest_due_age_seconds",
-            "Age of the oldest open row that is due (0 when nothing is due).",
+            "Age of the oldest open row that is due (0 when nothing is due)",
             m.oldest_due_age.clone(),
         );
         registry.register(
             "contactplan_oauth_token_renewal_failures",
-            "Failed requests for an OAuth access token (SMTP AUTH XOAUTH2).",
+            "Failed requests for an OAuth access token (SMTP AUTH XOAUTH2)",
             m.oauth_renewal_failures.clone(),
         );
         registry.register(
             "contactplan_oauth_token_expiry_timestamp_seconds",
-            "When the current OAuth access token expires, in Unix seconds (0: none yet).",
+            "When the current OAuth access token expires, in Unix seconds (0: none yet)",
             m.oauth_token_expiry.clone(),
         );
         registry.register(
             "contactplan_relay_rate_limit",
-            "Messages per second this daemon sends at most now: the configured max_per_second or the adaptive rate after a throttle reply (0: no limit).",
+            "Messages per second this daemon sends at most now: the configured max_per_second or the adaptive rate after a throttle reply (0: no limit)",
             m.relay_rate.clone(),
         );
         registry.register(
             "contactplan_relay_sessions",
-            "SMTP sessions this daemon uses now (halved by a throttle reply, then one more per quiet interval up to [delivery] connections).",
+            "SMTP sessions this daemon uses now (halved by a throttle reply, then one more per quiet interval up to [delivery] connections)",
             m.relay_sessions.clone(),
         );
         Metrics { registry, ..m }
@@ -409,5 +405,21 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_help_text_ends_in_one_period() {
+        // prometheus-client appends the period itself: a help text ending in one gave "..".
+        let text = Metrics::new().encode(false, &Default::default());
+        let helps: Vec<&str> = text.lines().filter(|l| l.starts_with("# HELP")).collect();
+        assert!(helps.len() > 10, "{text}");
+        for l in helps {
+            assert!(l.ends_with('.') && !l.ends_with(".."), "{l}");
+        }
     }
 }

@@ -57,12 +57,12 @@ pub fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
                 eprintln!("{d}");
             }
             println!(
-                "checked {} plan files and {} playbooks: {} valid customers, {} errors, {} warnings",
-                ws.loaded.plan_files,
-                ws.loaded.playbook_files,
-                ws.loaded.plans.len(),
-                errors,
-                diags.len() - errors
+                "checked {} and {}: {}, {}, {}",
+                count(ws.loaded.plan_files, "plan file", "plan files"),
+                count(ws.loaded.playbook_files, "playbook", "playbooks"),
+                count(ws.loaded.plans.len(), "valid customer", "valid customers"),
+                count(errors, "error", "errors"),
+                count(diags.len() - errors, "warning", "warnings")
             );
         }
     }
@@ -106,4 +106,9 @@ fn capacity_warning(
         ))
         .warning(),
     )
+}
+
+/// `n` with the noun's singular or plural: "1 error", "2 errors".
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

@@ -211,8 +211,8 @@ async fn tell_ops(s: &Scheduler, rows: &[Row], deadlines: &BTreeMap<i64, i64>, b
     let lines: Vec<String> =
         rows.iter().map(|r| line(&snap, r, deadlines.get(&r.id).copied().unwrap_or(r.due.0))).collect();
     let subject = format!(
-        "contactplan: {} occasions will not fit under the relay's limits before their deadline ({})",
-        rows.len(),
+        "contactplan: {} will not fit under the relay's limits before their deadline ({})",
+        if rows.len() == 1 { "1 occasion".to_string() } else { format!("{} occasions", rows.len()) },
         now.format("%Y-%m-%d %H:%M UTC")
     );
     let text = format!(

@@ -61,6 +61,17 @@ pub enum TlsMode {
     Tls,
 }
 
+impl TlsMode {
+    /// The config's word for it (`tls = "none" | "starttls" | "tls"`).
+    pub fn code(self) -> &'static str {
+        match self {
+            TlsMode::None => "none",
+            TlsMode::Starttls => "starttls",
+            TlsMode::Tls => "tls",
+        }
+    }
+}
+
 /// The SMTP AUTH method (`[delivery] auth`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SmtpAuth {

@@ -98,8 +98,12 @@ impl SmtpMailer {
 
     pub fn describe(&self) -> String {
         format!(
-            "smtp {}:{} ({:?}, {} sessions)",
-            self.settings.host, self.settings.port, self.settings.tls, self.settings.connections
+            "smtp {}:{} (tls = {}, {} {})",
+            self.settings.host,
+            self.settings.port,
+            self.settings.tls.code(),
+            self.settings.connections,
+            if self.settings.connections == 1 { "session" } else { "sessions" }
         )
     }
 

@@ -43,7 +43,7 @@ fn check_reports_every_broken_plan_with_file_and_line() {
     assert_eq!(stderr.matches("error:").count(), expected.len(), "one error per broken file:\n{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("8 plan files") && stdout.contains("1 valid customers") && stdout.contains("7 errors"),
+        stdout.contains("8 plan files") && stdout.contains("1 valid customer,") && stdout.contains("7 errors"),
         "{stdout}"
     );
 }
