@@ -658,10 +658,19 @@ fn oauth_settings(path: &Path, text: &str, read: &Read<RawOauth>, errors: &mut V
         }
         "custom" => {
             tenant_elsewhere(errors);
-            if token_url.is_none() || scope.is_none() {
+            let missing: Vec<&str> = [("`token_url`", token_url.is_none()), ("`scope`", scope.is_none())]
+                .into_iter()
+                .filter_map(|(k, m)| m.then_some(k))
+                .collect();
+            if !missing.is_empty() {
                 errors.push(
-                    Diagnostic::at(path, text, provider_span, "provider = \"custom\" needs `token_url` and `scope`")
-                        .hint("the token endpoint (https://…) and the scope your relay's tokens need"),
+                    Diagnostic::at(
+                        path,
+                        text,
+                        provider_span,
+                        format!("provider = \"custom\" needs {}", missing.join(" and ")),
+                    )
+                    .hint("the token endpoint (https://…) and the scope your relay's tokens need"),
                 );
             }
             (String::new(), String::new())

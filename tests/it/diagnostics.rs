@@ -153,7 +153,7 @@
 //! | 110 | config/parse.rs `oauth_settings` | provider = "microsoft" needs `tenant` | `config-oauth-no-tenant` |
 //! | 111 | config/parse.rs `oauth_settings` | delivery.oauth.tenant … is not a tenant id or domain | `config-oauth-tenant` |
 //! | 112 | config/parse.rs `oauth_settings` | `tenant` applies to provider = "microsoft" only | `config-oauth-tenant-elsewhere` |
-//! | 113 | config/parse.rs `oauth_settings` | provider = "custom" needs `token_url` and `scope` | `config-oauth-custom-incomplete` |
+//! | 113 | config/parse.rs `oauth_settings` | provider = "custom" needs `token_url` and `scope` | `config-oauth-custom-incomplete`, `config-oauth-custom-no-scope` |
 //! | 114 | config/parse.rs `oauth_settings` | unknown delivery.oauth.provider | `config-oauth-provider` |
 //! | 115 | config/parse.rs `oauth_settings` (mail/oauth.rs `check_token_url`) | delivery.oauth.token_url … is plain http | `config-oauth-token-url` |
 //! | 116 | config/secrets.rs `Secrets::resolve` | auth = "xoauth2" needs the OAuth client secret, and none was given | `config-oauth-no-secret` |
