@@ -266,7 +266,7 @@ mod tests {
                 "3:http_bind `localhost` is not an address:port",
                 "5:`nope` is not a valid email address: it has no @",
                 "6:unknown key `nmae` in [sender]",
-                "10:invalid type: string \"25\", expected u16",
+                "10:expected a whole number, found the string \"25\"",
             ],
         );
         let hint = |line: usize| errs.iter().find(|d| d.line == line).and_then(|d| d.hint.clone()).unwrap_or_default();
