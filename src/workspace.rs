@@ -329,8 +329,8 @@ pub fn plan_files_only(config: &Config, changed: &[PathBuf]) -> Option<BTreeSet<
     let dir = absolute(&config.plans_dir)?;
     let plan_file = |p: &Path| -> Option<PathBuf> {
         let name = p.file_name()?;
-        let in_dir =
-            p.parent() == Some(config.plans_dir.as_path()) || p.parent().and_then(absolute) == Some(dir.clone());
+        let in_dir = p.parent() == Some(config.plans_dir.as_path())
+            || p.parent().and_then(absolute).as_deref() == Some(dir.as_path());
         let plan = in_dir
             && Path::new(name).extension().is_some_and(|x| x == "toml")
             && name.to_str().is_some_and(|n| !n.starts_with('.'))

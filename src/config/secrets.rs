@@ -34,13 +34,8 @@ impl Secrets {
     /// # Errors
     /// The token is present but empty or unreadable (naming its source).
     pub fn resolve_api_token(config: &Config, env: &Environment) -> Result<Secrets, Vec<Diagnostic>> {
-        let api_token = from_env(env, ENV_API_TOKEN)
-            .and_then(|t| t.map_or_else(|| credential(env, "api-token"), |t| Ok(Some(t))))
-            .map_err(|why| {
-                vec![Diagnostic::whole_file(&config.path, why).hint(
-                    "check CONTACTPLAN_API_TOKEN or the unit's LoadCredential=api-token; an empty token is refused, not taken as \"no token\"",
-                )]
-            })?;
+        let api_token =
+            api_token(env).map_err(|why| vec![Diagnostic::whole_file(&config.path, why).hint(API_TOKEN_HINT)])?;
         Ok(Secrets { api_token, ..Secrets::default() })
     }
 
@@ -56,10 +51,7 @@ impl Secrets {
                 None
             })
         };
-        let api_token = take(
-            from_env(env, ENV_API_TOKEN).and_then(|t| t.map_or_else(|| credential(env, "api-token"), |t| Ok(Some(t)))),
-            "check CONTACTPLAN_API_TOKEN or the unit's LoadCredential=api-token; an empty token is refused, not taken as \"no token\"",
-        );
+        let api_token = take(api_token(env), API_TOKEN_HINT);
         let smtp_password = take(
             from_env(env, ENV_SMTP_PASSWORD).and_then(|p| match p {
                 Some(p) => Ok(Some(p)),
@@ -87,6 +79,14 @@ impl Secrets {
         }
         if errors.is_empty() { Ok(Secrets { smtp_password, oauth_client_secret, api_token }) } else { Err(errors) }
     }
+}
+
+/// Where a bad API token is fixed.
+const API_TOKEN_HINT: &str = "check CONTACTPLAN_API_TOKEN or the unit's LoadCredential=api-token; an empty token is refused, not taken as \"no token\"";
+
+/// The API token: the environment variable, else the systemd credential `api-token`.
+fn api_token(env: &Environment) -> Result<Option<SecretString>, String> {
+    from_env(env, ENV_API_TOKEN).and_then(|t| t.map_or_else(|| credential(env, "api-token"), |t| Ok(Some(t))))
 }
 
 /// A secret from an environment variable; set but empty is an error.
