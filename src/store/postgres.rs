@@ -350,26 +350,7 @@ impl PgStore {
     /// # Errors
     /// A database error.
     pub(crate) async fn next_due(&self) -> anyhow::Result<Option<i64>> {
-        Ok(sqlx::query_scalar::<_, Option<i64>>(
-            // The earliest of: the first open row without a retry time of each state, in the
-            // order of `outbox_open` (the repeated state condition lets that partial index be
-            // used); the rows with a retry time (`outbox_retry_at`, migration 0010). Reading
-            // `MIN(…)` over every open row cost 0.2–0.5 s at 100,000 open rows, every tick.
-            "SELECT MIN(t) FROM (
-                 SELECT (SELECT due_utc FROM outbox
-                         WHERE state IN ('pending', 'retry', 'claimed', 'sending') AND state = 'pending'
-                           AND next_attempt_utc IS NULL ORDER BY due_utc LIMIT 1) AS t
-                 UNION ALL
-                 SELECT (SELECT due_utc FROM outbox
-                         WHERE state IN ('pending', 'retry', 'claimed', 'sending') AND state = 'retry'
-                           AND next_attempt_utc IS NULL ORDER BY due_utc LIMIT 1)
-                 UNION ALL
-                 SELECT MIN(GREATEST(due_utc, next_attempt_utc)) FROM outbox
-                 WHERE state IN ('pending', 'retry') AND next_attempt_utc IS NOT NULL
-             ) AS firsts",
-        )
-        .fetch_one(&self.pool)
-        .await?)
+        Ok(sqlx::query_scalar::<_, Option<i64>>(super::rows::next_due_sql!("GREATEST")).fetch_one(&self.pool).await?)
     }
 
     /// [`Store::counts`](super::Store::counts) on PostgreSQL.

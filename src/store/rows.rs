@@ -326,6 +326,35 @@ macro_rules! row_columns {
 }
 pub(crate) use row_columns;
 
+/// The query of [`Store::next_due`](super::Store::next_due), for both engines (a literal, for
+/// `concat!`); `$greatest` is the engine's two-argument maximum (`GREATEST`, SQLite's `MAX`).
+///
+/// The earliest of: the first open row without a retry time of each state, in the order of
+/// `outbox_open` (the repeated state condition lets that partial index be used); the rows with a
+/// retry time (`outbox_retry_at`, migration 0010). Reading `MIN(…)` over every open row cost
+/// 0.2–0.5 s at 100,000 open rows, every tick.
+macro_rules! next_due_sql {
+    ($greatest:literal) => {
+        concat!(
+            "SELECT MIN(t) FROM (
+                 SELECT (SELECT due_utc FROM outbox
+                         WHERE state IN ('pending', 'retry', 'claimed', 'sending') AND state = 'pending'
+                           AND next_attempt_utc IS NULL ORDER BY due_utc LIMIT 1) AS t
+                 UNION ALL
+                 SELECT (SELECT due_utc FROM outbox
+                         WHERE state IN ('pending', 'retry', 'claimed', 'sending') AND state = 'retry'
+                           AND next_attempt_utc IS NULL ORDER BY due_utc LIMIT 1)
+                 UNION ALL
+                 SELECT MIN(",
+            $greatest,
+            "(due_utc, next_attempt_utc)) FROM outbox
+                 WHERE state IN ('pending', 'retry') AND next_attempt_utc IS NOT NULL
+             ) AS firsts"
+        )
+    };
+}
+pub(crate) use next_due_sql;
+
 impl TryFrom<RowColumns> for Row {
     type Error = MappingError;
     fn try_from(c: RowColumns) -> Result<Row, MappingError> {
