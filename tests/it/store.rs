@@ -1180,3 +1180,27 @@ async fn concurrent_digest_claimers_take_each_owners_entries_once(db: &TestDb) {
     assert_eq!((digests.len(), owners.len()), (OWNERS, OWNERS), "one digest per owner, never split");
     assert!(digests.iter().all(|d| d.entries.len() == 5));
 }
+
+/// After a bulk materialisation the pass refreshes the planner's statistics
+/// (`Store::refresh_statistics`): on PostgreSQL the outbox is analysed at once (its `reltuples`
+/// goes from -1, "never analysed", to the rows written), so the claims that follow plan with the
+/// deadline index instead of waiting for autovacuum.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_statistics_are_refreshed_on_request() {
+    let db = TestDb::postgres().await;
+    let store = db.connect().await;
+    // Fewer rows than autovacuum's analyse threshold (50), so only the refresh analyses them.
+    let items: Vec<NewItem> = (0..40).map(|i| item(&format!("c{i}"), T, T + 3600)).collect();
+    store.materialize(&items, T).await.unwrap();
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    let tuples = || async {
+        sqlx::query_scalar::<_, f32>("SELECT reltuples FROM pg_class WHERE oid = 'outbox'::regclass")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(tuples().await, -1.0, "not analysed yet");
+    store.refresh_statistics().await.unwrap();
+    assert_eq!(tuples().await, 40.0);
+    pool.close().await;
+}
